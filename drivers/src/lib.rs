@@ -1,0 +1,3 @@
+//! Database clients that live on a worker's io_uring.
+
+pub mod pg;

@@ -1,0 +1,1 @@
+//! Ephemeral database servers for tests.
