@@ -2,3 +2,4 @@
 //! and the HTTP/1.1 server that runs on them.
 
 pub mod http;
+pub mod rt;

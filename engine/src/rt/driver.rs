@@ -1,0 +1,296 @@
+//! The reactor: one io_uring per worker, and the table of operations in flight.
+//!
+//! Every submitted SQE carries the key of a slot in `ops`. A completion
+//! either wakes the task waiting on that slot or, when the future that asked
+//! for it was dropped, frees the buffers that were parked in the slot for the
+//! kernel's sake. Nothing handed to the kernel is freed before its CQE.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::task::Waker;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+/// user_data of SQEs whose completion nobody waits for (cancels, closes).
+pub(crate) const IGNORED: u64 = u64::MAX;
+
+// io_uring_enter(2) flags; the io-uring crate keeps its own copies private.
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+
+/// How the ring was set up, as found by probing the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingMode {
+    /// IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (6.1+): completions
+    /// are only processed when this thread enters the ring.
+    DeferTaskrun,
+    /// IORING_SETUP_COOP_TASKRUN (5.19+).
+    CoopTaskrun,
+    /// No task-run flags (older kernels).
+    Plain,
+}
+
+pub(crate) enum Slot {
+    /// Submitted; the waker is the task to notify.
+    Waiting(Option<Waker>),
+    /// Completed; result waits for its future to be polled.
+    Done { res: i32, flags: u32 },
+    /// A multishot operation: completions queue up until read.
+    Multi {
+        waker: Option<Waker>,
+        queue: VecDeque<(i32, u32)>,
+        ended: bool,
+    },
+    /// The future was dropped while the kernel still owns the operation: the
+    /// parked resources (buffers, fd handles) live until the final CQE.
+    Orphan(#[allow(dead_code)] Option<Box<dyn Any>>),
+}
+
+pub(crate) struct Driver {
+    ring: IoUring,
+    pub(crate) ops: Slab<Slot>,
+    mode: RingMode,
+    /// Completions the kernel could not post (CQ overflow) seen so far.
+    pub(crate) cq_overflow: u64,
+}
+
+fn ring_unavailable(err: io::Error) -> io::Error {
+    let why = match err.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel was built without io_uring (ENOSYS)",
+        Some(libc::EPERM) => {
+            "io_uring is forbidden here (EPERM): a seccomp profile (Docker's default blocks it) or \
+             the sysctl kernel.io_uring_disabled. Run the container with a seccomp profile that \
+             allows io_uring_setup/io_uring_enter/io_uring_register, or set \
+             kernel.io_uring_disabled=0"
+        }
+        Some(libc::ENOMEM) => {
+            "the ring could not be allocated (ENOMEM): raise RLIMIT_MEMLOCK (ulimit -l) or the \
+             memory cgroup limit, or use fewer ring entries"
+        }
+        _ => "io_uring_setup failed",
+    };
+    io::Error::new(
+        err.kind(),
+        format!("tidepool: cannot create an io_uring: {why} ({err})"),
+    )
+}
+
+impl Driver {
+    pub(crate) fn new(entries: u32) -> io::Result<Driver> {
+        // Try the best setup first; each fallback is what an older kernel accepts.
+        let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+            (RingMode::DeferTaskrun, |b| {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }),
+            (RingMode::CoopTaskrun, |b| {
+                b.setup_coop_taskrun();
+            }),
+            (RingMode::Plain, |_| {}),
+        ];
+        let mut last_err = None;
+        for (mode, configure) in attempts {
+            let mut builder = IoUring::builder();
+            // Multishot accept and bursts of sends can post more completions
+            // than there are SQEs: a CQ four times the SQ keeps overflow rare.
+            builder.setup_cqsize(entries * 4);
+            configure(&mut builder);
+            match builder.build(entries) {
+                Ok(ring) => {
+                    return Ok(Driver {
+                        ring,
+                        ops: Slab::with_capacity(256),
+                        mode,
+                        cq_overflow: 0,
+                    })
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+                Err(e) => return Err(ring_unavailable(e)),
+            }
+        }
+        Err(ring_unavailable(last_err.expect("at least one attempt")))
+    }
+
+    pub(crate) fn mode(&self) -> RingMode {
+        self.mode
+    }
+
+    /// Queues an SQE, flushing the SQ to the kernel first when it is full.
+    pub(crate) fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer inside `sqe` refers to memory that the
+            // submitting future moved into its slot (or that lives in the
+            // slot's owner) and that stays alive until the completion arrives.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.enter(false, None) {
+                // Busy means the CQ is full: reap, then retry the push.
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    panic!("tidepool: io_uring_enter failed: {e}");
+                }
+            }
+            self.reap();
+        }
+    }
+
+    /// Registers a one-shot operation and queues its SQE; returns the slot key.
+    pub(crate) fn submit_op(&mut self, sqe: squeue::Entry) -> usize {
+        let key = self.ops.insert(Slot::Waiting(None));
+        self.push(sqe.user_data(key as u64));
+        key
+    }
+
+    /// Registers a multishot operation (it may complete many times).
+    pub(crate) fn submit_multi(&mut self, sqe: squeue::Entry) -> usize {
+        let key = self.ops.insert(Slot::Multi {
+            waker: None,
+            queue: VecDeque::new(),
+            ended: false,
+        });
+        self.push(sqe.user_data(key as u64));
+        key
+    }
+
+    /// Asks the kernel to cancel the operation in `key`; its completion still arrives.
+    pub(crate) fn cancel(&mut self, key: usize) {
+        self.push(
+            opcode::AsyncCancel::new(key as u64)
+                .build()
+                .user_data(IGNORED),
+        );
+    }
+
+    /// Closes an fd through the ring: batched with the other submissions
+    /// rather than costing a syscall of its own.
+    pub(crate) fn close_fd(&mut self, fd: i32) {
+        self.push(opcode::Close::new(types::Fd(fd)).build().user_data(IGNORED));
+    }
+
+    /// Submits queued SQEs; when `wait` is set, blocks until a completion
+    /// arrives or `timeout` passes.
+    pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        let submitter = self.ring.submitter();
+        let mut flags = 0u32;
+        // DEFER_TASKRUN runs completion work only when we ask for events,
+        // so every enter asks; with the other modes it is only needed to wait.
+        if wait || self.mode == RingMode::DeferTaskrun {
+            flags |= IORING_ENTER_GETEVENTS;
+        }
+        let min_complete = u32::from(wait);
+        let res = match timeout.filter(|_| wait) {
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                // SAFETY: `args` and `ts` outlive the call, and the SQEs being
+                // submitted point at memory parked in `ops`.
+                unsafe {
+                    submitter.enter(
+                        to_submit,
+                        min_complete,
+                        flags | IORING_ENTER_EXT_ARG,
+                        Some(&args),
+                    )
+                }
+            }
+            // SAFETY: as above; no extra argument is passed.
+            None => unsafe {
+                submitter.enter::<libc::sigset_t>(to_submit, min_complete, flags, None)
+            },
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                // Woken by a signal or the timeout: not a failure of the ring.
+                Some(libc::EINTR) | Some(libc::ETIME) => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Moves every available completion into its slot and wakes its task.
+    pub(crate) fn reap(&mut self) -> usize {
+        let mut n = 0;
+        let mut cq = self.ring.completion();
+        self.cq_overflow = u64::from(cq.overflow());
+        cq.sync();
+        for cqe in &mut cq {
+            n += 1;
+            let key = cqe.user_data();
+            if key == IGNORED {
+                continue;
+            }
+            let key = key as usize;
+            let (res, flags) = (cqe.result(), cqe.flags());
+            let Some(slot) = self.ops.get_mut(key) else {
+                continue;
+            };
+            match slot {
+                Slot::Waiting(waker) => {
+                    let waker = waker.take();
+                    *slot = Slot::Done { res, flags };
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                Slot::Multi {
+                    waker,
+                    queue,
+                    ended,
+                } => {
+                    queue.push_back((res, flags));
+                    if !cqueue::more(flags) {
+                        *ended = true;
+                    }
+                    if let Some(w) = waker.take() {
+                        w.wake();
+                    }
+                }
+                Slot::Orphan(_) => {
+                    if !cqueue::more(flags) {
+                        self.ops.remove(key);
+                    }
+                }
+                Slot::Done { .. } => {}
+            }
+        }
+        n
+    }
+
+    /// Number of operations the kernel still owns.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Cancels everything still in flight and waits (bounded) for the kernel
+    /// to give the memory back, so a worker never exits with buffers that the
+    /// kernel may still write to.
+    pub(crate) fn drain(&mut self, budget: Duration) {
+        let keys: Vec<usize> = self.ops.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.cancel(key);
+        }
+        let deadline = std::time::Instant::now() + budget;
+        while self.ops.iter().any(|(_, s)| {
+            matches!(
+                s,
+                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
+            )
+        }) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self.enter(true, Some(deadline - now)).is_err() {
+                break;
+            }
+            self.reap();
+            // Finished one-shot results nobody will read are dropped here.
+            self.ops
+                .retain(|_, s| !matches!(s, Slot::Done { .. } | Slot::Multi { ended: true, .. }));
+        }
+    }
+}

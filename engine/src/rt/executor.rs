@@ -1,0 +1,332 @@
+//! The per-worker executor: a slab of local tasks, a ready queue, and the
+//! loop that alternates between polling tasks and entering the ring once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::driver::Driver;
+use super::remote::{Remote, RemoteMsg};
+use super::time::Timers;
+
+/// Tasks polled per loop turn before the ring is entered again, so a flood
+/// of ready tasks cannot starve I/O completions and timers.
+const POLL_BUDGET: usize = 512;
+
+/// Configuration of one worker's runtime core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Submission queue entries (the completion queue gets four times as many).
+    pub ring_entries: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { ring_entries: 1024 }
+    }
+}
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+struct Task {
+    fut: RefCell<Option<LocalFuture>>,
+    waker: Waker,
+    queued: Cell<bool>,
+}
+
+/// Everything a worker thread owns: its ring, timers, tasks.
+pub(crate) struct Core {
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) timers: RefCell<Timers>,
+    tasks: RefCell<Slab<Rc<Task>>>,
+    ready: RefCell<VecDeque<usize>>,
+    pub(crate) remote: Arc<Remote>,
+    id: usize,
+    now: Cell<Instant>,
+    main_woken: Cell<bool>,
+}
+
+static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's core; panics off a worker thread.
+pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let core = c
+            .as_ref()
+            .expect("tidepool: not on a worker thread (use rt::block_on or a Runtime)");
+        f(core)
+    })
+}
+
+/// Like `with_core`, but `None` off a worker thread or during its teardown.
+pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            c.try_borrow()
+                .ok()
+                .and_then(|c| c.as_ref().map(|core| f(core)))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Wakes a task: in place when woken on its own worker, through the worker's
+/// remote channel when woken from another thread.
+struct TaskWaker {
+    task: usize,
+    core: usize,
+    remote: Arc<Remote>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let local = try_with_core(|core| {
+            if core.id == self.core {
+                core.schedule(self.task);
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            self.remote.send(RemoteMsg::Wake(self.task));
+        }
+    }
+}
+
+const MAIN_TASK: usize = usize::MAX;
+
+impl Core {
+    fn new(config: &CoreConfig) -> std::io::Result<(Rc<Core>, super::remote::Inbox)> {
+        let driver = Driver::new(config.ring_entries)?;
+        let (remote, inbox) = Remote::new()?;
+        let core = Rc::new(Core {
+            driver: RefCell::new(driver),
+            timers: RefCell::new(Timers::default()),
+            tasks: RefCell::new(Slab::with_capacity(64)),
+            ready: RefCell::new(VecDeque::with_capacity(64)),
+            remote: Arc::new(remote),
+            id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
+            now: Cell::new(Instant::now()),
+            main_woken: Cell::new(true),
+        });
+        Ok((core, inbox))
+    }
+
+    pub(crate) fn schedule(&self, task: usize) {
+        if task == MAIN_TASK {
+            self.main_woken.set(true);
+            return;
+        }
+        let tasks = self.tasks.borrow();
+        if let Some(t) = tasks.get(task) {
+            if !t.queued.replace(true) {
+                self.ready.borrow_mut().push_back(task);
+            }
+        }
+    }
+
+    /// The time at the start of this loop turn: cheap, and the same for
+    /// every task polled in the turn.
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    fn spawn_boxed(&self, fut: LocalFuture) {
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let id = entry.key();
+        let waker = Waker::from(Arc::new(TaskWaker {
+            task: id,
+            core: self.id,
+            remote: self.remote.clone(),
+        }));
+        entry.insert(Rc::new(Task {
+            fut: RefCell::new(Some(fut)),
+            waker,
+            queued: Cell::new(true),
+        }));
+        self.ready.borrow_mut().push_back(id);
+    }
+
+    fn poll_task(&self, id: usize) {
+        let task = match self.tasks.borrow().get(id) {
+            Some(t) => t.clone(),
+            None => return,
+        };
+        task.queued.set(false);
+        let done = {
+            let mut slot = task.fut.borrow_mut();
+            let Some(fut) = slot.as_mut() else { return };
+            let mut cx = Context::from_waker(&task.waker);
+            fut.as_mut().poll(&mut cx).is_ready()
+        };
+        if done {
+            // Dropped outside the tasks borrow: a future's destructor may spawn or wake.
+            let removed = self.tasks.borrow_mut().remove(id);
+            drop(removed.fut.borrow_mut().take());
+        }
+    }
+
+    /// Number of live tasks (the main future not counted).
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.borrow().len()
+    }
+
+    fn run<F: Future>(self: &Rc<Core>, mut inbox: super::remote::Inbox, fut: F) -> F::Output {
+        let main_waker = Waker::from(Arc::new(TaskWaker {
+            task: MAIN_TASK,
+            core: self.id,
+            remote: self.remote.clone(),
+        }));
+        let mut fut = std::pin::pin!(fut);
+        inbox.arm();
+        loop {
+            self.now.set(Instant::now());
+            if self.main_woken.replace(false) {
+                let mut cx = Context::from_waker(&main_waker);
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    return out;
+                }
+            }
+            let mut budget = POLL_BUDGET;
+            while budget > 0 {
+                let next = self.ready.borrow_mut().pop_front();
+                let Some(id) = next else { break };
+                self.poll_task(id);
+                budget -= 1;
+            }
+            inbox.drain(self);
+            self.timers.borrow_mut().fire(Instant::now());
+            let idle = self.ready.borrow().is_empty() && !self.main_woken.get();
+            let timeout = if idle {
+                self.timers
+                    .borrow()
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                None
+            };
+            let mut driver = self.driver.borrow_mut();
+            if let Err(e) = driver.enter(idle, timeout) {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    panic!("tidepool: io_uring_enter failed: {e}");
+                }
+            }
+            driver.reap();
+        }
+    }
+}
+
+/// Runs `fut` to completion on a fresh single-worker runtime on this thread.
+///
+/// This is what each worker thread of a [`Runtime`](crate::Runtime) does; tests
+/// and tools use it directly.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    block_on_with(&CoreConfig::default(), fut).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`block_on`], with a configuration, reporting ring setup failures.
+pub fn block_on_with<F: Future>(config: &CoreConfig, fut: F) -> std::io::Result<F::Output> {
+    let (core, inbox) = Core::new(config)?;
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(core.clone()));
+    assert!(
+        previous.is_none(),
+        "tidepool: block_on called on a thread that already runs a worker"
+    );
+    struct Reset(Rc<Core>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            // Tasks go first (their ops become orphans), then the ring waits
+            // for the kernel to hand back every parked buffer.
+            let tasks: Vec<Rc<Task>> = self.0.tasks.borrow_mut().drain().collect();
+            for t in tasks {
+                drop(t.fut.borrow_mut().take());
+            }
+            self.0.driver.borrow_mut().drain(Duration::from_secs(1));
+            CURRENT.with(|c| c.borrow_mut().take());
+        }
+    }
+    let reset = Reset(core.clone());
+    let out = core.run(inbox, fut);
+    drop(reset);
+    Ok(out)
+}
+
+/// A handle to a spawned task's output.
+pub struct JoinHandle<T> {
+    state: Rc<JoinState<T>>,
+}
+
+struct JoinState<T> {
+    value: Cell<Option<T>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.state.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.state.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Spawns a task on the current worker. Tasks never move between threads,
+/// so they need not be `Send`. Dropping the handle detaches the task.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let state = Rc::new(JoinState {
+        value: Cell::new(None),
+        waker: Cell::new(None),
+    });
+    let st = state.clone();
+    let task = async move {
+        let out = fut.await;
+        st.value.set(Some(out));
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    };
+    with_core(|core| core.spawn_boxed(Box::pin(task)));
+    JoinHandle { state }
+}
+
+/// Yields once to let other ready tasks run.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,34 @@
+//! The runtime: one single-threaded executor per worker whose reactor is
+//! the worker's io_uring.
+//!
+//! - `driver`: the ring, probing, submission batching, the table of ops in flight;
+//! - `op`: an operation as a future that owns what the kernel points into;
+//! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
+//! - `time`: per-worker timers waited on through the enter timeout;
+//! - `net`: TCP and unix sockets;
+//! - `remote`: how other threads post work to a worker.
+
+mod driver;
+mod executor;
+pub mod net;
+mod op;
+pub(crate) mod remote;
+pub mod time;
+
+pub use driver::RingMode;
+pub use executor::{block_on, block_on_with, spawn, yield_now, CoreConfig, JoinHandle};
+
+/// How this worker's ring was set up.
+pub fn ring_mode() -> RingMode {
+    executor::with_core(|core| core.driver.borrow().mode())
+}
+
+/// Operations the kernel owns right now on this worker (diagnostics and tests).
+pub fn ops_in_flight() -> usize {
+    executor::with_core(|core| core.driver.borrow().in_flight())
+}
+
+/// Live tasks on this worker.
+pub fn task_count() -> usize {
+    executor::with_core(|core| core.task_count())
+}

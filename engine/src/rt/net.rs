@@ -1,0 +1,362 @@
+//! Sockets whose every operation is a ring operation.
+//!
+//! Each socket's fd lives in an `Rc<Fd>`; every operation in flight holds a
+//! clone, so the fd is closed only after the last completion on it arrived,
+//! never while the kernel may still act on that fd number.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use io_uring::{cqueue, opcode, types};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::driver::Slot;
+use super::executor::{try_with_core, with_core};
+use super::op::Op;
+
+/// An owned fd, closed through the ring when the last handle goes.
+pub(crate) struct Fd(RawFd);
+
+impl Fd {
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let fd = self.0;
+        // Closing through the ring batches the close with other submissions.
+        // When the last handle goes while the driver itself is busy (an
+        // orphaned op's final completion being reaped), no SQE can still
+        // name this fd, so a direct close is safe.
+        let queued = try_with_core(|core| match core.driver.try_borrow_mut() {
+            Ok(mut d) => {
+                d.close_fd(fd);
+                true
+            }
+            Err(_) => false,
+        });
+        if queued != Some(true) {
+            // SAFETY: we own `fd`, and no queued or in-flight op refers to it
+            // (each would hold a handle to this Fd).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn sock_fd(socket: Socket) -> Rc<Fd> {
+    Rc::new(Fd(socket.into_raw_fd()))
+}
+
+/// A listening TCP socket (SO_REUSEPORT, so every worker can own one on the same port).
+pub struct TcpListener {
+    fd: Rc<Fd>,
+    local: SocketAddr,
+    multishot: Option<usize>,
+    multishot_supported: bool,
+}
+
+impl TcpListener {
+    /// Binds with SO_REUSEADDR and SO_REUSEPORT and starts listening.
+    pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_cloexec(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        Ok(TcpListener {
+            fd: sock_fd(socket),
+            local,
+            multishot: None,
+            multishot_supported: true,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts one connection. The first call arms a multishot accept (one
+    /// SQE for many connections); later calls take its queued completions.
+    pub async fn accept(&mut self) -> io::Result<TcpStream> {
+        loop {
+            if !self.multishot_supported {
+                let sqe = opcode::Accept::new(
+                    types::Fd(self.fd.raw()),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+                .flags(libc::SOCK_CLOEXEC)
+                .build();
+                let (c, _fd) = Op::submit(sqe, self.fd.clone()).await;
+                let fd = c.into_result()? as RawFd;
+                return Ok(TcpStream::from_fd(Rc::new(Fd(fd))));
+            }
+            let key = match self.multishot {
+                Some(k) => k,
+                None => {
+                    let sqe = opcode::AcceptMulti::new(types::Fd(self.fd.raw()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build();
+                    let k = with_core(|core| core.driver.borrow_mut().submit_multi(sqe));
+                    self.multishot = Some(k);
+                    k
+                }
+            };
+            let (res, ended) = MultiNext { key }.await;
+            if ended {
+                // The kernel ended the multishot (an error, or CQ overflow):
+                // re-arm on the next call.
+                with_core(|core| core.driver.borrow_mut().ops.remove(key));
+                self.multishot = None;
+            }
+            match res {
+                Some(res) if res >= 0 => {
+                    return Ok(TcpStream::from_fd(Rc::new(Fd(res))));
+                }
+                Some(res) if -res == libc::EINVAL && ended => {
+                    // Kernel without multishot accept (before 5.19).
+                    self.multishot_supported = false;
+                }
+                Some(res) => {
+                    let err = io::Error::from_raw_os_error(-res);
+                    // Per-connection failures (the peer reset before we took
+                    // it, fd exhaustion) must not end the accept loop.
+                    return Err(err);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        if let Some(key) = self.multishot.take() {
+            // The kernel may still post completions; the Orphan slot holds
+            // the fd until the final one, and accepted fds it posts are closed.
+            try_with_core(|core| {
+                let mut d = core.driver.borrow_mut();
+                if let Some(Slot::Multi { queue, ended, .. }) = d.ops.get_mut(key) {
+                    for (res, _) in queue.drain(..) {
+                        if res >= 0 {
+                            // SAFETY: an accepted fd nobody has taken: ours to close.
+                            unsafe { libc::close(res) };
+                        }
+                    }
+                    if *ended {
+                        d.ops.remove(key);
+                    } else {
+                        d.ops[key] = Slot::Orphan(Some(Box::new(self.fd.clone())));
+                        d.cancel(key);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Waits for the next completion of a multishot op: (result, ended).
+struct MultiNext {
+    key: usize,
+}
+
+impl Future for MultiNext {
+    type Output = (Option<i32>, bool);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        with_core(|core| {
+            let mut d = core.driver.borrow_mut();
+            match d.ops.get_mut(self.key) {
+                Some(Slot::Multi {
+                    waker,
+                    queue,
+                    ended,
+                }) => {
+                    if let Some((res, flags)) = queue.pop_front() {
+                        let last = !cqueue::more(flags);
+                        return Poll::Ready((Some(res), last && queue.is_empty()));
+                    }
+                    if *ended {
+                        return Poll::Ready((None, true));
+                    }
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => Poll::Ready((None, true)),
+            }
+        })
+    }
+}
+
+/// A connected stream socket (TCP or unix) on the worker's ring.
+pub struct TcpStream {
+    fd: Rc<Fd>,
+}
+
+/// A unix-domain stream socket; the same operations as [`TcpStream`].
+pub type UnixStream = TcpStream;
+
+impl TcpStream {
+    fn from_fd(fd: Rc<Fd>) -> TcpStream {
+        TcpStream { fd }
+    }
+
+    /// Connects over TCP (TCP_NODELAY set).
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_cloexec(true)?;
+        socket.set_tcp_nodelay(true)?;
+        Self::connect_socket(socket, SockAddr::from(addr)).await
+    }
+
+    /// Connects to a unix-domain socket path.
+    pub async fn connect_unix(path: impl AsRef<Path>) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_cloexec(true)?;
+        Self::connect_socket(socket, SockAddr::unix(path)?).await
+    }
+
+    async fn connect_socket(socket: Socket, addr: SockAddr) -> io::Result<TcpStream> {
+        let fd = sock_fd(socket);
+        let addr = Box::new(addr);
+        let sqe =
+            opcode::Connect::new(types::Fd(fd.raw()), addr.as_ptr().cast(), addr.len()).build();
+        let (c, (fd, _addr)) = Op::submit(sqe, (fd, addr)).await;
+        c.into_result()?;
+        Ok(TcpStream { fd })
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        let v: libc::c_int = on.into();
+        // SAFETY: passes a live c_int of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.raw(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Receives into `buf`'s spare capacity (`buf[len..capacity]`) and extends
+    /// its length by the bytes read; 0 means the peer closed. The buffer is
+    /// returned in every case.
+    pub fn read(&self, mut buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        // SAFETY: `len <= capacity`, so the pointer stays inside the allocation.
+        let ptr = unsafe { buf.as_mut_ptr().add(len) };
+        let sqe = opcode::Recv::new(types::Fd(self.fd.raw()), ptr, spare as u32).build();
+        let op = Op::submit(sqe, (self.fd.clone(), buf));
+        async move {
+            let (c, (_fd, mut buf)) = op.await;
+            match c.into_result() {
+                Ok(n) => {
+                    // SAFETY: the kernel initialised `n` bytes after `len`.
+                    unsafe { buf.set_len(len + n as usize) };
+                    (Ok(n as usize), buf)
+                }
+                Err(e) => (Err(e), buf),
+            }
+        }
+    }
+
+    /// Sends `buf[from..]` once; returns bytes sent.
+    pub fn write_from(
+        &self,
+        buf: Vec<u8>,
+        from: usize,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        let from = from.min(buf.len());
+        // SAFETY: `from <= len`.
+        let ptr = unsafe { buf.as_ptr().add(from) };
+        let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, (buf.len() - from) as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        let op = Op::submit(sqe, (self.fd.clone(), buf));
+        async move {
+            let (c, (_fd, buf)) = op.await;
+            (c.into_result().map(|n| n as usize), buf)
+        }
+    }
+
+    /// Sends all of `buf`.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut buf = buf;
+        let mut sent = 0;
+        while sent < buf.len() {
+            let (res, b) = self.write_from(buf, sent).await;
+            buf = b;
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => sent += n,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::shutdown(self.fd.raw(), how) } < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        socket2::SockRef::from(self)
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an inet socket"))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        socket2::SockRef::from(self)
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an inet socket"))
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl std::os::fd::AsFd for TcpStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd stays open for as long as `self` (and its Rc) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.raw()) }
+    }
+}

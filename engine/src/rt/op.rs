@@ -1,0 +1,118 @@
+//! A ring operation as a future that owns the resources the kernel uses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::driver::Slot;
+use super::executor::{try_with_core, with_core};
+
+/// The raw completion of an operation: `res` is the kernel's result
+/// (negative errno on failure), `flags` the CQE flags.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Completion {
+    pub(crate) res: i32,
+    #[allow(dead_code)]
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    pub(crate) fn into_result(self) -> std::io::Result<u32> {
+        if self.res < 0 {
+            Err(std::io::Error::from_raw_os_error(-self.res))
+        } else {
+            Ok(self.res as u32)
+        }
+    }
+}
+
+/// An in-flight operation. `data` holds everything the SQE points into
+/// (buffers, socket addresses, the fd handle); if the future is dropped
+/// early, `data` is parked in the driver until the completion arrives.
+pub(crate) struct Op<T: 'static> {
+    key: Option<usize>,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submits `sqe`. The caller guarantees that every pointer in `sqe`
+    /// points into `data`'s heap allocations (which do not move when `data`
+    /// moves) or into memory that outlives the operation.
+    pub(crate) fn submit(sqe: squeue::Entry, data: T) -> Op<T> {
+        let key = with_core(|core| core.driver.borrow_mut().submit_op(sqe));
+        Op {
+            key: Some(key),
+            data: Some(data),
+        }
+    }
+}
+
+// Op never hands out a pinned reference to `data`; pinning it is not needed.
+impl<T: 'static> Unpin for Op<T> {}
+
+impl<T: 'static> Future for Op<T> {
+    type Output = (Completion, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Op holds no self-references, so it is Unpin.
+        let this = self.get_mut();
+        let key = this.key.expect("Op polled after completion");
+        let done = with_core(|core| {
+            let mut driver = core.driver.borrow_mut();
+            let slot = driver.ops.get_mut(key).expect("op slot vanished");
+            match slot {
+                Slot::Done { res, flags } => {
+                    let c = Completion {
+                        res: *res,
+                        flags: *flags,
+                    };
+                    driver.ops.remove(key);
+                    Some(c)
+                }
+                Slot::Waiting(w) => {
+                    match w {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *w = Some(cx.waker().clone()),
+                    }
+                    None
+                }
+                _ => unreachable!("one-shot op in a multishot or orphan slot"),
+            }
+        });
+        match done {
+            Some(c) => {
+                this.key = None;
+                Poll::Ready((c, this.data.take().expect("op data")))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut data = self.data.take();
+        let parked = try_with_core(|core| {
+            let mut driver = core.driver.borrow_mut();
+            match driver.ops.get_mut(key) {
+                Some(Slot::Done { .. }) => {
+                    driver.ops.remove(key);
+                }
+                Some(slot) => {
+                    *slot =
+                        Slot::Orphan(data.take().map(|d| Box::new(d) as Box<dyn std::any::Any>));
+                    driver.cancel(key);
+                }
+                None => {}
+            }
+        });
+        if parked.is_none() {
+            // No ring to park in (thread teardown): leaking is the only way
+            // to be sure the kernel never writes into freed memory.
+            std::mem::forget(data);
+        }
+    }
+}

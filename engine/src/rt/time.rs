@@ -1,0 +1,233 @@
+//! Per-worker timers: a binary heap of deadlines over a slab of entries.
+//!
+//! The ring waits with a timeout equal to the earliest deadline, so timers
+//! cost no SQEs. Moving a deadline later (the common case: a keep-alive
+//! connection that just served a request) only writes a field; the heap
+//! entry is re-pushed lazily when its old deadline comes up.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::executor::{try_with_core, with_core};
+
+struct Entry {
+    deadline: Instant,
+    generation: u64,
+    waker: Option<Waker>,
+    fired: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    entries: Slab<Entry>,
+    generation: u64,
+}
+
+impl Timers {
+    fn insert(&mut self, deadline: Instant) -> usize {
+        self.generation += 1;
+        let key = self.entries.insert(Entry {
+            deadline,
+            generation: self.generation,
+            waker: None,
+            fired: false,
+        });
+        self.heap.push(Reverse((deadline, key, self.generation)));
+        key
+    }
+
+    fn reset(&mut self, key: usize, deadline: Instant) {
+        let entry = &mut self.entries[key];
+        let earlier = deadline < entry.deadline;
+        entry.deadline = deadline;
+        if entry.fired || earlier {
+            // The old heap item is now stale: a new generation retires it.
+            self.generation += 1;
+            entry.generation = self.generation;
+            entry.fired = false;
+            self.heap.push(Reverse((deadline, key, self.generation)));
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        self.entries.remove(key);
+    }
+
+    /// Fires every timer due at `now`.
+    pub(crate) fn fire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, key, generation))) = self.heap.peek() {
+            if deadline > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
+            if entry.generation != generation || entry.fired {
+                continue;
+            }
+            if entry.deadline > now {
+                // Moved later since it was pushed: wait for the new deadline.
+                self.heap.push(Reverse((entry.deadline, key, generation)));
+                continue;
+            }
+            entry.fired = true;
+            if let Some(w) = entry.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((d, _, _))| *d)
+    }
+}
+
+/// The current time as seen by this worker's loop turn (no syscall).
+pub fn now() -> Instant {
+    with_core(|core| core.now())
+}
+
+/// A future that completes at a deadline; it can be moved with [`Sleep::reset`].
+pub struct Sleep {
+    key: Option<usize>,
+    deadline: Instant,
+}
+
+/// Completes after `dur`.
+pub fn sleep(dur: Duration) -> Sleep {
+    sleep_until(Instant::now() + dur)
+}
+
+/// Completes at `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        key: None,
+        deadline,
+    }
+}
+
+impl Sleep {
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline; a fired timer becomes pending again.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if let Some(key) = self.key {
+            with_core(|core| core.timers.borrow_mut().reset(key, deadline));
+        }
+    }
+
+    pub fn is_elapsed(&self) -> bool {
+        self.deadline <= Instant::now()
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        with_core(|core| {
+            let mut timers = core.timers.borrow_mut();
+            let key = match this.key {
+                Some(k) => k,
+                None => {
+                    if this.deadline <= Instant::now() {
+                        return Poll::Ready(());
+                    }
+                    let k = timers.insert(this.deadline);
+                    this.key = Some(k);
+                    k
+                }
+            };
+            let entry = &mut timers.entries[key];
+            if entry.fired {
+                return Poll::Ready(());
+            }
+            match &entry.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => entry.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            try_with_core(|core| core.timers.borrow_mut().remove(key));
+        }
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// Runs `fut` for at most `dur`; dropping it on expiry cancels its ring operations.
+pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    timeout_at(Instant::now() + dur, fut).await
+}
+
+/// Runs `fut` until `deadline` at most.
+pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sleep = sleep_until(deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(&mut sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_fire_in_order_and_respect_resets() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let a = t.insert(base + Duration::from_millis(10));
+        let b = t.insert(base + Duration::from_millis(20));
+        t.reset(a, base + Duration::from_millis(30)); // later: lazily re-pushed
+        t.fire(base + Duration::from_millis(15));
+        assert!(!t.entries[a].fired);
+        assert!(!t.entries[b].fired);
+        t.fire(base + Duration::from_millis(25));
+        assert!(t.entries[b].fired);
+        assert!(!t.entries[a].fired);
+        assert_eq!(t.next_deadline(), Some(base + Duration::from_millis(30)));
+        t.reset(a, base + Duration::from_millis(5)); // earlier: new generation
+        t.fire(base + Duration::from_millis(6));
+        assert!(t.entries[a].fired);
+        t.remove(a);
+        t.remove(b);
+        t.fire(base + Duration::from_secs(10));
+        assert_eq!(t.next_deadline(), None);
+    }
+}
