@@ -3,3 +3,7 @@
 
 pub mod http;
 pub mod rt;
+pub mod workers;
+
+pub use http::{HttpConfig, Request, Response, Router, Server, ServerHandle};
+pub use workers::{Runtime, RuntimeConfig, ShutdownHandle, WorkerInfo};

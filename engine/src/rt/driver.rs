@@ -273,6 +273,10 @@ impl Driver {
         for key in keys {
             self.cancel(key);
         }
+        // Queued closes and cancels must reach the kernel even when nothing
+        // is left to wait for.
+        let _ = self.enter(false, None);
+        self.reap();
         let deadline = std::time::Instant::now() + budget;
         while self.ops.iter().any(|(_, s)| {
             matches!(

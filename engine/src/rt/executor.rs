@@ -52,6 +52,8 @@ pub(crate) struct Core {
     id: usize,
     now: Cell<Instant>,
     main_woken: Cell<bool>,
+    shutdown: Cell<bool>,
+    shutdown_waiters: RefCell<Slab<Waker>>,
 }
 
 static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
@@ -126,6 +128,8 @@ impl Core {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             now: Cell::new(Instant::now()),
             main_woken: Cell::new(true),
+            shutdown: Cell::new(false),
+            shutdown_waiters: RefCell::new(Slab::new()),
         });
         Ok((core, inbox))
     }
@@ -176,12 +180,27 @@ impl Core {
             let mut slot = task.fut.borrow_mut();
             let Some(fut) = slot.as_mut() else { return };
             let mut cx = Context::from_waker(&task.waker);
-            fut.as_mut().poll(&mut cx).is_ready()
+            // A panicking task is dropped; the worker and its other tasks go on.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fut.as_mut().poll(&mut cx)
+            })) {
+                Ok(p) => p.is_ready(),
+                Err(_) => true,
+            }
         };
         if done {
             // Dropped outside the tasks borrow: a future's destructor may spawn or wake.
             let removed = self.tasks.borrow_mut().remove(id);
             drop(removed.fut.borrow_mut().take());
+        }
+    }
+
+    pub(crate) fn trigger_shutdown(&self) {
+        if !self.shutdown.replace(true) {
+            let waiters: Vec<Waker> = self.shutdown_waiters.borrow_mut().drain().collect();
+            for w in waiters {
+                w.wake();
+            }
         }
     }
 
@@ -233,6 +252,86 @@ impl Core {
             driver.reap();
         }
     }
+}
+
+/// Whether shutdown was requested for this worker.
+pub fn shutdown_requested() -> bool {
+    with_core(|core| core.shutdown.get())
+}
+
+/// Completes once shutdown is requested for this worker.
+pub fn shutdown_signal() -> ShutdownSignal {
+    ShutdownSignal { key: None }
+}
+
+/// The future of [`shutdown_signal`]; it unregisters itself when dropped, so
+/// a connection that waits on it once per request leaves nothing behind.
+pub struct ShutdownSignal {
+    key: Option<usize>,
+}
+
+impl Future for ShutdownSignal {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        with_core(|core| {
+            if core.shutdown.get() {
+                return Poll::Ready(());
+            }
+            let mut waiters = core.shutdown_waiters.borrow_mut();
+            match self.key {
+                Some(k) if waiters.contains(k) => {
+                    if !waiters[k].will_wake(cx.waker()) {
+                        waiters[k] = cx.waker().clone();
+                    }
+                }
+                _ => self.key = Some(waiters.insert(cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for ShutdownSignal {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            try_with_core(|core| {
+                let mut w = core.shutdown_waiters.borrow_mut();
+                if w.contains(k) {
+                    w.remove(k);
+                }
+            });
+        }
+    }
+}
+
+/// Requests shutdown of the current worker (what a posted shutdown does).
+pub fn request_shutdown() {
+    with_core(|core| core.trigger_shutdown())
+}
+
+/// A handle other threads use to reach one worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    remote: Arc<Remote>,
+}
+
+impl WorkerHandle {
+    /// Runs `f` on the worker's thread, on its next loop turn.
+    pub fn post(&self, f: impl FnOnce() + Send + 'static) {
+        self.remote.send(RemoteMsg::Run(Box::new(f)));
+    }
+
+    /// Asks the worker to shut down (see [`shutdown_signal`]).
+    pub fn shutdown(&self) {
+        self.post(request_shutdown);
+    }
+}
+
+/// The handle of the worker this code runs on.
+pub fn current_worker() -> WorkerHandle {
+    with_core(|core| WorkerHandle {
+        remote: core.remote.clone(),
+    })
 }
 
 /// Runs `fut` to completion on a fresh single-worker runtime on this thread.

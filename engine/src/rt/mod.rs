@@ -16,7 +16,10 @@ pub(crate) mod remote;
 pub mod time;
 
 pub use driver::RingMode;
-pub use executor::{block_on, block_on_with, spawn, yield_now, CoreConfig, JoinHandle};
+pub use executor::{
+    block_on, block_on_with, current_worker, request_shutdown, shutdown_requested, shutdown_signal,
+    spawn, yield_now, CoreConfig, JoinHandle, ShutdownSignal, WorkerHandle,
+};
 
 /// How this worker's ring was set up.
 pub fn ring_mode() -> RingMode {

@@ -66,12 +66,12 @@ pub struct TcpListener {
 impl TcpListener {
     /// Binds with SO_REUSEADDR and SO_REUSEPORT and starts listening.
     pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_cloexec(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(backlog)?;
+        Self::from_socket(Self::bind_socket(addr, backlog)?)
+    }
+
+    /// Takes over a listening socket made elsewhere (for example bound on
+    /// the main thread so that port 0 resolves once for every worker).
+    pub fn from_socket(socket: Socket) -> io::Result<TcpListener> {
         let local = socket
             .local_addr()?
             .as_socket()
@@ -82,6 +82,17 @@ impl TcpListener {
             multishot: None,
             multishot_supported: true,
         })
+    }
+
+    /// A listening socket with SO_REUSEPORT set, not yet owned by a worker.
+    pub fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_cloexec(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        Ok(socket)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

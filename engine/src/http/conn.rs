@@ -1,0 +1,458 @@
+//! One HTTP/1.1 connection: read, parse every complete request, run the
+//! handlers in order, write all responses in one send, repeat.
+//!
+//! The read buffer is owned by the connection and lent to the kernel for
+//! each receive; request heads and bodies borrow it, so parsing copies
+//! nothing. Every wait has a deadline from `HttpConfig`.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::chunked::{ChunkedDecoder, ChunkedLimits, Progress};
+use super::date::DateCache;
+use super::parse::{find_head_end, parse_request, BodyFraming, Header, Parsed, Version};
+use super::response::{encode, Response};
+use super::router::{Dispatch, Request, Router};
+use super::server::HttpConfig;
+use super::stats::{add, sub, WorkerStats};
+use crate::rt::net::TcpStream;
+use crate::rt::time::{sleep_until, Sleep};
+use crate::rt::{self, shutdown_signal};
+
+/// What every connection on a worker shares.
+pub(crate) struct Shared<S> {
+    pub(crate) router: Router<S>,
+    pub(crate) config: HttpConfig,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) date: RefCell<DateCache>,
+    pub(crate) open: Cell<usize>,
+}
+
+/// Keeps the open-connection count right however the task ends.
+struct OpenGuard<'a, S> {
+    shared: &'a Shared<S>,
+}
+
+impl<S> Drop for OpenGuard<'_, S> {
+    fn drop(&mut self) {
+        self.shared.open.set(self.shared.open.get() - 1);
+        sub(&self.shared.stats.connections_open, 1);
+    }
+}
+
+enum ReadEvent {
+    Data,
+    Eof,
+    Timeout,
+    Shutdown,
+    Error,
+}
+
+/// Where the body of the request at the front of the buffer stands.
+enum BodyState {
+    /// No head yet.
+    Head,
+    /// Head parsed; `total` bytes (head + body) must be buffered.
+    Length { total: usize },
+    /// Head parsed; decoding chunks. Decoded chunk bytes are removed from
+    /// the read buffer as they are decoded, so it holds the head plus at
+    /// most one read of undecoded input.
+    Chunked {
+        head_len: usize,
+        decoder: ChunkedDecoder,
+        body: Vec<u8>,
+        done: bool,
+    },
+}
+
+/// Header slots per request; `HttpConfig::limits.max_headers` may lower it.
+pub const MAX_HEADERS: usize = 64;
+
+struct Conn<'s, S> {
+    stream: TcpStream,
+    shared: &'s Shared<S>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    timer: Sleep,
+}
+
+pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) {
+    let shared = &*shared;
+    shared.open.set(shared.open.get() + 1);
+    add(&shared.stats.connections_open, 1);
+    add(&shared.stats.connections_accepted, 1);
+    let _guard = OpenGuard { shared };
+    let mut conn = Conn {
+        stream,
+        shared,
+        rbuf: Vec::with_capacity(shared.config.read_buffer),
+        wbuf: Vec::new(),
+        timer: sleep_until(Instant::now() + shared.config.idle_timeout),
+    };
+    conn.run().await;
+}
+
+/// Polls a handler future, turning a panic into a 500 for this request.
+struct CatchUnwind<F>(F);
+
+impl<F: Future<Output = Response> + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<Response, ()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(fut).poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+impl<S: 'static> Conn<'_, S> {
+    async fn run(&mut self) {
+        let cfg = &self.shared.config;
+        let stats = &*self.shared.stats;
+        // Bytes at the front of the buffer already searched for a head end.
+        let mut scanned = 0usize;
+        let mut body = BodyState::Head;
+        let mut request_started: Option<Instant> = None;
+        let mut sent_continue = false;
+        loop {
+            let mut off = 0usize;
+            let mut handled = 0usize;
+            let mut close = false;
+            let mut failure: Option<Response> = None;
+            // Handle every complete request in the buffer.
+            while off < self.rbuf.len() && handled < cfg.max_pipelined {
+                request_started.get_or_insert_with(Instant::now);
+                // A chunked body is decoded before the head is borrowed again,
+                // since decoding removes the consumed bytes from the buffer.
+                if let BodyState::Chunked {
+                    head_len,
+                    decoder,
+                    body: out,
+                    done: false,
+                } = &mut body
+                {
+                    let start = off + *head_len;
+                    match decoder.decode(&self.rbuf[start..], out) {
+                        Ok((used, progress)) => {
+                            self.rbuf.drain(start..start + used);
+                            if progress == Progress::NeedMore {
+                                break;
+                            }
+                            if let BodyState::Chunked { done, .. } = &mut body {
+                                *done = true;
+                            }
+                        }
+                        Err(e) => {
+                            add(&stats.parse_errors, 1);
+                            failure = Some(Response::error(e.status(), e.reason()));
+                            break;
+                        }
+                    }
+                }
+                let mut headers = [Header::EMPTY; MAX_HEADERS];
+                let headers = &mut headers[..cfg.limits.max_headers.min(MAX_HEADERS)];
+                let avail = &self.rbuf[off..];
+                if let BodyState::Head = body {
+                    if find_head_end(avail, scanned.saturating_sub(3)).is_none() {
+                        scanned = avail.len();
+                        // Over the limits, the parser names the error (414/431/400)
+                        // instead of letting the buffer grow.
+                        if avail.len() > cfg.limits.max_request_line {
+                            if let Err(e) = parse_request(avail, headers, &cfg.limits) {
+                                add(&stats.parse_errors, 1);
+                                failure = Some(Response::error(e.status(), e.reason()));
+                            }
+                        }
+                        break;
+                    }
+                    scanned = 0;
+                }
+                let head = match parse_request(avail, headers, &cfg.limits) {
+                    Ok(Parsed::Complete(h)) => h,
+                    Ok(Parsed::Partial) => break,
+                    Err(e) => {
+                        add(&stats.parse_errors, 1);
+                        failure = Some(Response::error(e.status(), e.reason()));
+                        break;
+                    }
+                };
+                if let BodyState::Head = body {
+                    body = match head.framing {
+                        BodyFraming::None => BodyState::Length {
+                            total: head.head_len,
+                        },
+                        BodyFraming::Length(n) if n > cfg.max_body => {
+                            failure = Some(Response::error(413, "request body too large"));
+                            break;
+                        }
+                        BodyFraming::Length(n) => BodyState::Length {
+                            total: head.head_len + n as usize,
+                        },
+                        BodyFraming::Chunked => BodyState::Chunked {
+                            head_len: head.head_len,
+                            decoder: ChunkedDecoder::new(ChunkedLimits {
+                                max_body: cfg.max_body,
+                                ..ChunkedLimits::default()
+                            }),
+                            body: Vec::new(),
+                            done: false,
+                        },
+                    };
+                    if head.expect_continue && head.version == Version::Http11 {
+                        let complete =
+                            matches!(body, BodyState::Length { total } if avail.len() >= total);
+                        if !complete && !sent_continue {
+                            // The client waits for this before sending the body.
+                            sent_continue = true;
+                            self.wbuf
+                                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        }
+                    }
+                    if let BodyState::Chunked { .. } = body {
+                        // Decoded at the top of the next iteration.
+                        continue;
+                    }
+                }
+                let (consumed, body_bytes): (usize, &[u8]) = match &body {
+                    BodyState::Head => unreachable!("set above"),
+                    BodyState::Length { total } if avail.len() < *total => break,
+                    BodyState::Length { total } => (*total, &avail[head.head_len..*total]),
+                    BodyState::Chunked { head_len, body, .. } => (*head_len, body),
+                };
+                add(&stats.requests, 1);
+                add(&stats.bytes_in, consumed as u64);
+                let head_only = head.method == "HEAD";
+                let response = match self.shared.router.find(head.method, head.path()) {
+                    Err(r) => r,
+                    Ok((handler, params)) => {
+                        let req = Request::new(&head, params, body_bytes);
+                        let dispatched = self.shared.router.dispatch(handler, &req);
+                        let response = match dispatched {
+                            Dispatch::Ready(r) => r,
+                            Dispatch::Pending(fut) => match CatchUnwind(fut).await {
+                                Ok(r) => r,
+                                Err(()) => {
+                                    close = true;
+                                    Response::error(500, "internal server error")
+                                }
+                            },
+                        };
+                        response
+                    }
+                };
+                // Checked after the handler: shutdown may have come meanwhile.
+                close |= !head.keep_alive || rt::shutdown_requested();
+                let before = self.wbuf.len();
+                let date = *self.shared.date.borrow_mut().get(rt::time::now());
+                encode(&response, &date, head_only, close, &mut self.wbuf);
+                add(&stats.bytes_out, (self.wbuf.len() - before) as u64);
+                add(&stats.responses[class(response.status)], 1);
+                off += consumed;
+                handled += 1;
+                body = BodyState::Head;
+                request_started = None;
+                sent_continue = false;
+                if close {
+                    break;
+                }
+            }
+            if let Some(response) = failure {
+                self.fail(response).await;
+                return;
+            }
+            if off > 0 {
+                if off == self.rbuf.len() {
+                    self.rbuf.clear();
+                } else {
+                    self.rbuf.drain(..off);
+                }
+            }
+            if !self.wbuf.is_empty() && !self.flush().await {
+                return;
+            }
+            if close {
+                self.linger().await;
+                return;
+            }
+            if handled == cfg.max_pipelined && !self.rbuf.is_empty() {
+                // More pipelined requests may already be buffered.
+                continue;
+            }
+            let idle = self.rbuf.is_empty() && matches!(body, BodyState::Head);
+            let deadline = if idle {
+                if rt::shutdown_requested() {
+                    return;
+                }
+                if self.rbuf.capacity() > cfg.read_buffer * 4 {
+                    // A large body grew the buffer: an idle connection gives it back.
+                    self.rbuf = Vec::with_capacity(cfg.read_buffer);
+                }
+                Instant::now() + cfg.idle_timeout
+            } else {
+                if let BodyState::Length { total } = body {
+                    // Room for the whole body, so it arrives without copies.
+                    if self.rbuf.capacity() < total {
+                        self.rbuf.reserve(total - self.rbuf.len());
+                    }
+                }
+                let started = request_started.unwrap_or_else(Instant::now);
+                match body {
+                    BodyState::Head => started + cfg.header_timeout,
+                    _ => started + cfg.header_timeout + cfg.body_timeout,
+                }
+            };
+            match self.read_more(deadline, idle).await {
+                ReadEvent::Data => {}
+                ReadEvent::Timeout => {
+                    add(&stats.timeouts, 1);
+                    if !idle {
+                        // A request was under way: tell the client why.
+                        self.fail(Response::error(408, "request timeout")).await;
+                    }
+                    return;
+                }
+                ReadEvent::Eof | ReadEvent::Shutdown | ReadEvent::Error => return,
+            }
+        }
+    }
+
+    /// Receives more bytes into the read buffer, bounded by `deadline`
+    /// and, for an idle connection, by the worker's shutdown.
+    async fn read_more(&mut self, deadline: Instant, idle: bool) -> ReadEvent {
+        let cfg = &self.shared.config;
+        let mut buf = std::mem::take(&mut self.rbuf);
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(cfg.read_buffer);
+        }
+        self.timer.reset(deadline);
+        let mut read = pin!(self.stream.read(buf));
+        let mut shutdown = pin!(shutdown_signal());
+        let timer = &mut self.timer;
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if Pin::new(&mut *timer).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if idle && shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match outcome {
+            Some((res, buf)) => {
+                self.rbuf = buf;
+                match res {
+                    Ok(0) => ReadEvent::Eof,
+                    Ok(_) => ReadEvent::Data,
+                    Err(_) => ReadEvent::Error,
+                }
+            }
+            // The read is dropped with the buffer parked until its cancel
+            // completes; the connection ends either way.
+            None if rt::shutdown_requested() && idle => ReadEvent::Shutdown,
+            None => ReadEvent::Timeout,
+        }
+    }
+
+    /// Sends the write buffer within the write timeout; false if the
+    /// connection must be dropped.
+    async fn flush(&mut self) -> bool {
+        let cfg = &self.shared.config;
+        let buf = std::mem::take(&mut self.wbuf);
+        self.timer.reset(Instant::now() + cfg.write_timeout);
+        let write = pin!(self.stream.write_all(buf));
+        let timer = &mut self.timer;
+        let mut write = write;
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if Pin::new(&mut *timer).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match outcome {
+            Some((Ok(()), mut buf)) => {
+                buf.clear();
+                if buf.capacity() > 64 * 1024 {
+                    buf = Vec::new();
+                }
+                self.wbuf = buf;
+                true
+            }
+            Some((Err(_), _)) => false,
+            None => {
+                add(&self.shared.stats.timeouts, 1);
+                false
+            }
+        }
+    }
+
+    /// Answers with an error and closes the connection.
+    async fn fail(&mut self, response: Response) {
+        let now = rt::time::now();
+        let date = *self.shared.date.borrow_mut().get(now);
+        let before = self.wbuf.len();
+        encode(&response, &date, false, true, &mut self.wbuf);
+        add(
+            &self.shared.stats.bytes_out,
+            (self.wbuf.len() - before) as u64,
+        );
+        add(&self.shared.stats.responses[class(response.status)], 1);
+        if self.flush().await {
+            self.linger().await;
+        }
+    }
+
+    /// Half-closes and drains briefly before closing, so that unread request
+    /// bytes do not turn the close into a reset that destroys the response
+    /// before the client reads it.
+    async fn linger(&mut self) {
+        if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut drained = 0usize;
+        while drained < 256 * 1024 {
+            let mut buf = std::mem::take(&mut self.rbuf);
+            buf.clear();
+            self.timer.reset(deadline);
+            let read = pin!(self.stream.read(buf));
+            let mut read = read;
+            let timer = &mut self.timer;
+            let r = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if Pin::new(&mut *timer).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            match r {
+                Some((Ok(n), buf)) if n > 0 => {
+                    drained += n;
+                    self.rbuf = buf;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+fn class(status: u16) -> usize {
+    (usize::from(status / 100)).clamp(1, 5) - 1
+}

@@ -1,0 +1,474 @@
+//! The HTTP server over real loopback sockets: framing, pipelining, limits,
+//! timeouts, the connection cap and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tidepool_engine::http::parse::Limits;
+use tidepool_engine::rt::time;
+use tidepool_engine::{HttpConfig, Response, Router, Server, ServerHandle};
+
+struct State {
+    started: mpsc::Sender<()>,
+}
+
+fn app(started: mpsc::Sender<()>) -> Router<State> {
+    Router::new(State { started })
+        .get_sync("/plaintext", |_, _| Response::text("Hello, World!"))
+        .get_sync("/big", |_, _| {
+            Response::bytes("application/octet-stream", vec![b'x'; 4 << 20])
+        })
+        .route_sync("POST", "/echo", |req, _| {
+            Response::bytes("application/octet-stream", req.body().to_vec())
+        })
+        .get_sync("/items/{id}", |req, _| {
+            Response::text_owned(req.param("id").unwrap().to_string())
+        })
+        .get(
+            "/slow",
+            async |req: &tidepool_engine::Request<'_>, s: &State| {
+                let ms: u64 = req
+                    .query_param("ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
+                let _ = s.started.send(());
+                time::sleep(Duration::from_millis(ms)).await;
+                Response::text("slow done")
+            },
+        )
+        .get(
+            "/panic",
+            async |_: &tidepool_engine::Request<'_>, _: &State| -> Response {
+                panic!("handler panic (expected by the test)")
+            },
+        )
+}
+
+fn start(config: HttpConfig) -> (ServerHandle, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .http_config(config)
+        .serve(move |_| app(tx.lock().unwrap().clone()))
+        .expect("server starts");
+    (server, rx)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection.
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("read failed (server did not close?): {e}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one response from the front of `buf`; None if incomplete.
+fn parse_resp(buf: &[u8]) -> Option<(Resp, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end - 4]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(
+        status_line.starts_with("HTTP/1.1 "),
+        "bad status line {status_line:?}"
+    );
+    let status: u16 = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_string(), v.trim().to_string())
+        })
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse::<usize>().unwrap())
+        .unwrap_or(0);
+    if buf.len() < end + len {
+        return None;
+    }
+    Some((
+        Resp {
+            status,
+            headers,
+            body: buf[end..end + len].to_vec(),
+        },
+        end + len,
+    ))
+}
+
+/// Reads exactly `n` responses from a keep-alive connection.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 65536];
+    while out.len() < n {
+        while let Some((r, used)) = parse_resp(&buf) {
+            out.push(r);
+            buf.drain(..used);
+            if out.len() == n {
+                return out;
+            }
+        }
+        let k = s.read(&mut tmp).expect("read");
+        assert!(k > 0, "server closed after {} of {n} responses", out.len());
+        buf.extend_from_slice(&tmp[..k]);
+    }
+    out
+}
+
+const GET: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[test]
+fn plaintext_and_routing() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    s.write_all(GET).unwrap();
+    s.write_all(b"GET /items/42 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(b"DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_responses(&mut s, 4);
+    assert_eq!((r[0].status, &r[0].body[..]), (200, &b"Hello, World!"[..]));
+    assert_eq!(r[0].header("content-type"), Some("text/plain"));
+    assert_eq!(r[0].header("date").map(|d| d.len()), Some(29));
+    assert_eq!((r[1].status, &r[1].body[..]), (200, &b"42"[..]));
+    assert_eq!(r[2].status, 404);
+    assert_eq!(r[3].status, 405);
+    assert_eq!(r[3].header("allow"), Some("GET, HEAD"));
+    // HEAD: the length of the GET body, and no body bytes.
+    s.write_all(b"HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !rest.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0);
+        rest.extend_from_slice(&tmp[..n]);
+    }
+    let head = String::from_utf8(rest).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("Content-Length: 13"), "{head}");
+    server.shutdown();
+}
+
+#[test]
+fn hundred_pipelined_requests_in_one_write() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        batch.extend_from_slice(format!("GET /items/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    }
+    s.write_all(&batch).unwrap();
+    let r = read_responses(&mut s, 100);
+    for (i, resp) in r.iter().enumerate() {
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, i.to_string().into_bytes(), "responses in order");
+    }
+    server.shutdown();
+}
+
+#[test]
+fn request_one_byte_at_a_time() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    for b in req.iter() {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    let r = read_responses(&mut s, 1);
+    assert_eq!((r[0].status, &r[0].body[..]), (200, &b"hello"[..]));
+    server.shutdown();
+}
+
+#[test]
+fn bodies_chunked_and_expect_continue() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n").unwrap();
+    let r = read_responses(&mut s, 1);
+    assert_eq!(r[0].body, b"hello world");
+    // Expect: 100-continue gets the interim response before the body is sent.
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 25];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"abc").unwrap();
+    let r = read_responses(&mut s, 1);
+    assert_eq!(r[0].body, b"abc");
+    // A body split across many writes, pipelined with the next request.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n")
+        .unwrap();
+    for _ in 0..10 {
+        s.write_all(&[b'z'; 1000]).unwrap();
+    }
+    s.write_all(GET).unwrap();
+    let r = read_responses(&mut s, 2);
+    assert_eq!(r[0].body, vec![b'z'; 10000]);
+    assert_eq!(r[1].body, b"Hello, World!");
+    server.shutdown();
+}
+
+/// Every malformed request gets its status and a closed connection.
+#[test]
+fn malformed_requests_get_4xx_and_close() {
+    let config = HttpConfig {
+        max_body: 1000,
+        limits: Limits {
+            max_request_line: 256,
+            max_head_bytes: 1024,
+            max_headers: 16,
+        },
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(300));
+    let many_headers = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(20));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n",
+        "b".repeat(1100)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("CL and TE", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
+        ("two CL", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400),
+        ("CL list", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc".to_vec(), 400),
+        ("CL sign", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc".to_vec(), 400),
+        ("TE gzip", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
+        ("TE gzip, chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(), 501),
+        ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), 400),
+        ("chunk without CRLF", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n".to_vec(), 400),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n".to_vec(), 400),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost: x\r\nA : b\r\n\r\n".to_vec(), 400),
+        ("bare CR", b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n".to_vec(), 400),
+        ("bare LF", b"GET / HTTP/1.1\nHost: x\r\n\r\n".to_vec(), 400),
+        ("bad method", b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+        ("bad target", b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+        ("bad field name", b"GET / HTTP/1.1\r\nHost: x\r\nA\x7fB: c\r\n\r\n".to_vec(), 400),
+        ("NUL in value", b"GET / HTTP/1.1\r\nHost: x\r\nA: b\x00c\r\n\r\n".to_vec(), 400),
+        ("no host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), 505),
+        ("garbage version", b"GET / HTTX/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+        ("uri too long", long_target.into_bytes(), 414),
+        ("too many headers", many_headers.into_bytes(), 431),
+        ("head too big", big_head.into_bytes(), 431),
+        ("body too big", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_vec(), 413),
+        ("chunked body too big", format!("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n", "a".repeat(2000)).into_bytes(), 413),
+    ];
+    for (name, req, want) in cases {
+        let mut s = connect(server.local_addr());
+        s.write_all(&req).unwrap();
+        let out = read_to_close(&mut s);
+        let (resp, used) = parse_resp(&out).unwrap_or_else(|| {
+            panic!("{name}: no response in {:?}", String::from_utf8_lossy(&out))
+        });
+        assert_eq!(resp.status, want, "{name}");
+        assert_eq!(resp.header("connection"), Some("close"), "{name}");
+        assert_eq!(used, out.len(), "{name}: nothing after the error response");
+    }
+    let stats = server.stats();
+    assert!(stats.parse_errors >= 20, "{stats:?}");
+    server.shutdown();
+}
+
+#[test]
+fn header_timeout_answers_408_and_closes() {
+    let config = HttpConfig {
+        header_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"GET /plaintext HTTP/1.1\r\nHos").unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(parse_resp(&out).unwrap().0.status, 408);
+    assert_eq!(server.stats().timeouts, 1);
+    server.shutdown();
+}
+
+#[test]
+fn body_timeout_closes() {
+    let config = HttpConfig {
+        header_timeout: Duration::from_millis(100),
+        body_timeout: Duration::from_millis(100),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(parse_resp(&out).unwrap().0.status, 408);
+    server.shutdown();
+}
+
+#[test]
+fn idle_keep_alive_timeout_closes_silently() {
+    let config = HttpConfig {
+        idle_timeout: Duration::from_millis(150),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut s = connect(server.local_addr());
+    s.write_all(GET).unwrap();
+    read_responses(&mut s, 1);
+    let out = read_to_close(&mut s);
+    assert!(out.is_empty(), "idle close sends nothing");
+    assert_eq!(server.stats().connections_open, 0);
+    server.shutdown();
+}
+
+#[test]
+fn write_timeout_drops_a_client_that_never_reads() {
+    let config = HttpConfig {
+        write_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let s = connect(server.local_addr());
+    // 8 x 4 MiB of responses can never fit in the socket buffers.
+    let mut w = &s;
+    for _ in 0..8 {
+        w.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+    }
+    // Wait (bounded) until the server gives up on the connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().timeouts == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never timed out the write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The timed-out connection is gone (its count drops as the task ends).
+    while server.stats().connections_open > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connection not closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+    server.shutdown();
+}
+
+#[test]
+fn connection_cap_closes_excess_at_once() {
+    let config = HttpConfig {
+        max_connections: 2,
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut a = connect(server.local_addr());
+    let mut b = connect(server.local_addr());
+    a.write_all(GET).unwrap();
+    b.write_all(GET).unwrap();
+    read_responses(&mut a, 1);
+    read_responses(&mut b, 1);
+    let mut c = connect(server.local_addr());
+    let _ = c.write_all(GET);
+    let out = read_to_close(&mut c);
+    assert!(
+        out.is_empty(),
+        "the third connection is closed without a response"
+    );
+    assert_eq!(server.stats().connections_rejected, 1);
+    // The first two still work.
+    a.write_all(GET).unwrap();
+    assert_eq!(read_responses(&mut a, 1)[0].status, 200);
+    server.shutdown();
+}
+
+#[test]
+fn ten_thousand_requests_on_one_connection() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    for _ in 0..10_000 {
+        s.write_all(GET).unwrap();
+        let r = read_responses(&mut s, 1);
+        assert_eq!(r[0].status, 200);
+    }
+    assert_eq!(server.stats().requests, 10_000);
+    assert_eq!(server.stats().connections_accepted, 1);
+    server.shutdown();
+}
+
+#[test]
+fn handler_panic_is_a_500_and_the_server_lives_on() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    s.write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(parse_resp(&out).unwrap().0.status, 500);
+    let mut s = connect(server.local_addr());
+    s.write_all(GET).unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].status, 200);
+    server.shutdown();
+}
+
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight() {
+    let (server, started) = start(HttpConfig::default());
+    let addr = server.local_addr();
+    let mut busy = connect(addr);
+    let mut idle = connect(addr);
+    idle.write_all(GET).unwrap();
+    read_responses(&mut idle, 1);
+    busy.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    started
+        .recv_timeout(Duration::from_secs(5))
+        .expect("handler started");
+    let handle = server.shutdown_handle();
+    handle.shutdown();
+    // The idle connection is closed; the busy one gets its whole response,
+    // marked as the last on the connection.
+    assert!(read_to_close(&mut idle).is_empty());
+    let out = read_to_close(&mut busy);
+    let (resp, _) = parse_resp(&out).expect("in-flight response delivered");
+    assert_eq!(resp.body, b"slow done");
+    assert_eq!(resp.header("connection"), Some("close"));
+    server.join();
+    let after = TcpStream::connect(addr);
+    assert!(after.is_err(), "listener closed after shutdown: {after:?}");
+}
