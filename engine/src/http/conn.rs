@@ -22,7 +22,7 @@ use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
 use crate::rt::net::TcpStream;
 use crate::rt::time::{sleep_until, Sleep};
-use crate::rt::{self, shutdown_signal};
+use crate::rt::{self, shutdown_signal, ShutdownSignal};
 
 /// What every connection on a worker shares.
 pub(crate) struct Shared<S> {
@@ -79,6 +79,8 @@ struct Conn<'s, S> {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     timer: Sleep,
+    /// Registered once per connection, not once per read.
+    shutdown: ShutdownSignal,
 }
 
 pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) {
@@ -93,6 +95,7 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
         rbuf: Vec::with_capacity(shared.config.read_buffer),
         wbuf: Vec::new(),
         timer: sleep_until(Instant::now() + shared.config.idle_timeout),
+        shutdown: shutdown_signal(),
     };
     conn.run().await;
 }
@@ -332,8 +335,10 @@ impl<S: 'static> Conn<'_, S> {
             buf.reserve(cfg.read_buffer);
         }
         self.timer.reset(deadline);
-        let mut read = pin!(self.stream.read(buf));
-        let mut shutdown = pin!(shutdown_signal());
+        // An idle connection just sent its responses: the next request is
+        // not there yet.
+        let mut read = pin!(self.stream.read_hinted(buf, idle));
+        let shutdown = &mut self.shutdown;
         let timer = &mut self.timer;
         let outcome = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = read.as_mut().poll(cx) {
@@ -342,7 +347,7 @@ impl<S: 'static> Conn<'_, S> {
             if Pin::new(&mut *timer).poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            if idle && shutdown.as_mut().poll(cx).is_ready() {
+            if idle && Pin::new(&mut *shutdown).poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
             Poll::Pending

@@ -20,6 +20,9 @@ use super::driver::Slot;
 use super::executor::{try_with_core, with_core};
 use super::op::Op;
 
+/// io_uring recv/send flag (5.19+): arm the poll before trying the I/O.
+const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+
 /// An owned fd, closed through the ring when the last handle goes.
 pub(crate) struct Fd(RawFd);
 
@@ -271,7 +274,18 @@ impl TcpStream {
     /// Receives into `buf`'s spare capacity (`buf[len..capacity]`) and extends
     /// its length by the bytes read; 0 means the peer closed. The buffer is
     /// returned in every case.
-    pub fn read(&self, mut buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+    pub fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        self.read_hinted(buf, false)
+    }
+
+    /// Like [`read`](Self::read); `expect_empty` says the socket most likely
+    /// has no data yet (a response was just sent), so the kernel arms its
+    /// poll at once instead of first trying a receive that would fail.
+    pub fn read_hinted(
+        &self,
+        mut buf: Vec<u8>,
+        expect_empty: bool,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
         if buf.capacity() == buf.len() {
             buf.reserve(4096);
         }
@@ -279,7 +293,14 @@ impl TcpStream {
         let spare = buf.capacity() - len;
         // SAFETY: `len <= capacity`, so the pointer stays inside the allocation.
         let ptr = unsafe { buf.as_mut_ptr().add(len) };
-        let sqe = opcode::Recv::new(types::Fd(self.fd.raw()), ptr, spare as u32).build();
+        let ioprio = if expect_empty {
+            IORING_RECVSEND_POLL_FIRST
+        } else {
+            0
+        };
+        let sqe = opcode::Recv::new(types::Fd(self.fd.raw()), ptr, spare as u32)
+            .ioprio(ioprio)
+            .build();
         let op = Op::submit(sqe, (self.fd.clone(), buf));
         async move {
             let (c, (_fd, mut buf)) = op.await;
