@@ -1,3 +1,5 @@
 //! Database clients that live on a worker's io_uring.
 
 pub mod pg;
+pub mod pool;
+pub mod redis;

@@ -1,0 +1,292 @@
+//! Connection pools: one pool declared once, living as one shard per worker.
+//!
+//! Each connection belongs to the worker whose ring it lives on; handlers
+//! acquire from their own worker's shard ([`LocalPool`]), so a checkout never
+//! crosses threads or takes a lock. `max_open` is the total across workers:
+//! the shards' caps always sum to it, and [`Pool::set_max_open`] moves it at
+//! run time (growing lets waiters connect at once; shrinking closes idle
+//! connections first and retires busy ones as they come back).
+//!
+//! Two checkout modes share one implementation:
+//! - exclusive (PostgreSQL): a connection serves one caller at a time;
+//! - multiplexed (Redis): many callers share a connection, up to
+//!   `max_in_flight` commands each; "acquire" takes an in-flight slot, and
+//!   acquire-wait is the wait for one.
+
+mod backoff;
+mod config;
+mod histogram;
+mod shard;
+mod stats;
+mod warmup;
+
+use std::any::Any;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidepool_engine::rt::{self, WorkerHandle};
+
+pub use backoff::{retry_within, Backoff};
+pub use config::{split, ConfigError, PoolConfig};
+pub use histogram::Histogram;
+pub use shard::Pooled;
+pub use stats::{CloseReason, ConnectFailure, PoolStats, ShardSnapshot};
+pub use warmup::{warmup_plan, WarmupStep};
+
+use shard::Shard;
+use stats::ShardStats;
+
+/// Errors a pool must classify: transient ones are retried with back-off,
+/// the others (authentication, missing database) surface at once.
+pub trait PoolError: std::error::Error + 'static {
+    fn is_transient(&self) -> bool;
+}
+
+/// How a pool makes, checks and shares its connections.
+pub trait Manager: Send + Sync + 'static {
+    type Conn: 'static;
+    type Error: PoolError;
+
+    /// Multiplexed pools share each connection among many callers.
+    const MULTIPLEXED: bool = false;
+
+    /// Opens one connection on the current worker.
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>>;
+
+    /// False once the connection must never be handed out again (broken,
+    /// or left inside a failed transaction).
+    fn is_usable(&self, conn: &Self::Conn) -> bool;
+
+    /// A cheap liveness check for a connection that sat idle.
+    fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Another handle to a shared connection (multiplexed pools only).
+    fn share(&self, _conn: &Self::Conn) -> Self::Conn {
+        unreachable!("share() is only called on multiplexed pools")
+    }
+
+    /// An optional cluster-wide gate held while this shard warms up (for
+    /// example one of N advisory-lock slots); dropped when warm-up ends.
+    fn warmup_gate(&self) -> impl Future<Output = Option<Box<dyn Any>>> {
+        async { None }
+    }
+}
+
+/// Why `get()` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireError {
+    /// No connection within `acquire_timeout`. Names the pool's state and
+    /// the last connect error, so a wrong password never reads as a bare
+    /// time-out.
+    Timeout {
+        pool: String,
+        max_open: usize,
+        waited: Duration,
+        open: usize,
+        in_use: usize,
+        idle: usize,
+        waiting: usize,
+        last_connect_error: Option<String>,
+    },
+    /// Connecting failed with an error that retrying cannot fix.
+    Connect { pool: String, message: String },
+}
+
+impl std::fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcquireError::Timeout {
+                pool,
+                max_open,
+                waited,
+                open,
+                in_use,
+                idle,
+                waiting,
+                last_connect_error,
+            } => {
+                write!(
+                    f,
+                    "pool {pool}: no connection after {waited:?} (max_open {max_open}, open {open}, \
+                     in use {in_use}, idle {idle}, waiting {waiting})"
+                )?;
+                if let Some(e) = last_connect_error {
+                    write!(f, "; last connect error: {e}")?;
+                }
+                Ok(())
+            }
+            AcquireError::Connect { pool, message } => {
+                write!(f, "pool {pool}: cannot connect: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AcquireError {}
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct PoolInner<M: Manager> {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) config: PoolConfig,
+    pub(crate) manager: M,
+    max_open: AtomicUsize,
+    pub(crate) shards: Vec<Arc<ShardStats>>,
+    workers: Mutex<Vec<Option<WorkerHandle>>>,
+}
+
+/// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
+/// the supervisor holds one to read stats and resize.
+pub struct Pool<M: Manager> {
+    inner: Arc<PoolInner<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// Declares a pool with one shard per worker.
+    pub fn new(
+        name: impl Into<String>,
+        config: PoolConfig,
+        manager: M,
+        workers: usize,
+    ) -> Result<Pool<M>, ConfigError> {
+        config.validate()?;
+        let workers = workers.max(1);
+        let caps = split(config.max_open, workers);
+        let shards: Vec<Arc<ShardStats>> = caps
+            .iter()
+            .map(|&c| {
+                let s = ShardStats::default();
+                stats::set(&s.cap, c);
+                Arc::new(s)
+            })
+            .collect();
+        Ok(Pool {
+            inner: Arc::new(PoolInner {
+                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+                name: name.into(),
+                max_open: AtomicUsize::new(config.max_open),
+                config,
+                manager,
+                shards,
+                workers: Mutex::new(vec![None; workers]),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    pub fn manager(&self) -> &M {
+        &self.inner.manager
+    }
+
+    /// Number of shards (workers).
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// This worker's shard. Call it on worker `index`'s thread (for example
+    /// in the server's per-worker app builder); it starts the shard's reaper
+    /// and warm-up there.
+    pub fn local(&self, index: usize) -> LocalPool<M> {
+        assert!(index < self.inner.shards.len(), "worker index out of range");
+        let shard = Shard::start(self.inner.clone(), index);
+        self.inner.workers.lock().unwrap()[index] = Some(rt::current_worker());
+        LocalPool { shard }
+    }
+
+    pub fn max_open(&self) -> usize {
+        self.inner.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Moves `max_open` (at least 1). Each worker's shard applies its new
+    /// cap on its own thread, on its next loop turn.
+    pub fn set_max_open(&self, n: usize) {
+        let n = n.max(1);
+        self.inner.max_open.store(n, Ordering::Relaxed);
+        let caps = split(n, self.inner.shards.len());
+        let workers = self.inner.workers.lock().unwrap().clone();
+        for (i, cap) in caps.into_iter().enumerate() {
+            // Recorded first, so a shard created later starts at the new cap.
+            stats::set(&self.inner.shards[i].cap, cap);
+            if let Some(w) = &workers[i] {
+                let id = self.inner.id;
+                w.post(move || shard::apply_cap(id, cap));
+            }
+        }
+    }
+
+    /// Counters, gauges and histograms of every shard, summed.
+    pub fn stats(&self) -> PoolStats {
+        let shards = self.inner.shards.iter().map(|s| s.snapshot()).collect();
+        PoolStats::from_shards(&self.inner.name, self.max_open(), shards)
+    }
+}
+
+/// A worker's shard of a pool; handlers acquire from it.
+pub struct LocalPool<M: Manager> {
+    shard: Rc<Shard<M>>,
+}
+
+impl<M: Manager> Clone for LocalPool<M> {
+    fn clone(&self) -> Self {
+        LocalPool {
+            shard: self.shard.clone(),
+        }
+    }
+}
+
+impl<M: Manager> LocalPool<M> {
+    /// A connection (exclusive pools) or an in-flight slot on a shared
+    /// connection (multiplexed pools), waiting in FIFO order up to
+    /// `acquire_timeout`.
+    pub async fn get(&self) -> Result<Pooled<M>, AcquireError> {
+        self.shard.acquire("").await
+    }
+
+    /// Like `get`, naming the route that holds the connection in leak reports.
+    pub async fn get_for(&self, route: &'static str) -> Result<Pooled<M>, AcquireError> {
+        self.shard.acquire(route).await
+    }
+
+    /// This shard's numbers.
+    pub fn stats(&self) -> ShardSnapshot {
+        self.shard.stats.snapshot()
+    }
+
+    /// This shard's current cap.
+    pub fn cap(&self) -> usize {
+        self.shard.cap()
+    }
+
+    /// Runs the reaper's work once now (tests and tools).
+    pub fn reap_now(&self) {
+        self.shard.reap();
+    }
+
+    /// Checks the shard's books against its connections; panics on any
+    /// disagreement (tests).
+    pub fn assert_invariants(&self) {
+        self.shard.assert_invariants();
+    }
+}
+
+#[cfg(test)]
+mod tests;

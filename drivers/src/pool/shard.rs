@@ -1,0 +1,869 @@
+//! One worker's shard of a pool: its connections, its FIFO of waiters, its
+//! connects in flight, its reaper. Everything here runs on the owning
+//! worker, so the books are a `RefCell`, never a lock.
+//!
+//! Book-keeping rule: a change is written into `State` (and published to
+//! the stats) before the connection is acted on — before a connect is
+//! started, before a connection is closed or handed over.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use tidepool_engine::rt::{self, time};
+
+use super::backoff::{random_unit, retry_within, Backoff, RetryError};
+use super::config::split;
+use super::stats::{add, set, CloseReason, ConnectFailure, ShardStats};
+use super::warmup::warmup_plan;
+use super::{AcquireError, Manager, PoolError, PoolInner};
+
+struct Slot<C> {
+    /// `None` while an exclusive caller holds the connection.
+    conn: Option<C>,
+    in_flight: usize,
+    expires: Option<Instant>,
+    idle_since: Instant,
+    checked_out_at: Instant,
+    route: &'static str,
+    leak_reported: bool,
+}
+
+enum Grant {
+    Slot(usize),
+    Failed(String),
+}
+
+struct Waiter {
+    waker: Option<Waker>,
+    grant: Option<Grant>,
+}
+
+struct State<C> {
+    cap: usize,
+    slots: Slab<Slot<C>>,
+    /// Exclusive pools: idle slot keys, most recently used at the back.
+    idle: VecDeque<usize>,
+    opening: usize,
+    /// Callers holding a connection (exclusive) or an in-flight slot (multiplexed).
+    in_use: usize,
+    waiters: Slab<Waiter>,
+    queue: VecDeque<usize>,
+    last_error: Option<String>,
+}
+
+impl<C> State<C> {
+    fn open(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn idle_count(&self, multiplexed: bool) -> usize {
+        if multiplexed {
+            self.slots.iter().filter(|(_, s)| s.in_flight == 0).count()
+        } else {
+            self.idle.len()
+        }
+    }
+}
+
+pub(crate) struct Shard<M: Manager> {
+    pool: Arc<PoolInner<M>>,
+    pub(crate) stats: Arc<ShardStats>,
+    index: usize,
+    state: RefCell<State<M::Conn>>,
+    /// Set when the worker shuts down: no new connects.
+    closed: Cell<bool>,
+}
+
+thread_local! {
+    /// This worker's shards, so a resize posted from another thread finds
+    /// its shard by pool id.
+    static SHARDS: RefCell<Vec<(u64, Weak<dyn Resize>)>> = const { RefCell::new(Vec::new()) };
+}
+
+trait Resize {
+    fn set_cap(self: Rc<Self>, cap: usize);
+}
+
+/// Applies a new cap to this worker's shard of pool `id` (posted by
+/// `Pool::set_max_open`).
+pub(crate) fn apply_cap(id: u64, cap: usize) {
+    let shard = SHARDS.with(|s| {
+        s.borrow()
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, w)| w.upgrade())
+    });
+    if let Some(shard) = shard {
+        shard.set_cap(cap);
+    }
+}
+
+impl<M: Manager> Resize for Shard<M> {
+    fn set_cap(self: Rc<Self>, cap: usize) {
+        let victims = {
+            let mut st = self.state.borrow_mut();
+            st.cap = cap;
+            set(&self.stats.cap, cap);
+            // Shrinking closes idle connections first (least recently used);
+            // busy ones are retired as they come back.
+            let mut victims = Vec::new();
+            while st.open() > st.cap {
+                let Some(key) = self.pop_idle_lru(&mut st) else {
+                    break;
+                };
+                victims.push(st.slots.remove(key).conn);
+                self.stats.closed(CloseReason::Shrink);
+            }
+            self.publish(&st);
+            victims
+        };
+        drop(victims);
+        // Growing lets waiters connect at once.
+        self.maybe_connect();
+    }
+}
+
+impl<M: Manager> Shard<M> {
+    pub(crate) fn start(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
+        let stats = pool.shards[index].clone();
+        let cap = stats.cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let shard = Rc::new(Shard {
+            pool,
+            stats,
+            index,
+            state: RefCell::new(State {
+                cap,
+                slots: Slab::new(),
+                idle: VecDeque::new(),
+                opening: 0,
+                in_use: 0,
+                waiters: Slab::new(),
+                queue: VecDeque::new(),
+                last_error: None,
+            }),
+            closed: Cell::new(false),
+        });
+        let id = shard.pool.id;
+        let weak: Weak<dyn Resize> = Rc::downgrade(&shard) as Weak<dyn Resize>;
+        SHARDS.with(|s| {
+            let mut s = s.borrow_mut();
+            s.retain(|(_, w)| w.strong_count() > 0);
+            s.push((id, weak));
+        });
+        rt::spawn(reaper(Rc::downgrade(&shard)));
+        rt::spawn(warm_up(Rc::downgrade(&shard)));
+        shard
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.state.borrow().cap
+    }
+
+    fn publish(&self, st: &State<M::Conn>) {
+        let s = &*self.stats;
+        set(&s.open, st.open());
+        set(&s.idle, st.idle_count(M::MULTIPLEXED));
+        set(&s.in_use, st.in_use);
+        set(&s.opening, st.opening);
+        set(&s.waiting, st.queue.len());
+    }
+
+    fn min_idle_share(&self) -> usize {
+        split(self.pool.config.min_idle, self.pool.shards.len())[self.index]
+    }
+
+    fn expiry(&self, now: Instant) -> Option<Instant> {
+        let cfg = &self.pool.config;
+        cfg.max_lifetime.map(|l| {
+            // +-jitter so connections made together do not expire together.
+            let f = 1.0 + cfg.lifetime_jitter * (2.0 * random_unit() - 1.0);
+            now + l.mul_f64(f)
+        })
+    }
+
+    fn pop_idle_lru(&self, st: &mut State<M::Conn>) -> Option<usize> {
+        if M::MULTIPLEXED {
+            let key = st
+                .slots
+                .iter()
+                .find(|(_, s)| s.in_flight == 0)
+                .map(|(k, _)| k)?;
+            Some(key)
+        } else {
+            st.idle.pop_front()
+        }
+    }
+
+    /// Takes an available connection for a caller, closing expired ones on
+    /// the way. Returns the slot key with the caller's claim recorded.
+    fn take_available(
+        &self,
+        st: &mut State<M::Conn>,
+        now: Instant,
+        route: &'static str,
+    ) -> (Option<usize>, Vec<M::Conn>) {
+        let mut expired = Vec::new();
+        let key = if M::MULTIPLEXED {
+            let max = self.pool.config.max_in_flight;
+            st.slots
+                .iter()
+                .filter(|(_, s)| s.conn.is_some() && s.in_flight < max)
+                .min_by_key(|(_, s)| s.in_flight)
+                .map(|(k, _)| k)
+        } else {
+            loop {
+                let Some(key) = st.idle.pop_back() else {
+                    break None;
+                };
+                if st.slots[key].expires.is_some_and(|e| e <= now) {
+                    expired.push(
+                        st.slots
+                            .remove(key)
+                            .conn
+                            .expect("idle slot holds its connection"),
+                    );
+                    self.stats.closed(CloseReason::Expired);
+                    continue;
+                }
+                break Some(key);
+            }
+        };
+        if let Some(k) = key {
+            let slot = &mut st.slots[k];
+            slot.in_flight += 1;
+            slot.checked_out_at = now;
+            slot.route = route;
+            slot.leak_reported = false;
+            st.in_use += 1;
+        }
+        (key, expired)
+    }
+
+    /// Starts connects while callers wait for more connections than are
+    /// on their way (creation elision), within the cap and the fan-out bound.
+    fn maybe_connect(self: &Rc<Self>) {
+        loop {
+            let go = {
+                let mut st = self.state.borrow_mut();
+                let wanted = st
+                    .queue
+                    .len()
+                    .max(self.min_idle_share().saturating_sub(st.open()));
+                let ok = !self.closed.get()
+                    && wanted > st.opening
+                    && st.open() + st.opening < st.cap
+                    && st.opening < self.pool.config.max_connecting;
+                if ok {
+                    st.opening += 1;
+                    self.publish(&st);
+                }
+                ok
+            };
+            if !go {
+                return;
+            }
+            rt::spawn(connect_task(self.clone()));
+        }
+    }
+
+    /// A finished connect: the opening slot is released on this same path,
+    /// success or failure.
+    fn finish_connect(self: &Rc<Self>, res: Result<M::Conn, RetryError<M::Error>>) {
+        let mut drop_later = None;
+        let mut failed_waiters = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.opening -= 1;
+            match res {
+                Ok(conn) => {
+                    add(&self.stats.connects, 1);
+                    st.last_error = None;
+                    if st.open() >= st.cap || self.closed.get() {
+                        // Shrunk while connecting: not wanted any more.
+                        drop_later = Some(conn);
+                        self.stats.closed(CloseReason::Shrink);
+                    } else {
+                        let now = Instant::now();
+                        let key = st.slots.insert(Slot {
+                            conn: Some(conn),
+                            in_flight: 0,
+                            expires: self.expiry(now),
+                            idle_since: now,
+                            checked_out_at: now,
+                            route: "",
+                            leak_reported: false,
+                        });
+                        self.hand_off(&mut st, key);
+                    }
+                }
+                Err(e) => {
+                    let (why, err, fatal) = match e {
+                        RetryError::Failed(e) => {
+                            let fatal = !e.is_transient();
+                            let why = if fatal {
+                                ConnectFailure::Fatal
+                            } else {
+                                ConnectFailure::Transient
+                            };
+                            (why, Some(e.to_string()), fatal)
+                        }
+                        RetryError::TimedOut(e) => (
+                            ConnectFailure::Timeout,
+                            Some(e.map_or_else(
+                                || "connect timed out".to_string(),
+                                |e| e.to_string(),
+                            )),
+                            false,
+                        ),
+                    };
+                    self.stats.connect_failed(why);
+                    st.last_error = err.clone();
+                    if fatal {
+                        // Retrying cannot fix it: every waiter hears it now.
+                        let msg = err.unwrap_or_default();
+                        while let Some(w) = st.queue.pop_front() {
+                            let waiter = &mut st.waiters[w];
+                            waiter.grant = Some(Grant::Failed(msg.clone()));
+                            if let Some(wk) = waiter.waker.take() {
+                                failed_waiters.push(wk);
+                            }
+                        }
+                    }
+                }
+            }
+            self.publish(&st);
+        }
+        drop(drop_later);
+        for w in failed_waiters {
+            w.wake();
+        }
+        self.maybe_connect();
+    }
+
+    /// Gives slot `key` (free, connection inside) to the first waiter, or
+    /// files it as idle.
+    fn hand_off(&self, st: &mut State<M::Conn>, key: usize) {
+        while let Some(w) = st.queue.pop_front() {
+            let Some(waiter) = st.waiters.get_mut(w) else {
+                continue;
+            };
+            let slot = &mut st.slots[key];
+            slot.in_flight += 1;
+            slot.checked_out_at = Instant::now();
+            st.in_use += 1;
+            waiter.grant = Some(Grant::Slot(key));
+            if let Some(wk) = waiter.waker.take() {
+                wk.wake();
+            }
+            if M::MULTIPLEXED && st.slots[key].in_flight < self.pool.config.max_in_flight {
+                // A shared connection can take more waiters.
+                continue;
+            }
+            return;
+        }
+        if !M::MULTIPLEXED {
+            st.slots[key].idle_since = Instant::now();
+            st.idle.push_back(key);
+        }
+    }
+
+    pub(crate) async fn acquire(
+        self: &Rc<Self>,
+        route: &'static str,
+    ) -> Result<Pooled<M>, AcquireError> {
+        let start = Instant::now();
+        let deadline = start + self.pool.config.acquire_timeout;
+        loop {
+            let (key, expired) = {
+                let mut st = self.state.borrow_mut();
+                // FIFO: nobody overtakes callers already waiting.
+                let r = if st.queue.is_empty() {
+                    self.take_available(&mut st, Instant::now(), route)
+                } else {
+                    (None, Vec::new())
+                };
+                self.publish(&st);
+                r
+            };
+            drop(expired);
+            let key = match key {
+                Some(k) => k,
+                None => match self.wait(deadline).await {
+                    Ok(k) => {
+                        self.state.borrow_mut().slots[k].route = route;
+                        k
+                    }
+                    Err(e) => {
+                        if matches!(e, AcquireError::Timeout { .. }) {
+                            add(&self.stats.acquire_timeouts, 1);
+                        }
+                        self.stats.acquire_wait.record(start.elapsed());
+                        return Err(e);
+                    }
+                },
+            };
+            match self.checkout(key).await {
+                Some(p) => {
+                    add(&self.stats.acquires, 1);
+                    self.stats.acquire_wait.record(start.elapsed());
+                    return Ok(p);
+                }
+                // Failed its health check: closed; try again.
+                None => continue,
+            }
+        }
+    }
+
+    /// Turns a claimed slot into a guard, health-checking a connection that
+    /// sat idle too long.
+    async fn checkout(self: &Rc<Self>, key: usize) -> Option<Pooled<M>> {
+        let (conn, stale) = {
+            let mut st = self.state.borrow_mut();
+            let slot = &mut st.slots[key];
+            let stale = self
+                .pool
+                .config
+                .check_after_idle
+                .is_some_and(|t| slot.idle_since.elapsed() > t);
+            let conn = if M::MULTIPLEXED {
+                self.pool.manager.share(
+                    slot.conn
+                        .as_ref()
+                        .expect("shared slot holds its connection"),
+                )
+            } else {
+                slot.conn.take().expect("free slot holds its connection")
+            };
+            (conn, stale && !M::MULTIPLEXED)
+        };
+        let mut guard = Pooled {
+            shard: self.clone(),
+            key,
+            conn: Some(conn),
+            since: Instant::now(),
+        };
+        if stale {
+            let ok = self
+                .pool
+                .manager
+                .check(guard.conn.as_mut().unwrap())
+                .await
+                .is_ok();
+            if !ok {
+                guard.discard(CloseReason::FailedCheck);
+                return None;
+            }
+        }
+        Some(guard)
+    }
+
+    async fn wait(self: &Rc<Self>, deadline: Instant) -> Result<usize, AcquireError> {
+        let key = {
+            let mut st = self.state.borrow_mut();
+            let k = st.waiters.insert(Waiter {
+                waker: None,
+                grant: None,
+            });
+            st.queue.push_back(k);
+            self.publish(&st);
+            k
+        };
+        let mut wait = WaitGrant {
+            shard: self.clone(),
+            key,
+            done: false,
+        };
+        self.maybe_connect();
+        match time::timeout_at(deadline, &mut wait).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(msg)) => Err(AcquireError::Connect {
+                pool: self.pool.name.clone(),
+                message: msg,
+            }),
+            Err(_) => {
+                drop(wait);
+                let st = self.state.borrow();
+                Err(AcquireError::Timeout {
+                    pool: self.pool.name.clone(),
+                    max_open: self
+                        .pool
+                        .max_open
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    waited: deadline
+                        .saturating_duration_since(deadline - self.pool.config.acquire_timeout),
+                    open: st.open(),
+                    in_use: st.in_use,
+                    idle: st.idle_count(M::MULTIPLEXED),
+                    waiting: st.queue.len(),
+                    last_connect_error: st.last_error.clone(),
+                })
+            }
+        }
+    }
+
+    /// A caller gives its claim back. `conn` is the exclusive connection (or
+    /// the caller's handle of a shared one); `reason` forces a close.
+    fn release(
+        self: &Rc<Self>,
+        key: usize,
+        conn: Option<M::Conn>,
+        held: Duration,
+        reason: Option<CloseReason>,
+    ) {
+        self.stats.hold.record(held);
+        let mut closing: Vec<M::Conn> = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.in_use -= 1;
+            let usable = conn.as_ref().is_none_or(|c| self.pool.manager.is_usable(c))
+                && st.slots[key]
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| self.pool.manager.is_usable(c));
+            let slot = &mut st.slots[key];
+            slot.in_flight -= 1;
+            if !M::MULTIPLEXED {
+                slot.conn = conn;
+            } else if let Some(c) = conn {
+                closing.push(c); // the caller's handle; the slot keeps its own
+            }
+            let now = Instant::now();
+            let why = reason
+                .or((!usable).then_some(CloseReason::Broken))
+                .or(slot
+                    .expires
+                    .is_some_and(|e| e <= now)
+                    .then_some(CloseReason::Expired))
+                .or((st.open() > st.cap).then_some(CloseReason::Shrink));
+            match why {
+                Some(why) if st.slots[key].in_flight == 0 => {
+                    // Books first, then the close.
+                    if let Some(c) = st.slots.remove(key).conn {
+                        closing.push(c);
+                    }
+                    self.stats.closed(why);
+                }
+                Some(CloseReason::Broken) => {
+                    // A shared connection broke while others still use it:
+                    // no new callers get it; the last one out closes it.
+                    if let Some(c) = st.slots[key].conn.take() {
+                        closing.push(c);
+                    }
+                }
+                _ => {
+                    if st.slots[key].conn.is_some() {
+                        self.hand_off(&mut st, key);
+                    } else if st.slots[key].in_flight == 0 {
+                        st.slots.remove(key);
+                        self.stats.closed(CloseReason::Broken);
+                    }
+                }
+            }
+            self.publish(&st);
+        }
+        drop(closing);
+        self.maybe_connect();
+    }
+
+    /// The reaper's pass: idle past `idle_timeout` (keeping `min_idle`),
+    /// expired, leaks; then top up to `min_idle`.
+    pub(crate) fn reap(self: &Rc<Self>) {
+        let cfg = &self.pool.config;
+        let now = Instant::now();
+        let mut closing = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let keep = self.min_idle_share();
+            let keys: Vec<usize> = if M::MULTIPLEXED {
+                st.slots
+                    .iter()
+                    .filter(|(_, s)| s.in_flight == 0)
+                    .map(|(k, _)| k)
+                    .collect()
+            } else {
+                st.idle.iter().copied().collect()
+            };
+            for key in keys {
+                let slot = &st.slots[key];
+                let why = if slot.expires.is_some_and(|e| e <= now) {
+                    Some(CloseReason::Expired)
+                } else if now.saturating_duration_since(slot.idle_since) >= cfg.idle_timeout
+                    && st.open() > keep
+                {
+                    Some(CloseReason::Idle)
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    st.idle.retain(|k| *k != key);
+                    if let Some(c) = st.slots.remove(key).conn {
+                        closing.push(c);
+                    }
+                    self.stats.closed(why);
+                }
+            }
+            if let Some(limit) = cfg.leak_threshold {
+                for (_, slot) in st.slots.iter_mut() {
+                    if slot.in_flight > 0
+                        && !slot.leak_reported
+                        && now.saturating_duration_since(slot.checked_out_at) > limit
+                    {
+                        slot.leak_reported = true;
+                        add(&self.stats.leaks, 1);
+                        eprintln!(
+                            "tidepool: pool {}: a connection has been held for {:?} by route {:?} (leak threshold {:?})",
+                            self.pool.name,
+                            now.saturating_duration_since(slot.checked_out_at),
+                            if slot.route.is_empty() { "(unnamed)" } else { slot.route },
+                            limit
+                        );
+                    }
+                }
+            }
+            self.publish(&st);
+        }
+        drop(closing);
+        self.maybe_connect();
+    }
+
+    pub(crate) fn assert_invariants(&self) {
+        let st = self.state.borrow();
+        let in_flight: usize = st.slots.iter().map(|(_, s)| s.in_flight).sum();
+        assert_eq!(in_flight, st.in_use, "in_use matches the claims on slots");
+        if !M::MULTIPLEXED {
+            let idle = st.slots.iter().filter(|(_, s)| s.in_flight == 0).count();
+            assert_eq!(
+                idle,
+                st.idle.len(),
+                "every free slot is on the idle list once"
+            );
+            assert_eq!(
+                st.open(),
+                st.idle.len() + st.in_use,
+                "open == idle + in_use"
+            );
+            for &k in &st.idle {
+                assert!(st.slots[k].conn.is_some() && st.slots[k].in_flight == 0);
+            }
+        }
+        assert!(st.opening <= self.pool.config.max_connecting);
+        for &w in &st.queue {
+            assert!(
+                st.waiters[w].grant.is_none(),
+                "queued waiters have no grant"
+            );
+        }
+    }
+}
+
+async fn connect_task<M: Manager>(shard: Rc<Shard<M>>) {
+    let deadline = Instant::now() + shard.pool.config.connect_timeout;
+    let manager = &shard.pool.manager;
+    let res = retry_within(deadline, &Backoff::default(), || manager.connect()).await;
+    shard.finish_connect(res);
+}
+
+/// Waits for a grant; unregisters (and gives back an unclaimed grant) when dropped.
+struct WaitGrant<M: Manager> {
+    shard: Rc<Shard<M>>,
+    key: usize,
+    done: bool,
+}
+
+impl<M: Manager> Future for &mut WaitGrant<M> {
+    type Output = Result<usize, String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut **self.get_mut();
+        let mut st = this.shard.state.borrow_mut();
+        let waiter = &mut st.waiters[this.key];
+        match waiter.grant.take() {
+            Some(g) => {
+                st.waiters.remove(this.key);
+                this.done = true;
+                Poll::Ready(match g {
+                    Grant::Slot(k) => Ok(k),
+                    Grant::Failed(m) => Err(m),
+                })
+            }
+            None => {
+                match &waiter.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => waiter.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<M: Manager> Drop for WaitGrant<M> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let granted = {
+            let mut st = self.shard.state.borrow_mut();
+            let key = self.key;
+            st.queue.retain(|k| *k != key);
+            let w = st.waiters.remove(key);
+            self.shard.publish(&st);
+            w.grant
+        };
+        // A slot granted to a caller who left is given back at once, so a
+        // cancelled acquire never loses a connection.
+        if let Some(Grant::Slot(slot)) = granted {
+            let conn = if M::MULTIPLEXED {
+                None
+            } else {
+                self.shard.state.borrow_mut().slots[slot].conn.take()
+            };
+            self.shard.release(slot, conn, Duration::ZERO, None);
+        }
+    }
+}
+
+/// A connection checked out of a pool (exclusive), or a claim on a shared
+/// one (multiplexed). Returned to its shard when dropped, also on panic.
+pub struct Pooled<M: Manager> {
+    shard: Rc<Shard<M>>,
+    key: usize,
+    conn: Option<M::Conn>,
+    since: Instant,
+}
+
+impl<M: Manager> Pooled<M> {
+    fn discard(&mut self, why: CloseReason) {
+        let conn = self.conn.take();
+        self.shard
+            .release(self.key, conn, self.since.elapsed(), Some(why));
+    }
+
+    /// Closes the connection instead of returning it.
+    pub fn close(mut self) {
+        self.discard(CloseReason::Broken);
+    }
+
+    /// How long this checkout has been held.
+    pub fn held(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl<M: Manager> Deref for Pooled<M> {
+    type Target = M::Conn;
+    fn deref(&self) -> &M::Conn {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl<M: Manager> DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Conn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shard
+                .release(self.key, Some(conn), self.since.elapsed(), None);
+        }
+    }
+}
+
+/// Each shard reaps its own connections on its own timer, whatever the
+/// supervisor does; it ends with the shard or the worker.
+async fn reaper<M: Manager>(shard: Weak<Shard<M>>) {
+    let interval = match shard.upgrade() {
+        Some(s) => s.pool.config.reap_interval,
+        None => return,
+    };
+    let mut shutdown = rt::shutdown_signal();
+    loop {
+        let stopped = select_sleep(time::sleep(interval), &mut shutdown).await;
+        let Some(s) = shard.upgrade() else { return };
+        if stopped {
+            s.closed.set(true);
+            return;
+        }
+        s.reap();
+    }
+}
+
+/// Sleeps; true if shutdown came first.
+async fn select_sleep(tick: time::Sleep, shutdown: &mut rt::ShutdownSignal) -> bool {
+    let mut tick = tick;
+    std::future::poll_fn(|cx| {
+        if Pin::new(&mut *shutdown).poll(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        if Pin::new(&mut tick).poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Opens this shard's share of `min_idle` after the configured delay and
+/// jitter, in paced batches, holding the manager's warm-up gate meanwhile.
+async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
+    let (target, plan) = {
+        let Some(s) = shard.upgrade() else { return };
+        let c = &s.pool.config;
+        let target = s.min_idle_share();
+        (
+            target,
+            warmup_plan(
+                target,
+                c.warmup_delay,
+                c.warmup_jitter,
+                random_unit(),
+                c.warmup_batch,
+                c.warmup_pause,
+            ),
+        )
+    };
+    if target == 0 {
+        return;
+    }
+    let start = Instant::now();
+    let mut gate = None;
+    for (i, step) in plan.iter().enumerate() {
+        time::sleep_until(start + step.at).await;
+        let Some(s) = shard.upgrade() else { return };
+        if i == 0 {
+            gate = s.pool.manager.warmup_gate().await;
+        }
+        let mut batch = Vec::new();
+        for _ in 0..step.count {
+            let go = {
+                let mut st = s.state.borrow_mut();
+                let ok = !s.closed.get()
+                    && st.open() + st.opening < st.cap.min(target)
+                    && st.opening < s.pool.config.max_connecting;
+                if ok {
+                    st.opening += 1;
+                    s.publish(&st);
+                }
+                ok
+            };
+            if go {
+                batch.push(rt::spawn(connect_task(s.clone())));
+            }
+        }
+        drop(s);
+        for h in batch {
+            h.await;
+        }
+    }
+    drop(gate);
+}

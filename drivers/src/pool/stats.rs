@@ -1,0 +1,182 @@
+//! Pool telemetry: per-shard counters and gauges that the owning worker
+//! writes (relaxed load + store, no locked instructions) and any thread
+//! reads; `PoolStats` is their sum.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::histogram::{AtomicHistogram, Histogram};
+
+/// Why a connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// I/O or protocol error, or left unusable (failed transaction).
+    Broken,
+    /// Past `max_lifetime`.
+    Expired,
+    /// Idle past `idle_timeout`.
+    Idle,
+    /// Over the shard's cap after a shrink.
+    Shrink,
+    /// Failed its health check.
+    FailedCheck,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Broken,
+        CloseReason::Expired,
+        CloseReason::Idle,
+        CloseReason::Shrink,
+        CloseReason::FailedCheck,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::Expired => "expired",
+            CloseReason::Idle => "idle",
+            CloseReason::Shrink => "shrink",
+            CloseReason::FailedCheck => "failed_check",
+        }
+    }
+}
+
+/// Why a connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Worth retrying: refused, reset, timeout, "too many connections".
+    Transient,
+    /// Not retried: authentication, missing database.
+    Fatal,
+    /// The connect budget ran out.
+    Timeout,
+}
+
+#[derive(Default)]
+pub(crate) struct ShardStats {
+    pub(crate) cap: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) idle: AtomicU64,
+    pub(crate) in_use: AtomicU64,
+    pub(crate) opening: AtomicU64,
+    pub(crate) waiting: AtomicU64,
+    pub(crate) acquires: AtomicU64,
+    pub(crate) acquire_timeouts: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) connect_failures: [AtomicU64; 3],
+    pub(crate) closes: [AtomicU64; 5],
+    pub(crate) leaks: AtomicU64,
+    pub(crate) acquire_wait: AtomicHistogram,
+    pub(crate) hold: AtomicHistogram,
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+pub(crate) fn set(c: &AtomicU64, v: usize) {
+    c.store(v as u64, Relaxed);
+}
+
+impl ShardStats {
+    pub(crate) fn connect_failed(&self, why: ConnectFailure) {
+        add(&self.connect_failures[why as usize], 1);
+    }
+
+    pub(crate) fn closed(&self, why: CloseReason) {
+        add(&self.closes[why as usize], 1);
+    }
+
+    pub(crate) fn snapshot(&self) -> ShardSnapshot {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        ShardSnapshot {
+            cap: g(&self.cap) as usize,
+            open: g(&self.open) as usize,
+            idle: g(&self.idle) as usize,
+            in_use: g(&self.in_use) as usize,
+            opening: g(&self.opening) as usize,
+            waiting: g(&self.waiting) as usize,
+            acquires: g(&self.acquires),
+            acquire_timeouts: g(&self.acquire_timeouts),
+            connects: g(&self.connects),
+            connect_failures: [
+                g(&self.connect_failures[0]),
+                g(&self.connect_failures[1]),
+                g(&self.connect_failures[2]),
+            ],
+            closes: std::array::from_fn(|i| g(&self.closes[i])),
+            leaks: g(&self.leaks),
+            acquire_wait: self.acquire_wait.snapshot(),
+            hold: self.hold.snapshot(),
+        }
+    }
+}
+
+/// One shard (worker) of a pool at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSnapshot {
+    pub cap: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub in_use: usize,
+    pub opening: usize,
+    pub waiting: usize,
+    pub acquires: u64,
+    pub acquire_timeouts: u64,
+    pub connects: u64,
+    /// Indexed by `ConnectFailure as usize`.
+    pub connect_failures: [u64; 3],
+    /// Indexed by `CloseReason as usize`.
+    pub closes: [u64; 5],
+    pub leaks: u64,
+    /// Cumulative acquire-wait histogram (every acquire, waited or not).
+    pub acquire_wait: Histogram,
+    /// Cumulative hold-time histogram: checkout to return (exclusive pools),
+    /// or command latency (multiplexed pools).
+    pub hold: Histogram,
+}
+
+/// A whole pool: the sum of its shards, plus each shard.
+#[derive(Clone, Debug, Default)]
+pub struct PoolStats {
+    pub name: String,
+    pub max_open: usize,
+    pub total: ShardSnapshot,
+    pub shards: Vec<ShardSnapshot>,
+}
+
+impl PoolStats {
+    pub(crate) fn from_shards(
+        name: &str,
+        max_open: usize,
+        shards: Vec<ShardSnapshot>,
+    ) -> PoolStats {
+        let mut t = ShardSnapshot::default();
+        for s in &shards {
+            t.cap += s.cap;
+            t.open += s.open;
+            t.idle += s.idle;
+            t.in_use += s.in_use;
+            t.opening += s.opening;
+            t.waiting += s.waiting;
+            t.acquires += s.acquires;
+            t.acquire_timeouts += s.acquire_timeouts;
+            t.connects += s.connects;
+            for i in 0..3 {
+                t.connect_failures[i] += s.connect_failures[i];
+            }
+            for i in 0..5 {
+                t.closes[i] += s.closes[i];
+            }
+            t.leaks += s.leaks;
+            t.acquire_wait.merge(&s.acquire_wait);
+            t.hold.merge(&s.hold);
+        }
+        PoolStats {
+            name: name.to_string(),
+            max_open,
+            total: t,
+            shards,
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The pool's books under randomized operation sequences and ordering
+//! rules, with an in-memory connection kind (the real-server tests are in
+//! drivers/tests/pool_*.rs).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tidepool_engine::rt::{self, time};
+
+use super::*;
+
+#[derive(Debug)]
+struct FakeError(bool);
+impl std::fmt::Display for FakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0 { "refused (transient)" } else { "password authentication failed" })
+    }
+}
+impl std::error::Error for FakeError {}
+impl PoolError for FakeError {
+    fn is_transient(&self) -> bool {
+        self.0
+    }
+}
+
+struct FakeConn {
+    broken: bool,
+}
+
+#[derive(Default)]
+struct Fake {
+    made: AtomicU64,
+    fail_transient: AtomicBool,
+    fail_fatal: AtomicBool,
+}
+
+impl Manager for Fake {
+    type Conn = FakeConn;
+    type Error = FakeError;
+    async fn connect(&self) -> Result<FakeConn, FakeError> {
+        time::sleep(Duration::from_micros(200)).await;
+        if self.fail_fatal.load(Ordering::Relaxed) {
+            return Err(FakeError(false));
+        }
+        if self.fail_transient.load(Ordering::Relaxed) {
+            return Err(FakeError(true));
+        }
+        self.made.fetch_add(1, Ordering::Relaxed);
+        Ok(FakeConn { broken: false })
+    }
+    fn is_usable(&self, c: &FakeConn) -> bool {
+        !c.broken
+    }
+    async fn check(&self, _: &mut FakeConn) -> Result<(), FakeError> {
+        Ok(())
+    }
+}
+
+fn config(max_open: usize) -> PoolConfig {
+    PoolConfig {
+        max_open,
+        acquire_timeout: Duration::from_millis(20),
+        connect_timeout: Duration::from_millis(30),
+        warmup_jitter: Duration::ZERO,
+        ..PoolConfig::default()
+    }
+}
+
+async fn settle() {
+    // Let spawned connects and posted resizes run to completion.
+    for _ in 0..50 {
+        time::sleep(Duration::from_micros(300)).await;
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn randomized_sequences_keep_the_books_right() {
+    for seed in 1..=12u64 {
+        rt::block_on(async move {
+            let pool = Pool::new("fake", config(4), Fake::default(), 1).unwrap();
+            let local = pool.local(0);
+            let mut held: Vec<Pooled<Fake>> = Vec::new();
+            let mut rng = Rng(seed * 0x9E37_79B9);
+            for _ in 0..300 {
+                match rng.below(10) {
+                    0..=3 => {
+                        if let Ok(Ok(c)) = time::timeout(Duration::from_millis(5), local.get()).await {
+                            held.push(c);
+                        }
+                    }
+                    4..=5 if !held.is_empty() => {
+                        let i = rng.below(held.len() as u64) as usize;
+                        held.swap_remove(i);
+                    }
+                    6 if !held.is_empty() => {
+                        let i = rng.below(held.len() as u64) as usize;
+                        let mut c = held.swap_remove(i);
+                        c.broken = true;
+                    }
+                    7 => pool.set_max_open(1 + rng.below(6) as usize),
+                    8 => {
+                        let fail = rng.below(3) == 0;
+                        pool.manager().fail_transient.store(fail, Ordering::Relaxed);
+                    }
+                    _ => settle().await,
+                }
+                local.assert_invariants();
+                let s = local.stats();
+                assert_eq!(s.cap, pool.max_open(), "one shard: its cap is max_open");
+                assert!(s.opening <= pool.config().max_connecting);
+            }
+            pool.manager().fail_transient.store(false, Ordering::Relaxed);
+            drop(held);
+            settle().await;
+            local.assert_invariants();
+            let s = local.stats();
+            assert_eq!(s.in_use, 0);
+            assert_eq!(s.opening, 0, "no connect slot survives");
+            assert!(s.open <= s.cap, "after everything returned, open {} <= cap {}", s.open, s.cap);
+            // Everything made was either closed or is still open.
+            let closed: u64 = s.closes.iter().sum();
+            assert_eq!(pool.manager().made.load(Ordering::Relaxed), s.open as u64 + closed);
+        });
+    }
+}
+
+#[test]
+fn waiters_are_served_in_fifo_order() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("fifo", cfg, Fake::default(), 1).unwrap();
+        let local = pool.local(0);
+        let first = local.get().await.unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (local, order) = (local.clone(), order.clone());
+            tasks.push(rt::spawn(async move {
+                let c = local.get().await.unwrap();
+                order.borrow_mut().push(i);
+                time::sleep(Duration::from_millis(1)).await;
+                drop(c);
+            }));
+            // Each waiter is queued before the next one starts.
+            rt::yield_now().await;
+        }
+        drop(first);
+        for t in tasks {
+            t.await;
+        }
+        assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4]);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn cancelled_acquire_does_not_lose_the_connection() {
+    rt::block_on(async {
+        let pool = Pool::new("cancel", config(1), Fake::default(), 1).unwrap();
+        let local = pool.local(0);
+        let held = local.get().await.unwrap();
+        // A waiter that gives up: its queue entry must go away.
+        assert!(time::timeout(Duration::from_millis(2), local.get()).await.is_err());
+        drop(held);
+        local.assert_invariants();
+        let again = local.get().await.unwrap();
+        drop(again);
+        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1, "one connection served all");
+    });
+}
+
+#[test]
+fn timeout_error_names_the_pool_and_the_last_connect_error() {
+    rt::block_on(async {
+        let pool = Pool::new("pg-main", config(2), Fake::default(), 1).unwrap();
+        pool.manager().fail_transient.store(true, Ordering::Relaxed);
+        let local = pool.local(0);
+        let err = local.get().await.err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("pool pg-main"), "{text}");
+        assert!(text.contains("max_open 2"), "{text}");
+        settle().await;
+        let err = local.get().await.err().unwrap().to_string();
+        assert!(err.contains("refused"), "the connect error is chained: {err}");
+        settle().await;
+        local.assert_invariants();
+        assert_eq!(local.stats().opening, 0);
+    });
+}
+
+#[test]
+fn fatal_connect_errors_fail_waiters_at_once() {
+    rt::block_on(async {
+        let mut cfg = config(2);
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("auth", cfg, Fake::default(), 1).unwrap();
+        pool.manager().fail_fatal.store(true, Ordering::Relaxed);
+        let local = pool.local(0);
+        let started = std::time::Instant::now();
+        let err = local.get().await.err().unwrap();
+        assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains("password authentication failed"));
+        assert!(started.elapsed() < Duration::from_secs(1), "no waiting out the timeout");
+        assert_eq!(local.stats().connect_failures[ConnectFailure::Fatal as usize], 1, "no retry loop");
+    });
+}
+
+#[test]
+fn shrinking_closes_idle_first_and_retires_busy_on_return() {
+    rt::block_on(async {
+        let pool = Pool::new("resize", config(4), Fake::default(), 1).unwrap();
+        let local = pool.local(0);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(local.get().await.unwrap());
+        }
+        drop(held.split_off(2)); // 2 idle, 2 busy
+        pool.set_max_open(1);
+        settle().await;
+        let s = local.stats();
+        assert_eq!((s.open, s.idle, s.in_use), (2, 0, 2), "idle closed first, busy kept");
+        held.clear();
+        let s = local.stats();
+        assert_eq!((s.open, s.in_use), (1, 0), "busy retired on return down to the cap");
+        assert_eq!(s.closes[CloseReason::Shrink as usize], 3);
+        pool.set_max_open(3);
+        settle().await;
+        let a = local.get().await.unwrap();
+        let b = local.get().await.unwrap();
+        let c = local.get().await.unwrap();
+        assert_eq!(local.stats().open, 3, "growing lets callers connect");
+        drop((a, b, c));
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn reaper_closes_idle_but_keeps_min_idle() {
+    rt::block_on(async {
+        let mut cfg = config(4);
+        cfg.min_idle = 1;
+        cfg.idle_timeout = Duration::from_millis(5);
+        cfg.reap_interval = Duration::from_secs(3600); // reaped by hand below
+        let pool = Pool::new("reap", cfg, Fake::default(), 1).unwrap();
+        let local = pool.local(0);
+        let held: Vec<_> = vec![local.get().await.unwrap(), local.get().await.unwrap(), local.get().await.unwrap()];
+        drop(held);
+        assert_eq!(local.stats().idle, 3);
+        time::sleep(Duration::from_millis(10)).await;
+        local.reap_now();
+        let s = local.stats();
+        assert_eq!(s.open, 1, "min_idle kept");
+        assert_eq!(s.closes[CloseReason::Idle as usize], 2);
+    });
+}
+
+#[test]
+fn caps_sum_to_max_open_across_shards() {
+    let pool = Pool::new("split", config(7), Fake::default(), 3).unwrap();
+    let caps: usize = pool.stats().shards.iter().map(|s| s.cap).sum();
+    assert_eq!(caps, 7);
+    pool.set_max_open(10);
+    let caps: Vec<usize> = pool.stats().shards.iter().map(|s| s.cap).collect();
+    assert_eq!(caps, vec![4, 3, 3]);
+}

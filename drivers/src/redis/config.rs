@@ -1,0 +1,342 @@
+//! Connection configuration: `redis://` URLs and a builder.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::error::{Error, Result};
+
+/// Default cap on one reply's size on the wire.
+pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Default cap on commands in flight on one multiplexed connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// How to reach and set up a Redis server.
+///
+/// ```
+/// use tidepool_drivers::redis::Config;
+/// let c: Config = "redis://app:s3cret@127.0.0.1:6380/2".parse().unwrap();
+/// assert_eq!((c.host(), c.port(), c.db()), ("127.0.0.1", 6380, 2));
+/// let c = Config::new("localhost", 6379).client_name("api").resp3(false).max_in_flight(64);
+/// assert!(!c.resp3_enabled());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    host: String,
+    port: u16,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+    client_name: Option<String>,
+    resp3: bool,
+    max_reply: usize,
+    max_in_flight: usize,
+    connect_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Defaults for `host:port`: db 0, no auth, RESP3 when the server has
+    /// it, [`DEFAULT_MAX_REPLY`], [`DEFAULT_MAX_IN_FLIGHT`], no timeouts.
+    pub fn new(host: impl Into<String>, port: u16) -> Config {
+        Config {
+            host: host.into(),
+            port,
+            db: 0,
+            username: None,
+            password: None,
+            client_name: None,
+            resp3: true,
+            max_reply: DEFAULT_MAX_REPLY,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            connect_timeout: None,
+            response_timeout: None,
+        }
+    }
+
+    /// Parses `redis://[[user]:password@]host[:port][/db]`. User and
+    /// password may be percent-encoded; an IPv6 host goes in brackets.
+    pub fn from_url(url: &str) -> Result<Config> {
+        let bad = |m: &str| Error::Config(format!("{m} in redis URL"));
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| bad("expected the redis:// scheme"))?;
+        // Query strings are not supported; refuse rather than ignore.
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad("unsupported query string"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let end = h.find(']').ok_or_else(|| bad("unclosed IPv6 bracket"))?;
+            let port = &h[end + 1..];
+            (&h[..end], port.strip_prefix(':'))
+        } else {
+            match hostport.rfind(':') {
+                Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
+                None => (hostport, None),
+            }
+        };
+        let host = if host.is_empty() { "127.0.0.1" } else { host };
+        let port = match port {
+            None | Some("") => 6379,
+            Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
+        };
+        let mut c = Config::new(host, port);
+        if let Some(ui) = userinfo {
+            let (user, pass) = match ui.find(':') {
+                Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+                // `redis://secret@host` is a password alone, as most clients
+                // read it.
+                None => ("", Some(ui)),
+            };
+            if !user.is_empty() {
+                c.username = Some(percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?);
+            }
+            if let Some(p) = pass {
+                c.password = Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?);
+            }
+        }
+        let path = path.trim_end_matches('/');
+        if !path.is_empty() {
+            c.db = path.parse().map_err(|_| bad("invalid database number"))?;
+        }
+        Ok(c)
+    }
+
+    /// Sets the host name or IP address.
+    pub fn host_name(mut self, host: impl Into<String>) -> Config {
+        self.host = host.into();
+        self
+    }
+
+    /// Sets the port.
+    pub fn port_number(mut self, port: u16) -> Config {
+        self.port = port;
+        self
+    }
+
+    /// Database selected after connecting.
+    pub fn database(mut self, db: i64) -> Config {
+        self.db = db;
+        self
+    }
+
+    /// ACL user name (Redis 6+); without it the password is for `default`.
+    pub fn username(mut self, user: impl Into<String>) -> Config {
+        self.username = Some(user.into());
+        self
+    }
+
+    /// Password.
+    pub fn password(mut self, pass: impl Into<String>) -> Config {
+        self.password = Some(pass.into());
+        self
+    }
+
+    /// Name shown by `CLIENT LIST`.
+    pub fn client_name(mut self, name: impl Into<String>) -> Config {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Whether to ask for RESP3 (`HELLO 3`); on by default, with a fallback
+    /// to RESP2 for servers that lack it.
+    pub fn resp3(mut self, on: bool) -> Config {
+        self.resp3 = on;
+        self
+    }
+
+    /// Largest reply accepted, in bytes on the wire. A bigger reply fails
+    /// its command with [`Error::TooLarge`] and is skipped, not buffered.
+    pub fn max_reply(mut self, bytes: usize) -> Config {
+        self.max_reply = bytes;
+        self
+    }
+
+    /// Most commands in flight on one multiplexed connection; further
+    /// commands wait, in order, for a slot.
+    pub fn max_in_flight(mut self, n: usize) -> Config {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Limit on connecting plus the handshake.
+    pub fn connect_timeout(mut self, d: Duration) -> Config {
+        self.connect_timeout = Some(d);
+        self
+    }
+
+    /// Limit on each command's wait for its reply (slot wait included).
+    /// A command that times out is not cancelled on the server; its reply
+    /// is discarded when it comes.
+    pub fn response_timeout(mut self, d: Duration) -> Config {
+        self.response_timeout = Some(d);
+        self
+    }
+
+    /// Host name or address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// Port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Database number.
+    pub fn db(&self) -> i64 {
+        self.db
+    }
+    /// ACL user name.
+    pub fn user(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+    /// Password.
+    pub fn pass(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+    /// Client name.
+    pub fn name(&self) -> Option<&str> {
+        self.client_name.as_deref()
+    }
+    /// Whether RESP3 is requested.
+    pub fn resp3_enabled(&self) -> bool {
+        self.resp3
+    }
+    /// Reply size cap.
+    pub fn max_reply_bytes(&self) -> usize {
+        self.max_reply
+    }
+    /// In-flight cap.
+    pub fn max_in_flight_commands(&self) -> usize {
+        self.max_in_flight
+    }
+    /// Connect timeout.
+    pub fn connect_timeout_value(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+    /// Response timeout.
+    pub fn response_timeout_value(&self) -> Option<Duration> {
+        self.response_timeout
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::new("127.0.0.1", 6379)
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Config> {
+        Config::from_url(s)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the password.
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_name", &self.client_name)
+            .field("resp3", &self.resp3)
+            .field("max_reply", &self.max_reply)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = Config::from_url("redis://localhost").unwrap();
+        assert_eq!(
+            (c.host(), c.port(), c.db(), c.user(), c.pass()),
+            ("localhost", 6379, 0, None, None)
+        );
+        let c = Config::from_url("redis://u%40x:p%3Aw@10.0.0.1:7000/3").unwrap();
+        assert_eq!(c.host(), "10.0.0.1");
+        assert_eq!(c.port(), 7000);
+        assert_eq!(c.db(), 3);
+        assert_eq!(c.user(), Some("u@x"));
+        assert_eq!(c.pass(), Some("p:w"));
+        let c = Config::from_url("redis://:secret@h:1/").unwrap();
+        assert_eq!((c.user(), c.pass(), c.db()), (None, Some("secret"), 0));
+        let c = Config::from_url("redis://secret@h").unwrap();
+        assert_eq!((c.user(), c.pass()), (None, Some("secret")));
+        let c = Config::from_url("redis://[::1]:6390/1").unwrap();
+        assert_eq!((c.host(), c.port(), c.db()), ("::1", 6390, 1));
+        let c = Config::from_url("redis://[::1]").unwrap();
+        assert_eq!((c.host(), c.port()), ("::1", 6379));
+        let c = Config::from_url("redis://p@ss@h:2").unwrap();
+        assert_eq!((c.pass(), c.host()), (Some("p@ss"), "h"));
+        for bad in [
+            "http://h",
+            "rediss://h",
+            "redis://h:notaport",
+            "redis://h/x",
+            "redis://h:99999",
+            "redis://[::1",
+            "redis://h?protocol=3",
+            "redis://:%zz@h",
+        ] {
+            assert!(
+                matches!(Config::from_url(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn builder_and_debug() {
+        let c = Config::new("h", 1)
+            .database(4)
+            .username("u")
+            .password("topsecret")
+            .client_name("n")
+            .resp3(false)
+            .max_reply(100)
+            .max_in_flight(0)
+            .response_timeout(Duration::from_secs(1));
+        assert_eq!(c.db(), 4);
+        assert_eq!(c.name(), Some("n"));
+        assert_eq!(c.max_reply_bytes(), 100);
+        assert_eq!(c.max_in_flight_commands(), 1);
+        assert!(!format!("{c:?}").contains("topsecret"));
+        let d: Config = "redis://127.0.0.1:6379".parse().unwrap();
+        assert_eq!(d, Config::default());
+    }
+}
