@@ -366,3 +366,301 @@ fn hex_value(b: u8) -> u8 {
         _ => b - b'A' + 10,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ChunkedLimits {
+        ChunkedLimits::default()
+    }
+
+    /// Whole input in one call: (body, consumed, progress) or the error.
+    fn decode_all(input: &[u8], limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+        let mut d = ChunkedDecoder::new(limits);
+        let mut out = Vec::new();
+        let (n, p) = d.decode(input, &mut out)?;
+        assert_eq!(d.body_len(), out.len() as u64);
+        Ok((out, n, p))
+    }
+
+    /// The same input fed in pieces of `step` bytes (the last call gets
+    /// whatever is left). Stops feeding once done, like a real caller.
+    fn decode_split(input: &[u8], step: usize, limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+        let mut d = ChunkedDecoder::new(limits);
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        let mut progress = Progress::NeedMore;
+        while consumed < input.len() && progress == Progress::NeedMore {
+            let piece = &input[consumed..(consumed + step).min(input.len())];
+            let (n, p) = d.decode(piece, &mut out)?;
+            assert!(n <= piece.len());
+            // Everything offered is consumed unless the body ended inside it.
+            if p == Progress::NeedMore {
+                assert_eq!(n, piece.len());
+            }
+            consumed += n;
+            progress = p;
+        }
+        Ok((out, consumed, progress))
+    }
+
+    fn assert_same_for_all_splits(input: &[u8], limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+        let whole = decode_all(input, limits.clone());
+        for step in [1, 2, 3, 5, 7, 16] {
+            assert_eq!(decode_split(input, step, limits.clone()), whole, "step {step} on {:?}", String::from_utf8_lossy(input));
+        }
+        whole
+    }
+
+    fn body(input: &[u8]) -> Vec<u8> {
+        match assert_same_for_all_splits(input, limits()) {
+            Ok((out, n, Progress::Done)) => {
+                assert_eq!(n, input.len(), "consumed");
+                out
+            }
+            other => panic!("expected a complete body for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn err(input: &[u8]) -> ChunkedError {
+        err_with(input, limits())
+    }
+
+    fn err_with(input: &[u8], limits: ChunkedLimits) -> ChunkedError {
+        match assert_same_for_all_splits(input, limits) {
+            Err(e) => e,
+            other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    #[test]
+    fn simple_bodies() {
+        assert_eq!(body(b"0\r\n\r\n"), b"");
+        assert_eq!(body(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
+        assert_eq!(body(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), b"hello world");
+        assert_eq!(body(b"A\r\n0123456789\r\na\r\nabcdefghij\r\n000\r\n\r\n"), b"0123456789abcdefghij");
+        // Data may contain anything, CRLF included.
+        assert_eq!(body(b"4\r\n\r\n\r\n\r\n0\r\n\r\n"), b"\r\n\r\n");
+        assert_eq!(body(b"0000000000000010\r\n0123456789abcdef\r\n0\r\n\r\n"), b"0123456789abcdef");
+    }
+
+    #[test]
+    fn large_chunk_in_pieces() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let mut input = format!("{:x}\r\n", data.len()).into_bytes();
+        input.extend_from_slice(&data);
+        input.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(body(&input), data);
+    }
+
+    #[test]
+    fn extensions_are_ignored() {
+        for ext in [
+            ";a",
+            ";a=b",
+            ";a=b;c",
+            ";name=\"quoted value\"",
+            ";q=\"esc\\\"aped\\\\\"",
+            " ;a=b",
+            "\t; a = b",
+            "; a ; b = \"x\" ;c",
+            ";a=\"\"",
+            ";a=\"caf\u{e9}\"",
+            ";!#$%&'*+-.^_`|~=!#$%&'*+-.^_`|~",
+        ] {
+            let input = format!("3{ext}\r\nabc\r\n0{ext}\r\n\r\n");
+            assert_eq!(body(input.as_bytes()), b"abc", "{ext:?}");
+        }
+    }
+
+    #[test]
+    fn bad_extensions() {
+        for ext in [
+            ";", ";=b", ";a=", ";a=b c", ";a=\"unterminated", ";a b", ";a=b ", ";a ", " ", "\t", ";a=\"x\"y", ";a=\"x\" ",
+            ";a=(b)", ";a@b", ";a=\"\x01\"", ";a=\"\\\x01\"", ";a=b\x7f", ",a",
+        ] {
+            let input = format!("3{ext}\r\nabc\r\n0\r\n\r\n");
+            let e = err(input.as_bytes());
+            assert!(
+                matches!(e, ChunkedError::BadExtension | ChunkedError::BadChunkSize),
+                "{ext:?} gave {e:?}"
+            );
+            assert_eq!(e.status(), 400);
+        }
+        assert_eq!(err(b"3;a=\"x\r\nabc\r\n0\r\n\r\n"), ChunkedError::BadExtension);
+        assert_eq!(err(b"3;a\nabc\r\n0\r\n\r\n"), ChunkedError::BadLineEnding);
+    }
+
+    #[test]
+    fn trailers_are_validated_and_discarded() {
+        assert_eq!(body(b"3\r\nabc\r\n0\r\nX-Sum: 123\r\nX-Other:\tv a l\r\n\r\n"), b"abc");
+        assert_eq!(body(b"0\r\nEmpty:\r\n\r\n"), b"");
+        assert_eq!(body(b"0\r\nObs: caf\xc3\xa9\r\n\r\n"), b"");
+        use ChunkedError::*;
+        assert_eq!(err(b"0\r\nNo-Colon\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\nBad Name: v\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\n: v\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\nA: b\r\n folded\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\nA: b\0c\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\nA: b\x7f\r\n\r\n"), BadTrailer);
+        assert_eq!(err(b"0\r\nA: b\rc\r\n\r\n"), BadLineEnding);
+        assert_eq!(err(b"0\r\nA: b\n\r\n"), BadLineEnding);
+        assert_eq!(err(b"0\r\n\n"), BadLineEnding);
+        assert_eq!(err(b"0\r\n\rX"), BadLineEnding);
+    }
+
+    #[test]
+    fn bad_sizes() {
+        use ChunkedError::*;
+        for input in [
+            &b"\r\nabc\r\n0\r\n\r\n"[..],
+            b"g\r\n",
+            b"-3\r\nabc\r\n0\r\n\r\n",
+            b"+3\r\nabc\r\n0\r\n\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"3x\r\nabc\r\n0\r\n\r\n",
+            b";a\r\n",
+        ] {
+            assert_eq!(err(input), BadChunkSize, "{:?}", String::from_utf8_lossy(input));
+        }
+        let big = ChunkedLimits { max_body: u64::MAX, ..limits() };
+        assert_eq!(err_with(b"00000000000000001\r\n", big.clone()), ChunkSizeOverflow);
+        assert_eq!(err_with(b"10000000000000000\r\n", big.clone()), ChunkSizeOverflow);
+        // Sixteen digits are fine, even all f.
+        let mut d = ChunkedDecoder::new(big);
+        assert_eq!(d.decode(b"ffffffffffffffff\r\nab", &mut Vec::new()), Ok((20, Progress::NeedMore)));
+        assert_eq!(err(b"3\nabc\r\n0\r\n\r\n"), BadLineEnding);
+        assert_eq!(err(b"3\rabc\r\n0\r\n\r\n"), BadLineEnding);
+    }
+
+    #[test]
+    fn data_must_be_followed_by_crlf() {
+        use ChunkedError::*;
+        assert_eq!(err(b"3\r\nabcd\r\n0\r\n\r\n"), MissingDataCrlf);
+        assert_eq!(err(b"3\r\nabc\n0\r\n\r\n"), MissingDataCrlf);
+        assert_eq!(err(b"3\r\nabc\r0\r\n\r\n"), MissingDataCrlf);
+        assert_eq!(err(b"3\r\nabc0\r\n\r\n"), MissingDataCrlf);
+        assert_eq!(MissingDataCrlf.status(), 400);
+    }
+
+    #[test]
+    fn max_body() {
+        let l = ChunkedLimits { max_body: 10, ..limits() };
+        let ok = b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+        assert!(matches!(assert_same_for_all_splits(ok, l.clone()), Ok((_, _, Progress::Done))));
+        assert_eq!(err_with(b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n", l.clone()), ChunkedError::BodyTooLarge);
+        assert_eq!(err_with(b"b\r\n", l.clone()), ChunkedError::BodyTooLarge);
+        // Rejected from the size line alone, before any of the data arrives.
+        let mut d = ChunkedDecoder::new(l);
+        assert_eq!(d.decode(b"ffffffff", &mut Vec::new()), Err(ChunkedError::BodyTooLarge));
+        assert_eq!(ChunkedError::BodyTooLarge.status(), 413);
+        assert_eq!(err(b"100001\r\n"), ChunkedError::BodyTooLarge);
+    }
+
+    #[test]
+    fn max_line() {
+        let l = ChunkedLimits { max_line: 10, ..limits() };
+        // "3;abcdef\r\n" is exactly ten bytes.
+        let ok = b"3;abcdef\r\nabc\r\n0\r\n\r\n";
+        assert!(matches!(assert_same_for_all_splits(ok, l.clone()), Ok((_, _, Progress::Done))));
+        assert_eq!(err_with(b"3;abcdefg\r\nabc\r\n0\r\n\r\n", l.clone()), ChunkedError::LineTooLong);
+        // Bounded while partial: an endless extension is cut off.
+        let endless = [b"3;".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(err_with(&endless, l.clone()), ChunkedError::LineTooLong);
+        // Leading zeros count too.
+        assert_eq!(err_with(b"00000000003\r\n", l), ChunkedError::LineTooLong);
+    }
+
+    #[test]
+    fn max_trailer_bytes() {
+        let l = ChunkedLimits { max_trailer_bytes: 10, ..limits() };
+        // "A: 12345\r\n" is ten bytes; the final CRLF makes twelve.
+        assert_eq!(err_with(b"0\r\nA: 12345\r\n\r\n", l.clone()), ChunkedError::TrailerTooLarge);
+        assert!(matches!(assert_same_for_all_splits(b"0\r\nA: 123\r\n\r\n", l.clone()), Ok((_, _, Progress::Done))));
+        let endless = [b"0\r\nA: ".as_slice(), &[b'v'; 100]].concat();
+        assert_eq!(err_with(&endless, l), ChunkedError::TrailerTooLarge);
+    }
+
+    #[test]
+    fn pipelined_remainder_is_not_consumed() {
+        let input = b"3\r\nabc\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.1\r\n";
+        let end = input.len() - b"GET / HTTP/1.1\r\n".len();
+        let (out, n, p) = assert_same_for_all_splits(input, limits()).unwrap();
+        assert_eq!((out.as_slice(), n, p), (&b"abc"[..], end, Progress::Done));
+        // Once done, further input is left alone.
+        let mut d = ChunkedDecoder::new(limits());
+        let mut out = Vec::new();
+        assert_eq!(d.decode(input, &mut out), Ok((end, Progress::Done)));
+        assert_eq!(d.decode(b"more", &mut out), Ok((0, Progress::Done)));
+        assert_eq!(d.decode(b"", &mut out), Ok((0, Progress::Done)));
+    }
+
+    #[test]
+    fn partial_input_needs_more() {
+        let input = b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n";
+        for n in 0..input.len() {
+            let mut d = ChunkedDecoder::new(limits());
+            assert_eq!(d.decode(&input[..n], &mut Vec::new()), Ok((n, Progress::NeedMore)), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut d = ChunkedDecoder::new(limits());
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"z", &mut out), Err(ChunkedError::BadChunkSize));
+        assert_eq!(d.decode(b"0\r\n\r\n", &mut out), Err(ChunkedError::BadChunkSize));
+        let e = ChunkedError::BodyTooLarge;
+        assert_eq!(e.to_string(), "request body too large (413)");
+        let _: &dyn std::error::Error = &e;
+    }
+
+    /// Random valid bodies with random extensions and trailers, checked
+    /// against the data they were built from, under random splits; then
+    /// random corruptions of them must not panic.
+    #[test]
+    fn randomized() {
+        let mut state: u64 = 0x853C_49E6_748F_EA9B;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..next() % 4 {
+                let len = (next() % 40 + 1) as usize;
+                let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                input.extend_from_slice(format!("{len:x}").as_bytes());
+                if next() % 3 == 0 {
+                    input.extend_from_slice(b" ; ext=\"v\\\"\" ;e2");
+                }
+                input.extend_from_slice(b"\r\n");
+                input.extend_from_slice(&data);
+                input.extend_from_slice(b"\r\n");
+                expected.extend_from_slice(&data);
+            }
+            input.extend_from_slice(b"0\r\n");
+            if next() % 2 == 0 {
+                input.extend_from_slice(b"Trailer-Field: some value\r\n");
+            }
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(body(&input), expected);
+
+            let mut bad = input.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % bad.len() as u64) as usize;
+                const NASTY: &[u8] = b"\r\n;= \"\\0aZ\x00\xff";
+                bad[at] = NASTY[(next() % NASTY.len() as u64) as usize];
+            }
+            let whole = decode_all(&bad, limits());
+            for step in [1, 3] {
+                assert_eq!(decode_split(&bad, step, limits()), whole);
+            }
+        }
+    }
+}

@@ -209,41 +209,24 @@ impl std::error::Error for ParseError {}
 
 /// RFC 9110 tchar: ALPHA / DIGIT and ``!#$%&'*+-.^_`|~``.
 static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
+    let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    t
+    let specials = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
 };
 
 #[inline(always)]
 fn is_tchar(b: u8) -> bool {
     TCHAR[b as usize]
-}
-
-#[inline(always)]
-fn is_ows(b: u8) -> bool {
-    b == b' ' || b == b'\t'
 }
 
 /// Only ever called on slices whose every byte passed `is_tchar` or the
@@ -257,17 +240,113 @@ fn ascii_str(b: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(b) }
 }
 
+// Byte classes for `find_stop`, as const-generic parameters so each scanner
+// is compiled with its own test inlined.
+
+/// Stops at controls (HTAB included, the caller steps over it) and DEL: the
+/// bytes that may not appear in a field line.
+const VALUE: u8 = 0;
+/// Stops at anything that is not a tchar.
+const TOKEN: u8 = 1;
+/// Stops at anything outside 0x21..=0x7E (request-target bytes).
+const TARGET: u8 = 2;
+
+#[inline(always)]
+fn is_stop<const CLASS: u8>(b: u8) -> bool {
+    match CLASS {
+        VALUE => b < 0x20 || b == 0x7F,
+        TOKEN => !is_tchar(b),
+        _ => !(0x21..=0x7E).contains(&b),
+    }
+}
+
+/// Index of the first byte at or after `i` that is a stop byte of `CLASS`,
+/// or `buf.len()`. This is where the parser spends most of its time, so it
+/// looks at 16 bytes per step where it can.
+#[inline(always)]
+fn find_stop<const CLASS: u8>(buf: &[u8], i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sse2::find_stop` only requires SSE2, which is part of the
+    // x86_64 baseline: every CPU this code can run on has it.
+    return unsafe { sse2::find_stop::<CLASS>(buf, i) };
+    #[cfg(not(target_arch = "x86_64"))]
+    return find_stop_swar::<CLASS>(buf, i);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::{TOKEN, VALUE};
+    use std::arch::x86_64::*;
+
+    /// Bytes of `v` in `lo..=hi` (unsigned).
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn in_range(v: __m128i, lo: u8, hi: u8) -> __m128i {
+        let d = _mm_sub_epi8(v, _mm_set1_epi8(lo as i8));
+        _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8((hi - lo) as i8)), d)
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn equal(v: __m128i, b: u8) -> __m128i {
+        _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn non_ascii(v: __m128i) -> __m128i {
+        _mm_cmplt_epi8(v, _mm_setzero_si128())
+    }
+
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    pub(super) fn find_stop<const CLASS: u8>(buf: &[u8], mut i: usize) -> usize {
+        while let Some(chunk) = buf.get(i..i + 16) {
+            let lo = i64::from_le_bytes(chunk[..8].try_into().unwrap());
+            let hi = i64::from_le_bytes(chunk[8..].try_into().unwrap());
+            let v = _mm_set_epi64x(hi, lo);
+            let stop = match CLASS {
+                VALUE => _mm_or_si128(in_range(v, 0x00, 0x1F), equal(v, 0x7F)),
+                // The complement of tchar, as ranges: controls and SP, '"',
+                // '(' to ')', ',', '/', ':' to '@', '[' to ']', '{', '}', DEL
+                // and non-ASCII.
+                TOKEN => _mm_or_si128(
+                    _mm_or_si128(
+                        _mm_or_si128(in_range(v, 0x00, 0x20), equal(v, b'"')),
+                        _mm_or_si128(in_range(v, b'(', b')'), equal(v, b',')),
+                    ),
+                    _mm_or_si128(
+                        _mm_or_si128(
+                            _mm_or_si128(equal(v, b'/'), in_range(v, b':', b'@')),
+                            _mm_or_si128(in_range(v, b'[', b']'), equal(v, b'{')),
+                        ),
+                        _mm_or_si128(
+                            _mm_or_si128(equal(v, b'}'), equal(v, 0x7F)),
+                            non_ascii(v),
+                        ),
+                    ),
+                ),
+                _ => _mm_or_si128(
+                    _mm_or_si128(in_range(v, 0x00, 0x20), equal(v, 0x7F)),
+                    non_ascii(v),
+                ),
+            };
+            let mask = _mm_movemask_epi8(stop) as u32;
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+        super::find_stop_swar::<CLASS>(buf, i)
+    }
+}
+
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-#[inline(always)]
-fn word(chunk: &[u8]) -> u64 {
-    u64::from_le_bytes(chunk.try_into().unwrap())
-}
-
 /// High bit set in every byte of `w` below `n` (n <= 0x80). Bytes above the
 /// lowest flagged one may be flagged spuriously (borrow propagation), which is
-/// harmless: we only ever use the lowest flag, and words are loaded
+/// harmless: only the lowest flag is used, and words are loaded
 /// little-endian, so the lowest flag is the first such byte in memory.
 #[inline(always)]
 fn bytes_below(w: u64, n: u8) -> u64 {
@@ -286,50 +365,38 @@ fn bytes_from_7f(w: u64) -> u64 {
     (((w & !HI).wrapping_add(LO)) | w) & HI
 }
 
-/// Index of the first byte at or after `i` for which `flag` (a SWAR
-/// classifier) or `stop` (the same test on one byte) holds, or `buf.len()`.
-/// Two words per round keeps the loop overhead low on long values such as
-/// User-Agent and Cookie, which dominate the size of a typical head.
+/// Portable `find_stop`: a word at a time where the class is a few ranges,
+/// a byte at a time for tokens (tchar is too irregular for SWAR to pay).
+/// Also finishes the last few bytes for the SSE2 version.
 #[inline(always)]
-fn scan(buf: &[u8], mut i: usize, flag: impl Fn(u64) -> u64, stop: impl Fn(u8) -> bool) -> usize {
-    while let Some(chunk) = buf.get(i..i + 16) {
-        let (a, b) = (flag(word(&chunk[..8])), flag(word(&chunk[8..])));
-        if a | b != 0 {
-            let bit = if a != 0 {
-                a.trailing_zeros()
-            } else {
-                64 + b.trailing_zeros()
+fn find_stop_swar<const CLASS: u8>(buf: &[u8], mut i: usize) -> usize {
+    if CLASS != TOKEN {
+        while let Some(chunk) = buf.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap());
+            let mask = match CLASS {
+                VALUE => bytes_below(w, 0x20) | bytes_equal(w, 0x7F),
+                _ => bytes_below(w, 0x21) | bytes_from_7f(w),
             };
-            return i + (bit >> 3) as usize;
+            if mask != 0 {
+                return i + (mask.trailing_zeros() >> 3) as usize;
+            }
+            i += 8;
         }
-        i += 16;
     }
-    if let Some(chunk) = buf.get(i..i + 8) {
-        let a = flag(word(chunk));
-        if a != 0 {
-            return i + (a.trailing_zeros() >> 3) as usize;
-        }
-        i += 8;
-    }
-    while i < buf.len() && !stop(buf[i]) {
+    while i < buf.len() && !is_stop::<CLASS>(buf[i]) {
         i += 1;
     }
     i
 }
 
 /// Index of the first byte at or after `i` that may not appear in a field
-/// value, or `buf.len()`.
+/// line, or `buf.len()`.
 #[inline(always)]
 fn value_end(buf: &[u8], mut i: usize) -> usize {
     loop {
-        i = scan(
-            buf,
-            i,
-            |w| bytes_below(w, 0x20) | bytes_equal(w, 0x7F),
-            |b| b < 0x20 || b == 0x7F,
-        );
+        i = find_stop::<VALUE>(buf, i);
         // HTAB is the one control byte allowed; it is rare, so resuming the
-        // scan after it is cheaper than testing for it in every word.
+        // scan after it is cheaper than testing for it in every chunk.
         if buf.get(i) != Some(&b'\t') {
             return i;
         }
@@ -337,49 +404,28 @@ fn value_end(buf: &[u8], mut i: usize) -> usize {
     }
 }
 
-/// Index of the first byte at or after `i` outside 0x21..=0x7E, or `buf.len()`.
+/// ASCII case-insensitive equality with a lowercase constant. Setting the
+/// case bit (0x20) in the input only where the constant has a letter is exact,
+/// and with the constant known after inlining this becomes a handful of
+/// branch-free ALU ops, where `eq_ignore_ascii_case` lowercases both sides
+/// byte by byte and branches on each pair.
 #[inline(always)]
-fn target_end(buf: &[u8], i: usize) -> usize {
-    scan(
-        buf,
-        i,
-        |w| bytes_below(w, 0x21) | bytes_from_7f(w),
-        |b| !(0x21..=0x7E).contains(&b),
-    )
-}
-
-/// Index of the first byte at or after `i` that is ':' or cannot appear in a
-/// header name for a reason that the table check would not catch cheaply
-/// (controls, SP, DEL, non-ASCII). Finding the colon a word at a time and
-/// then checking the name against the tchar table without branching beats a
-/// byte loop that branches on the table.
-#[inline(always)]
-fn name_end(buf: &[u8], i: usize) -> usize {
-    scan(
-        buf,
-        i,
-        |w| bytes_equal(w, b':') | bytes_below(w, 0x21) | bytes_from_7f(w),
-        |b| b == b':' || !(0x21..=0x7E).contains(&b),
-    )
-}
-
-#[inline(always)]
-fn all_tchar(name: &[u8]) -> bool {
-    name.iter().fold(true, |ok, &b| ok & is_tchar(b))
+fn eq_lowercase(input: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(u8::is_ascii_uppercase));
+    input.len() == lower.len()
+        && input.iter().zip(lower).fold(0u8, |acc, (&a, &l)| {
+            let case_bit = if l.is_ascii_lowercase() { 0x20 } else { 0 };
+            acc | ((a | case_bit) ^ l)
+        }) == 0
 }
 
 /// Strips SP/HTAB from both ends.
+#[inline(always)]
 fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_ows(*first) {
-            break;
-        }
+    while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
-    while let [rest @ .., last] = s {
-        if !is_ows(*last) {
-            break;
-        }
+    while let [rest @ .., b' ' | b'\t'] = s {
         s = rest;
     }
     s
@@ -387,13 +433,20 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 /// Scans a Connection list once for the two tokens we act on. The common
 /// value is a single token, so compare lengths before bytes.
+#[inline]
 fn connection_tokens(value: &[u8]) -> (bool, bool) {
+    // Nearly every client sends exactly one of these; skip the list walk.
+    match value.len() {
+        10 if eq_lowercase(value, b"keep-alive") => return (false, true),
+        5 if eq_lowercase(value, b"close") => return (true, false),
+        _ => {}
+    }
     let (mut close, mut keep_alive) = (false, false);
     for token in value.split(|&b| b == b',') {
         let token = trim_ows(token);
         match token.len() {
-            5 => close |= token.eq_ignore_ascii_case(b"close"),
-            10 => keep_alive |= token.eq_ignore_ascii_case(b"keep-alive"),
+            5 => close |= eq_lowercase(token, b"close"),
+            10 => keep_alive |= eq_lowercase(token, b"keep-alive"),
             _ => {}
         }
     }
@@ -415,6 +468,27 @@ fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
             .ok_or(ParseError::BadContentLength)?;
     }
     Ok(n)
+}
+
+const HTTP_11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
+const HTTP_10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
+
+/// Classifies a version field (plus CRLF) that is not "HTTP/1.x\r\n".
+#[cold]
+fn bad_version(field: &[u8]) -> ParseError {
+    match (field[8], field[9]) {
+        (b'\r', b'\n') => {}
+        (b'\r' | b'\n', _) => return ParseError::BadLineEnding,
+        _ => return ParseError::BadVersion,
+    }
+    match field[..8] {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            ParseError::VersionNotSupported
+        }
+        _ => ParseError::BadVersion,
+    }
 }
 
 /// The request line ran out of bytes: either more may come, or a limit cut
@@ -459,20 +533,20 @@ impl<'b> Special<'b> {
     #[inline(always)]
     fn note(&mut self, name: &[u8], value: &'b [u8]) {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => self.hosts += 1,
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            4 if eq_lowercase(name, b"host") => self.hosts += 1,
+            6 if eq_lowercase(name, b"expect") => {
+                self.expect_continue |= eq_lowercase(value, b"100-continue");
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if eq_lowercase(name, b"connection") => {
                 let (close, keep_alive) = connection_tokens(value);
                 self.close |= close;
                 self.keep_alive |= keep_alive;
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lowercase(name, b"content-length") => {
                 self.content_lengths += 1;
                 self.content_length = value;
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if eq_lowercase(name, b"transfer-encoding") => {
                 self.transfer_encodings += 1;
                 self.transfer_encoding = value;
             }
@@ -491,7 +565,7 @@ impl<'b> Special<'b> {
             if self.content_lengths > 0 {
                 return Err(ParseError::ContentLengthWithTransferEncoding);
             }
-            if !self.transfer_encoding.eq_ignore_ascii_case(b"chunked") {
+            if !eq_lowercase(self.transfer_encoding, b"chunked") {
                 return Err(ParseError::UnsupportedTransferEncoding);
             }
             Ok(BodyFraming::Chunked)
@@ -518,11 +592,12 @@ pub fn parse_request<'b, 'h>(
     let head = &buf[..buf.len().min(limits.max_head_bytes)];
     let line = &head[..head.len().min(limits.max_request_line)];
 
-    // Method.
-    let mut i = 0;
-    while i < line.len() && is_tchar(line[i]) {
-        i += 1;
-    }
+    // Method. Most requests are GETs, and the first four bytes settle that.
+    let i = if line.len() >= 4 && line[..4] == *b"GET " {
+        3
+    } else {
+        find_stop::<TOKEN>(line, 0)
+    };
     if i == line.len() {
         return line_starved(line.len(), head.len(), limits);
     }
@@ -533,7 +608,7 @@ pub fn parse_request<'b, 'h>(
 
     // Target.
     let t = i + 1;
-    let i = target_end(line, t);
+    let i = find_stop::<TARGET>(line, t);
     if i == line.len() {
         return line_starved(line.len(), head.len(), limits);
     }
@@ -547,24 +622,15 @@ pub fn parse_request<'b, 'h>(
     let Some(field) = line.get(v..v + 10) else {
         return line_starved(line.len(), head.len(), limits);
     };
-    match (field[8], field[9]) {
-        (b'\r', b'\n') => {}
-        (b'\r', _) | (b'\n', _) => return Err(ParseError::BadLineEnding),
-        _ => return Err(ParseError::BadVersion),
-    }
-    let version = match &field[..8] {
-        b"HTTP/1.1" => Version::Http11,
-        b"HTTP/1.0" => Version::Http10,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            return Err(ParseError::VersionNotSupported)
-        }
-        _ => return Err(ParseError::BadVersion),
+    let version = match (u64::from_le_bytes(field[..8].try_into().unwrap()), &field[8..]) {
+        (HTTP_11, b"\r\n") => Version::Http11,
+        (HTTP_10, b"\r\n") => Version::Http10,
+        _ => return Err(bad_version(field)),
     };
 
     // Header field lines.
     let max_headers = limits.max_headers.min(headers.len());
+    let headers = &mut headers[..max_headers];
     let mut count = 0;
     let mut special = Special::default();
     let mut pos = v + 10;
@@ -579,34 +645,34 @@ pub fn parse_request<'b, 'h>(
                 None => return head_starved(head.len(), limits),
             }
         }
-        if count == max_headers {
+        // `>=` rather than `==` lets the compiler drop the bounds check on
+        // the store below.
+        if count >= headers.len() {
             return Err(ParseError::TooManyHeaders);
         }
 
-        let name_start = pos;
-        pos = name_end(head, pos);
-        let name = &head[name_start..pos];
-        if !all_tchar(name) {
-            return Err(ParseError::BadHeaderName);
-        }
-        if pos == head.len() {
-            return head_starved(head.len(), limits);
-        }
-        if head[pos] != b':' || name.is_empty() {
-            return Err(match head[pos] {
-                b' ' | b'\t' if name.is_empty() => ParseError::ObsoleteLineFolding,
-                b' ' | b'\t' => ParseError::WhitespaceBeforeColon,
-                b'\n' => ParseError::BadLineEnding,
-                _ => ParseError::BadHeaderName,
-            });
-        }
-
-        pos += 1;
-        while pos < head.len() && is_ows(head[pos]) {
-            pos += 1;
-        }
-        let value_start = pos;
+        // Every byte of a well-formed field line (token, colon, OWS, value)
+        // is a value byte, so one scan finds the end of the line. The name
+        // is then found within it independently of that scan, which keeps
+        // the name off the critical path from one line to the next.
         let end = value_end(head, pos);
+        let line = &head[pos..end];
+        // The token scan runs on `head`, not `line`, so it gets whole
+        // 16-byte chunks; it stops by `end` anyway unless that is the end of
+        // the buffer, hence the clamp.
+        let colon = find_stop::<TOKEN>(head, pos).min(end) - pos;
+        let stop = head.get(pos + colon).copied();
+        if stop != Some(b':') || colon == 0 {
+            return match stop {
+                None => head_starved(head.len(), limits),
+                Some(b' ' | b'\t') if colon == 0 => Err(ParseError::ObsoleteLineFolding),
+                Some(b' ' | b'\t') => Err(ParseError::WhitespaceBeforeColon),
+                Some(b'\n') => Err(ParseError::BadLineEnding),
+                Some(_) => Err(ParseError::BadHeaderName),
+            };
+        }
+        let name = &line[..colon];
+
         match head.get(end) {
             Some(b'\r') => {}
             Some(b'\n') => return Err(ParseError::BadLineEnding),
@@ -618,11 +684,7 @@ pub fn parse_request<'b, 'h>(
             Some(_) => return Err(ParseError::BadLineEnding),
             None => return head_starved(head.len(), limits),
         }
-        let mut value_stop = end;
-        while value_stop > value_start && is_ows(head[value_stop - 1]) {
-            value_stop -= 1;
-        }
-        let value = &head[value_start..value_stop];
+        let value = trim_ows(&line[colon + 1..]);
         special.note(name, value);
         headers[count] = Header {
             name: ascii_str(name),
@@ -1189,6 +1251,44 @@ mod tests {
             prev = n;
         }
         assert_eq!(found, Some(r.len()));
+    }
+
+    /// The SSE2 scanners and the portable ones (which other targets use, and
+    /// which finish the tail for SSE2) must agree with the byte predicate.
+    #[test]
+    fn scanners_agree() {
+        fn check<const CLASS: u8>(buf: &[u8]) {
+            for i in 0..=buf.len() {
+                let expected = (i..buf.len()).find(|&j| is_stop::<CLASS>(buf[j])).unwrap_or(buf.len());
+                assert_eq!(find_stop::<CLASS>(buf, i), expected, "class {CLASS} at {i} in {buf:?}");
+                assert_eq!(find_stop_swar::<CLASS>(buf, i), expected, "class {CLASS} at {i} in {buf:?}");
+            }
+        }
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        for _ in 0..3000 {
+            let len = rng.below(48);
+            // Mostly token bytes, so scans run long, with occasional others.
+            let buf: Vec<u8> = (0..len)
+                .map(|_| if rng.below(12) == 0 { rng.next() as u8 } else { b"aZ09-_.~!"[rng.below(9)] })
+                .collect();
+            check::<VALUE>(&buf);
+            check::<TOKEN>(&buf);
+            check::<TARGET>(&buf);
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        check::<VALUE>(&all);
+        check::<TOKEN>(&all);
+        check::<TARGET>(&all);
+        for b in 0..=255u8 {
+            assert_eq!(!is_stop::<TOKEN>(b), b"!#$%&'*+-.^_`|~".contains(&b) || b.is_ascii_alphanumeric());
+            let mut buf = [b'a'; 40];
+            for at in [0, 7, 8, 15, 16, 17, 31, 39] {
+                buf[at] = b;
+                let token_stop = if is_tchar(b) { 40 } else { at };
+                assert_eq!(find_stop::<TOKEN>(&buf, 0), token_stop);
+                buf[at] = b'a';
+            }
+        }
     }
 
     #[test]
