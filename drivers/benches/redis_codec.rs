@@ -52,6 +52,8 @@ fn cases() -> Vec<(&'static str, Value, bool)> {
         ("resp2/ok", Value::Simple("OK".into()), true),
         ("resp2/bulk_16", bulk(16), true),
         ("resp2/bulk_4k", bulk(4096), true),
+        ("resp2/bulk_6k", bulk(6000), true),
+        ("resp2/bulk_16k", bulk(16384), true),
         ("resp2/bulk_1m", bulk(1 << 20), true),
         ("resp2/array_100", array.clone(), true),
         ("resp2/hash_100_flat", map.clone(), true),

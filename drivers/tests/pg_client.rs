@@ -219,6 +219,21 @@ fn timeout_cancels_and_connection_survives() {
 }
 
 #[test]
+fn timeout_without_drain_marks_connection_broken() {
+    block_on(async {
+        // No time to cancel and drain: the connection cannot be trusted after.
+        let cfg = cfg(PgUser::Trust)
+            .query_timeout(Duration::from_millis(50))
+            .cancel_drain_timeout(Duration::from_millis(1));
+        let mut c = Client::connect(&cfg).await.unwrap();
+        let e = c.query("select pg_sleep(1)", &[]).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout), "{e:?}");
+        assert!(c.is_broken());
+        assert!(matches!(c.query("select 1", &[]).await, Err(Error::Closed)));
+    });
+}
+
+#[test]
 fn abandoned_query_does_not_desync_the_stream() {
     block_on(async {
         let mut c = connect().await;

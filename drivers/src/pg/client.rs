@@ -1054,17 +1054,20 @@ impl CopyIn<'_> {
         Ok(())
     }
 
-    /// Queues data (any split: rows may span calls), sending when the buffer is full.
+    /// Queues data (any split: rows may span calls), sending when the buffer
+    /// is full. A send stalled past the query timeout cancels the COPY.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.check()?;
         self.client.proto.copy_data(data)?;
         if self.client.proto.output().len() >= COPY_FLUSH {
-            let id = self.id;
-            let _ = self
-                .client
-                .drive(|c| c.flushed() || c.proto.has_response(), None)
-                .await;
-            let _ = id;
+            let deadline = self.client.deadline();
+            let sent = |c: &mut Client| c.flushed() || c.proto.has_response();
+            if let Drive::TimedOut = self.client.drive(sent, deadline).await {
+                self.failed = true;
+                self.client.copy_in_open = false;
+                self.client.proto.copy_fail("timed out");
+                return Err(self.client.timed_out(self.id).await);
+            }
             self.check()?;
         }
         Ok(())

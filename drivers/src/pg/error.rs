@@ -187,7 +187,10 @@ impl Error {
                         | io::ErrorKind::NotConnected
                         | io::ErrorKind::Interrupted
                         | io::ErrorKind::WouldBlock
-                ) || e.raw_os_error() == Some(libc_enoent())
+                        // A missing unix socket file: the server is not up
+                        // (it removes the file while stopped).
+                        | io::ErrorKind::NotFound
+                )
             }
             Error::Timeout | Error::Closed => true,
             Error::Db(e) => {
@@ -207,12 +210,6 @@ impl Error {
             | Error::Config(_) => false,
         }
     }
-}
-
-/// A unix socket path that does not exist yet means the server is not up
-/// (it removes the socket file while stopped): as transient as a refused TCP connect.
-fn libc_enoent() -> i32 {
-    2
 }
 
 impl fmt::Display for Error {

@@ -86,13 +86,24 @@ impl AtomicHistogram {
 }
 
 /// A plain copy of a histogram: mergeable, subtractable, queryable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     counts: Vec<u64>,
     pub total: u64,
     pub sum_us: u64,
     /// Largest value ever recorded (not windowed by `since`).
     pub max_us: u64,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("total", &self.total)
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .field("max_us", &self.max_us)
+            .finish()
+    }
 }
 
 impl Default for Histogram {

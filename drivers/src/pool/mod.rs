@@ -16,6 +16,8 @@
 mod backoff;
 mod config;
 mod histogram;
+pub mod pg;
+pub mod redis;
 mod shard;
 mod stats;
 mod warmup;

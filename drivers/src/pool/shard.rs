@@ -396,7 +396,7 @@ impl<M: Manager> Shard<M> {
             drop(expired);
             let key = match key {
                 Some(k) => k,
-                None => match self.wait(deadline).await {
+                None => match self.wait(start, deadline).await {
                     Ok(k) => {
                         self.state.borrow_mut().slots[k].route = route;
                         k
@@ -465,7 +465,11 @@ impl<M: Manager> Shard<M> {
         Some(guard)
     }
 
-    async fn wait(self: &Rc<Self>, deadline: Instant) -> Result<usize, AcquireError> {
+    async fn wait(
+        self: &Rc<Self>,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<usize, AcquireError> {
         let key = {
             let mut st = self.state.borrow_mut();
             let k = st.waiters.insert(Waiter {

@@ -15,7 +15,11 @@ use super::*;
 struct FakeError(bool);
 impl std::fmt::Display for FakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0 { "refused (transient)" } else { "password authentication failed" })
+        f.write_str(if self.0 {
+            "refused (transient)"
+        } else {
+            "password authentication failed"
+        })
     }
 }
 impl std::error::Error for FakeError {}
@@ -99,7 +103,9 @@ fn randomized_sequences_keep_the_books_right() {
             for _ in 0..300 {
                 match rng.below(10) {
                     0..=3 => {
-                        if let Ok(Ok(c)) = time::timeout(Duration::from_millis(5), local.get()).await {
+                        if let Ok(Ok(c)) =
+                            time::timeout(Duration::from_millis(5), local.get()).await
+                        {
                             held.push(c);
                         }
                     }
@@ -124,17 +130,27 @@ fn randomized_sequences_keep_the_books_right() {
                 assert_eq!(s.cap, pool.max_open(), "one shard: its cap is max_open");
                 assert!(s.opening <= pool.config().max_connecting);
             }
-            pool.manager().fail_transient.store(false, Ordering::Relaxed);
+            pool.manager()
+                .fail_transient
+                .store(false, Ordering::Relaxed);
             drop(held);
             settle().await;
             local.assert_invariants();
             let s = local.stats();
             assert_eq!(s.in_use, 0);
             assert_eq!(s.opening, 0, "no connect slot survives");
-            assert!(s.open <= s.cap, "after everything returned, open {} <= cap {}", s.open, s.cap);
+            assert!(
+                s.open <= s.cap,
+                "after everything returned, open {} <= cap {}",
+                s.open,
+                s.cap
+            );
             // Everything made was either closed or is still open.
             let closed: u64 = s.closes.iter().sum();
-            assert_eq!(pool.manager().made.load(Ordering::Relaxed), s.open as u64 + closed);
+            assert_eq!(
+                pool.manager().made.load(Ordering::Relaxed),
+                s.open as u64 + closed
+            );
         });
     }
 }
@@ -176,12 +192,18 @@ fn cancelled_acquire_does_not_lose_the_connection() {
         let local = pool.local(0);
         let held = local.get().await.unwrap();
         // A waiter that gives up: its queue entry must go away.
-        assert!(time::timeout(Duration::from_millis(2), local.get()).await.is_err());
+        assert!(time::timeout(Duration::from_millis(2), local.get())
+            .await
+            .is_err());
         drop(held);
         local.assert_invariants();
         let again = local.get().await.unwrap();
         drop(again);
-        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1, "one connection served all");
+        assert_eq!(
+            pool.manager().made.load(Ordering::Relaxed),
+            1,
+            "one connection served all"
+        );
     });
 }
 
@@ -197,7 +219,10 @@ fn timeout_error_names_the_pool_and_the_last_connect_error() {
         assert!(text.contains("max_open 2"), "{text}");
         settle().await;
         let err = local.get().await.err().unwrap().to_string();
-        assert!(err.contains("refused"), "the connect error is chained: {err}");
+        assert!(
+            err.contains("refused"),
+            "the connect error is chained: {err}"
+        );
         settle().await;
         local.assert_invariants();
         assert_eq!(local.stats().opening, 0);
@@ -216,8 +241,15 @@ fn fatal_connect_errors_fail_waiters_at_once() {
         let err = local.get().await.err().unwrap();
         assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
         assert!(err.to_string().contains("password authentication failed"));
-        assert!(started.elapsed() < Duration::from_secs(1), "no waiting out the timeout");
-        assert_eq!(local.stats().connect_failures[ConnectFailure::Fatal as usize], 1, "no retry loop");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no waiting out the timeout"
+        );
+        assert_eq!(
+            local.stats().connect_failures[ConnectFailure::Fatal as usize],
+            1,
+            "no retry loop"
+        );
     });
 }
 
@@ -234,10 +266,18 @@ fn shrinking_closes_idle_first_and_retires_busy_on_return() {
         pool.set_max_open(1);
         settle().await;
         let s = local.stats();
-        assert_eq!((s.open, s.idle, s.in_use), (2, 0, 2), "idle closed first, busy kept");
+        assert_eq!(
+            (s.open, s.idle, s.in_use),
+            (2, 0, 2),
+            "idle closed first, busy kept"
+        );
         held.clear();
         let s = local.stats();
-        assert_eq!((s.open, s.in_use), (1, 0), "busy retired on return down to the cap");
+        assert_eq!(
+            (s.open, s.in_use),
+            (1, 0),
+            "busy retired on return down to the cap"
+        );
         assert_eq!(s.closes[CloseReason::Shrink as usize], 3);
         pool.set_max_open(3);
         settle().await;
@@ -259,7 +299,11 @@ fn reaper_closes_idle_but_keeps_min_idle() {
         cfg.reap_interval = Duration::from_secs(3600); // reaped by hand below
         let pool = Pool::new("reap", cfg, Fake::default(), 1).unwrap();
         let local = pool.local(0);
-        let held: Vec<_> = vec![local.get().await.unwrap(), local.get().await.unwrap(), local.get().await.unwrap()];
+        let held: Vec<_> = vec![
+            local.get().await.unwrap(),
+            local.get().await.unwrap(),
+            local.get().await.unwrap(),
+        ];
         drop(held);
         assert_eq!(local.stats().idle, 3);
         time::sleep(Duration::from_millis(10)).await;

@@ -123,6 +123,10 @@ impl Decoder {
         }
         if !bytes.is_empty() {
             self.compact();
+            // Sized like a socket read buffer, so feeding behaves as reading.
+            if self.buf.capacity() - self.buf.len() < bytes.len() {
+                self.buf.reserve(bytes.len().max(READ_CHUNK));
+            }
             self.buf.extend_from_slice(bytes);
         }
     }

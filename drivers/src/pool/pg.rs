@@ -1,0 +1,129 @@
+//! The pool's PostgreSQL connection kind, with the cluster-wide warm-up
+//! semaphore (N session advisory locks).
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use tidepool_engine::rt::time;
+
+use super::backoff::random_unit;
+use super::{Manager, PoolError};
+use crate::pg::{Client, Config, Error, TxStatus};
+
+impl PoolError for Error {
+    fn is_transient(&self) -> bool {
+        Error::is_transient(self)
+    }
+}
+
+/// At most `slots` processes of a cluster warm up at once: each holds one
+/// of `slots` session advisory locks (`key_base .. key_base + slots`) on a
+/// dedicated connection while it opens its connections. A crashed process
+/// frees its slot because its session ends.
+#[derive(Clone, Debug)]
+pub struct WarmupSlots {
+    pub slots: u32,
+    pub key_base: i64,
+    /// Give up waiting for a slot after this long (and warm up anyway,
+    /// rather than never).
+    pub wait_max: Duration,
+}
+
+/// PostgreSQL connections for a [`Pool`](super::Pool).
+pub struct PgManager {
+    config: Config,
+    warmup: Option<WarmupSlots>,
+}
+
+impl PgManager {
+    pub fn new(config: Config) -> PgManager {
+        PgManager {
+            config,
+            warmup: None,
+        }
+    }
+
+    /// Gates warm-up on one of N cluster-wide slots.
+    pub fn with_warmup_slots(mut self, slots: WarmupSlots) -> PgManager {
+        self.warmup = Some(slots);
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Holds a warm-up slot: the session that holds the advisory lock.
+pub struct WarmupSlot {
+    pub slot: u32,
+    _session: Client,
+}
+
+/// Tries every slot once; the lock lives as long as the returned session.
+pub async fn try_warmup_slot(
+    config: &Config,
+    slots: &WarmupSlots,
+) -> Result<Option<WarmupSlot>, Error> {
+    let mut session = Client::connect(config).await?;
+    for slot in 0..slots.slots {
+        let key = slots.key_base + i64::from(slot);
+        let row = session
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?;
+        if row.try_get::<bool>(0)? {
+            return Ok(Some(WarmupSlot {
+                slot,
+                _session: session,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Waits (rescanning all slots, with jittered pauses) for a slot, up to `wait_max`.
+pub async fn wait_warmup_slot(config: &Config, slots: &WarmupSlots) -> Option<WarmupSlot> {
+    let deadline = Instant::now() + slots.wait_max;
+    loop {
+        match try_warmup_slot(config, slots).await {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => {}
+            Err(e) => eprintln!("tidepool: warm-up slot: {e}"),
+        }
+        let pause = Duration::from_millis(50).mul_f64(1.0 + 3.0 * random_unit());
+        if Instant::now() + pause >= deadline {
+            eprintln!(
+                "tidepool: no warm-up slot free after {:?}; warming up anyway",
+                slots.wait_max
+            );
+            return None;
+        }
+        time::sleep(pause).await;
+    }
+}
+
+impl Manager for PgManager {
+    type Conn = Client;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<Client, Error> {
+        Client::connect(&self.config).await
+    }
+
+    fn is_usable(&self, conn: &Client) -> bool {
+        // A connection given back inside a transaction (or a failed one)
+        // would leak its state into the next caller's queries.
+        !conn.is_broken() && conn.tx_status() == TxStatus::Idle
+    }
+
+    async fn check(&self, conn: &mut Client) -> Result<(), Error> {
+        conn.batch_execute("").await
+    }
+
+    async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
+        let slots = self.warmup.as_ref()?;
+        wait_warmup_slot(&self.config, slots)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Any>)
+    }
+}

@@ -1,0 +1,368 @@
+//! Pools of real PostgreSQL connections: exhaustion, resizing under load,
+//! the server killed and restarted, bounded connect storms, idle reaping,
+//! broken connections, and the warm-up semaphore.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tidepool_drivers::pg::Config;
+use tidepool_drivers::pool::pg::{try_warmup_slot, wait_warmup_slot, PgManager, WarmupSlots};
+use tidepool_drivers::pool::{AcquireError, CloseReason, LocalPool, Pool, PoolConfig};
+use tidepool_engine::rt::{self, time};
+use tidepool_testkit::{PgServer, PgUser};
+
+fn config(server: &PgServer, app: &str) -> Config {
+    Config::from_url(&server.url(PgUser::Scram))
+        .unwrap()
+        .application_name(app)
+}
+
+fn pool(server: &PgServer, app: &str, cfg: PoolConfig) -> Pool<PgManager> {
+    Pool::new(app, cfg, PgManager::new(config(server, app)), 1).unwrap()
+}
+
+/// Sessions the server sees for one application name.
+fn sessions(server: &PgServer, app: &str) -> usize {
+    server
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {limit:?}"
+        );
+        time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn exhaustion_times_out_with_a_clear_error() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 2,
+            // Room for the first SCRAM handshakes of an unoptimized build.
+            acquire_timeout: Duration::from_secs(1),
+            ..PoolConfig::default()
+        };
+        let p = pool(server, "pool_exhaust", cfg);
+        let local = p.local(0);
+        let a = local.get().await.unwrap();
+        let b = local.get().await.unwrap();
+        let started = Instant::now();
+        let err = local
+            .get()
+            .await
+            .err()
+            .expect("third acquire must time out");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        match &err {
+            AcquireError::Timeout {
+                pool,
+                max_open,
+                open,
+                in_use,
+                ..
+            } => {
+                assert_eq!(
+                    (pool.as_str(), *max_open, *open, *in_use),
+                    ("pool_exhaust", 2, 2, 2)
+                );
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(local.stats().acquire_timeouts, 1);
+        drop((a, b));
+        let mut c = local.get().await.unwrap();
+        let row = c.query_one("SELECT 1::int4", &[]).await.unwrap();
+        assert_eq!(row.get::<i32>(0), 1);
+        drop(c);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn wrong_password_is_one_clear_error() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = Config::from_url(&server.url(PgUser::Scram))
+            .unwrap()
+            .password("wrong");
+        let p = Pool::new("pool_badpw", PoolConfig::default(), PgManager::new(cfg), 1).unwrap();
+        let local = p.local(0);
+        let started = Instant::now();
+        let err = local.get().await.err().unwrap();
+        assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains("password"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "not waiting out the timeout"
+        );
+        assert_eq!(local.stats().connects, 0);
+        assert_eq!(
+            local.stats().connect_failures.iter().sum::<u64>(),
+            1,
+            "no retry loop"
+        );
+    });
+}
+
+#[test]
+fn resize_under_load_stays_within_the_cap() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 2,
+            acquire_timeout: Duration::from_secs(10),
+            ..PoolConfig::default()
+        };
+        let p = pool(server, "pool_resize", cfg);
+        let local = p.local(0);
+        let done = Rc::new(Cell::new(0u32));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (local, done): (LocalPool<PgManager>, _) = (local.clone(), done.clone());
+            tasks.push(rt::spawn(async move {
+                for _ in 0..15 {
+                    let mut c = local.get().await.unwrap();
+                    c.execute("SELECT pg_sleep(0.005)", &[]).await.unwrap();
+                    done.set(done.get() + 1);
+                }
+            }));
+        }
+        wait_until(Duration::from_secs(10), || done.get() > 40).await;
+        assert!(sessions(server, "pool_resize") <= 2);
+        p.set_max_open(6);
+        wait_until(Duration::from_secs(10), || local.stats().open == 6).await;
+        assert!(sessions(server, "pool_resize") <= 6);
+        p.set_max_open(1);
+        wait_until(Duration::from_secs(10), || local.stats().open <= 1).await;
+        for t in tasks {
+            t.await;
+        }
+        assert_eq!(done.get(), 16 * 15);
+        let s = local.stats();
+        assert!(s.open <= 1 && s.in_use == 0 && s.waiting == 0, "{s:?}");
+        assert!(s.closes[CloseReason::Shrink as usize] >= 5);
+        local.assert_invariants();
+        wait_until(Duration::from_secs(5), || {
+            sessions(server, "pool_resize") <= 1
+        })
+        .await;
+    });
+}
+
+#[test]
+fn connect_storm_is_bounded() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 30,
+            max_connecting: 2,
+            acquire_timeout: Duration::from_secs(20),
+            ..PoolConfig::default()
+        };
+        let p = pool(server, "pool_storm", cfg);
+        let local = p.local(0);
+        let mut tasks = Vec::new();
+        for _ in 0..60 {
+            let local = local.clone();
+            tasks.push(rt::spawn(async move {
+                let mut c = local.get().await.unwrap();
+                c.execute("SELECT pg_sleep(0.05)", &[]).await.unwrap();
+            }));
+        }
+        let mut max_opening = 0;
+        let mut max_seen = 0;
+        while local.stats().acquires < 60 {
+            max_opening = max_opening.max(local.stats().opening);
+            max_seen = max_seen.max(sessions(server, "pool_storm"));
+            time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in tasks {
+            t.await;
+        }
+        assert!(max_opening <= 2, "connects in flight {max_opening}");
+        assert!(max_seen <= 30, "server saw {max_seen} sessions");
+        assert!(local.stats().open <= 30);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn broken_connection_is_never_handed_out_again() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let p = pool(server, "pool_broken", PoolConfig::default());
+        let local = p.local(0);
+        let mut c = local.get().await.unwrap();
+        let pid = c.backend_pid().unwrap();
+        server.exec(&format!("SELECT pg_terminate_backend({pid})"));
+        assert!(c.query_one("SELECT 1::int4", &[]).await.is_err());
+        drop(c);
+        assert_eq!(local.stats().closes[CloseReason::Broken as usize], 1);
+        let mut c = local.get().await.unwrap();
+        assert_ne!(c.backend_pid(), Some(pid));
+        c.query_one("SELECT 1::int4", &[]).await.unwrap();
+        // Left inside a transaction: closed, not returned.
+        c.batch_execute("BEGIN").await.unwrap();
+        drop(c);
+        assert_eq!(local.stats().closes[CloseReason::Broken as usize], 2);
+        assert_eq!(local.stats().open, 0);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn idle_reaping_keeps_min_idle() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 6,
+            min_idle: 2,
+            idle_timeout: Duration::from_millis(100),
+            reap_interval: Duration::from_millis(50),
+            warmup_jitter: Duration::ZERO,
+            ..PoolConfig::default()
+        };
+        let p = pool(server, "pool_reap", cfg);
+        let local = p.local(0);
+        // Warm-up opens min_idle on its own.
+        wait_until(Duration::from_secs(5), || local.stats().open == 2).await;
+        let held: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..5 {
+                v.push(local.get().await.unwrap());
+            }
+            v
+        };
+        drop(held);
+        assert_eq!(local.stats().idle, 5);
+        wait_until(Duration::from_secs(5), || local.stats().open == 2).await;
+        time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(local.stats().open, 2, "min_idle kept");
+        assert_eq!(sessions(server, "pool_reap"), 2);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn killed_and_restarted_server_recovers_without_leaks() {
+    let server = PgServer::start().expect("private server");
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 4,
+            acquire_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            check_after_idle: Some(Duration::ZERO),
+            ..PoolConfig::default()
+        };
+        let p = pool(&server, "pool_restart", cfg);
+        let local = p.local(0);
+        let ok = Rc::new(Cell::new(0u32));
+        let failed = Rc::new(Cell::new(0u32));
+        let stop = Rc::new(Cell::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (local, ok, failed, stop) =
+                (local.clone(), ok.clone(), failed.clone(), stop.clone());
+            tasks.push(rt::spawn(async move {
+                while !stop.get() {
+                    let started = Instant::now();
+                    let r = async {
+                        let mut c = local.get().await.map_err(|e| e.to_string())?;
+                        c.query_one("SELECT 1::int4", &[])
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .await;
+                    // Nothing hangs past its timeouts.
+                    assert!(
+                        started.elapsed() < Duration::from_secs(3),
+                        "request hung {:?}",
+                        started.elapsed()
+                    );
+                    match r {
+                        Ok(_) => ok.set(ok.get() + 1),
+                        Err(_) => {
+                            failed.set(failed.get() + 1);
+                            time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        wait_until(Duration::from_secs(10), || ok.get() > 50).await;
+        server.kill9();
+        let before = failed.get();
+        wait_until(Duration::from_secs(10), || failed.get() > before + 5).await;
+        server.restart();
+        let ok_before = ok.get();
+        wait_until(Duration::from_secs(20), || ok.get() > ok_before + 50).await;
+        stop.set(true);
+        for t in tasks {
+            t.await;
+        }
+        wait_until(Duration::from_secs(5), || local.stats().opening == 0).await;
+        let s = local.stats();
+        assert_eq!((s.in_use, s.opening, s.waiting), (0, 0, 0), "{s:?}");
+        assert!(s.open <= 4);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn warmup_semaphore_admits_n_and_frees_a_crashed_holders_slot() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = config(server, "pool_warmup_gate");
+        let slots = WarmupSlots {
+            slots: 2,
+            key_base: 0x7469_6465_0000,
+            wait_max: Duration::from_secs(10),
+        };
+        let a = try_warmup_slot(&cfg, &slots)
+            .await
+            .unwrap()
+            .expect("first process gets a slot");
+        let b = try_warmup_slot(&cfg, &slots)
+            .await
+            .unwrap()
+            .expect("second process gets a slot");
+        assert_ne!(a.slot, b.slot);
+        assert!(
+            try_warmup_slot(&cfg, &slots).await.unwrap().is_none(),
+            "third must wait"
+        );
+        let waiter = rt::spawn({
+            let (cfg, slots) = (cfg.clone(), slots.clone());
+            async move { wait_warmup_slot(&cfg, &slots).await.map(|s| s.slot) }
+        });
+        // The first holder "crashes": its session ends, the lock goes with it.
+        let holder_pid: i32 = server
+            .psql(&format!(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {} AND granted",
+                (slots.key_base + i64::from(a.slot)) as u32
+            ))
+            .trim()
+            .parse()
+            .unwrap();
+        server.exec(&format!("SELECT pg_terminate_backend({holder_pid})"));
+        let got = waiter.await;
+        assert_eq!(got, Some(a.slot), "the freed slot goes to the waiter");
+        drop(b);
+    });
+}
