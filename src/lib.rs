@@ -1,2 +1,11 @@
-//! Tidepool: re-exports of the engine (and, later, drivers) for applications.
+//! Tidepool: a thread-per-core io_uring server runtime for Linux HTTP
+//! applications, with PostgreSQL and Redis drivers and pools on the same
+//! rings, and a supervisor that sizes the pools.
+//!
+//! This crate re-exports the parts and adds what ties them together
+//! (`metrics`: the Prometheus exposition of all of them).
+
+pub use tidepool_drivers as drivers;
 pub use tidepool_engine as engine;
+
+pub mod metrics;

@@ -501,8 +501,7 @@ impl<M: Manager> Shard<M> {
                         .pool
                         .max_open
                         .load(std::sync::atomic::Ordering::Relaxed),
-                    waited: deadline
-                        .saturating_duration_since(deadline - self.pool.config.acquire_timeout),
+                    waited: start.elapsed(),
                     open: st.open(),
                     in_use: st.in_use,
                     idle: st.idle_count(M::MULTIPLEXED),

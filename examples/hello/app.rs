@@ -1,0 +1,212 @@
+//! The example's routes and per-worker state.
+
+use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+use tidepool::drivers::pg::ToSql;
+use tidepool::drivers::pool::pg::PgManager;
+use tidepool::drivers::pool::redis::RedisManager;
+use tidepool::drivers::pool::{LocalPool, Pool};
+use tidepool::drivers::redis::SetOptions;
+use tidepool::engine::http::{HttpStats, WorkerStats};
+use tidepool::engine::{Request, Response, Router, WorkerInfo};
+use tidepool::metrics::{self, Exposition, PoolWindows};
+
+/// Built once, shared by every worker (and readable by other threads).
+pub struct Shared {
+    pub pg: Option<Pool<PgManager>>,
+    pub redis: Option<Pool<RedisManager>>,
+    /// Filled once the server runs (the counters exist only then).
+    pub http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
+    pub windows: PoolWindows,
+}
+
+/// One worker's state: its shards of the pools.
+pub struct State {
+    pg: Option<LocalPool<PgManager>>,
+    redis: Option<LocalPool<RedisManager>>,
+    shared: Arc<Shared>,
+    rng: Cell<u64>,
+}
+
+impl State {
+    /// A world id in 1..=10000 (xorshift: handlers need spread, not secrecy).
+    fn random_id(&self) -> i32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        (x % 10_000) as i32 + 1
+    }
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+#[derive(Serialize)]
+struct World {
+    id: i32,
+    #[serde(rename = "randomNumber")]
+    random_number: i32,
+}
+
+fn not_configured(flag: &str) -> Response {
+    Response::error(
+        404,
+        &format!("not configured (start the server with {flag})"),
+    )
+}
+
+macro_rules! pool_or {
+    ($opt:expr, $flag:expr) => {
+        match $opt {
+            Some(p) => p,
+            None => return not_configured($flag),
+        }
+    };
+}
+
+macro_rules! try_or {
+    ($e:expr, $status:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Response::error($status, &e.to_string()),
+        }
+    };
+}
+
+const WORLD_BY_ID: &str = "SELECT id, randomnumber FROM world WHERE id = $1";
+
+async fn db(_: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.pg, "--pg");
+    let mut c = try_or!(pool.get_for("/db").await, 503);
+    let row = try_or!(c.query_one(WORLD_BY_ID, &[&st.random_id()]).await, 500);
+    Response::json(&World {
+        id: row.get(0),
+        random_number: row.get(1),
+    })
+}
+
+/// N rows, TechEmpower style: N clamped to 1..=500, anything else is 1.
+/// The N queries go out in one pipeline: one round trip.
+async fn queries(req: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.pg, "--pg");
+    let n = req
+        .query_param("n")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(1)
+        .clamp(1, 500) as usize;
+    let ids: Vec<i32> = (0..n).map(|_| st.random_id()).collect();
+    let mut c = try_or!(pool.get_for("/queries").await, 503);
+    let mut p = c.pipeline();
+    for id in &ids {
+        p.query(WORLD_BY_ID, &[id as &dyn ToSql]);
+    }
+    let results = try_or!(p.run().await, 500);
+    let mut out = Vec::with_capacity(n);
+    for r in results {
+        let r = try_or!(r, 500);
+        let Some(row) = r.rows.first() else {
+            return Response::error(500, "row missing");
+        };
+        out.push(World {
+            id: row.get(0),
+            random_number: row.get(1),
+        });
+    }
+    Response::json(&out)
+}
+
+/// Holds a pooled connection for `ms` (creates acquire-wait on demand).
+async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.pg, "--pg");
+    let ms = req
+        .query_param("ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(10)
+        .min(60_000);
+    let mut c = try_or!(pool.get_for("/db/sleep").await, 503);
+    let secs = ms as f64 / 1000.0;
+    try_or!(c.execute("SELECT pg_sleep($1)", &[&secs]).await, 500);
+    Response::text_owned(format!("slept {ms} ms"))
+}
+
+async fn redis_greeting(_: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.redis, "--redis");
+    let c = try_or!(pool.get_for("/redis").await, 503);
+    match try_or!(c.get::<Option<String>>("greeting").await, 500) {
+        Some(v) => Response::text_owned(v),
+        None => Response::error(404, "greeting not set"),
+    }
+}
+
+async fn cache_get(req: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.redis, "--redis");
+    let key = format!("cache:{}", req.param("key").unwrap_or_default());
+    let c = try_or!(pool.get_for("/cache").await, 503);
+    match try_or!(c.get::<Option<Vec<u8>>>(key).await, 500) {
+        Some(v) => Response::bytes("application/octet-stream", v),
+        None => Response::error(404, "no such key"),
+    }
+}
+
+/// Stores the body with a TTL (`?ttl=SECONDS`, default 60).
+async fn cache_put(req: &Request<'_>, st: &State) -> Response {
+    let pool = pool_or!(&st.redis, "--redis");
+    let key = format!("cache:{}", req.param("key").unwrap_or_default());
+    let ttl = req
+        .query_param("ttl")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60)
+        .clamp(1, 30 * 24 * 3600);
+    let c = try_or!(pool.get_for("/cache").await, 503);
+    let _: bool = try_or!(
+        c.set_with(key, req.body(), SetOptions::new().ex(ttl)).await,
+        500
+    );
+    Response::new(204)
+}
+
+fn render_metrics(shared: &Shared) -> Response {
+    let mut e = Exposition::new();
+    if let Some(stats) = shared.http_stats.get() {
+        metrics::http(&mut e, &HttpStats::sum(stats.iter().map(|s| &**s)));
+    }
+    let mut pools = Vec::new();
+    if let Some(p) = &shared.pg {
+        pools.push(p.stats());
+    }
+    if let Some(p) = &shared.redis {
+        pools.push(p.stats());
+    }
+    metrics::pools(&mut e, &shared.windows, &pools);
+    Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
+}
+
+pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
+    let state = State {
+        pg: shared.pg.as_ref().map(|p| p.local(info.index)),
+        redis: shared.redis.as_ref().map(|p| p.local(info.index)),
+        shared,
+        rng: Cell::new(0x2545_F491_4F6C_DD1D ^ ((info.index as u64 + 1) << 32)),
+    };
+    Router::new(state)
+        .get_sync("/plaintext", |_, _| Response::text("Hello, World!"))
+        .get_sync("/json", |_, _| {
+            Response::json(&Message {
+                message: "Hello, World!",
+            })
+        })
+        .get_sync("/health", |_, _| Response::text("ok"))
+        .get_sync("/metrics", |_, st: &State| render_metrics(&st.shared))
+        .get("/db", db)
+        .get("/queries", queries)
+        .get("/db/sleep", db_sleep)
+        .get("/redis", redis_greeting)
+        .get("/cache/{key}", cache_get)
+        .put("/cache/{key}", cache_put)
+}

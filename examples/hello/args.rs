@@ -1,0 +1,78 @@
+//! Command-line flags of the example server.
+
+use std::net::SocketAddr;
+
+pub struct Args {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub pg: Option<String>,
+    pub pg_max_open: usize,
+    pub pg_autoscale: Option<(usize, usize)>,
+    pub redis: Option<String>,
+    pub redis_max_open: usize,
+    pub redis_autoscale: Option<(usize, usize)>,
+}
+
+pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
+             [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
+             [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
+
+  --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
+  --workers N               worker threads (default: one per CPU)
+  --pg URL                  PostgreSQL, e.g. postgres://user:pass@127.0.0.1:5432/db;
+                            enables /db, /queries, /db/sleep, /report/{day}
+  --pg-max-open N           PostgreSQL pool size over all workers (default 8)
+  --pg-autoscale MIN:MAX    let the supervisor size the PostgreSQL pool within MIN..MAX
+  --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
+  --redis-max-open N        Redis connections over all workers (default 2)
+  --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX";
+
+fn rails(flag: &str, v: &str) -> Result<(usize, usize), String> {
+    let (a, b) = v
+        .split_once(':')
+        .ok_or_else(|| format!("{flag} takes MIN:MAX, got {v:?}"))?;
+    let min: usize = a.parse().map_err(|_| format!("{flag}: bad MIN {a:?}"))?;
+    let max: usize = b.parse().map_err(|_| format!("{flag}: bad MAX {b:?}"))?;
+    if min == 0 || min > max {
+        return Err(format!("{flag}: need 1 <= MIN <= MAX, got {min}:{max}"));
+    }
+    Ok((min, max))
+}
+
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        listen: "127.0.0.1:8080".parse().unwrap(),
+        workers: 0,
+        pg: None,
+        pg_max_open: 8,
+        pg_autoscale: None,
+        redis: None,
+        redis_max_open: 2,
+        redis_autoscale: None,
+    };
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.to_string());
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let num = |v: &str| -> Result<usize, String> {
+            v.parse()
+                .map_err(|_| format!("{flag}: not a number: {v:?}"))
+        };
+        match flag.as_str() {
+            "--listen" => a.listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?,
+            "--workers" => a.workers = num(&v)?,
+            "--pg" => a.pg = Some(v),
+            "--pg-max-open" => a.pg_max_open = num(&v)?.max(1),
+            "--pg-autoscale" => a.pg_autoscale = Some(rails(&flag, &v)?),
+            "--redis" => a.redis = Some(v),
+            "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
+            "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}

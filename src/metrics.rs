@@ -1,0 +1,346 @@
+//! Prometheus text exposition of the engine's counters, the pools' gauges
+//! and histograms, and the supervisor's state.
+//!
+//! Quantiles are taken over a sliding window (the last `WINDOW` of
+//! scrapes), not since start, so a scrape shows the pool as it is now.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tidepool_drivers::pool::{CloseReason, Histogram, PoolStats};
+use tidepool_engine::http::HttpStats;
+
+/// How far back quantiles look.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// A Prometheus text document being written.
+#[derive(Default)]
+pub struct Exposition {
+    out: String,
+    declared: Vec<&'static str>,
+}
+
+impl Exposition {
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    fn declare(&mut self, name: &'static str, kind: &str, help: &str) {
+        if !self.declared.contains(&name) {
+            self.declared.push(name);
+            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+    }
+
+    /// One sample; `labels` are (name, value) pairs.
+    pub fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        self.declare(name, kind, help);
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The engine's counters.
+pub fn http(e: &mut Exposition, s: &HttpStats) {
+    e.sample(
+        "tidepool_http_requests_total",
+        "counter",
+        "HTTP requests handled.",
+        &[],
+        s.requests as f64,
+    );
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        e.sample(
+            "tidepool_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+            &[("class", class)],
+            s.responses[i] as f64,
+        );
+    }
+    e.sample(
+        "tidepool_http_connections_open",
+        "gauge",
+        "Open HTTP connections.",
+        &[],
+        s.connections_open as f64,
+    );
+    e.sample(
+        "tidepool_http_connections_accepted_total",
+        "counter",
+        "Accepted HTTP connections.",
+        &[],
+        s.connections_accepted as f64,
+    );
+    e.sample(
+        "tidepool_http_connections_rejected_total",
+        "counter",
+        "Connections closed at once over the per-worker cap.",
+        &[],
+        s.connections_rejected as f64,
+    );
+    e.sample(
+        "tidepool_http_parse_errors_total",
+        "counter",
+        "Malformed requests answered 4xx/5xx and closed.",
+        &[],
+        s.parse_errors as f64,
+    );
+    e.sample(
+        "tidepool_http_timeouts_total",
+        "counter",
+        "Connections closed by a header, body, idle or write timeout.",
+        &[],
+        s.timeouts as f64,
+    );
+    e.sample(
+        "tidepool_http_bytes_in_total",
+        "counter",
+        "Request bytes parsed.",
+        &[],
+        s.bytes_in as f64,
+    );
+    e.sample(
+        "tidepool_http_bytes_out_total",
+        "counter",
+        "Response bytes written.",
+        &[],
+        s.bytes_out as f64,
+    );
+}
+
+/// Recent snapshots of each pool's histograms, for windowed quantiles.
+#[derive(Default)]
+pub struct PoolWindows {
+    history: Mutex<HashMap<String, Vec<(Instant, Histogram, Histogram)>>>,
+}
+
+impl PoolWindows {
+    /// (acquire-wait, hold) histograms over the last `WINDOW`.
+    fn windowed(&self, s: &PoolStats) -> (Histogram, Histogram) {
+        let now = Instant::now();
+        let mut h = self.history.lock().unwrap();
+        let ring = h.entry(s.name.clone()).or_default();
+        ring.push((now, s.total.acquire_wait.clone(), s.total.hold.clone()));
+        while ring.len() > 1 && now.duration_since(ring[1].0) >= WINDOW {
+            ring.remove(0);
+        }
+        let (_, aw0, h0) = &ring[0];
+        if ring.len() == 1 {
+            // First scrape: everything so far.
+            return (s.total.acquire_wait.clone(), s.total.hold.clone());
+        }
+        (s.total.acquire_wait.since(aw0), s.total.hold.since(h0))
+    }
+}
+
+fn summary(
+    e: &mut Exposition,
+    name: &'static str,
+    help: &str,
+    pool: &str,
+    window: &Histogram,
+    total: &Histogram,
+) {
+    for q in ["0.5", "0.99"] {
+        let v = window.quantile(q.parse().unwrap()).as_secs_f64();
+        e.sample(name, "summary", help, &[("pool", pool), ("quantile", q)], v);
+    }
+    let sum: &'static str = match name {
+        "tidepool_pool_acquire_wait_seconds" => "tidepool_pool_acquire_wait_seconds_sum",
+        _ => "tidepool_pool_query_seconds_sum",
+    };
+    let count: &'static str = match name {
+        "tidepool_pool_acquire_wait_seconds" => "tidepool_pool_acquire_wait_seconds_count",
+        _ => "tidepool_pool_query_seconds_count",
+    };
+    e.sample(
+        sum,
+        "untyped",
+        help,
+        &[("pool", pool)],
+        total.sum_us as f64 / 1e6,
+    );
+    e.sample(
+        count,
+        "untyped",
+        help,
+        &[("pool", pool)],
+        total.total as f64,
+    );
+}
+
+/// Every pool's gauges, counters and windowed quantiles.
+pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
+    for s in pools {
+        let p = s.name.as_str();
+        let t = &s.total;
+        let l = [("pool", p)];
+        e.sample(
+            "tidepool_pool_max_open",
+            "gauge",
+            "Pool size limit (sum over workers).",
+            &l,
+            s.max_open as f64,
+        );
+        e.sample(
+            "tidepool_pool_open",
+            "gauge",
+            "Open connections.",
+            &l,
+            t.open as f64,
+        );
+        e.sample(
+            "tidepool_pool_in_use",
+            "gauge",
+            "Connections (or in-flight slots) held by callers.",
+            &l,
+            t.in_use as f64,
+        );
+        e.sample(
+            "tidepool_pool_idle",
+            "gauge",
+            "Open connections nobody uses.",
+            &l,
+            t.idle as f64,
+        );
+        e.sample(
+            "tidepool_pool_waiting",
+            "gauge",
+            "Callers waiting for a connection.",
+            &l,
+            t.waiting as f64,
+        );
+        e.sample(
+            "tidepool_pool_opening",
+            "gauge",
+            "Connects in flight.",
+            &l,
+            t.opening as f64,
+        );
+        e.sample(
+            "tidepool_pool_acquires_total",
+            "counter",
+            "Successful acquires.",
+            &l,
+            t.acquires as f64,
+        );
+        e.sample(
+            "tidepool_pool_acquire_timeouts_total",
+            "counter",
+            "Acquires that timed out.",
+            &l,
+            t.acquire_timeouts as f64,
+        );
+        e.sample(
+            "tidepool_pool_connects_total",
+            "counter",
+            "Connections opened.",
+            &l,
+            t.connects as f64,
+        );
+        for (i, reason) in ["transient", "fatal", "timeout"].iter().enumerate() {
+            e.sample(
+                "tidepool_pool_connect_failures_total",
+                "counter",
+                "Failed connects by reason.",
+                &[("pool", p), ("reason", reason)],
+                t.connect_failures[i] as f64,
+            );
+        }
+        for r in CloseReason::ALL {
+            e.sample(
+                "tidepool_pool_closes_total",
+                "counter",
+                "Connections closed by reason.",
+                &[("pool", p), ("reason", r.as_str())],
+                t.closes[r as usize] as f64,
+            );
+        }
+        e.sample(
+            "tidepool_pool_leaks_total",
+            "counter",
+            "Connections held past the leak threshold.",
+            &l,
+            t.leaks as f64,
+        );
+        let (aw, hold) = windows.windowed(s);
+        summary(
+            e,
+            "tidepool_pool_acquire_wait_seconds",
+            "Time to acquire a connection (window of the last 10 s).",
+            p,
+            &aw,
+            &t.acquire_wait,
+        );
+        summary(
+            e,
+            "tidepool_pool_query_seconds",
+            "Time a connection (or in-flight slot) is held per checkout: query or command latency (window of the last 10 s).",
+            p,
+            &hold,
+            &t.hold,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let mut e = Exposition::new();
+        let s = HttpStats {
+            requests: 7,
+            ..HttpStats::default()
+        };
+        http(&mut e, &s);
+        let stats = PoolStats {
+            name: "pg".into(),
+            max_open: 8,
+            ..PoolStats::default()
+        };
+        pools(&mut e, &PoolWindows::default(), &[stats]);
+        let text = e.finish();
+        assert!(text.contains(
+            "# TYPE tidepool_http_requests_total counter\ntidepool_http_requests_total 7\n"
+        ));
+        assert!(text.contains("tidepool_pool_max_open{pool=\"pg\"} 8\n"));
+        assert!(
+            text.contains("tidepool_pool_acquire_wait_seconds{pool=\"pg\",quantile=\"0.99\"} 0\n")
+        );
+        assert!(text.contains("tidepool_pool_query_seconds{pool=\"pg\",quantile=\"0.5\"} 0\n"));
+        // Each family is declared once.
+        assert_eq!(text.matches("# TYPE tidepool_pool_closes_total").count(), 1);
+    }
+}
