@@ -7,5 +7,6 @@
 
 pub use tidepool_drivers as drivers;
 pub use tidepool_engine as engine;
+pub use tidepool_supervisor as supervisor;
 
 pub mod metrics;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tidepool_drivers::pool::{CloseReason, Histogram, PoolStats};
 use tidepool_engine::http::HttpStats;
+use tidepool_supervisor::SupervisorState;
 
 /// How far back quantiles look.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -309,6 +310,42 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
             p,
             &hold,
             &t.hold,
+        );
+    }
+}
+
+/// The supervisor's heartbeat and decision counters.
+pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
+    e.sample(
+        "tidepool_supervisor_last_tick_timestamp_seconds",
+        "gauge",
+        "Unix time of the supervisor's last completed tick (its heartbeat).",
+        &[],
+        s.last_tick_timestamp(),
+    );
+    e.sample(
+        "tidepool_supervisor_restarts_total",
+        "counter",
+        "Times the supervisor thread was restarted after a panic.",
+        &[],
+        s.restarts() as f64,
+    );
+    for p in s.pools() {
+        for (dir, n) in [("grow", p.grows), ("shrink", p.shrinks)] {
+            e.sample(
+                "tidepool_supervisor_decisions_total",
+                "counter",
+                "Pool resizes decided by the supervisor.",
+                &[("pool", &p.name), ("direction", dir)],
+                n as f64,
+            );
+        }
+        e.sample(
+            "tidepool_supervisor_autoscale_enabled",
+            "gauge",
+            "Whether the supervisor may resize this pool.",
+            &[("pool", &p.name)],
+            if p.enabled { 1.0 } else { 0.0 },
         );
     }
 }

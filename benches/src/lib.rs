@@ -3,6 +3,48 @@
 
 use std::time::{Duration, Instant};
 
+/// Options shared by the comparison binaries.
+pub struct Opts {
+    pub duration: u64,
+    pub repeat: usize,
+    pub server_cpu: usize,
+    pub client_cpu: usize,
+}
+
+impl Opts {
+    pub fn from_args() -> Opts {
+        let mut o = Opts {
+            duration: 10,
+            repeat: 3,
+            server_cpu: 1,
+            client_cpu: 0,
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        for pair in args.chunks(2) {
+            let v = pair.get(1).map(String::as_str).unwrap_or("");
+            let n = || {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{} needs a number", pair[0]))
+            };
+            match pair[0].as_str() {
+                "--duration" => o.duration = n() as u64,
+                "--repeat" => o.repeat = n(),
+                "--server-cpu" => o.server_cpu = n(),
+                "--client-cpu" => o.client_cpu = n(),
+                other => panic!("unknown argument {other}"),
+            }
+        }
+        o
+    }
+
+    pub fn footer(&self) {
+        println!(
+            "\n(median of {} runs x {} s each; server pinned to CPU {}, wrk -t1 pinned to CPU {})",
+            self.repeat, self.duration, self.server_cpu, self.client_cpu
+        );
+    }
+}
+
 /// One measured run.
 #[derive(Clone, Debug, Default)]
 pub struct Measured {
@@ -71,6 +113,115 @@ pub fn parse_wrk(text: &str) -> Option<(f64, f64, u64)> {
         }
     }
     Some((rps?, p99?, total?))
+}
+
+/// A server under test, started as a child process.
+pub struct Server {
+    pub child: std::process::Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program args` pinned to `cpu` and waits until `addr` accepts.
+pub fn start_pinned(program: &str, args: &[String], cpu: usize, addr: &str) -> Server {
+    let child = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    wait_for_port(addr, Duration::from_secs(30));
+    Server { child }
+}
+
+/// Pins an already running process (and the children it forks later) to `cpu`.
+pub fn pin_pid(pid: u32, cpu: usize) {
+    let _ = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+}
+
+const PIPELINE_LUA: &str = r#"
+init = function(args)
+  local r = {}
+  for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end
+  req = table.concat(r)
+end
+request = function() return req end
+"#;
+
+/// Runs `wrk -t1` pinned to `cpu`; (req/s, p99 us, requests).
+pub fn run_wrk(cpu: usize, url: &str, conns: usize, pipelined: bool, secs: u64) -> (f64, f64, u64) {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .arg("wrk")
+        .args(["-t1", "--latency"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"));
+    if pipelined {
+        let script = std::env::temp_dir().join("tidepool-pipeline.lua");
+        std::fs::write(&script, PIPELINE_LUA).expect("write lua");
+        cmd.arg("-s").arg(&script);
+    }
+    cmd.arg(url);
+    let out = cmd.output().expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).unwrap_or_else(|| panic!("unexpected wrk output:\n{text}"))
+}
+
+/// One measured wrk run against `server` (after a 1 s warm-up).
+pub fn measure(
+    server: &Server,
+    cpu: usize,
+    url: &str,
+    conns: usize,
+    pipelined: bool,
+    secs: u64,
+) -> Measured {
+    let pid = server.child.id();
+    run_wrk(cpu, url, conns, pipelined, 1);
+    let t0 = cpu_ticks(pid);
+    let started = Instant::now();
+    let (rps, p99_us, requests) = run_wrk(cpu, url, conns, pipelined, secs);
+    let ticks = cpu_ticks(pid) - t0;
+    let cpu_us = ticks as f64 * 1e6 / clock_ticks() as f64;
+    Measured {
+        rps,
+        p99_us,
+        cpu_us_per_req: cpu_us / requests.max(1) as f64,
+        cpu_share: cpu_us / started.elapsed().as_micros() as f64,
+    }
+}
+
+/// Prints a comparison table: one row per scenario, Tidepool vs the peer.
+pub fn print_table(peer: &str, rows: &[(String, Measured, Measured)]) {
+    println!(
+        "\n| scenario | tidepool req/s | {peer} req/s | ratio | tidepool p99 | {peer} p99 | tidepool CPU us/req | {peer} CPU us/req | CPU ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (label, t, h) in rows {
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.2}x | {:.0} us | {:.0} us | {:.2} | {:.2} | {:.2}x |",
+            t.rps,
+            h.rps,
+            t.rps / h.rps,
+            t.p99_us,
+            h.p99_us,
+            t.cpu_us_per_req,
+            h.cpu_us_per_req,
+            t.cpu_us_per_req / h.cpu_us_per_req
+        );
+    }
 }
 
 /// The run with the median req/s.

@@ -177,3 +177,48 @@ fn gives_up_after_configured_attempts() {
         assert!(matches!(ps.subscribe(&["gu:d"]).await, Err(Error::Io(_))));
     });
 }
+
+#[test]
+fn refused_subscription_reports_noperm() {
+    let server = RedisServer::shared();
+    let ok = server.cli(&[
+        "ACL",
+        "SETUSER",
+        "ps-limited",
+        "on",
+        ">pw",
+        "~*",
+        "resetchannels",
+        "&ps:allowed",
+        "+@all",
+        "-set",
+    ]);
+    assert_eq!(ok.trim(), "OK");
+    rt::block_on(async {
+        let cfg = config(server).username("ps-limited").password("pw");
+        let ps = PubSub::connect(&cfg).await.unwrap();
+        let e = ps.subscribe(&["ps:forbidden"]).await.unwrap_err();
+        assert_eq!(
+            e.server_kind(),
+            Some(&tidepool_drivers::redis::ServerErrorKind::NoPerm),
+            "{e}"
+        );
+        assert!(ps.channels().is_empty());
+        ps.subscribe(&["ps:allowed"]).await.unwrap();
+        let publisher = Connection::connect(&config(server)).await.unwrap();
+        publisher
+            .cmd(["PUBLISH", "ps:allowed", "yes"])
+            .await
+            .unwrap();
+        assert_eq!(next(&ps).await.payload, b"yes");
+        // The same user's command permissions on a normal connection.
+        let c = Connection::connect(&cfg).await.unwrap();
+        let e = c.set("ps:acl", "x").await.unwrap_err();
+        assert_eq!(
+            e.server_kind(),
+            Some(&tidepool_drivers::redis::ServerErrorKind::NoPerm)
+        );
+        assert!(!c.is_broken());
+        c.ping().await.unwrap();
+    });
+}

@@ -12,6 +12,7 @@ use tidepool::drivers::redis::SetOptions;
 use tidepool::engine::http::{HttpStats, WorkerStats};
 use tidepool::engine::{Request, Response, Router, WorkerInfo};
 use tidepool::metrics::{self, Exposition, PoolWindows};
+use tidepool::supervisor::SupervisorState;
 
 /// Built once, shared by every worker (and readable by other threads).
 pub struct Shared {
@@ -20,6 +21,10 @@ pub struct Shared {
     /// Filled once the server runs (the counters exist only then).
     pub http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
     pub windows: PoolWindows,
+    /// Enables POST /debug/supervisor-panic.
+    pub fault_injection: bool,
+    /// Set once the supervisor runs.
+    pub supervisor: OnceLock<Arc<SupervisorState>>,
 }
 
 /// One worker's state: its shards of the pools.
@@ -184,6 +189,9 @@ fn render_metrics(shared: &Shared) -> Response {
         pools.push(p.stats());
     }
     metrics::pools(&mut e, &shared.windows, &pools);
+    if let Some(s) = shared.supervisor.get() {
+        metrics::supervisor(&mut e, s);
+    }
     Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
 }
 
@@ -209,4 +217,13 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
         .get("/redis", redis_greeting)
         .get("/cache/{key}", cache_get)
         .put("/cache/{key}", cache_put)
+        .route_sync("POST", "/debug/supervisor-panic", |_, st: &State| {
+            match (st.shared.fault_injection, st.shared.supervisor.get()) {
+                (true, Some(s)) => {
+                    s.inject_panic();
+                    Response::text("the supervisor's next tick panics")
+                }
+                _ => Response::error(404, "fault injection is off (--fault-injection)"),
+            }
+        })
 }

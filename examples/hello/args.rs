@@ -11,11 +11,13 @@ pub struct Args {
     pub redis: Option<String>,
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
+    pub fault_injection: bool,
 }
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
+             [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
   --workers N               worker threads (default: one per CPU)
@@ -25,7 +27,8 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
   --pg-autoscale MIN:MAX    let the supervisor size the PostgreSQL pool within MIN..MAX
   --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
   --redis-max-open N        Redis connections over all workers (default 2)
-  --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX";
+  --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
+  --fault-injection         enable POST /debug/supervisor-panic (tests and drills)";
 
 fn rails(flag: &str, v: &str) -> Result<(usize, usize), String> {
     let (a, b) = v
@@ -49,11 +52,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         redis: None,
         redis_max_open: 2,
         redis_autoscale: None,
+        fault_injection: false,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_string());
+        }
+        if flag == "--fault-injection" {
+            a.fault_injection = true;
+            continue;
         }
         let v = it
             .next()

@@ -15,13 +15,33 @@ mod setup;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tidepool::drivers::pool::pg::PgManager;
 use tidepool::drivers::pool::redis::RedisManager;
+use tidepool::drivers::pool::supervised::Probe;
 use tidepool::drivers::pool::{Pool, PoolConfig};
 use tidepool::drivers::{pg, redis};
 use tidepool::engine::workers::{allowed_cpus, on_termination_signal};
 use tidepool::engine::Server;
+use tidepool::supervisor::{PoolAutoscale, SupervisedPool, Supervisor, SupervisorConfig, Target};
+
+/// Rails from the command line; a short window so a demo shows movement
+/// within seconds (production services keep the 30 s default).
+fn autoscale(rails: Option<(usize, usize)>) -> PoolAutoscale {
+    match rails {
+        None => PoolAutoscale::default(),
+        Some((min, max)) => PoolAutoscale {
+            enabled: true,
+            min,
+            max,
+            target: Target::AcquireWaitP99(Duration::from_millis(5)),
+            window: Duration::from_secs(5),
+            step: 1,
+            cooldown: Duration::from_secs(2),
+        },
+    }
+}
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("hello: {msg}");
@@ -87,6 +107,8 @@ fn main() -> ExitCode {
         redis,
         http_stats: Default::default(),
         windows: Default::default(),
+        fault_injection: args.fault_injection,
+        supervisor: Default::default(),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     if let Err(e) = on_termination_signal(move || {
@@ -103,7 +125,28 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot serve on {}: {e}", args.listen)),
     };
     let _ = shared.http_stats.set(server.worker_stats());
-    let _ = (args.pg_autoscale, args.redis_autoscale);
+    // The supervisor samples both pools (for /metrics) and resizes those
+    // given rails.
+    let mut supervised: Vec<(Box<dyn SupervisedPool>, PoolAutoscale, usize)> = Vec::new();
+    if let Some(p) = &shared.pg {
+        supervised.push((
+            Box::new(Probe::new(p.clone())),
+            autoscale(args.pg_autoscale),
+            p.config().min_idle,
+        ));
+    }
+    if let Some(p) = &shared.redis {
+        supervised.push((
+            Box::new(Probe::new(p.clone())),
+            autoscale(args.redis_autoscale),
+            p.config().min_idle,
+        ));
+    }
+    let supervisor = match Supervisor::start(SupervisorConfig::default(), supervised) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let _ = shared.supervisor.set(supervisor.state());
     eprintln!(
         "hello: listening on http://{} with {workers} workers",
         server.local_addr()
@@ -111,5 +154,6 @@ fn main() -> ExitCode {
     let _ = rx.recv();
     eprintln!("hello: shutting down");
     server.shutdown();
+    supervisor.stop();
     ExitCode::SUCCESS
 }

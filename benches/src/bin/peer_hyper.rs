@@ -19,7 +19,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             .header("content-type", "text/plain")
             .header("server", "hyper")
             .body(Full::new(Bytes::from_static(b"Hello, World!"))),
-        _ => Response::builder().status(404).body(Full::new(Bytes::new())),
+        _ => Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::new())),
     };
     Ok(resp.expect("static response"))
 }

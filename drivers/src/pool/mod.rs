@@ -20,6 +20,7 @@ pub mod pg;
 pub mod redis;
 mod shard;
 mod stats;
+pub mod supervised;
 mod warmup;
 
 use std::any::Any;

@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub struct Config {
     host: String,
     port: u16,
+    unix_path: Option<String>,
     db: i64,
     username: Option<String>,
     password: Option<String>,
@@ -42,6 +43,7 @@ impl Config {
         Config {
             host: host.into(),
             port,
+            unix_path: None,
             db: 0,
             username: None,
             password: None,
@@ -54,10 +56,25 @@ impl Config {
         }
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]`. User and
-    /// password may be percent-encoded; an IPv6 host goes in brackets.
+    /// Defaults for a unix-domain socket at `path`.
+    pub fn unix(path: impl Into<String>) -> Config {
+        let mut c = Config::new("", 0);
+        c.unix_path = Some(path.into());
+        c
+    }
+
+    /// Parses `redis://[[user]:password@]host[:port][/db]`, or for a
+    /// unix-domain socket `redis+unix://[[user]:password@]/path[?db=N]`
+    /// (also `unix://`). User and password may be percent-encoded; an IPv6
+    /// host goes in brackets.
     pub fn from_url(url: &str) -> Result<Config> {
         let bad = |m: &str| Error::Config(format!("{m} in redis URL"));
+        if let Some(rest) = url
+            .strip_prefix("redis+unix://")
+            .or_else(|| url.strip_prefix("unix://"))
+        {
+            return Config::from_unix_url(rest);
+        }
         let rest = url
             .strip_prefix("redis://")
             .ok_or_else(|| bad("expected the redis:// scheme"))?;
@@ -90,24 +107,54 @@ impl Config {
         };
         let mut c = Config::new(host, port);
         if let Some(ui) = userinfo {
-            let (user, pass) = match ui.find(':') {
-                Some(i) => (&ui[..i], Some(&ui[i + 1..])),
-                // `redis://secret@host` is a password alone, as most clients
-                // read it.
-                None => ("", Some(ui)),
-            };
-            if !user.is_empty() {
-                c.username = Some(percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?);
-            }
-            if let Some(p) = pass {
-                c.password = Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?);
-            }
+            c.set_userinfo(ui)?;
         }
         let path = path.trim_end_matches('/');
         if !path.is_empty() {
             c.db = path.parse().map_err(|_| bad("invalid database number"))?;
         }
         Ok(c)
+    }
+
+    fn from_unix_url(rest: &str) -> Result<Config> {
+        let bad = |m: &str| Error::Config(format!("{m} in redis URL"));
+        let (rest, query) = match rest.find('?') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (userinfo, path) = match rest.find('/') {
+            Some(i) => ((i > 0).then(|| rest[..i].trim_end_matches('@')), &rest[i..]),
+            None => return Err(bad("expected an absolute socket path")),
+        };
+        let path = percent_decode(path).ok_or_else(|| bad("bad percent-encoding"))?;
+        let mut c = Config::unix(path);
+        if let Some(ui) = userinfo {
+            c.set_userinfo(ui)?;
+        }
+        for kv in query.into_iter().flat_map(|q| q.split('&')) {
+            match kv.split_once('=') {
+                Some(("db", n)) => c.db = n.parse().map_err(|_| bad("invalid database number"))?,
+                _ => return Err(bad("unsupported query parameter")),
+            }
+        }
+        Ok(c)
+    }
+
+    fn set_userinfo(&mut self, ui: &str) -> Result<()> {
+        let bad = || Error::Config("bad percent-encoding in redis URL".into());
+        let (user, pass) = match ui.find(':') {
+            Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+            // `redis://secret@host` is a password alone, as most clients
+            // read it.
+            None => ("", Some(ui)),
+        };
+        if !user.is_empty() {
+            self.username = Some(percent_decode(user).ok_or_else(bad)?);
+        }
+        if let Some(p) = pass {
+            self.password = Some(percent_decode(p).ok_or_else(bad)?);
+        }
+        Ok(())
     }
 
     /// Sets the host name or IP address.
@@ -189,6 +236,10 @@ impl Config {
     pub fn port(&self) -> u16 {
         self.port
     }
+    /// Unix-domain socket path, when connecting through one.
+    pub fn unix_path(&self) -> Option<&str> {
+        self.unix_path.as_deref()
+    }
     /// Database number.
     pub fn db(&self) -> i64 {
         self.db
@@ -246,6 +297,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("unix_path", &self.unix_path)
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -318,6 +370,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn unix_urls() {
+        let c = Config::from_url("redis+unix:///run/redis/redis.sock?db=4").unwrap();
+        assert_eq!(
+            (c.unix_path(), c.db(), c.pass()),
+            (Some("/run/redis/redis.sock"), 4, None)
+        );
+        let c = Config::from_url("unix://u:p%40ss@/tmp/r%20s.sock").unwrap();
+        assert_eq!(c.unix_path(), Some("/tmp/r s.sock"));
+        assert_eq!((c.user(), c.pass()), (Some("u"), Some("p@ss")));
+        let c = Config::from_url("unix://:pw@/tmp/x.sock").unwrap();
+        assert_eq!((c.user(), c.pass()), (None, Some("pw")));
+        for bad in ["unix://relative.sock", "unix:///x?db=a", "unix:///x?foo=1"] {
+            assert!(
+                matches!(Config::from_url(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(Config::unix("/s").unix_path(), Some("/s"));
+        assert_eq!(Config::new("h", 1).unix_path(), None);
     }
 
     #[test]

@@ -62,7 +62,15 @@ pub(crate) async fn dial(cfg: &Config) -> Result<(TcpStream, Decoder, bool)> {
     let fut = async {
         let mut last = None;
         let mut stream = None;
-        for addr in resolve(cfg)? {
+        if let Some(path) = cfg.unix_path() {
+            stream = Some(TcpStream::connect_unix(path).await?);
+        }
+        let addrs = if stream.is_some() {
+            Vec::new()
+        } else {
+            resolve(cfg)?
+        };
+        for addr in addrs {
             match TcpStream::connect(addr).await {
                 Ok(s) => {
                     stream = Some(s);
@@ -150,6 +158,7 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("host", &self.shared().cfg.host())
             .field("port", &self.shared().cfg.port())
+            .field("unix_path", &self.shared().cfg.unix_path())
             .field("resp3", &self.shared().resp3)
             .field("broken", &self.is_broken())
             .finish()

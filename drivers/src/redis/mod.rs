@@ -50,3 +50,22 @@ pub use pipeline::{Pipeline, Transaction};
 pub use pubsub::{Message, PubSub};
 pub use script::Script;
 pub use value::{FromValue, Value};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shareable_types() {
+        // Configs, scripts and commands are built once and handed to every
+        // worker; errors cross threads in pools and error reports.
+        send_sync::<Config>();
+        send_sync::<Script>();
+        send_sync::<Cmd>();
+        send_sync::<Error>();
+        send_sync::<Value>();
+        send_sync::<Message>();
+    }
+}

@@ -144,15 +144,14 @@ impl<'c> Transaction<'c> {
         match exec {
             Value::Nil => Ok(None),
             Value::Array(v) => Ok(Some(v)),
-            Value::Error(e) => match (e.kind(), first_queue_error) {
-                (ServerErrorKind::ExecAbort, Some(cause)) => Err(Error::Server(
-                    ServerError::parse(&format!("{} ({})", e.message(), cause.message())),
-                )),
-                (_, Some(cause)) if *e.kind() != ServerErrorKind::ExecAbort => {
-                    Err(Error::Server(cause))
+            Value::Error(e) => Err(Error::Server(match first_queue_error {
+                Some(cause) if *e.kind() == ServerErrorKind::ExecAbort => {
+                    ServerError::parse(&format!("{} ({})", e.message(), cause.message()))
                 }
-                _ => Err(Error::Server(e)),
-            },
+                // MULTI itself was refused: that explains the EXEC error.
+                Some(cause) => cause,
+                None => e,
+            })),
             other => Err(Error::protocol(format!("unexpected EXEC reply {other:?}"))),
         }
     }

@@ -203,6 +203,17 @@ impl PubSub {
             let mut st = self.shared.borrow_mut();
             if st.server_error_count > errors_before {
                 let e = st.server_errors.last().cloned().expect("recorded error");
+                if add {
+                    // Refused (ACL): not re-requested after a reconnect.
+                    let wanted = if pattern {
+                        &mut st.patterns
+                    } else {
+                        &mut st.channels
+                    };
+                    for n in &names {
+                        wanted.remove(n);
+                    }
+                }
                 return Poll::Ready(Err(Error::Server(e)));
             }
             if let Some(e) = &st.fatal {

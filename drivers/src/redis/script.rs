@@ -1,8 +1,9 @@
 //! Lua scripts invoked by SHA1 with a fallback to sending the source.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
-/// A Lua script with its SHA1, computed once.
+/// A Lua script with its SHA1, computed once. Cheap to clone, and `Send +
+/// Sync`, so one `static` script can serve every worker.
 ///
 /// [`Connection::run_script`](super::Connection::run_script) sends
 /// `EVALSHA` (the body is not re-sent on every call); on `NOSCRIPT` (first
@@ -10,7 +11,7 @@ use std::rc::Rc;
 /// once, which both runs and caches the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Script {
-    code: Rc<str>,
+    code: Arc<str>,
     hash: String,
 }
 
@@ -18,7 +19,7 @@ impl Script {
     /// Wraps a script and hashes it.
     pub fn new(code: &str) -> Script {
         Script {
-            code: Rc::from(code),
+            code: Arc::from(code),
             hash: sha1_smol::Sha1::from(code).digest().to_string(),
         }
     }

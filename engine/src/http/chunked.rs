@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::parse::is_tchar;
+
 /// Bounds on what a client may make us process for one chunked body.
 #[derive(Clone, Debug)]
 pub struct ChunkedLimits {
@@ -143,27 +145,6 @@ pub struct ChunkedDecoder {
     body_len: u64,
     line_len: usize,
     trailer_len: usize,
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
 }
 
 fn is_ows(b: u8) -> bool {
@@ -376,7 +357,10 @@ mod tests {
     }
 
     /// Whole input in one call: (body, consumed, progress) or the error.
-    fn decode_all(input: &[u8], limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+    fn decode_all(
+        input: &[u8],
+        limits: ChunkedLimits,
+    ) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
         let mut d = ChunkedDecoder::new(limits);
         let mut out = Vec::new();
         let (n, p) = d.decode(input, &mut out)?;
@@ -386,7 +370,11 @@ mod tests {
 
     /// The same input fed in pieces of `step` bytes (the last call gets
     /// whatever is left). Stops feeding once done, like a real caller.
-    fn decode_split(input: &[u8], step: usize, limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+    fn decode_split(
+        input: &[u8],
+        step: usize,
+        limits: ChunkedLimits,
+    ) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
         let mut d = ChunkedDecoder::new(limits);
         let mut out = Vec::new();
         let mut consumed = 0;
@@ -405,10 +393,18 @@ mod tests {
         Ok((out, consumed, progress))
     }
 
-    fn assert_same_for_all_splits(input: &[u8], limits: ChunkedLimits) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
+    fn assert_same_for_all_splits(
+        input: &[u8],
+        limits: ChunkedLimits,
+    ) -> Result<(Vec<u8>, usize, Progress), ChunkedError> {
         let whole = decode_all(input, limits.clone());
         for step in [1, 2, 3, 5, 7, 16] {
-            assert_eq!(decode_split(input, step, limits.clone()), whole, "step {step} on {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_split(input, step, limits.clone()),
+                whole,
+                "step {step} on {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         whole
     }
@@ -419,7 +415,10 @@ mod tests {
                 assert_eq!(n, input.len(), "consumed");
                 out
             }
-            other => panic!("expected a complete body for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+            other => panic!(
+                "expected a complete body for {:?}, got {other:?}",
+                String::from_utf8_lossy(input)
+            ),
         }
     }
 
@@ -430,7 +429,10 @@ mod tests {
     fn err_with(input: &[u8], limits: ChunkedLimits) -> ChunkedError {
         match assert_same_for_all_splits(input, limits) {
             Err(e) => e,
-            other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+            other => panic!(
+                "expected an error for {:?}, got {other:?}",
+                String::from_utf8_lossy(input)
+            ),
         }
     }
 
@@ -438,11 +440,20 @@ mod tests {
     fn simple_bodies() {
         assert_eq!(body(b"0\r\n\r\n"), b"");
         assert_eq!(body(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
-        assert_eq!(body(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), b"hello world");
-        assert_eq!(body(b"A\r\n0123456789\r\na\r\nabcdefghij\r\n000\r\n\r\n"), b"0123456789abcdefghij");
+        assert_eq!(
+            body(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            b"hello world"
+        );
+        assert_eq!(
+            body(b"A\r\n0123456789\r\na\r\nabcdefghij\r\n000\r\n\r\n"),
+            b"0123456789abcdefghij"
+        );
         // Data may contain anything, CRLF included.
         assert_eq!(body(b"4\r\n\r\n\r\n\r\n0\r\n\r\n"), b"\r\n\r\n");
-        assert_eq!(body(b"0000000000000010\r\n0123456789abcdef\r\n0\r\n\r\n"), b"0123456789abcdef");
+        assert_eq!(
+            body(b"0000000000000010\r\n0123456789abcdef\r\n0\r\n\r\n"),
+            b"0123456789abcdef"
+        );
     }
 
     #[test]
@@ -477,8 +488,24 @@ mod tests {
     #[test]
     fn bad_extensions() {
         for ext in [
-            ";", ";=b", ";a=", ";a=b c", ";a=\"unterminated", ";a b", ";a=b ", ";a ", " ", "\t", ";a=\"x\"y", ";a=\"x\" ",
-            ";a=(b)", ";a@b", ";a=\"\x01\"", ";a=\"\\\x01\"", ";a=b\x7f", ",a",
+            ";",
+            ";=b",
+            ";a=",
+            ";a=b c",
+            ";a=\"unterminated",
+            ";a b",
+            ";a=b ",
+            ";a ",
+            " ",
+            "\t",
+            ";a=\"x\"y",
+            ";a=\"x\" ",
+            ";a=(b)",
+            ";a@b",
+            ";a=\"\x01\"",
+            ";a=\"\\\x01\"",
+            ";a=b\x7f",
+            ",a",
         ] {
             let input = format!("3{ext}\r\nabc\r\n0\r\n\r\n");
             let e = err(input.as_bytes());
@@ -488,13 +515,19 @@ mod tests {
             );
             assert_eq!(e.status(), 400);
         }
-        assert_eq!(err(b"3;a=\"x\r\nabc\r\n0\r\n\r\n"), ChunkedError::BadExtension);
+        assert_eq!(
+            err(b"3;a=\"x\r\nabc\r\n0\r\n\r\n"),
+            ChunkedError::BadExtension
+        );
         assert_eq!(err(b"3;a\nabc\r\n0\r\n\r\n"), ChunkedError::BadLineEnding);
     }
 
     #[test]
     fn trailers_are_validated_and_discarded() {
-        assert_eq!(body(b"3\r\nabc\r\n0\r\nX-Sum: 123\r\nX-Other:\tv a l\r\n\r\n"), b"abc");
+        assert_eq!(
+            body(b"3\r\nabc\r\n0\r\nX-Sum: 123\r\nX-Other:\tv a l\r\n\r\n"),
+            b"abc"
+        );
         assert_eq!(body(b"0\r\nEmpty:\r\n\r\n"), b"");
         assert_eq!(body(b"0\r\nObs: caf\xc3\xa9\r\n\r\n"), b"");
         use ChunkedError::*;
@@ -523,14 +556,31 @@ mod tests {
             b"3x\r\nabc\r\n0\r\n\r\n",
             b";a\r\n",
         ] {
-            assert_eq!(err(input), BadChunkSize, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                err(input),
+                BadChunkSize,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
-        let big = ChunkedLimits { max_body: u64::MAX, ..limits() };
-        assert_eq!(err_with(b"00000000000000001\r\n", big.clone()), ChunkSizeOverflow);
-        assert_eq!(err_with(b"10000000000000000\r\n", big.clone()), ChunkSizeOverflow);
+        let big = ChunkedLimits {
+            max_body: u64::MAX,
+            ..limits()
+        };
+        assert_eq!(
+            err_with(b"00000000000000001\r\n", big.clone()),
+            ChunkSizeOverflow
+        );
+        assert_eq!(
+            err_with(b"10000000000000000\r\n", big.clone()),
+            ChunkSizeOverflow
+        );
         // Sixteen digits are fine, even all f.
         let mut d = ChunkedDecoder::new(big);
-        assert_eq!(d.decode(b"ffffffffffffffff\r\nab", &mut Vec::new()), Ok((20, Progress::NeedMore)));
+        assert_eq!(
+            d.decode(b"ffffffffffffffff\r\nab", &mut Vec::new()),
+            Ok((20, Progress::NeedMore))
+        );
         assert_eq!(err(b"3\nabc\r\n0\r\n\r\n"), BadLineEnding);
         assert_eq!(err(b"3\rabc\r\n0\r\n\r\n"), BadLineEnding);
     }
@@ -547,25 +597,46 @@ mod tests {
 
     #[test]
     fn max_body() {
-        let l = ChunkedLimits { max_body: 10, ..limits() };
+        let l = ChunkedLimits {
+            max_body: 10,
+            ..limits()
+        };
         let ok = b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
-        assert!(matches!(assert_same_for_all_splits(ok, l.clone()), Ok((_, _, Progress::Done))));
-        assert_eq!(err_with(b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n", l.clone()), ChunkedError::BodyTooLarge);
+        assert!(matches!(
+            assert_same_for_all_splits(ok, l.clone()),
+            Ok((_, _, Progress::Done))
+        ));
+        assert_eq!(
+            err_with(b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n", l.clone()),
+            ChunkedError::BodyTooLarge
+        );
         assert_eq!(err_with(b"b\r\n", l.clone()), ChunkedError::BodyTooLarge);
         // Rejected from the size line alone, before any of the data arrives.
         let mut d = ChunkedDecoder::new(l);
-        assert_eq!(d.decode(b"ffffffff", &mut Vec::new()), Err(ChunkedError::BodyTooLarge));
+        assert_eq!(
+            d.decode(b"ffffffff", &mut Vec::new()),
+            Err(ChunkedError::BodyTooLarge)
+        );
         assert_eq!(ChunkedError::BodyTooLarge.status(), 413);
         assert_eq!(err(b"100001\r\n"), ChunkedError::BodyTooLarge);
     }
 
     #[test]
     fn max_line() {
-        let l = ChunkedLimits { max_line: 10, ..limits() };
+        let l = ChunkedLimits {
+            max_line: 10,
+            ..limits()
+        };
         // "3;abcdef\r\n" is exactly ten bytes.
         let ok = b"3;abcdef\r\nabc\r\n0\r\n\r\n";
-        assert!(matches!(assert_same_for_all_splits(ok, l.clone()), Ok((_, _, Progress::Done))));
-        assert_eq!(err_with(b"3;abcdefg\r\nabc\r\n0\r\n\r\n", l.clone()), ChunkedError::LineTooLong);
+        assert!(matches!(
+            assert_same_for_all_splits(ok, l.clone()),
+            Ok((_, _, Progress::Done))
+        ));
+        assert_eq!(
+            err_with(b"3;abcdefg\r\nabc\r\n0\r\n\r\n", l.clone()),
+            ChunkedError::LineTooLong
+        );
         // Bounded while partial: an endless extension is cut off.
         let endless = [b"3;".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(err_with(&endless, l.clone()), ChunkedError::LineTooLong);
@@ -575,10 +646,19 @@ mod tests {
 
     #[test]
     fn max_trailer_bytes() {
-        let l = ChunkedLimits { max_trailer_bytes: 10, ..limits() };
+        let l = ChunkedLimits {
+            max_trailer_bytes: 10,
+            ..limits()
+        };
         // "A: 12345\r\n" is ten bytes; the final CRLF makes twelve.
-        assert_eq!(err_with(b"0\r\nA: 12345\r\n\r\n", l.clone()), ChunkedError::TrailerTooLarge);
-        assert!(matches!(assert_same_for_all_splits(b"0\r\nA: 123\r\n\r\n", l.clone()), Ok((_, _, Progress::Done))));
+        assert_eq!(
+            err_with(b"0\r\nA: 12345\r\n\r\n", l.clone()),
+            ChunkedError::TrailerTooLarge
+        );
+        assert!(matches!(
+            assert_same_for_all_splits(b"0\r\nA: 123\r\n\r\n", l.clone()),
+            Ok((_, _, Progress::Done))
+        ));
         let endless = [b"0\r\nA: ".as_slice(), &[b'v'; 100]].concat();
         assert_eq!(err_with(&endless, l), ChunkedError::TrailerTooLarge);
     }
@@ -602,7 +682,11 @@ mod tests {
         let input = b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n";
         for n in 0..input.len() {
             let mut d = ChunkedDecoder::new(limits());
-            assert_eq!(d.decode(&input[..n], &mut Vec::new()), Ok((n, Progress::NeedMore)), "prefix {n}");
+            assert_eq!(
+                d.decode(&input[..n], &mut Vec::new()),
+                Ok((n, Progress::NeedMore)),
+                "prefix {n}"
+            );
         }
     }
 
@@ -611,7 +695,10 @@ mod tests {
         let mut d = ChunkedDecoder::new(limits());
         let mut out = Vec::new();
         assert_eq!(d.decode(b"z", &mut out), Err(ChunkedError::BadChunkSize));
-        assert_eq!(d.decode(b"0\r\n\r\n", &mut out), Err(ChunkedError::BadChunkSize));
+        assert_eq!(
+            d.decode(b"0\r\n\r\n", &mut out),
+            Err(ChunkedError::BadChunkSize)
+        );
         let e = ChunkedError::BodyTooLarge;
         assert_eq!(e.to_string(), "request body too large (413)");
         let _: &dyn std::error::Error = &e;

@@ -1,0 +1,83 @@
+//! How the supervisor sees a pool: per-tick signals computed from two
+//! successive snapshots (gauges now; counters and percentiles over the tick).
+
+use std::time::Duration;
+
+use tidepool_supervisor::{Signals, SupervisedPool};
+
+use super::{CloseReason, ConnectFailure, Manager, Pool, PoolStats};
+
+/// A pool handed to the supervisor.
+pub struct Probe<M: Manager> {
+    pool: Pool<M>,
+    prev: Option<PoolStats>,
+}
+
+impl<M: Manager> Probe<M> {
+    pub fn new(pool: Pool<M>) -> Probe<M> {
+        Probe { pool, prev: None }
+    }
+}
+
+/// Signals from `now` relative to `prev` (the previous tick's snapshot).
+pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Signals {
+    let t = &now.total;
+    let errors = |s: &PoolStats| {
+        s.total.connect_failures[ConnectFailure::Transient as usize]
+            + s.total.connect_failures[ConnectFailure::Fatal as usize]
+            + s.total.connect_failures[ConnectFailure::Timeout as usize]
+            + s.total.closes[CloseReason::Broken as usize]
+            + s.total.closes[CloseReason::FailedCheck as usize]
+    };
+    let (wait, hold, completed, errs) = match prev {
+        Some(p) => (
+            t.acquire_wait.since(&p.total.acquire_wait),
+            t.hold.since(&p.total.hold),
+            t.acquires.saturating_sub(p.total.acquires),
+            errors(now).saturating_sub(errors(p)),
+        ),
+        None => (
+            t.acquire_wait.clone(),
+            t.hold.clone(),
+            t.acquires,
+            errors(now),
+        ),
+    };
+    Signals {
+        max_open: now.max_open,
+        open: t.open,
+        // Connections busy (for multiplexed pools `in_use` counts commands).
+        in_use: t.open - t.idle.min(t.open),
+        idle: t.idle.min(t.open),
+        waiting: t.waiting,
+        acquire_wait_p99: wait.quantile(0.99),
+        // Hold time per checkout: the query (or command) round trip for
+        // handlers that hold a connection for one statement.
+        query_p99: hold.quantile(0.99),
+        completed,
+        errors: errs,
+        timeouts: 0,
+        tick,
+    }
+}
+
+impl<M: Manager> SupervisedPool for Probe<M> {
+    fn name(&self) -> &str {
+        self.pool.name()
+    }
+
+    fn signals(&mut self, tick: Duration) -> Signals {
+        let now = self.pool.stats();
+        let s = signals(&now, self.prev.as_ref(), tick);
+        self.prev = Some(now);
+        s
+    }
+
+    fn max_open(&self) -> usize {
+        self.pool.max_open()
+    }
+
+    fn set_max_open(&self, n: usize) {
+        self.pool.set_max_open(n);
+    }
+}
