@@ -1,0 +1,148 @@
+//! A tiny HTTP/1.1 keep-alive server on std threads, for tests only.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Before answering request number N (1-based, over all connections),
+    /// hold every response for this long — once.
+    pub stall_once_at: Option<(u64, Duration)>,
+    /// Serve pool metrics at /metrics that move with the request count.
+    pub metrics: bool,
+}
+
+impl TestServer {
+    pub fn start(b: Behaviour) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicBool::new(false));
+        {
+            let (stop, requests) = (stop.clone(), requests.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            s.set_nonblocking(false).unwrap();
+                            s.set_nodelay(true).unwrap();
+                            let (b, requests, stalled, stop) =
+                                (b.clone(), requests.clone(), stalled.clone(), stop.clone());
+                            thread::spawn(move || serve(s, b, requests, stalled, stop));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // Polling keeps the acceptor stoppable without a wake-up channel.
+                            thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        TestServer {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    b: Behaviour,
+    requests: Arc<AtomicU64>,
+    stalled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let n = match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut out = Vec::new();
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            if path == "/metrics" {
+                let body = if b.metrics {
+                    metrics_body(requests.load(Ordering::Relaxed))
+                } else {
+                    String::new()
+                };
+                let status = if b.metrics { "200 OK" } else { "404 Not Found" };
+                out.extend_from_slice(
+                    format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+                continue;
+            }
+            let k = requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some((at, d)) = b.stall_once_at {
+                if k >= at && !stalled.swap(true, Ordering::AcqRel) {
+                    // The stall under test: the server stops answering for `d`.
+                    thread::sleep(d);
+                }
+            }
+            let body = if path.starts_with("/missing") { "no" } else { "ok" };
+            let status = if path.starts_with("/missing") { "404 Not Found" } else { "200 OK" };
+            out.extend_from_slice(
+                format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            );
+        }
+        if !out.is_empty() && s.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Pool gauges that grow with the requests served, and decision counters
+/// that move every 300 requests, so charts and markers have something to show.
+fn metrics_body(n: u64) -> String {
+    let open = 2 + (n / 200).min(14);
+    format!(
+        "# TYPE tidepool_pool_open gauge\n\
+         tidepool_pool_open{{pool=\"pg\"}} {open}\n\
+         tidepool_pool_max_open{{pool=\"pg\"}} 16\n\
+         tidepool_pool_in_use{{pool=\"pg\"}} {}\n\
+         tidepool_pool_waiting{{pool=\"pg\"}} 0\n\
+         tidepool_pool_acquire_wait_seconds{{pool=\"pg\",quantile=\"0.99\"}} 0.002\n\
+         tidepool_supervisor_decisions_total{{pool=\"pg\",direction=\"grow\"}} {}\n\
+         tidepool_supervisor_decisions_total{{pool=\"pg\",direction=\"shrink\"}} 0\n",
+        open / 2,
+        n / 300
+    )
+}
