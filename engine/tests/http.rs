@@ -280,6 +280,7 @@ fn malformed_requests_get_4xx_and_close() {
         ("space before colon", b"GET / HTTP/1.1\r\nHost: x\r\nA : b\r\n\r\n".to_vec(), 400),
         ("bare CR", b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n".to_vec(), 400),
         ("bare LF", b"GET / HTTP/1.1\nHost: x\r\n\r\n".to_vec(), 400),
+        ("bare LF only, refused before any timeout", b"GET / HTTP/1.1\nHost: x\n\n".to_vec(), 400),
         ("bad method", b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
         ("bad target", b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
         ("bad field name", b"GET / HTTP/1.1\r\nHost: x\r\nA\x7fB: c\r\n\r\n".to_vec(), 400),

@@ -47,6 +47,8 @@ impl<S> Drop for OpenGuard<'_, S> {
 
 enum ReadEvent {
     Data,
+    /// The responses could not be sent (error or write timeout).
+    WriteFailed,
     Eof,
     Timeout,
     Shutdown,
@@ -124,6 +126,8 @@ impl<S: 'static> Conn<'_, S> {
         let mut body = BodyState::Head;
         let mut request_started: Option<Instant> = None;
         let mut sent_continue = false;
+        // Whether this request's first line was already checked.
+        let mut line_checked = false;
         loop {
             let mut off = 0usize;
             let mut handled = 0usize;
@@ -166,8 +170,12 @@ impl<S: 'static> Conn<'_, S> {
                     if find_head_end(avail, scanned.saturating_sub(3)).is_none() {
                         scanned = avail.len();
                         // Over the limits, the parser names the error (414/431/400)
-                        // instead of letting the buffer grow.
-                        if avail.len() > cfg.limits.max_request_line {
+                        // instead of letting the buffer grow; and once the request
+                        // line has ended, a malformed one is refused at once rather
+                        // than after a timeout.
+                        let line_ended = !line_checked && memchr::memchr(b'\n', avail).is_some();
+                        line_checked |= line_ended;
+                        if line_ended || avail.len() > cfg.limits.max_request_line {
                             if let Err(e) = parse_request(avail, headers, &cfg.limits) {
                                 add(&stats.parse_errors, 1);
                                 failure = Some(Response::error(e.status(), e.reason()));
@@ -262,6 +270,7 @@ impl<S: 'static> Conn<'_, S> {
                 body = BodyState::Head;
                 request_started = None;
                 sent_continue = false;
+                line_checked = false;
                 if close {
                     break;
                 }
@@ -277,14 +286,14 @@ impl<S: 'static> Conn<'_, S> {
                     self.rbuf.drain(..off);
                 }
             }
-            if !self.wbuf.is_empty() && !self.flush().await {
-                return;
-            }
-            if close {
-                self.linger().await;
-                return;
-            }
-            if handled == cfg.max_pipelined && !self.rbuf.is_empty() {
+            if close || (handled == cfg.max_pipelined && !self.rbuf.is_empty()) {
+                if !self.wbuf.is_empty() && !self.flush().await {
+                    return;
+                }
+                if close {
+                    self.linger().await;
+                    return;
+                }
                 // More pipelined requests may already be buffered.
                 continue;
             }
@@ -311,8 +320,9 @@ impl<S: 'static> Conn<'_, S> {
                     _ => started + cfg.header_timeout + cfg.body_timeout,
                 }
             };
-            match self.read_more(deadline, idle).await {
+            match self.exchange(deadline, idle).await {
                 ReadEvent::Data => {}
+                ReadEvent::WriteFailed => return,
                 ReadEvent::Timeout => {
                     add(&stats.timeouts, 1);
                     if !idle {
@@ -326,46 +336,91 @@ impl<S: 'static> Conn<'_, S> {
         }
     }
 
-    /// Receives more bytes into the read buffer, bounded by `deadline`
-    /// and, for an idle connection, by the worker's shutdown.
-    async fn read_more(&mut self, deadline: Instant, idle: bool) -> ReadEvent {
+    /// Sends the pending responses and receives more bytes at the same
+    /// time: both operations go to the kernel in one submission, so a
+    /// keep-alive request costs one loop turn, not two. The receive is
+    /// bounded by `read_deadline` and, for an idle connection, by the
+    /// worker's shutdown; the send by the write timeout.
+    async fn exchange(&mut self, read_deadline: Instant, idle: bool) -> ReadEvent {
         let cfg = &self.shared.config;
-        let mut buf = std::mem::take(&mut self.rbuf);
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(cfg.read_buffer);
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(cfg.read_buffer);
         }
-        self.timer.reset(deadline);
-        // An idle connection just sent its responses: the next request is
-        // not there yet.
-        let mut read = pin!(self.stream.read_hinted(buf, idle));
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let mut write_done = wbuf.is_empty();
+        let write_deadline = Instant::now() + cfg.write_timeout;
+        self.timer.reset(if write_done {
+            read_deadline
+        } else {
+            write_deadline.min(read_deadline)
+        });
+        let mut write = pin!(self.stream.write_all(wbuf));
+        // After a response the next request is most likely not there yet.
+        let mut read = pin!(self.stream.read_hinted(rbuf, idle || !write_done));
+        let mut got: Option<(std::io::Result<usize>, Vec<u8>)> = None;
         let shutdown = &mut self.shutdown;
         let timer = &mut self.timer;
+        let wslot = &mut self.wbuf;
+        let stats = &*self.shared.stats;
         let outcome = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
+            if !write_done {
+                if let Poll::Ready((res, mut buf)) = write.as_mut().poll(cx) {
+                    if res.is_err() {
+                        return Poll::Ready(Some(ReadEvent::WriteFailed));
+                    }
+                    buf.clear();
+                    if buf.capacity() > 64 * 1024 {
+                        buf = Vec::new();
+                    }
+                    *wslot = buf;
+                    write_done = true;
+                    timer.reset(read_deadline);
+                }
+            }
+            if got.is_none() {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    got = Some(r);
+                }
+            }
+            if write_done && got.is_some() {
+                // The read buffer is handed back below.
+                return Poll::Ready(None);
             }
             if Pin::new(&mut *timer).poll(cx).is_ready() {
-                return Poll::Ready(None);
+                if !write_done && Instant::now() >= write_deadline {
+                    add(&stats.timeouts, 1);
+                    return Poll::Ready(Some(ReadEvent::WriteFailed));
+                }
+                if got.is_none() && Instant::now() >= read_deadline {
+                    return Poll::Ready(Some(ReadEvent::Timeout));
+                }
+                // Fired for the other deadline: re-arm for what remains.
+                timer.reset(if write_done {
+                    read_deadline
+                } else {
+                    write_deadline
+                });
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            if idle && Pin::new(&mut *shutdown).poll(cx).is_ready() {
-                return Poll::Ready(None);
+            if idle && write_done && got.is_none() && Pin::new(&mut *shutdown).poll(cx).is_ready() {
+                return Poll::Ready(Some(ReadEvent::Shutdown));
             }
             Poll::Pending
         })
         .await;
-        match outcome {
-            Some((res, buf)) => {
-                self.rbuf = buf;
-                match res {
-                    Ok(0) => ReadEvent::Eof,
-                    Ok(_) => ReadEvent::Data,
-                    Err(_) => ReadEvent::Error,
-                }
-            }
-            // The read is dropped with the buffer parked until its cancel
-            // completes; the connection ends either way.
-            None if rt::shutdown_requested() && idle => ReadEvent::Shutdown,
-            None => ReadEvent::Timeout,
+        if let Some(event) = outcome {
+            // Ops still in flight are dropped: their buffers stay parked
+            // until their completions; the connection ends.
+            return event;
+        }
+        let (res, buf) = got.expect("read finished");
+        self.rbuf = buf;
+        match res {
+            Ok(0) => ReadEvent::Eof,
+            Ok(_) => ReadEvent::Data,
+            Err(_) => ReadEvent::Error,
         }
     }
 
