@@ -139,10 +139,13 @@ pub fn http(e: &mut Exposition, s: &HttpStats) {
     );
 }
 
+/// When, acquire-wait, hold.
+type Snapshot = (Instant, Histogram, Histogram);
+
 /// Recent snapshots of each pool's histograms, for windowed quantiles.
 #[derive(Default)]
 pub struct PoolWindows {
-    history: Mutex<HashMap<String, Vec<(Instant, Histogram, Histogram)>>>,
+    history: Mutex<HashMap<String, Vec<Snapshot>>>,
 }
 
 impl PoolWindows {

@@ -160,11 +160,7 @@ impl Histogram {
     }
 
     pub fn mean(&self) -> Duration {
-        if self.total == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_micros(self.sum_us / self.total)
-        }
+        Duration::from_micros(self.sum_us.checked_div(self.total).unwrap_or(0))
     }
 }
 

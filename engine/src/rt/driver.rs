@@ -78,10 +78,13 @@ fn ring_unavailable(err: io::Error) -> io::Error {
     )
 }
 
+/// Adds one ring mode's setup flags to a builder.
+type SetupFlags = fn(&mut io_uring::Builder);
+
 impl Driver {
     pub(crate) fn new(entries: u32) -> io::Result<Driver> {
         // Try the best setup first; each fallback is what an older kernel accepts.
-        let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+        let attempts: [(RingMode, SetupFlags); 3] = [
             (RingMode::DeferTaskrun, |b| {
                 b.setup_single_issuer().setup_defer_taskrun();
             }),
