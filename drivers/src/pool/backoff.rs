@@ -62,16 +62,18 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut n = 0u32;
+    // Kept so a deadline that cuts an attempt short still reports why the
+    // earlier ones failed.
+    let mut last: Option<E> = None;
     loop {
         n += 1;
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(RetryError::TimedOut(None));
+        if Instant::now() >= deadline {
+            return Err(RetryError::TimedOut(last));
         }
         let e = match time::timeout_at(deadline, attempt()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e,
-            Err(_) => return Err(RetryError::TimedOut(None)),
+            Err(_) => return Err(RetryError::TimedOut(last)),
         };
         if !e.is_transient() || n >= backoff.max_attempts {
             return Err(RetryError::Failed(e));
@@ -82,6 +84,7 @@ where
         if Instant::now() + delay >= deadline {
             return Err(RetryError::TimedOut(Some(e)));
         }
+        last = Some(e);
         time::sleep(delay).await;
     }
 }

@@ -34,6 +34,7 @@ use tidepool_engine::rt::{self, WorkerHandle};
 
 pub use backoff::{retry_within, Backoff};
 pub use config::{split, ConfigError, PoolConfig};
+pub use histogram::AtomicHistogram;
 pub use histogram::Histogram;
 pub use shard::Pooled;
 pub use stats::{CloseReason, ConnectFailure, PoolStats, ShardSnapshot};
@@ -172,6 +173,7 @@ impl<M: Manager> Pool<M> {
             .map(|&c| {
                 let s = ShardStats::default();
                 stats::set(&s.cap, c);
+                stats::set(&s.target_cap, c);
                 Arc::new(s)
             })
             .collect();
@@ -228,7 +230,7 @@ impl<M: Manager> Pool<M> {
         let workers = self.inner.workers.lock().unwrap().clone();
         for (i, cap) in caps.into_iter().enumerate() {
             // Recorded first, so a shard created later starts at the new cap.
-            stats::set(&self.inner.shards[i].cap, cap);
+            stats::set(&self.inner.shards[i].target_cap, cap);
             if let Some(w) = &workers[i] {
                 let id = self.inner.id;
                 w.post(move || shard::apply_cap(id, cap));

@@ -134,7 +134,8 @@ impl<M: Manager> Resize for Shard<M> {
 impl<M: Manager> Shard<M> {
     pub(crate) fn start(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
         let stats = pool.shards[index].clone();
-        let cap = stats.cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let cap = stats.target_cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        set(&stats.cap, cap);
         let shard = Rc::new(Shard {
             pool,
             stats,

@@ -54,7 +54,11 @@ pub enum ConnectFailure {
 
 #[derive(Default)]
 pub(crate) struct ShardStats {
+    /// The cap the shard runs with (set by the shard when it applies one).
     pub(crate) cap: AtomicU64,
+    /// The cap last asked for by `set_max_open`; a shard created later
+    /// starts from it.
+    pub(crate) target_cap: AtomicU64,
     pub(crate) open: AtomicU64,
     pub(crate) idle: AtomicU64,
     pub(crate) in_use: AtomicU64,
@@ -91,6 +95,7 @@ impl ShardStats {
         let g = |a: &AtomicU64| a.load(Relaxed);
         ShardSnapshot {
             cap: g(&self.cap) as usize,
+            target_cap: g(&self.target_cap) as usize,
             open: g(&self.open) as usize,
             idle: g(&self.idle) as usize,
             in_use: g(&self.in_use) as usize,
@@ -115,7 +120,11 @@ impl ShardStats {
 /// One shard (worker) of a pool at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct ShardSnapshot {
+    /// The cap this shard runs with now.
     pub cap: usize,
+    /// The cap asked for by the last resize (the shard applies it on its
+    /// next loop turn); these always sum to the pool's `max_open`.
+    pub target_cap: usize,
     pub open: usize,
     pub idle: usize,
     pub in_use: usize,
@@ -154,6 +163,7 @@ impl PoolStats {
         let mut t = ShardSnapshot::default();
         for s in &shards {
             t.cap += s.cap;
+            t.target_cap += s.target_cap;
             t.open += s.open;
             t.idle += s.idle;
             t.in_use += s.in_use;

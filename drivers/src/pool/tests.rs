@@ -72,10 +72,24 @@ fn config(max_open: usize) -> PoolConfig {
     }
 }
 
+/// One random step of the sequence: let time pass so connects and
+/// posted resizes make progress.
 async fn settle() {
-    // Let spawned connects and posted resizes run to completion.
     for _ in 0..50 {
         time::sleep(Duration::from_micros(300)).await;
+    }
+}
+
+/// Waits (bounded) until the shard's numbers satisfy `f`.
+async fn until<M: Manager>(local: &LocalPool<M>, f: impl Fn(&ShardSnapshot) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f(&local.stats()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool never reached the state: {:?}",
+            local.stats()
+        );
+        time::sleep(Duration::from_micros(200)).await;
     }
 }
 
@@ -127,14 +141,19 @@ fn randomized_sequences_keep_the_books_right() {
                 }
                 local.assert_invariants();
                 let s = local.stats();
-                assert_eq!(s.cap, pool.max_open(), "one shard: its cap is max_open");
+                assert_eq!(
+                    s.target_cap,
+                    pool.max_open(),
+                    "shard targets sum to max_open"
+                );
                 assert!(s.opening <= pool.config().max_connecting);
             }
             pool.manager()
                 .fail_transient
                 .store(false, Ordering::Relaxed);
             drop(held);
-            settle().await;
+            let target = pool.max_open();
+            until(&local, |s| s.opening == 0 && s.cap == target).await;
             local.assert_invariants();
             let s = local.stats();
             assert_eq!(s.in_use, 0);
@@ -217,15 +236,22 @@ fn timeout_error_names_the_pool_and_the_last_connect_error() {
         let text = err.to_string();
         assert!(text.contains("pool pg-main"), "{text}");
         assert!(text.contains("max_open 2"), "{text}");
-        settle().await;
+        // Once a connect has failed, its error is chained to time-outs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while local.stats().connect_failures.iter().sum::<u64>() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no connect failed");
+            time::sleep(Duration::from_millis(1)).await;
+        }
         let err = local.get().await.err().unwrap().to_string();
         assert!(
             err.contains("refused"),
             "the connect error is chained: {err}"
         );
-        settle().await;
+        pool.manager()
+            .fail_transient
+            .store(false, Ordering::Relaxed);
+        until(&local, |s| s.opening == 0 && s.waiting == 0).await;
         local.assert_invariants();
-        assert_eq!(local.stats().opening, 0);
     });
 }
 
@@ -264,7 +290,7 @@ fn shrinking_closes_idle_first_and_retires_busy_on_return() {
         }
         drop(held.split_off(2)); // 2 idle, 2 busy
         pool.set_max_open(1);
-        settle().await;
+        until(&local, |s| s.cap == 1).await;
         let s = local.stats();
         assert_eq!(
             (s.open, s.idle, s.in_use),
@@ -280,7 +306,7 @@ fn shrinking_closes_idle_first_and_retires_busy_on_return() {
         );
         assert_eq!(s.closes[CloseReason::Shrink as usize], 3);
         pool.set_max_open(3);
-        settle().await;
+        until(&local, |s| s.cap == 3).await;
         let a = local.get().await.unwrap();
         let b = local.get().await.unwrap();
         let c = local.get().await.unwrap();
@@ -317,9 +343,9 @@ fn reaper_closes_idle_but_keeps_min_idle() {
 #[test]
 fn caps_sum_to_max_open_across_shards() {
     let pool = Pool::new("split", config(7), Fake::default(), 3).unwrap();
-    let caps: usize = pool.stats().shards.iter().map(|s| s.cap).sum();
+    let caps: usize = pool.stats().shards.iter().map(|s| s.target_cap).sum();
     assert_eq!(caps, 7);
     pool.set_max_open(10);
-    let caps: Vec<usize> = pool.stats().shards.iter().map(|s| s.cap).collect();
+    let caps: Vec<usize> = pool.stats().shards.iter().map(|s| s.target_cap).collect();
     assert_eq!(caps, vec![4, 3, 3]);
 }
