@@ -4,9 +4,10 @@
 //! The model:
 //!
 //! - **Arrivals** are open-loop Poisson at the rate of a [`Load`] pattern.
-//! - **The pool** has `max_open` connections at most, hands idle ones out
-//!   LIFO-free (they are identical), queues acquires FIFO, and fails an
-//!   acquire after `acquire_timeout`. It opens a connection (taking
+//! - **The pool** has `max_open` connections at most, hands out an idle one
+//!   at once if it has one (connections are interchangeable, so which one
+//!   does not matter), queues acquires FIFO, and fails an acquire after
+//!   `acquire_timeout`. It opens a connection (taking
 //!   `connect_time`) only while waiters outnumber connections already being
 //!   opened, as HikariCP does, so it never opens more than demand needs. Idle
 //!   connections are never reaped by timeout: the only thing that closes them
@@ -130,6 +131,9 @@ impl SimConfig {
 }
 
 /// How the pool's `max_open` is managed during a run.
+// A handful are built per run; boxing the config would only make them
+// clumsier to write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Policy {
     /// Fixed at this size, all connections open from the start.
@@ -204,10 +208,10 @@ pub struct Summary {
     pub acquire_wait_p99_ms: f64,
     /// Seconds whose request-latency p99 exceeded the SLO.
     pub seconds_over_slo: u64,
-    /// Per burst edge: seconds from the edge until the per-second
-    /// acquire-wait p99 is under `wait_target` in at least 8 of the next 10
-    /// seconds (the controller's own "sustained" rule); the phase length if
-    /// that never happens. The worst edge; `None` without edges.
+    /// Per burst edge: seconds from the edge to the first second whose
+    /// acquire-wait p99 is under `wait_target` and which starts ten seconds
+    /// of which at least eight are; the phase length if that never happens.
+    /// The worst edge; `None` without edges.
     pub settling_max_s: Option<f64>,
     pub settling_mean_s: Option<f64>,
     /// Per high phase: how far the pool's peak size overshot its size at the
