@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tidepool_drivers::cache::CacheStats;
 use tidepool_drivers::pool::{CloseReason, Histogram, PoolStats};
 use tidepool_engine::http::HttpStats;
 use tidepool_supervisor::SupervisorState;
@@ -353,9 +354,173 @@ pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
     }
 }
 
+/// Recent snapshots of each cache's lock-wait histogram, for windowed
+/// quantiles.
+#[derive(Default)]
+pub struct CacheWindows {
+    history: Mutex<HashMap<String, Vec<(Instant, Histogram)>>>,
+}
+
+impl CacheWindows {
+    /// The lock-wait histogram over the last `WINDOW` (everything so far
+    /// on the first scrape).
+    fn windowed(&self, s: &CacheStats) -> Histogram {
+        let now = Instant::now();
+        let mut h = self.history.lock().unwrap();
+        let ring = h.entry(s.name.clone()).or_default();
+        ring.push((now, s.lock_wait.clone()));
+        while ring.len() > 1 && now.duration_since(ring[1].0) >= WINDOW {
+            ring.remove(0);
+        }
+        if ring.len() == 1 {
+            return s.lock_wait.clone();
+        }
+        s.lock_wait.since(&ring[0].1)
+    }
+}
+
+/// A sample line under a family that is already declared: a summary's
+/// `_sum` and `_count` belong to its family and get no `# TYPE` of their own.
+fn family_sample(e: &mut Exposition, name: &str, labels: &[(&str, &str)], value: f64) {
+    e.out.push_str(name);
+    e.out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            e.out.push(',');
+        }
+        let _ = write!(e.out, "{k}=\"{}\"", escape(v));
+    }
+    let _ = writeln!(e.out, "}} {value}");
+}
+
+/// Every cache's counters, its waiting gauge, and its windowed lock-wait
+/// summary, labelled `cache="<name>"`. A stampede shows as misses and
+/// `tidepool_cache_lock_wait_seconds_count` climbing together while
+/// `tidepool_cache_computes_total` stays flat; computes climbing with the
+/// misses mean the protection is not working (leases shorter than the
+/// computation, or keys that differ per request).
+pub fn caches(e: &mut Exposition, windows: &CacheWindows, caches: &[CacheStats]) {
+    type Field = fn(&CacheStats) -> u64;
+    let counters: [(&'static str, &str, Field); 6] = [
+        (
+            "tidepool_cache_hits_total",
+            "Calls answered from Redis (cached errors included).",
+            |s| s.hits,
+        ),
+        (
+            "tidepool_cache_misses_total",
+            "Calls that found nothing usable in Redis.",
+            |s| s.misses,
+        ),
+        (
+            "tidepool_cache_computes_total",
+            "Computations run by this process (early refreshes included).",
+            |s| s.computes,
+        ),
+        (
+            "tidepool_cache_early_refreshes_total",
+            "Computations started early by XFetch while the value was still valid.",
+            |s| s.early_refreshes,
+        ),
+        (
+            "tidepool_cache_lock_timeouts_total",
+            "Waits for another process's computation lock that reached the wait timeout.",
+            |s| s.lock_timeouts,
+        ),
+        (
+            "tidepool_cache_store_failures_total",
+            "Computed results that could not be written to Redis.",
+            |s| s.store_failures,
+        ),
+    ];
+    for (name, help, field) in counters {
+        for s in caches {
+            e.sample(
+                name,
+                "counter",
+                help,
+                &[("cache", &s.name)],
+                field(s) as f64,
+            );
+        }
+    }
+    for s in caches {
+        e.sample(
+            "tidepool_cache_waiting",
+            "gauge",
+            "Callers waiting right now for another caller's computation.",
+            &[("cache", &s.name)],
+            s.waiting as f64,
+        );
+    }
+    let name = "tidepool_cache_lock_wait_seconds";
+    let help = "Time callers waited for another caller's computation, in this process or \
+                another (window of the last 10 s).";
+    for s in caches {
+        let window = windows.windowed(s);
+        for q in ["0.5", "0.99"] {
+            let v = window.quantile(q.parse().unwrap()).as_secs_f64();
+            e.sample(
+                name,
+                "summary",
+                help,
+                &[("cache", &s.name), ("quantile", q)],
+                v,
+            );
+        }
+        let l = [("cache", s.name.as_str())];
+        family_sample(
+            e,
+            "tidepool_cache_lock_wait_seconds_sum",
+            &l,
+            s.lock_wait.sum_us as f64 / 1e6,
+        );
+        family_sample(
+            e,
+            "tidepool_cache_lock_wait_seconds_count",
+            &l,
+            s.lock_wait.total as f64,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_exposition_format() {
+        let mut e = Exposition::new();
+        let a = CacheStats {
+            name: "report".into(),
+            hits: 5,
+            misses: 2,
+            computes: 1,
+            ..CacheStats::default()
+        };
+        let b = CacheStats {
+            name: "other".into(),
+            ..CacheStats::default()
+        };
+        caches(&mut e, &CacheWindows::default(), &[a, b]);
+        let text = e.finish();
+        assert!(text.contains(
+            "# TYPE tidepool_cache_hits_total counter\n\
+             tidepool_cache_hits_total{cache=\"report\"} 5\n\
+             tidepool_cache_hits_total{cache=\"other\"} 0\n"
+        ));
+        assert!(text.contains("tidepool_cache_misses_total{cache=\"report\"} 2\n"));
+        assert!(text.contains("tidepool_cache_computes_total{cache=\"report\"} 1\n"));
+        assert!(text.contains("tidepool_cache_lock_timeouts_total{cache=\"report\"} 0\n"));
+        assert!(text.contains(
+            "# TYPE tidepool_cache_lock_wait_seconds summary\n\
+             tidepool_cache_lock_wait_seconds{cache=\"report\",quantile=\"0.5\"} 0\n\
+             tidepool_cache_lock_wait_seconds{cache=\"report\",quantile=\"0.99\"} 0\n\
+             tidepool_cache_lock_wait_seconds_sum{cache=\"report\"} 0\n\
+             tidepool_cache_lock_wait_seconds_count{cache=\"report\"} 0\n"
+        ));
+        assert_eq!(text.matches("# TYPE").count(), 8, "{text}");
+    }
 
     #[test]
     fn exposition_format() {

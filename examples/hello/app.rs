@@ -2,8 +2,10 @@
 
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tidepool::drivers::cache::{Cache, CacheError, LocalCache};
 use tidepool::drivers::pg::ToSql;
 use tidepool::drivers::pool::pg::PgManager;
 use tidepool::drivers::pool::redis::RedisManager;
@@ -11,7 +13,7 @@ use tidepool::drivers::pool::{LocalPool, Pool};
 use tidepool::drivers::redis::SetOptions;
 use tidepool::engine::http::{HttpStats, WorkerStats};
 use tidepool::engine::{Request, Response, Router, WorkerInfo};
-use tidepool::metrics::{self, Exposition, PoolWindows};
+use tidepool::metrics::{self, CacheWindows, Exposition, PoolWindows};
 use tidepool::supervisor::SupervisorState;
 
 /// Built once, shared by every worker (and readable by other threads).
@@ -25,12 +27,16 @@ pub struct Shared {
     pub fault_injection: bool,
     /// Set once the supervisor runs.
     pub supervisor: OnceLock<Arc<SupervisorState>>,
+    /// Caches /report/{day} (present with --redis).
+    pub report_cache: Option<Cache>,
+    pub cache_windows: CacheWindows,
 }
 
 /// One worker's state: its shards of the pools.
 pub struct State {
     pg: Option<LocalPool<PgManager>>,
     redis: Option<LocalPool<RedisManager>>,
+    report_cache: Option<LocalCache>,
     shared: Arc<Shared>,
     rng: Cell<u64>,
 }
@@ -176,6 +182,58 @@ async fn cache_put(req: &Request<'_>, st: &State) -> Response {
     Response::new(204)
 }
 
+/// A deliberately slow query (~200 ms in PostgreSQL), the kind of result a
+/// burst of identical requests must not all recompute.
+const REPORT: &str = "SELECT $1::text AS day, pg_sleep(0.2), count(*) FROM world";
+const REPORT_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct Report {
+    day: String,
+    worlds: i64,
+    /// When the query ran: equal across responses served from one
+    /// computation.
+    generated_at_ms: u64,
+}
+
+/// `GET /report/{day}`: the slow query through the cache, so concurrent
+/// requests on every worker of every server process share one query per
+/// TTL.
+async fn report(req: &Request<'_>, st: &State) -> Response {
+    let pg = pool_or!(&st.pg, "--pg");
+    let cache = pool_or!(&st.report_cache, "--redis");
+    let day = req.param("day").unwrap_or_default();
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    if day.is_empty() || day.len() > 32 || !day.bytes().all(valid) {
+        return Response::error(400, "day: 1 to 32 letters, digits or '-'");
+    }
+    let r = cache
+        .get_or_compute(&format!("report:{day}"), REPORT_TTL, || async {
+            let mut c = pg.get_for("/report").await.map_err(|e| e.to_string())?;
+            let row = c
+                .query_one(REPORT, &[&day])
+                .await
+                .map_err(|e| e.to_string())?;
+            let generated_at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            Ok::<_, String>(Report {
+                day: row.get(0),
+                worlds: row.get(2),
+                generated_at_ms,
+            })
+        })
+        .await;
+    match r {
+        Ok(report) => Response::json(&report),
+        Err(e @ (CacheError::LockTimeout { .. } | CacheError::Pool(_))) => {
+            Response::error(503, &e.to_string())
+        }
+        Err(e) => Response::error(500, &e.to_string()),
+    }
+}
+
 fn render_metrics(shared: &Shared) -> Response {
     let mut e = Exposition::new();
     if let Some(stats) = shared.http_stats.get() {
@@ -189,6 +247,9 @@ fn render_metrics(shared: &Shared) -> Response {
         pools.push(p.stats());
     }
     metrics::pools(&mut e, &shared.windows, &pools);
+    if let Some(c) = &shared.report_cache {
+        metrics::caches(&mut e, &shared.cache_windows, &[c.stats()]);
+    }
     if let Some(s) = shared.supervisor.get() {
         metrics::supervisor(&mut e, s);
     }
@@ -196,9 +257,17 @@ fn render_metrics(shared: &Shared) -> Response {
 }
 
 pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
+    // One shard per worker: the cache's handle shares the route's shard.
+    let redis = shared.redis.as_ref().map(|p| p.local(info.index));
+    let report_cache = shared
+        .report_cache
+        .as_ref()
+        .zip(redis.as_ref())
+        .map(|(c, p)| c.local(p.clone()));
     let state = State {
         pg: shared.pg.as_ref().map(|p| p.local(info.index)),
-        redis: shared.redis.as_ref().map(|p| p.local(info.index)),
+        redis,
+        report_cache,
         shared,
         rng: Cell::new(0x2545_F491_4F6C_DD1D ^ ((info.index as u64 + 1) << 32)),
     };
@@ -217,6 +286,7 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
         .get("/redis", redis_greeting)
         .get("/cache/{key}", cache_get)
         .put("/cache/{key}", cache_put)
+        .get("/report/{day}", report)
         .route_sync("POST", "/debug/supervisor-panic", |_, st: &State| {
             match (st.shared.fault_injection, st.shared.supervisor.get()) {
                 (true, Some(s)) => {

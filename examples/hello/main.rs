@@ -7,7 +7,8 @@
 //! ```
 //! Routes: `GET /plaintext`, `/json`, `/health`, `/metrics`; with `--pg`:
 //! `/db`, `/queries?n=N`, `/db/sleep?ms=N`; with `--redis`: `/redis`,
-//! `GET|PUT /cache/{key}`.
+//! `GET|PUT /cache/{key}`; with both: `/report/{day}` (a slow query behind
+//! the stampede-protected cache).
 
 mod app;
 mod args;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidepool::drivers::cache::{Cache, CacheConfig, OnTimeout, DEFAULT_XFETCH_BETA};
 use tidepool::drivers::pool::pg::PgManager;
 use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::supervised::Probe;
@@ -41,6 +43,21 @@ fn autoscale(rails: Option<(usize, usize)>) -> PoolAutoscale {
             cooldown: Duration::from_secs(2),
         },
     }
+}
+
+/// The /report cache: a lease well above the query's 200 ms, a short wait
+/// before computing anyway (a late report beats a 503), and XFetch so a
+/// hot report is refreshed before it expires.
+fn report_cache() -> Cache {
+    let cfg = CacheConfig {
+        key_prefix: "hello:".into(),
+        lease: Duration::from_secs(5),
+        wait_timeout: Duration::from_secs(2),
+        on_timeout: OnTimeout::Compute,
+        xfetch_beta: Some(DEFAULT_XFETCH_BETA),
+        ..CacheConfig::default()
+    };
+    Cache::new("report", cfg).expect("the report cache's configuration is valid")
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -102,6 +119,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    let report_cache = redis.as_ref().map(|_| report_cache());
     let shared = Arc::new(app::Shared {
         pg,
         redis,
@@ -109,6 +127,8 @@ fn main() -> ExitCode {
         windows: Default::default(),
         fault_injection: args.fault_injection,
         supervisor: Default::default(),
+        report_cache,
+        cache_windows: Default::default(),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     if let Err(e) = on_termination_signal(move || {
