@@ -52,6 +52,8 @@ OPTIONS:
   --lag-bound D              schedule lag p99 above this means the generator is behind (default 5ms)
   --drain D                  time after the schedule for responses to finish (default 2s)
   --max-queue N              requests waiting for a connection before new ones are dropped
+  --quantum D                send on a grid of D (e.g. 100us): fewer wake-ups at high rates,
+                             up to D of added lateness (counted in corrected latency); default 0
   --metrics PATH | --no-metrics   Prometheus endpoint scraped each second (default /metrics)
   --out DIR                  where series.jsonl, summary.json, report.html go (default loadgen-out)
   --dry-run                  print the rate and mix of every second; send nothing
@@ -79,6 +81,7 @@ pub struct RunArgs {
     pub late: Option<Duration>,
     pub lag_bound: Option<Duration>,
     pub drain: Option<Duration>,
+    pub quantum: Option<Duration>,
     pub max_queue: Option<usize>,
     pub metrics: Option<Option<String>>,
     pub out: Option<PathBuf>,
@@ -123,7 +126,7 @@ pub fn parse_run_args(args: &[String]) -> Result<RunArgs, String> {
             "--duration" => {
                 let v = value()?;
                 let d = parse_seconds(&v).map_err(|e| format!("--duration: {e}"))?;
-                if !(d > 0.0) {
+                if d.is_nan() || d <= 0.0 {
                     return Err(format!("--duration {v}: must be > 0"));
                 }
                 a.shorthand.duration = Some(d);
@@ -159,6 +162,7 @@ pub fn parse_run_args(args: &[String]) -> Result<RunArgs, String> {
             "--late" => a.late = Some(dur(&flag, &value()?)?),
             "--lag-bound" => a.lag_bound = Some(dur(&flag, &value()?)?),
             "--drain" => a.drain = Some(dur(&flag, &value()?)?),
+            "--quantum" => a.quantum = Some(dur(&flag, &value()?)?),
             "--max-queue" => a.max_queue = Some(parse_num(&flag, &value()?)?),
             "--metrics" => a.metrics = Some(Some(value()?)),
             "--no-metrics" => a.metrics = Some(None),
@@ -180,16 +184,26 @@ impl RunArgs {
     pub fn plan(&self, builtin: Option<&str>) -> Result<Plan, String> {
         let mut plan = if let Some(p) = &self.pattern {
             if !self.shorthand.is_empty() {
-                return Err("give either --pattern or a load shorthand (--rate, --burst, ...), not both".into());
+                return Err(
+                    "give either --pattern or a load shorthand (--rate, --burst, ...), not both"
+                        .into(),
+                );
             }
             load_pattern(p, self.shorthand.duration)?
         } else if let (Some(text), true) = (builtin, self.shorthand.is_empty()) {
             crate::config::parse_pattern(text, None, self.shorthand.duration)?
         } else {
             if self.shorthand.is_empty() {
-                return Err("no load given: use --rate N (or max), another shorthand, or --pattern FILE".into());
+                return Err(
+                    "no load given: use --rate N (or max), another shorthand, or --pattern FILE"
+                        .into(),
+                );
             }
-            self.shorthand.plan(self.seed.unwrap_or(1), self.poisson.unwrap_or(false), self.slo)?
+            self.shorthand.plan(
+                self.seed.unwrap_or(1),
+                self.poisson.unwrap_or(false),
+                self.slo,
+            )?
         };
         if let Some(s) = self.seed {
             plan.seed = s;
@@ -235,6 +249,9 @@ impl RunArgs {
         }
         if let Some(v) = self.drain {
             o.drain = v;
+        }
+        if let Some(v) = self.quantum {
+            o.quantum = v;
         }
         if let Some(v) = self.max_queue {
             o.max_queue = v.max(1);
@@ -289,8 +306,11 @@ pub fn run_with(a: &RunArgs, plan: Plan) -> Result<i32, String> {
     if a.dry_run {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        crate::dryrun::print(&plan, a.threads.unwrap_or(1), &mut out).map_err(|e| e.to_string())?;
-        return Ok(0);
+        match crate::dryrun::print(&plan, a.threads.unwrap_or(1), &mut out) {
+            // `| head` closing the pipe is not an error.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.to_string()),
+            _ => return Ok(0),
+        }
     }
     let thresholds = a
         .thresholds
@@ -298,8 +318,12 @@ pub fn run_with(a: &RunArgs, plan: Plan) -> Result<i32, String> {
         .map(|t| Threshold::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
     let opts = a.options(plan)?;
-    let out_dir = a.out.clone().unwrap_or_else(|| PathBuf::from("loadgen-out"));
+    let out_dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("loadgen-out"));
     let progress = !a.quiet && is_tty(2);
+    crate::signal::install();
     match run_to_dir(&opts, &out_dir, &thresholds, progress) {
         Ok(summary) => {
             if summary.thresholds.iter().any(|t| !t.ok) {
@@ -345,12 +369,18 @@ pub fn run_to_dir(
         "Running {:.1}s against {} ({} loop{}): {} connection(s), pipeline {}, {} thread(s)",
         plan.duration(),
         opts.target.host_header,
-        if plan.schedule.is_some() { "open" } else { "closed" },
+        if plan.schedule.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
         if plan.schedule.is_some() {
             format!(
                 ", {} arrivals, {:.0} req/s mean",
                 if plan.poisson { "poisson" } else { "uniform" },
-                plan.schedule.as_ref().map_or(0.0, |s| s.total() / s.duration)
+                plan.schedule
+                    .as_ref()
+                    .map_or(0.0, |s| s.total() / s.duration)
             )
         } else {
             String::new()
@@ -378,7 +408,8 @@ pub fn run_to_dir(
         }
     }
     let summary_path = dir.join("summary.json");
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Failed(e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&summary).map_err(|e| RunError::Failed(e.to_string()))?;
     std::fs::write(&summary_path, json)
         .map_err(|e| RunError::Failed(format!("writing {}: {e}", summary_path.display())))?;
     let html = crate::report::render(&summary, &collected.seconds);
@@ -418,7 +449,9 @@ pub fn run_to_dir(
         for m in &summary.generator.messages {
             eprintln!("!!!   {m}");
         }
-        eprintln!("!!!   Use more --threads / --cpus, or a lower rate.\n");
+        eprintln!(
+            "!!!   Use more --threads / --cpus, a --quantum (e.g. 100us) at high rates, or a lower rate.\n"
+        );
     }
     if summary.sent == 0 && summary.connect_errors > 0 {
         return Err(RunError::Failed(format!(
@@ -453,6 +486,13 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
         s.reconnects,
         s.unfinished
     );
+    if s.interrupted {
+        let _ = writeln!(
+            o,
+            "  (interrupted after {:.2}s: figures cover that part only)",
+            s.duration_s
+        );
+    }
     let _ = writeln!(o, "Requests/sec: {:>10.2}", s.throughput_rps);
     let _ = writeln!(
         o,
@@ -484,7 +524,8 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
                 format!(
                     "{p} settled {}{}",
                     pe.settle_s.map_or("never".into(), |v| format!("{v:.0}s")),
-                    pe.overshoot_pct.map_or(String::new(), |v| format!(" overshoot {v:.0}%"))
+                    pe.overshoot_pct
+                        .map_or(String::new(), |v| format!(" overshoot {v:.0}%"))
                 )
             })
             .collect();
@@ -494,7 +535,8 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
             e.t,
             e.from_rps,
             e.to_rps,
-            e.latency_settle_s.map_or("never".into(), |v| format!("{v:.0}s")),
+            e.latency_settle_s
+                .map_or("never".into(), |v| format!("{v:.0}s")),
             if pools.is_empty() { "" } else { "; " },
             pools.join(", ")
         );
@@ -506,7 +548,8 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
             p.connection_seconds, p.mean_open, p.peak_open, p.peak_max_open, p.grow_decisions, p.shrink_decisions, p.acquire_wait_p99_max_ms
         );
     }
-    let _ = writeln!(
+    let _ =
+        writeln!(
         o,
         "Generator: lag p99 {:.2}ms (bound {:.1}ms), busiest thread CPU mean {:.0}% max {:.0}%{}",
         s.generator.lag_p99_ms,
@@ -528,7 +571,15 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
 
 fn read_summary(path: &str) -> Result<Summary, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("{path} is not a tidepool-loadgen summary: {e}"))
+    let s: Summary = serde_json::from_str(&text)
+        .map_err(|e| format!("{path} is not a tidepool-loadgen summary: {e}"))?;
+    // Every field has a default, so check the one that names the tool.
+    if s.tool != "tidepool-loadgen" {
+        return Err(format!(
+            "{path} is not a tidepool-loadgen summary (its \"tool\" field is missing)"
+        ));
+    }
+    Ok(s)
 }
 
 fn cmd_compare(args: &[String]) -> Result<i32, String> {
@@ -543,11 +594,14 @@ fn cmd_compare(args: &[String]) -> Result<i32, String> {
 
 /// Reads series.jsonl back.
 pub fn read_series(path: &Path) -> Result<Vec<Second>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
+        })
         .collect()
 }
 

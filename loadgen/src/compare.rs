@@ -23,7 +23,8 @@ fn erfc(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let r = poly * (-z * z).exp();
     if x >= 0.0 {
         r
@@ -99,7 +100,9 @@ pub fn median_ci(v: &[f64]) -> Option<(f64, f64)> {
 
 fn fmt_val(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e6 {
+    if v == 0.0 {
+        "0".into()
+    } else if a >= 1e6 {
         format!("{:.2}M", v / 1e6)
     } else if a >= 1e4 {
         format!("{:.1}k", v / 1e3)
@@ -128,13 +131,13 @@ fn delta(a: f64, b: f64) -> String {
 pub fn compare(a: &Summary, b: &Summary, name_a: &str, name_b: &str) -> String {
     let mut out = String::new();
     let w = 22;
-    let _ = writeln!(
-        out,
-        "{:<20} {:>w$} {:>w$}  {:<10} {}",
-        "", name_a, name_b, "delta", "",
-    );
+    let _ = writeln!(out, "{:<20} {name_a:>w$} {name_b:>w$}  delta", "",);
     let rows: [(&str, &Vec<f64>, &Vec<f64>); 5] = [
-        ("throughput (req/s)", &a.samples.throughput, &b.samples.throughput),
+        (
+            "throughput (req/s)",
+            &a.samples.throughput,
+            &b.samples.throughput,
+        ),
         ("p50 (ms)", &a.samples.p50_ms, &b.samples.p50_ms),
         ("p99 (ms)", &a.samples.p99_ms, &b.samples.p99_ms),
         ("p99.9 (ms)", &a.samples.p999_ms, &b.samples.p999_ms),
@@ -147,9 +150,18 @@ pub fn compare(a: &Summary, b: &Summary, name_a: &str, name_b: &str) -> String {
         };
         let p = mann_whitney(sa, sb);
         let (d, note) = match p {
-            Some(p) if p < 0.05 => (delta(ma, mb), format!("(p={p:.3} n={}+{})", sa.len(), sb.len())),
-            Some(p) => ("~".into(), format!("(p={p:.3} n={}+{})", sa.len(), sb.len())),
-            None => ("~".into(), format!("(too few seconds: n={}+{})", sa.len(), sb.len())),
+            Some(p) if p < 0.05 => (
+                delta(ma, mb),
+                format!("(p={p:.3} n={}+{})", sa.len(), sb.len()),
+            ),
+            Some(p) => (
+                "~".into(),
+                format!("(p={p:.3} n={}+{})", sa.len(), sb.len()),
+            ),
+            None => (
+                "~".into(),
+                format!("(too few seconds: n={}+{})", sa.len(), sb.len()),
+            ),
         };
         let _ = writeln!(
             out,
@@ -163,7 +175,11 @@ pub fn compare(a: &Summary, b: &Summary, name_a: &str, name_b: &str) -> String {
         ("run p99.9 (ms)", a.latency.p999_ms, b.latency.p999_ms),
         ("run service p99", a.service.p99_ms, b.service.p99_ms),
         ("errors (total)", a.errors as f64, b.errors as f64),
-        ("seconds over SLO", a.seconds_over_slo as f64, b.seconds_over_slo as f64),
+        (
+            "seconds over SLO",
+            a.seconds_over_slo as f64,
+            b.seconds_over_slo as f64,
+        ),
         ("throughput (run)", a.throughput_rps, b.throughput_rps),
     ];
     for (name, va, vb) in runs {

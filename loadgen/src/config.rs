@@ -182,10 +182,9 @@ pub fn parse_pattern(
 }
 
 pub fn load_pattern(path: &Path, scale_to: Option<f64>) -> Result<Plan, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_pattern(&text, path.parent(), scale_to)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_pattern(&text, path.parent(), scale_to).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn natural_duration(file: &PatternFile, base_dir: Option<&Path>) -> Result<f64, String> {
@@ -218,10 +217,14 @@ fn trace_len(entries: &[TraceEntry]) -> f64 {
     entries.last().map_or(0.0, |e| e.offset) + 1e-3
 }
 
-fn build(file: PatternFile, base_dir: Option<&Path>, scale_to: Option<f64>) -> Result<Plan, String> {
+fn build(
+    file: PatternFile,
+    base_dir: Option<&Path>,
+    scale_to: Option<f64>,
+) -> Result<Plan, String> {
     let scale = match scale_to {
         Some(want) => {
-            if !(want > 0.0) {
+            if want.is_nan() || want <= 0.0 {
                 return Err(format!("duration {want}s must be > 0"));
             }
             let natural = natural_duration(&file, base_dir)?;
@@ -283,12 +286,13 @@ fn build(file: PatternFile, base_dir: Option<&Path>, scale_to: Option<f64>) -> R
                     names.insert(name.to_string(), classes.len() - 1);
                     classes.len() - 1
                 };
-                let (entries, _) = read_trace(f, base_dir, speed / scale, &mut class_of).map_err(ctx)?;
+                let (entries, _) =
+                    read_trace(f, base_dir, speed / scale, &mut class_of).map_err(ctx)?;
                 let duration = match duration {
                     Some(d) => t(d, "duration")?,
                     None => trace_len(&entries),
                 };
-                if !(duration > 0.0) {
+                if duration.is_nan() || duration <= 0.0 {
                     return Err(ctx("the trace is empty and has no duration".into()));
                 }
                 Phase::Trace(TracePhase { entries, duration })
@@ -305,7 +309,10 @@ fn build(file: PatternFile, base_dir: Option<&Path>, scale_to: Option<f64>) -> R
     let has_rate_phase = schedule.phases.iter().any(|p| matches!(p, Phase::Rate(_)));
     if classes.iter().all(|c| c.weight <= 0.0) && has_rate_phase {
         if classes.is_empty() {
-            return Err("no [[class]] defined: say what to request (e.g. name = \"root\", path = \"/\")".into());
+            return Err(
+                "no [[class]] defined: say what to request (e.g. name = \"root\", path = \"/\")"
+                    .into(),
+            );
         }
         return Err("every class has weight 0: nothing to send in the rate phases".into());
     }
@@ -329,7 +336,11 @@ fn build(file: PatternFile, base_dir: Option<&Path>, scale_to: Option<f64>) -> R
         let shape = match d.shape.as_deref() {
             None | Some("linear") => DriftShape::Linear,
             Some("sigmoid") => DriftShape::Sigmoid,
-            Some(o) => return Err(ctx(format!("shape = {o:?}: expected \"linear\" or \"sigmoid\""))),
+            Some(o) => {
+                return Err(ctx(format!(
+                    "shape = {o:?}: expected \"linear\" or \"sigmoid\""
+                )))
+            }
         };
         drifts.push(Drift {
             start: d.start.secs("start").map_err(ctx)? * scale,
@@ -380,7 +391,9 @@ fn shape_from_spec(
     t: &dyn Fn(&Dur, &str) -> Result<f64, String>,
 ) -> Result<(Shape, f64), String> {
     Ok(match spec {
-        PhaseSpec::Steady { rate, duration } => (Shape::Steady { rate: *rate }, t(duration, "duration")?),
+        PhaseSpec::Steady { rate, duration } => {
+            (Shape::Steady { rate: *rate }, t(duration, "duration")?)
+        }
         PhaseSpec::Ramp { from, to, duration } => (
             Shape::Ramp {
                 from: *from,
@@ -458,10 +471,15 @@ fn shape_from_spec(
 pub fn class_from_spec(c: &ClassSpec) -> Result<Class, String> {
     let ctx = |e: String| format!("class {:?}: {e}", c.name);
     if c.name.is_empty() || c.name.contains(|ch: char| ch.is_whitespace() || ch == '"') {
-        return Err(ctx("name must be non-empty, without spaces or quotes".into()));
+        return Err(ctx(
+            "name must be non-empty, without spaces or quotes".into()
+        ));
     }
     if c.method.is_empty() || !c.method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ctx(format!("method {:?} must be an uppercase token", c.method)));
+        return Err(ctx(format!(
+            "method {:?} must be an uppercase token",
+            c.method
+        )));
     }
     if !c.weight.is_finite() || c.weight < 0.0 {
         return Err(ctx(format!("weight = {}: must be >= 0", c.weight)));
@@ -563,7 +581,9 @@ pub struct Shorthand {
 fn nums(flag: &str, v: &str, min: usize, max: usize) -> Result<Vec<String>, String> {
     let parts: Vec<String> = v.split(':').map(|s| s.trim().to_string()).collect();
     if parts.len() < min || parts.len() > max {
-        return Err(format!("{flag} {v:?}: expected {min} to {max} values separated by ':'"));
+        return Err(format!(
+            "{flag} {v:?}: expected {min} to {max} values separated by ':'"
+        ));
     }
     Ok(parts)
 }
@@ -644,7 +664,7 @@ impl Shorthand {
         let d = self.duration.unwrap_or(10.0);
         let shape = if let Some(r) = &self.rate {
             if r == "max" {
-                if !(d > 0.0) {
+                if d.is_nan() || d <= 0.0 {
                     return Err("--duration must be > 0".into());
                 }
                 return Ok(Plan {
@@ -708,7 +728,9 @@ impl Shorthand {
                 },
             }
         } else {
-            return Err("no load given: use --rate N (or max), a shorthand, or --pattern FILE".into());
+            return Err(
+                "no load given: use --rate N (or max), a shorthand, or --pattern FILE".into(),
+            );
         };
         let phase = RatePhase::new(shape, d)?;
         let schedule = Schedule::new(vec![Phase::Rate(phase)])?;
@@ -801,9 +823,12 @@ mod tests {
         assert!(e.contains("unknown class \"nope\""), "{e}");
         let e = err("[[class]]\nname='a'\npath='/'\n[[phase]]\nkind='wobble'\nrate=3\nduration=1");
         assert!(e.contains("wobble"), "{e}");
-        let e = err("[[class]]\nname='a'\npath='/'\n[[phase]]\nkind='steady'\nrate=3\nduration='ten'");
+        let e =
+            err("[[class]]\nname='a'\npath='/'\n[[phase]]\nkind='steady'\nrate=3\nduration='ten'");
         assert!(e.contains("duration"), "{e}");
-        let e = err("[[class]]\nname='a'\npath='/'\nwieght=3\n[[phase]]\nkind='steady'\nrate=3\nduration=1");
+        let e = err(
+            "[[class]]\nname='a'\npath='/'\nwieght=3\n[[phase]]\nkind='steady'\nrate=3\nduration=1",
+        );
         assert!(e.contains("wieght"), "{e}");
         let e = err("[[phase]]\nkind='steady'\nrate=3\nduration=1");
         assert!(e.contains("no [[class]]"), "{e}");
@@ -843,7 +868,8 @@ mod tests {
 
     #[test]
     fn traces_replay_with_a_speed_factor() {
-        let dir = std::env::temp_dir().join(format!("tidepool-loadgen-trace-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tidepool-loadgen-trace-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("t.jsonl"),
@@ -865,8 +891,12 @@ mod tests {
         assert_eq!(p.classes[tr.entries[0].class].name, "x");
         assert_eq!(p.classes[tr.entries[1].class].name, "trace");
         std::fs::write(dir.join("bad.jsonl"), "{\"path\": \"/a\"}\n").unwrap();
-        let e = parse_pattern("[[phase]]\nkind='trace'\nfile='bad.jsonl'\n", Some(&dir), None)
-            .unwrap_err();
+        let e = parse_pattern(
+            "[[phase]]\nkind='trace'\nfile='bad.jsonl'\n",
+            Some(&dir),
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("line 1") && e.contains("offset"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

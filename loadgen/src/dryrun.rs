@@ -135,6 +135,9 @@ mod tests {
         let mut text = Vec::new();
         print(&plan, 2, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("redis") && text.contains("total 20000 requests"), "{text}");
+        assert!(
+            text.contains("redis") && text.contains("total 20000 requests"),
+            "{text}"
+        );
     }
 }

@@ -16,7 +16,13 @@ pub struct RequestTemplate {
     pub is_head: bool,
 }
 
-pub fn render_fixed(host: &str, method: &str, path: &str, headers: &[(String, String)], body: Option<&str>) -> Vec<u8> {
+pub fn render_fixed(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + path.len());
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -78,28 +84,36 @@ pub enum Parsed {
     /// More bytes are needed.
     Partial,
     /// A whole response of `len` bytes.
-    Done { status: u16, len: usize, close: bool },
+    Done {
+        status: u16,
+        len: usize,
+        close: bool,
+    },
     /// The body runs until the peer closes.
-    UntilClose { status: u16 },
+    UntilClose {
+        status: u16,
+    },
     Invalid(&'static str),
 }
 
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 3;
-    while i < buf.len() {
-        // Step by looking at the last byte of the candidate "\r\n\r\n".
-        match buf[i] {
-            b'\n' => {
-                if buf[i - 1] == b'\r' && buf[i - 2] == b'\n' && buf[i - 3] == b'\r' {
-                    return Some(i + 1);
-                }
-                i += 1;
-            }
-            b'\r' => i += 1,
-            _ => i += 2,
+/// Position of the first '\n': eight bytes at a time (SWAR), since this
+/// search is most of what framing a small response costs.
+#[inline]
+fn find_nl(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let w = u64::from_le_bytes(hay[i..i + 8].try_into().expect("8 bytes")) ^ NL;
+        let zero = w.wrapping_sub(LO) & !w & HI;
+        if zero != 0 {
+            // The lowest flagged byte is the first match (little endian).
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
         }
+        i += 8;
     }
-    None
+    hay[i..].iter().position(|&c| c == b'\n').map(|p| i + p)
 }
 
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
@@ -132,19 +146,17 @@ fn parse_dec(s: &[u8]) -> Option<usize> {
 
 /// Frames one response at the start of `buf`; `head_request` says the
 /// request was HEAD (no body whatever the headers say).
+///
+/// One pass over the head: each line is found once, and only lines that
+/// can be one of the three headers that matter are compared.
 pub fn parse_response(buf: &[u8], head_request: bool) -> Parsed {
-    let Some(head_end) = find_head_end(buf) else {
-        if buf.len() > 64 * 1024 {
-            return Parsed::Invalid("response head over 64 KiB");
-        }
-        if buf.len() >= 5 && !buf.starts_with(b"HTTP/") {
-            return Parsed::Invalid("not an HTTP response");
-        }
-        return Parsed::Partial;
+    if buf.len() >= 5 && !buf.starts_with(b"HTTP/") {
+        return Parsed::Invalid("not an HTTP response");
+    }
+    let Some(nl) = find_nl(buf) else {
+        return partial(buf);
     };
-    let head = &buf[..head_end - 4];
-    let mut lines = head.split(|&c| c == b'\n');
-    let status_line = lines.next().unwrap_or_default();
+    let status_line = &buf[..nl];
     if status_line.len() < 12 || !status_line.starts_with(b"HTTP/1.") {
         return Parsed::Invalid("bad status line");
     }
@@ -155,8 +167,22 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Parsed {
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     let mut close = http10;
-    for line in lines {
+    let mut pos = nl + 1;
+    let head_end = loop {
+        let Some(len) = find_nl(&buf[pos..]) else {
+            return partial(buf);
+        };
+        let line = &buf[pos..pos + len];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        pos += len + 1;
+        if line.is_empty() {
+            break pos;
+        }
+        // content-length (14), connection (10), transfer-encoding (17).
+        let first = line[0] | 0x20;
+        if first != b'c' && first != b't' {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&c| c == b':') else {
             continue;
         };
@@ -181,7 +207,7 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Parsed {
             }
             _ => {}
         }
-    }
+    };
     if head_request || status / 100 == 1 || status == 204 || status == 304 {
         return Parsed::Done {
             status,
@@ -208,6 +234,14 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Parsed {
         },
         Some(_) => Parsed::Partial,
         None => Parsed::UntilClose { status },
+    }
+}
+
+fn partial(buf: &[u8]) -> Parsed {
+    if buf.len() > 64 * 1024 {
+        Parsed::Invalid("response head over 64 KiB")
+    } else {
+        Parsed::Partial
     }
 }
 
@@ -298,7 +332,9 @@ mod tests {
     fn frames_content_length_and_pipelined_responses() {
         let one = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nDate: x\r\n\r\nHello, World!";
         let mut two = one.to_vec();
-        two.extend_from_slice(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\nConnection: close\r\n\r\n");
+        two.extend_from_slice(
+            b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(
             parse_response(&two, false),
             Parsed::Done {
@@ -316,7 +352,11 @@ mod tests {
             }
         );
         for cut in 0..one.len() {
-            assert_eq!(parse_response(&one[..cut], false), Parsed::Partial, "cut {cut}");
+            assert_eq!(
+                parse_response(&one[..cut], false),
+                Parsed::Partial,
+                "cut {cut}"
+            );
         }
     }
 
@@ -332,7 +372,11 @@ mod tests {
             }
         );
         for cut in 0..r.len() {
-            assert_eq!(parse_response(&r[..cut], false), Parsed::Partial, "cut {cut}");
+            assert_eq!(
+                parse_response(&r[..cut], false),
+                Parsed::Partial,
+                "cut {cut}"
+            );
         }
         assert_eq!(
             parse_response(b"HTTP/1.0 200 OK\r\n\r\nabc", false),
@@ -346,11 +390,32 @@ mod tests {
                 close: false
             }
         );
-        assert!(matches!(parse_response(b"SSH-2.0-x\r\n\r\n", false), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse_response(b"SSH-2.0-x\r\n\r\n", false),
+            Parsed::Invalid(_)
+        ));
         assert!(matches!(
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
             Parsed::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn finds_newlines_like_a_plain_search() {
+        let mut rng = Rng::new(5);
+        for len in 0..80 {
+            for _ in 0..50 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| match rng.range(0, 9) {
+                        0 => b'\n',
+                        1 => 0x8a,
+                        2 => b'\r',
+                        _ => b'a' + rng.range(0, 25) as u8,
+                    })
+                    .collect();
+                assert_eq!(find_nl(&v), v.iter().position(|&c| c == b'\n'), "{v:?}");
+            }
+        }
     }
 
     #[test]

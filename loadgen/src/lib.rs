@@ -20,6 +20,7 @@ pub mod report;
 pub mod run;
 pub mod sampler;
 pub mod schedule;
+pub mod signal;
 pub mod spectrum;
 pub mod stats;
 pub mod summary;

@@ -34,7 +34,9 @@ impl Template {
                 + open;
             let inner = &rest[open + 1..close];
             let spec = inner.strip_prefix("rand:").ok_or_else(|| {
-                format!("path {s:?}: unknown placeholder {{{inner}}} (only {{rand:LO..HI}} is known)")
+                format!(
+                    "path {s:?}: unknown placeholder {{{inner}}} (only {{rand:LO..HI}} is known)"
+                )
             })?;
             let (lo, hi) = spec
                 .split_once("..")
@@ -157,8 +159,7 @@ impl Mix {
             if !d.duration.is_finite() || d.duration < 0.0 {
                 return Err(format!("drift duration {}s must be >= 0", d.duration));
             }
-            if d.to.iter().any(|w| !w.is_finite() || *w < 0.0) || d.to.iter().sum::<f64>() <= 0.0
-            {
+            if d.to.iter().any(|w| !w.is_finite() || *w < 0.0) || d.to.iter().sum::<f64>() <= 0.0 {
                 return Err(format!(
                     "drift at {}s: target weights must be >= 0 with at least one > 0",
                     d.start

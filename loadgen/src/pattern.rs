@@ -80,7 +80,10 @@ impl Piecewise {
             return 0.0;
         }
         // First segment whose end reaches u; zero-area segments are passed over.
-        let j = self.cum.partition_point(|&c| c < u).clamp(1, self.pts.len() - 1);
+        let j = self
+            .cum
+            .partition_point(|&c| c < u)
+            .clamp(1, self.pts.len() - 1);
         let i = j - 1;
         let (t0, r0) = self.pts[i];
         let (t1, r1) = self.pts[j];
@@ -150,7 +153,10 @@ enum Curve {
     /// Over the whole phase.
     Linear(Piecewise),
     /// One period, repeated.
-    Periodic { one: Piecewise, period: f64 },
+    Periodic {
+        one: Piecewise,
+        period: f64,
+    },
     Sine,
 }
 
@@ -582,7 +588,13 @@ mod tests {
     #[test]
     fn known_totals() {
         assert_eq!(phase(Shape::Steady { rate: 100.0 }, 10.0).total(), 1000.0);
-        let ramp = phase(Shape::Ramp { from: 0.0, to: 200.0 }, 10.0);
+        let ramp = phase(
+            Shape::Ramp {
+                from: 0.0,
+                to: 200.0,
+            },
+            10.0,
+        );
         assert!((ramp.total() - 1000.0).abs() < 1e-9);
         // Square wave, no rise: 40 % at 300, 60 % at 20 over 10 s exactly? 10 s is 3⅓ periods.
         let sq = phase(

@@ -61,11 +61,11 @@ const W: f64 = 960.0;
 const H: f64 = 280.0;
 const ML: f64 = 70.0;
 const MR: f64 = 20.0;
-const MT: f64 = 34.0;
+const MT: f64 = 44.0;
 const MB: f64 = 40.0;
 
 fn nice_step(range: f64, target: f64) -> f64 {
-    if !(range > 0.0) {
+    if range.is_nan() || range <= 0.0 {
         return 1.0;
     }
     let raw = range / target;
@@ -106,8 +106,24 @@ fn trim_num(v: f64) -> String {
 
 impl Chart {
     pub fn svg(&self) -> String {
+        // Legend entries flow left to right and wrap; each extra row pushes
+        // the plot down, keeping its height.
+        let mut legend = Vec::with_capacity(self.lines.len());
+        let (mut lx, mut row) = (ML, 0usize);
+        for l in &self.lines {
+            let width = 30.0 + 7.0 * l.label.chars().count() as f64;
+            if lx + width > W - MR && lx > ML {
+                lx = ML;
+                row += 1;
+            }
+            legend.push((lx, 32.0 + 14.0 * row as f64));
+            lx += width;
+        }
+        let extra = 14.0 * row as f64;
+        let mt = MT + extra;
+        let h = H + extra;
         let pw = W - ML - MR;
-        let ph = H - MT - MB;
+        let ph = h - mt - MB;
         let x_max = self.x_max.max(1.0);
         let values = self
             .lines
@@ -126,12 +142,12 @@ impl Chart {
         let mut out = String::new();
         let _ = write!(
             out,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}">"#,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{t}">"#,
             t = esc(&self.title)
         );
         let _ = write!(
             out,
-            r#"<text x="{ML}" y="20" class="title">{}</text>"#,
+            r#"<text x="{ML}" y="16" class="title">{}</text>"#,
             esc(&self.title)
         );
         if !lo.is_finite() {
@@ -139,7 +155,7 @@ impl Chart {
                 out,
                 r#"<text x="{}" y="{}" class="empty">no data</text></svg>"#,
                 ML + pw / 2.0 - 30.0,
-                MT + ph / 2.0
+                mt + ph / 2.0
             );
             return out;
         }
@@ -164,7 +180,7 @@ impl Chart {
         let ymap = |v: f64| -> f64 {
             let v = if self.log_y { v.max(1e-9).log10() } else { v };
             let f = ((v - y0) / (y1 - y0)).clamp(-0.02, 1.02);
-            MT + ph * (1.0 - f)
+            mt + ph * (1.0 - f)
         };
         let xmap = |x: f64| ML + pw * (x / x_max).clamp(0.0, 1.0);
         // Grid and axes.
@@ -186,27 +202,27 @@ impl Chart {
             let _ = write!(
                 out,
                 r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" class="axis"/><text x="{x:.1}" y="{:.1}" class="xtick">{}</text>"#,
-                MT + ph,
-                MT + ph + 4.0,
-                MT + ph + 17.0,
+                mt + ph,
+                mt + ph + 4.0,
+                mt + ph + 17.0,
                 fmt_tick(xt)
             );
             xt += xstep;
         }
         let _ = write!(
             out,
-            r#"<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" class="frame"/><text x="{:.1}" y="{:.1}" class="xlabel">time (s)</text><text transform="translate(14,{:.1}) rotate(-90)" class="ylabel">{}</text>"#,
+            r#"<rect x="{ML}" y="{mt}" width="{pw}" height="{ph}" class="frame"/><text x="{:.1}" y="{:.1}" class="xlabel">time (s)</text><text transform="translate(14,{:.1}) rotate(-90)" class="ylabel">{}</text>"#,
             ML + pw / 2.0,
-            H - 6.0,
-            MT + ph / 2.0,
+            h - 6.0,
+            mt + ph / 2.0,
             esc(&self.y_label)
         );
         for g in &self.guides {
             let x = xmap(*g);
             let _ = write!(
                 out,
-                r#"<line x1="{x:.1}" y1="{MT}" x2="{x:.1}" y2="{:.1}" class="guide"><title>rate edge at {g:.1}s</title></line>"#,
-                MT + ph
+                r#"<line x1="{x:.1}" y1="{mt}" x2="{x:.1}" y2="{:.1}" class="guide"><title>rate edge at {g:.1}s</title></line>"#,
+                mt + ph
             );
         }
         if let Some((v, label)) = &self.reference {
@@ -260,12 +276,26 @@ impl Chart {
             let (x, y) = (xmap(m.x), ymap(m.y));
             let (pts, class) = if m.up {
                 (
-                    format!("{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}", y - 12.0, x - 5.0, y - 3.0, x + 5.0, y - 3.0),
+                    format!(
+                        "{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
+                        y - 12.0,
+                        x - 5.0,
+                        y - 3.0,
+                        x + 5.0,
+                        y - 3.0
+                    ),
                     "grow",
                 )
             } else {
                 (
-                    format!("{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}", y + 12.0, x - 5.0, y + 3.0, x + 5.0, y + 3.0),
+                    format!(
+                        "{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
+                        y + 12.0,
+                        x - 5.0,
+                        y + 3.0,
+                        x + 5.0,
+                        y + 3.0
+                    ),
                     "shrink",
                 )
             };
@@ -275,11 +305,7 @@ impl Chart {
                 esc(&m.title)
             );
         }
-        // Legend, right-aligned along the top.
-        let mut lx = W - MR;
-        for l in self.lines.iter().rev() {
-            let width = 28.0 + 6.5 * l.label.chars().count() as f64;
-            lx -= width;
+        for (l, (lx, ly)) in self.lines.iter().zip(&legend) {
             let dash = if l.dash {
                 r#" stroke-dasharray="6,4""#
             } else {
@@ -287,11 +313,12 @@ impl Chart {
             };
             let _ = write!(
                 out,
-                r#"<line x1="{:.1}" y1="16" x2="{:.1}" y2="16" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="20" class="legend">{}</text>"#,
+                r#"<line x1="{:.1}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
                 lx,
                 lx + 18.0,
                 l.color,
                 lx + 22.0,
+                ly + 4.0,
                 esc(&l.label)
             );
         }
@@ -306,10 +333,15 @@ fn opt_ms(v: Option<f64>) -> String {
 
 /// Builds the whole report.
 pub fn render(s: &Summary, seconds: &[Second]) -> String {
-    let x_max = seconds
-        .last()
-        .map_or(s.duration_s, |l| (l.t + 1) as f64)
-        .max(s.duration_s);
+    // Seconds after the schedule only hold the drain of late responses:
+    // they stay in the series file but would read as a collapse on a chart.
+    let seconds: Vec<Second> = seconds
+        .iter()
+        .filter(|x| (x.t as f64) < s.duration_s.ceil().max(1.0))
+        .cloned()
+        .collect();
+    let seconds = &seconds[..];
+    let x_max = s.duration_s.max(1.0);
     let guides: Vec<f64> = s.edges.iter().map(|e| e.t).collect();
     let mid = |t: u64| t as f64 + 0.5;
     let mut charts = Vec::new();
@@ -333,14 +365,20 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
         color: PALETTE[0].into(),
         dash: false,
         step: false,
-        points: seconds.iter().map(|x| (mid(x.t), x.offered as f64)).collect(),
+        points: seconds
+            .iter()
+            .map(|x| (mid(x.t), x.offered as f64))
+            .collect(),
     });
     rate_lines.push(Line {
         label: "achieved".into(),
         color: PALETTE[2].into(),
         dash: false,
         step: false,
-        points: seconds.iter().map(|x| (mid(x.t), x.completed as f64)).collect(),
+        points: seconds
+            .iter()
+            .map(|x| (mid(x.t), x.completed as f64))
+            .collect(),
     });
     if seconds.iter().any(|x| x.errors > 0) {
         rate_lines.push(Line {
@@ -348,7 +386,10 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
             color: PALETTE[1].into(),
             dash: false,
             step: false,
-            points: seconds.iter().map(|x| (mid(x.t), x.errors as f64)).collect(),
+            points: seconds
+                .iter()
+                .map(|x| (mid(x.t), x.errors as f64))
+                .collect(),
         });
     }
     charts.push(Chart {
@@ -364,7 +405,10 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
 
     // Latency per class.
     let class_names: Vec<String> = {
-        let mut v: Vec<String> = seconds.iter().flat_map(|x| x.classes.keys().cloned()).collect();
+        let mut v: Vec<String> = seconds
+            .iter()
+            .flat_map(|x| x.classes.keys().cloned())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -376,7 +420,13 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
             x.classes
                 .get(c)
                 .filter(|cs| cs.latency.count > 0)
-                .map_or(f64::NAN, |cs| if p99 { cs.latency.p99_ms } else { cs.latency.p50_ms })
+                .map_or(f64::NAN, |cs| {
+                    if p99 {
+                        cs.latency.p99_ms
+                    } else {
+                        cs.latency.p50_ms
+                    }
+                })
         };
         lat_lines.push(Line {
             label: format!("{c} p99"),
@@ -441,28 +491,40 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
                     color: PALETTE[3].into(),
                     dash: true,
                     step: true,
-                    points: seconds.iter().map(|x| (mid(x.t), get(x, &|q| q.max_open))).collect(),
+                    points: seconds
+                        .iter()
+                        .map(|x| (mid(x.t), get(x, &|q| q.max_open)))
+                        .collect(),
                 },
                 Line {
                     label: "open".into(),
                     color: PALETTE[0].into(),
                     dash: false,
                     step: true,
-                    points: seconds.iter().map(|x| (mid(x.t), get(x, &|q| q.open))).collect(),
+                    points: seconds
+                        .iter()
+                        .map(|x| (mid(x.t), get(x, &|q| q.open)))
+                        .collect(),
                 },
                 Line {
                     label: "in_use".into(),
                     color: PALETTE[2].into(),
                     dash: false,
                     step: false,
-                    points: seconds.iter().map(|x| (mid(x.t), get(x, &|q| q.in_use))).collect(),
+                    points: seconds
+                        .iter()
+                        .map(|x| (mid(x.t), get(x, &|q| q.in_use)))
+                        .collect(),
                 },
                 Line {
                     label: "waiting".into(),
                     color: PALETTE[1].into(),
                     dash: false,
                     step: false,
-                    points: seconds.iter().map(|x| (mid(x.t), get(x, &|q| q.waiting))).collect(),
+                    points: seconds
+                        .iter()
+                        .map(|x| (mid(x.t), get(x, &|q| q.waiting)))
+                        .collect(),
                 },
             ],
             marks,
@@ -510,7 +572,10 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
                 color: PALETTE[5].into(),
                 dash: true,
                 step: false,
-                points: seconds.iter().map(|x| (mid(x.t), x.worker_cpu * 100.0)).collect(),
+                points: seconds
+                    .iter()
+                    .map(|x| (mid(x.t), x.worker_cpu * 100.0))
+                    .collect(),
             },
         ],
         marks: Vec::new(),
@@ -570,21 +635,40 @@ table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padd
             s.generator.worker_cpu_max * 100.0
         );
     }
-    let _ = write!(h, "<h2>Summary</h2><table><tr><th>figure</th><th>value</th></tr>");
+    let _ = write!(
+        h,
+        "<h2>Summary</h2><table><tr><th>figure</th><th>value</th></tr>"
+    );
     let mut row = |k: &str, v: String| {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v));
     };
-    row("p99 (from intended send)", format!("{:.2} ms", s.latency.p99_ms));
-    row("p99.9 (from intended send)", format!("{:.2} ms", s.latency.p999_ms));
-    row("p99 service time (from actual send)", format!("{:.2} ms", s.service.p99_ms));
+    row(
+        "p99 (from intended send)",
+        format!("{:.2} ms", s.latency.p99_ms),
+    );
+    row(
+        "p99.9 (from intended send)",
+        format!("{:.2} ms", s.latency.p999_ms),
+    );
+    row(
+        "p99 service time (from actual send)",
+        format!("{:.2} ms", s.service.p99_ms),
+    );
     row(
         "seconds over the SLO",
-        format!("{} (SLO p99 ≤ {} ms)", s.seconds_over_slo, trim_num(s.slo_ms)),
+        format!(
+            "{} (SLO p99 ≤ {} ms)",
+            s.seconds_over_slo,
+            trim_num(s.slo_ms)
+        ),
     );
     row("throughput", format!("{:.1} req/s", s.throughput_rps));
     row(
         "requests",
-        format!("{} offered, {} sent, {} completed", s.offered, s.sent, s.completed),
+        format!(
+            "{} offered, {} sent, {} completed",
+            s.offered, s.sent, s.completed
+        ),
     );
     row(
         "errors",
@@ -605,16 +689,24 @@ table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padd
     for (name, p) in &s.pools {
         row(
             &format!("pool {name}: connection-seconds"),
-            format!("{:.0} (mean open {:.1}, peak {:.0}, peak max_open {:.0})", p.connection_seconds, p.mean_open, p.peak_open, p.peak_max_open),
+            format!(
+                "{:.0} (mean open {:.1}, peak {:.0}, peak max_open {:.0})",
+                p.connection_seconds, p.mean_open, p.peak_open, p.peak_max_open
+            ),
         );
         row(
             &format!("pool {name}: overshoot"),
             p.max_overshoot_pct
-                .map_or("n/a (no rising edge with pool data)".into(), |o| format!("{o:.0}%")),
+                .map_or("n/a (no rising edge with pool data)".into(), |o| {
+                    format!("{o:.0}%")
+                }),
         );
         row(
             &format!("pool {name}: decisions"),
-            format!("{:.0} grow, {:.0} shrink; acquire-wait p99 max {:.2} ms", p.grow_decisions, p.shrink_decisions, p.acquire_wait_p99_max_ms),
+            format!(
+                "{:.0} grow, {:.0} shrink; acquire-wait p99 max {:.2} ms",
+                p.grow_decisions, p.shrink_decisions, p.acquire_wait_p99_max_ms
+            ),
         );
     }
     h.push_str("</table>");
@@ -641,7 +733,12 @@ table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padd
     if !s.edges.is_empty() {
         h.push_str("<h2>Settling after each rate edge</h2><table><tr><th>edge</th><th>rate</th><th>latency settled</th>");
         for p in &pool_names {
-            let _ = write!(h, "<th>pool {} settled</th><th>{} open: start → peak → end</th>", esc(p), esc(p));
+            let _ = write!(
+                h,
+                "<th>pool {} settled</th><th>{} open: start → peak → end</th>",
+                esc(p),
+                esc(p)
+            );
         }
         h.push_str("</tr>");
         for e in &s.edges {
@@ -740,7 +837,9 @@ pub fn svgs(html: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = html;
     while let Some(i) = rest.find("<svg") {
-        let Some(j) = rest[i..].find("</svg>") else { break };
+        let Some(j) = rest[i..].find("</svg>") else {
+            break;
+        };
         out.push(&rest[i..i + j + 6]);
         rest = &rest[i + j + 6..];
     }

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub lag_bound: Duration,
     pub max_queue: usize,
     pub drain: Duration,
+    /// Dispatch on a grid of this step (zero: exactly at each intended time).
+    pub quantum: Duration,
     /// Path of the server's Prometheus endpoint; None turns scraping off.
     pub metrics_path: Option<String>,
 }
@@ -57,6 +59,7 @@ impl RunOptions {
             lag_bound: Duration::from_millis(5),
             max_queue: 1_000_000,
             drain: Duration::from_secs(2),
+            quantum: Duration::ZERO,
             metrics_path: Some("/metrics".into()),
         }
     }
@@ -190,11 +193,10 @@ pub fn expected_in_second(plan: &Plan, s: u64) -> Option<f64> {
     for (i, p) in sched.phases.iter().enumerate() {
         if let Phase::Trace(tr) = p {
             let st = sched.phase_start(i);
-            v += tr
-                .entries
-                .iter()
-                .filter(|e| (a..b).contains(&(st + e.offset)))
-                .count() as f64;
+            // Entries are sorted by offset.
+            let lo = tr.entries.partition_point(|e| st + e.offset < a);
+            let hi = tr.entries.partition_point(|e| st + e.offset < b);
+            v += (hi - lo) as f64;
         }
     }
     Some(v)
@@ -210,7 +212,17 @@ impl Progress {
         if !self.enabled {
             return;
         }
-        let lag = if s.overloaded { "  GENERATOR BEHIND" } else { "" };
+        let lag = if s.overloaded {
+            "  GENERATOR BEHIND"
+        } else {
+            ""
+        };
+        if (s.t as f64) >= self.duration {
+            // Past the schedule only stragglers finish.
+            eprint!("\r\x1b[2K[drain] done {:>7}", s.completed);
+            let _ = std::io::stderr().flush();
+            return;
+        }
         eprint!(
             "\r\x1b[2K[{:>4}/{:.0}s] offered {:>7}/s  done {:>7}/s  p99 {:>9}  err {:<5} conns {:<4} cpu {:>3.0}%{lag}",
             s.t + 1,
@@ -255,6 +267,7 @@ pub fn execute(
         late_after: opts.late_after,
         max_queue: opts.max_queue,
         drain: opts.drain.min(opts.timeout),
+        quantum: opts.quantum,
     });
     let cpus: Vec<Option<usize>> = if !opts.pin {
         vec![None; opts.threads]
@@ -263,17 +276,19 @@ pub fn execute(
             .cpus
             .clone()
             .unwrap_or_else(tidepool_engine::workers::allowed_cpus);
-        (0..opts.threads).map(|i| list.get(i % list.len().max(1)).copied()).collect()
+        (0..opts.threads)
+            .map(|i| list.get(i % list.len().max(1)).copied())
+            .collect()
     };
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     // Connections get a head start so the first intended sends do not pay for connecting.
     let start = Instant::now() + Duration::from_millis(250);
     let mut handles = Vec::new();
-    for th in 0..opts.threads {
-        let conns = opts.connections / opts.threads + usize::from(th < opts.connections % opts.threads);
+    for (th, &cpu) in cpus.iter().enumerate() {
+        let conns =
+            opts.connections / opts.threads + usize::from(th < opts.connections % opts.threads);
         let shared = shared.clone();
         let tx = tx.clone();
-        let cpu = cpus[th];
         let threads = opts.threads;
         handles.push(
             std::thread::Builder::new()

@@ -166,8 +166,8 @@ pub struct Scraper {
 
 impl Scraper {
     pub fn new(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Scraper {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n").into_bytes();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n")
+            .into_bytes();
         Scraper {
             addr,
             request,
@@ -221,7 +221,11 @@ impl Scraper {
                     let chunked = String::from_utf8_lossy(&buf[..head_end])
                         .to_ascii_lowercase()
                         .contains("transfer-encoding: chunked");
-                    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+                    let body = if chunked {
+                        dechunk(body)?
+                    } else {
+                        body.to_vec()
+                    };
                     return String::from_utf8(body).ok();
                 }
                 Parsed::Invalid(_) => return None,
@@ -372,6 +376,9 @@ garbage line here
 
     #[test]
     fn dechunks() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
     }
 }

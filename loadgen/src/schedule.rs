@@ -423,7 +423,8 @@ mod tests {
 
     #[test]
     fn poisson_counts_have_poisson_spread() {
-        let sched = Arc::new(Schedule::new(vec![rate(Shape::Steady { rate: 400.0 }, 200.0)]).unwrap());
+        let sched =
+            Arc::new(Schedule::new(vec![rate(Shape::Steady { rate: 400.0 }, 200.0)]).unwrap());
         for threads in [1, 4] {
             let poisson = per_second(&sched, threads, true);
             let uniform = per_second(&sched, threads, false);

@@ -12,12 +12,19 @@ pub fn spectrum(title: &str, h: &Histogram<u64>) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let _ = writeln!(out, "  Latency Distribution (HdrHistogram - {title})");
     for q in [0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0] {
-        let v = if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let v = if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        };
         let _ = writeln!(out, "{:>7.3}%  {:>8.2}ms", q * 100.0, ms(v));
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "  Detailed Percentile spectrum:");
-    let _ = writeln!(out, "       Value   Percentile   TotalCount 1/(1-Percentile)");
+    let _ = writeln!(
+        out,
+        "       Value   Percentile   TotalCount 1/(1-Percentile)"
+    );
     let _ = writeln!(out);
     let mut total = 0u64;
     if !h.is_empty() {
@@ -63,9 +70,15 @@ pub fn spectrum(title: &str, h: &Histogram<u64>) -> String {
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
         h.buckets(),
         // HdrHistogram's sub-bucket count: 2·10^sigfig rounded up to a power of two.
-        (2.0 * 10f64.powi(i32::from(h.sigfig()))).log2().ceil().exp2() as u64
+        (2.0 * 10f64.powi(i32::from(h.sigfig())))
+            .log2()
+            .ceil()
+            .exp2() as u64
     );
-    let _ = writeln!(out, "----------------------------------------------------------");
+    let _ = writeln!(
+        out,
+        "----------------------------------------------------------"
+    );
     out
 }
 
@@ -90,8 +103,7 @@ mod tests {
         // The spectrum ends at the maximum with every value counted.
         let last = s
             .lines()
-            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-            .next_back()
+            .rfind(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
             .unwrap();
         assert!(last.contains("1.000000") && last.contains("1000"), "{last}");
     }

@@ -11,6 +11,7 @@ use crate::run::{Collected, RunOptions, Second};
 use crate::stats::Latency;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ClassSummary {
     pub offered: u64,
     pub completed: u64,
@@ -22,6 +23,7 @@ pub struct ClassSummary {
 
 /// What happened after one sudden change of offered rate.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct EdgeSummary {
     pub t: f64,
     pub from_rps: f64,
@@ -34,6 +36,7 @@ pub struct EdgeSummary {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct PoolEdge {
     /// Seconds until `open` stayed within max(1, 10 %) of its value at the window's end.
     pub settle_s: Option<f64>,
@@ -45,6 +48,7 @@ pub struct PoolEdge {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct PoolSummary {
     /// ∫ open dt over the run (one sample per second).
     pub connection_seconds: f64,
@@ -60,6 +64,7 @@ pub struct PoolSummary {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Generator {
     /// The generator could not keep up: results understate what was asked for.
     pub saturated: bool,
@@ -77,6 +82,7 @@ pub struct Generator {
 
 /// Per-second values, the raw material for significance tests in `compare`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Samples {
     pub throughput: Vec<f64>,
     pub p50_ms: Vec<f64>,
@@ -86,6 +92,7 @@ pub struct Samples {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ThresholdResult {
     pub expr: String,
     pub value: f64,
@@ -93,6 +100,7 @@ pub struct ThresholdResult {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub tool: String,
     pub target: String,
@@ -105,6 +113,8 @@ pub struct Summary {
     pub seed: u64,
     pub duration_s: f64,
     pub wall_s: f64,
+    /// Ended early by Ctrl-C.
+    pub interrupted: bool,
     pub slo_ms: f64,
     pub classes_defined: Vec<String>,
     pub offered: u64,
@@ -147,7 +157,13 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
     let slo_ms = opts.plan.slo.map_or(DEFAULT_SLO_MS, |s| s * 1e3);
     let all = c.all();
     let k = &c.totals.counters;
-    let duration = plan.duration();
+    let interrupted = crate::signal::interrupted();
+    // An interrupted run is judged on the seconds it actually ran.
+    let duration = if interrupted {
+        c.wall.as_secs_f64().clamp(1e-3, plan.duration())
+    } else {
+        plan.duration()
+    };
     let mut classes = BTreeMap::new();
     for (i, name) in c.class_names.iter().enumerate() {
         let t = &c.totals.classes[i];
@@ -177,9 +193,16 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         .iter()
         .filter(|s| s.latency.count > 0 && s.latency.p99_ms > slo_ms)
         .count() as u64;
-    let edges: Vec<Edge> = plan.schedule.as_ref().map(|s| s.edges()).unwrap_or_default();
+    let edges: Vec<Edge> = plan
+        .schedule
+        .as_ref()
+        .map(|s| s.edges())
+        .unwrap_or_default();
     let pool_names: Vec<String> = {
-        let mut v: Vec<String> = seconds.iter().flat_map(|s| s.pools.keys().cloned()).collect();
+        let mut v: Vec<String> = seconds
+            .iter()
+            .flat_map(|s| s.pools.keys().cloned())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -197,7 +220,9 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         let mut p = PoolSummary::default();
         let mut open_n = 0usize;
         for s in seconds {
-            let Some(ps) = s.pools.get(name) else { continue };
+            let Some(ps) = s.pools.get(name) else {
+                continue;
+            };
             p.samples += 1;
             if let Some(o) = ps.open {
                 p.connection_seconds += o;
@@ -235,8 +260,13 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
     let mut messages = Vec::new();
     let open_loop = plan.schedule.is_some();
     if open_loop && lag_p99_ms > lag_bound_ms {
+        let why = if worker_cpu_max >= 0.9 {
+            "a generator thread ran out of CPU"
+        } else {
+            "a generator thread was kept from running on time, though not busy itself: other processes on its CPU?"
+        };
         messages.push(format!(
-            "schedule lag p99 {lag_p99_ms:.2}ms is over the {lag_bound_ms:.1}ms bound: requests left later than intended because the generator was busy"
+            "schedule lag p99 {lag_p99_ms:.2}ms is over the {lag_bound_ms:.1}ms bound: requests left later than intended ({why})"
         ));
     }
     if open_loop && overloaded_seconds > 0 {
@@ -249,7 +279,8 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         messages.push(f.clone());
     }
     let saturated = !c.totals.fatal.is_empty()
-        || (open_loop && (lag_p99_ms > lag_bound_ms || overloaded_seconds * 10 > seconds.len() as u64));
+        || (open_loop
+            && (lag_p99_ms > lag_bound_ms || overloaded_seconds * 10 > seconds.len() as u64));
     let errors = all.errors() + k.dropped;
     let attempted = k.sent + k.dropped;
     Summary {
@@ -263,6 +294,7 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         seed: plan.seed,
         duration_s: duration,
         wall_s: c.wall.as_secs_f64(),
+        interrupted,
         slo_ms,
         classes_defined: c.class_names.clone(),
         offered: k.offered,
@@ -294,7 +326,11 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
             saturated,
             overloaded_seconds,
             lag_p99_ms,
-            lag_max_ms: if lag.is_empty() { 0.0 } else { lag.max() as f64 / 1e3 },
+            lag_max_ms: if lag.is_empty() {
+                0.0
+            } else {
+                lag.max() as f64 / 1e3
+            },
             lag_bound_ms,
             cpu_max: seconds.iter().map(|s| s.cpu).fold(0.0, f64::max),
             cpu_mean: mean(inside.iter().map(|s| s.cpu)),
@@ -359,7 +395,10 @@ pub fn edge_summary(
         if run.len() < SETTLED_FOR.min(window.len()) {
             break;
         }
-        if run.iter().all(|s| s.latency.count == 0 || s.latency.p99_ms <= slo_ms) {
+        if run
+            .iter()
+            .all(|s| s.latency.count == 0 || s.latency.p99_ms <= slo_ms)
+        {
             latency_settle_s = Some((window[i].t as f64 - e.t).max(0.0));
             break;
         }
@@ -463,7 +502,9 @@ mod tests {
 
     #[test]
     fn never_settling_is_reported_as_such() {
-        let seconds: Vec<Second> = (0..6).map(|i| sec(i, 100.0, Some(i as f64 * 5.0))).collect();
+        let seconds: Vec<Second> = (0..6)
+            .map(|i| sec(i, 100.0, Some(i as f64 * 5.0)))
+            .collect();
         let e = Edge {
             t: 0.0,
             from: 10.0,

@@ -40,7 +40,9 @@ impl Threshold {
             )
         };
         let s: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
-        let pos = s.find(['<', '>']).ok_or_else(|| bad("no comparison (<, <=, >, >=)"))?;
+        let pos = s
+            .find(['<', '>'])
+            .ok_or_else(|| bad("no comparison (<, <=, >, >=)"))?;
         let (lhs, rest) = s.split_at(pos);
         let (op, rhs) = if let Some(r) = rest.strip_prefix("<=") {
             (Op::Le, r)
@@ -80,7 +82,8 @@ impl Threshold {
             return Err(bad("value is not finite"));
         }
         if class.is_some()
-            && !(LATENCY.contains(&base) || ["errors", "error_rate", "rps"].contains(&metric.as_str()))
+            && !(LATENCY.contains(&base)
+                || ["errors", "error_rate", "rps"].contains(&metric.as_str()))
         {
             return Err(bad(&format!("{metric} has no per-class value")));
         }
@@ -104,7 +107,13 @@ impl Threshold {
                         s.classes.keys().cloned().collect::<Vec<_>>().join(", ")
                     )
                 })?;
-                (&cs.latency, &cs.service, cs.completed, cs.errors, cs.offered)
+                (
+                    &cs.latency,
+                    &cs.service,
+                    cs.completed,
+                    cs.errors,
+                    cs.offered,
+                )
             }
             None => (&s.latency, &s.service, s.completed, s.errors, s.offered),
         };
@@ -121,13 +130,11 @@ impl Threshold {
             "mean" => l.mean_ms,
             "lag_p99" => s.generator.lag_p99_ms,
             "errors" => errors as f64,
-            "error_rate" => {
-                if offered == 0 {
-                    0.0
-                } else {
-                    errors as f64 / offered.max(completed) as f64
-                }
-            }
+            "error_rate" => match &self.class {
+                None => s.error_rate,
+                Some(_) if offered == 0 => 0.0,
+                Some(_) => errors as f64 / offered.max(completed) as f64,
+            },
             "rps" => completed as f64 / s.duration_s.max(1e-9),
             "dropped" => s.dropped as f64,
             "late" => s.late as f64,
@@ -164,6 +171,7 @@ mod tests {
             completed: 9900,
             offered: 10_000,
             errors: 100,
+            error_rate: 0.01,
             ..Default::default()
         };
         s.latency.p99_ms = 42.0;
@@ -196,7 +204,15 @@ mod tests {
 
     #[test]
     fn bad_thresholds_are_refused_clearly() {
-        for bad in ["p99", "p99<", "p98<5ms", "p99<fast", "error_rate<lots", "db:dropped<1", "<5"] {
+        for bad in [
+            "p99",
+            "p99<",
+            "p98<5ms",
+            "p99<fast",
+            "error_rate<lots",
+            "db:dropped<1",
+            "<5",
+        ] {
             let e = Threshold::parse(bad).unwrap_err();
             assert!(e.contains("threshold"), "{bad}: {e}");
         }

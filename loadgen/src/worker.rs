@@ -40,6 +40,8 @@ pub struct Shared {
     pub max_queue: usize,
     /// How long after the schedule ends requests may still finish.
     pub drain: Duration,
+    /// Dispatch on a grid of this step (zero: at each intended time).
+    pub quantum: Duration,
 }
 
 /// Messages from the workers to the collector.
@@ -81,6 +83,8 @@ struct State {
     wakers: RefCell<Vec<Option<Waker>>>,
     dispatch_done: Cell<bool>,
     iv: RefCell<Interval>,
+    /// When the current interval ends.
+    next_roll: Cell<Instant>,
     open: Cell<u64>,
     mix_rng: RefCell<Rng>,
     scratch: RefCell<Vec<f64>>,
@@ -104,7 +108,13 @@ impl State {
     }
 
     fn with_iv<R>(&self, now: Instant, f: impl FnOnce(&mut Interval) -> R) -> R {
-        self.roll(self.second(now));
+        // Most calls fall in the current second: one comparison, no arithmetic.
+        if now >= self.next_roll.get() {
+            let sec = self.second(now);
+            self.roll(sec);
+            self.next_roll
+                .set(self.start + Duration::from_secs(sec + 1));
+        }
         f(&mut self.iv.borrow_mut())
     }
 
@@ -134,8 +144,11 @@ impl State {
 
     /// The next request if one can go now: Ok(Some), Ok(None) when there
     /// will be no more, Err(()) when the connection has to wait.
-    fn take_ready(&self) -> Result<Option<Pending>, ()> {
-        let now = Instant::now();
+    fn take_ready(&self, now: Instant) -> Result<Option<Pending>, ()> {
+        if crate::signal::interrupted() || now >= self.hard_stop {
+            // Whatever is still queued is counted as dropped at the end.
+            return Ok(None);
+        }
         if self.closed_loop {
             if now >= self.end {
                 return Ok(None);
@@ -165,7 +178,7 @@ impl State {
             }
             return Ok(Some(p));
         }
-        if self.dispatch_done.get() || now >= self.hard_stop {
+        if self.dispatch_done.get() {
             return Ok(None);
         }
         Err(())
@@ -173,8 +186,8 @@ impl State {
 
     /// Like [`take_ready`](Self::take_ready), registering the connection as
     /// idle when it has to wait.
-    fn poll_take(&self, id: usize, cx: &mut Context<'_>) -> Poll<Option<Pending>> {
-        match self.take_ready() {
+    fn poll_take(&self, id: usize, cx: &mut Context<'_>, now: Instant) -> Poll<Option<Pending>> {
+        match self.take_ready(now) {
             Ok(p) => {
                 self.wakers.borrow_mut()[id] = None;
                 Poll::Ready(p)
@@ -194,8 +207,8 @@ impl State {
         }
     }
 
-    fn try_take(&self) -> Option<Pending> {
-        self.take_ready().ok().flatten()
+    fn try_take(&self, now: Instant) -> Option<Pending> {
+        self.take_ready(now).ok().flatten()
     }
 }
 
@@ -233,6 +246,7 @@ pub fn run_worker(
         wakers: RefCell::new(vec![None; connections]),
         dispatch_done: Cell::new(plan.schedule.is_none()),
         iv: RefCell::new(Interval::new(0, plan.classes.len())),
+        next_roll: Cell::new(start + Duration::from_secs(1)),
         open: Cell::new(0),
         mix_rng: RefCell::new(Rng::derive(plan.seed, 0x313C_0000 + thread as u64)),
         scratch: RefCell::new(Vec::new()),
@@ -243,13 +257,16 @@ pub fn run_worker(
         .as_ref()
         .map(|s| Arrivals::new(s.clone(), thread, threads, plan.poisson, plan.seed));
     let config = rt::CoreConfig {
-        ring_entries: (connections as u32 * 4).next_power_of_two().clamp(256, 4096),
+        ring_entries: (connections as u32 * 4)
+            .next_power_of_two()
+            .clamp(256, 4096),
     };
     let st = state.clone();
     let res = rt::block_on_with(&config, async move {
         let mut conns = Vec::with_capacity(connections);
         for id in 0..connections {
-            let seed = Rng::derive(st.shared.plan.seed, ((thread as u64) << 32) | id as u64).next_u64();
+            let seed =
+                Rng::derive(st.shared.plan.seed, ((thread as u64) << 32) | id as u64).next_u64();
             conns.push(rt::spawn(connection(st.clone(), id, seed)));
         }
         let dispatcher = arrivals.map(|a| rt::spawn(dispatch(st.clone(), a)));
@@ -264,7 +281,11 @@ pub fn run_worker(
         let left = st.queue.borrow_mut().drain(..).count() as u64;
         // The last interval is the one holding the end of the schedule (or
         // later, when requests drained past it).
-        let last = st.second(now.max(st.end - Duration::from_nanos(1)));
+        let last = if crate::signal::interrupted() {
+            st.second(now)
+        } else {
+            st.second(now.max(st.end - Duration::from_nanos(1)))
+        };
         st.roll(last);
         let mut iv = st.iv.borrow_mut();
         iv.counters.dropped += left;
@@ -298,20 +319,41 @@ async fn dispatch(st: Rc<State>, arrivals: Arrivals) {
     let mut rng = Rng::derive(plan.seed, 0xD15C_0000 + st.thread as u64);
     let mut scratch = Vec::new();
     let mut sleep = rt::time::sleep_until(st.start);
-    for (t, what) in arrivals {
+    'arrivals: for (t, what) in arrivals {
         let intended = st.start + Duration::from_secs_f64(t);
         let mut now = Instant::now();
-        if intended > now {
-            sleep.reset(intended);
+        while intended > now {
+            // With a quantum, arrivals due within one grid step leave
+            // together: fewer wake-ups of the generator and the server, at
+            // the price of up to one step of lateness (which the corrected
+            // latency includes).
+            let wake = if shared.quantum.is_zero() {
+                intended
+            } else {
+                let q = shared.quantum.as_nanos();
+                let since = intended.duration_since(st.start).as_nanos();
+                let up = since.div_ceil(q) * q;
+                st.start + Duration::from_nanos(up.min(u128::from(u64::MAX)) as u64)
+            };
+            // Long gaps are slept in slices so an interrupt is noticed.
+            sleep.reset(wake.min(now + Duration::from_millis(200)));
             (&mut sleep).await;
             now = Instant::now();
+            if crate::signal::interrupted() {
+                break 'arrivals;
+            }
+        }
+        if crate::signal::interrupted() {
+            break;
         }
         let class = match what {
             What::Mix => plan.mix.pick(t, &mut rng, &mut scratch),
-            What::Trace { phase, entry } => match &plan.schedule.as_ref().expect("scheduled").phases[phase] {
-                Phase::Trace(tr) => tr.entries[entry].class,
-                Phase::Rate(_) => unreachable!("trace arrival in a rate phase"),
-            },
+            What::Trace { phase, entry } => {
+                match &plan.schedule.as_ref().expect("scheduled").phases[phase] {
+                    Phase::Trace(tr) => tr.entries[entry].class,
+                    Phase::Rate(_) => unreachable!("trace arrival in a rate phase"),
+                }
+            }
         };
         let lag_us = now.saturating_duration_since(intended).as_micros() as u64;
         let full = st.queue.borrow().len() >= shared.max_queue;
@@ -349,27 +391,33 @@ async fn connection(st: Rc<State>, id: usize, seed: u64) {
     let mut first = true;
     loop {
         let now = Instant::now();
-        if now >= st.hard_stop || (st.dispatch_done.get() && st.queue.borrow().is_empty() && !st.closed_loop)
+        if now >= st.hard_stop
+            || (st.dispatch_done.get() && st.queue.borrow().is_empty() && !st.closed_loop)
             || (st.closed_loop && now >= st.end)
         {
             return;
         }
         let budget = st.shared.connect_timeout.min(st.hard_stop - now);
-        let stream = match rt::time::timeout(budget, TcpStream::connect(st.shared.target.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => {
-                st.with_iv(Instant::now(), |iv| iv.counters.connect_errors += 1);
-                // Back off a little so a dead target is not hammered with connects.
-                let wake = (Instant::now() + Duration::from_millis(50)).min(st.hard_stop);
-                rt::time::sleep_until(wake).await;
-                continue;
-            }
-        };
+        let stream =
+            match rt::time::timeout(budget, TcpStream::connect(st.shared.target.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) | Err(_) => {
+                    st.with_iv(Instant::now(), |iv| iv.counters.connect_errors += 1);
+                    // Back off a little so a dead target is not hammered with connects.
+                    let wake = (Instant::now() + Duration::from_millis(50)).min(st.hard_stop);
+                    rt::time::sleep_until(wake).await;
+                    continue;
+                }
+            };
         if !first {
             st.with_iv(Instant::now(), |iv| iv.counters.reconnects += 1);
         }
         first = false;
         st.open.set(st.open.get() + 1);
+        if st.closed_loop && Instant::now() < st.start {
+            // Connected during the head start: the clock starts for everyone at once.
+            rt::time::sleep_until(st.start).await;
+        }
         let outcome = serve(&st, &stream, id, &mut rng).await;
         st.open.set(st.open.get() - 1);
         st.forget_waker(id);
@@ -381,10 +429,16 @@ async fn connection(st: Rc<State>, id: usize, seed: u64) {
 
 enum Ev {
     Read(io::Result<usize>, Vec<u8>),
-    Take(Pending),
+    Wrote(io::Result<usize>, Vec<u8>),
+    Take(Pending, Instant),
     NoMore,
     Timeout,
     Stop,
+}
+
+/// An empty slot typed like the future `make` would return (it is never called).
+fn none_like<F>(_make: impl FnOnce() -> F) -> Option<F> {
+    None
 }
 
 /// Fails every request in flight (they will get no response on this connection).
@@ -403,26 +457,35 @@ fn fail_all(st: &State, inflight: &mut VecDeque<InFlight>, timeout: bool) {
 }
 
 fn complete(st: &State, f: InFlight, status: u16, now: Instant) {
+    st.with_iv(now, |iv| record_response(iv, f, status, now));
+}
+
+fn record_response(iv: &mut Interval, f: InFlight, status: u16, now: Instant) {
     let corrected = now.saturating_duration_since(f.intended).as_micros() as u64;
     let service = now.saturating_duration_since(f.sent).as_micros() as u64;
-    st.with_iv(now, |iv| {
-        let c = iv.class(f.class as usize);
-        record(&mut c.corrected, corrected);
-        record(&mut c.uncorrected, service);
-        c.status[(status / 100).min(5) as usize] += 1;
-    });
+    let c = iv.class(f.class as usize);
+    record(&mut c.corrected, corrected);
+    record(&mut c.uncorrected, service);
+    c.status[(status / 100).min(5) as usize] += 1;
 }
 
 async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outcome {
     let shared = &*st.shared;
     let depth = shared.pipeline;
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
-    let mut wbuf: Vec<u8> = Vec::with_capacity(1024);
     // The receive is armed before anything is sent, so a response is
     // picked up in the same ring turn it arrives in.
     let mut rd = pin!(stream.read_hinted(Vec::with_capacity(16 * 1024), true));
+    // A send is not awaited: it completes inline when the ring is entered,
+    // long before its response, so its completion is collected without a
+    // wake-up of its own (polled with a no-op waker) unless its buffer is
+    // needed or it sent only part of the request.
+    let mut wr = pin!(none_like(|| stream.write_from(Vec::new(), 0)));
+    let mut wbuf: Option<Vec<u8>> = Some(Vec::with_capacity(1024));
+    let mut wr_sent = 0usize;
+    let mut wr_partial = false;
+    // One timer: the oldest request's timeout (capped at the end of the run).
     let mut timer = rt::time::sleep_until(st.hard_stop);
-    let mut stop = rt::time::sleep_until(st.hard_stop);
     // A body that ends when the server closes: the status of that response.
     let mut until_close: Option<u16> = None;
     loop {
@@ -430,18 +493,32 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
             if let Poll::Ready((res, buf)) = rd.as_mut().poll(cx) {
                 return Poll::Ready(Ev::Read(res, buf));
             }
-            if inflight.len() < depth && until_close.is_none() {
-                match st.poll_take(id, cx) {
-                    Poll::Ready(Some(p)) => return Poll::Ready(Ev::Take(p)),
+            let want_write = inflight.len() < depth && until_close.is_none();
+            if let Some(w) = wr.as_mut().as_pin_mut() {
+                let done = if want_write || wr_partial {
+                    w.poll(cx)
+                } else {
+                    w.poll(&mut Context::from_waker(Waker::noop()))
+                };
+                if let Poll::Ready((res, buf)) = done {
+                    return Poll::Ready(Ev::Wrote(res, buf));
+                }
+            } else if want_write {
+                let now = Instant::now();
+                match st.poll_take(id, cx, now) {
+                    Poll::Ready(Some(p)) => return Poll::Ready(Ev::Take(p, now)),
                     Poll::Ready(None) if inflight.is_empty() => return Poll::Ready(Ev::NoMore),
                     _ => {}
                 }
             }
+            // Only requests in flight can time out; an idle connection hears
+            // about the end of the run from the dispatcher.
             if !inflight.is_empty() && Pin::new(&mut timer).poll(cx).is_ready() {
-                return Poll::Ready(Ev::Timeout);
-            }
-            if Pin::new(&mut stop).poll(cx).is_ready() {
-                return Poll::Ready(Ev::Stop);
+                return Poll::Ready(if Instant::now() >= st.hard_stop {
+                    Ev::Stop
+                } else {
+                    Ev::Timeout
+                });
             }
             Poll::Pending
         })
@@ -457,18 +534,40 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                 fail_all(st, &mut inflight, true);
                 return Outcome::Broken;
             }
-            Ev::Take(first) => {
-                wbuf.clear();
+            Ev::Wrote(res, buf) => {
+                wr.set(None);
+                match res {
+                    Ok(n) if n > 0 => {
+                        wr_sent += n;
+                        if wr_sent < buf.len() {
+                            wr.set(Some(stream.write_from(buf, wr_sent)));
+                            wr_partial = true;
+                        } else {
+                            wbuf = Some(buf);
+                            wr_sent = 0;
+                            wr_partial = false;
+                        }
+                    }
+                    _ => {
+                        fail_all(st, &mut inflight, false);
+                        return Outcome::Broken;
+                    }
+                }
+            }
+            Ev::Take(first, now) => {
+                let mut out = wbuf
+                    .take()
+                    .expect("a take only happens with the buffer at hand");
+                out.clear();
                 let mut batch = Some(first);
                 let was_empty = inflight.is_empty();
                 let mut sent = 0u64;
                 let mut late = 0u64;
-                let now = Instant::now();
                 while let Some(p) = batch.take() {
                     let head = match p.what {
                         What::Mix => {
                             let t = &shared.templates[p.class as usize];
-                            t.render_into(&mut wbuf, rng);
+                            t.render_into(&mut out, rng);
                             t.is_head
                         }
                         What::Trace { phase, entry } => {
@@ -478,7 +577,7 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                                 unreachable!("trace arrival outside a trace phase")
                             };
                             let e = &tr.entries[entry];
-                            wbuf.extend_from_slice(&render_fixed(
+                            out.extend_from_slice(&render_fixed(
                                 &shared.target.host_header,
                                 &e.method,
                                 &e.path,
@@ -499,7 +598,7 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                         head,
                     });
                     if inflight.len() < depth {
-                        batch = st.try_take();
+                        batch = st.try_take(now);
                     }
                 }
                 st.with_iv(now, |iv| {
@@ -507,14 +606,9 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                     iv.counters.late += late;
                 });
                 if was_empty {
-                    timer.reset(now + shared.timeout);
+                    timer.reset((now + shared.timeout).min(st.hard_stop));
                 }
-                let (res, buf) = stream.write_all(std::mem::take(&mut wbuf)).await;
-                wbuf = buf;
-                if res.is_err() {
-                    fail_all(st, &mut inflight, false);
-                    return Outcome::Broken;
-                }
+                wr.set(Some(stream.write_from(out, 0)));
             }
             Ev::Read(res, mut buf) => {
                 let n = match res {
@@ -532,42 +626,41 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                     fail_all(st, &mut inflight, false);
                     return Outcome::Broken;
                 }
-                st.with_iv(now, |iv| iv.counters.bytes_in += n as u64);
                 if until_close.is_some() {
                     // The body runs to EOF; its bytes are not needed.
+                    st.with_iv(now, |iv| iv.counters.bytes_in += n as u64);
                     buf.clear();
                     rd.set(stream.read_hinted(buf, true));
                     continue;
                 }
-                let mut pos = 0;
-                let mut broken = false;
-                while pos < buf.len() {
-                    let Some(front) = inflight.front() else {
-                        // Bytes nobody asked for: the stream is out of step.
-                        broken = true;
-                        break;
-                    };
-                    match parse_response(&buf[pos..], front.head) {
-                        Parsed::Partial => break,
-                        Parsed::Done { status, len, close } => {
-                            pos += len;
-                            let f = inflight.pop_front().expect("front exists");
-                            complete(st, f, status, now);
-                            if close {
-                                broken = true;
-                                break;
+                // One borrow of the interval for the whole batch of responses.
+                let (pos, broken) = st.with_iv(now, |iv| {
+                    iv.counters.bytes_in += n as u64;
+                    let mut pos = 0;
+                    while pos < buf.len() {
+                        let Some(front) = inflight.front() else {
+                            // Bytes nobody asked for: the stream is out of step.
+                            return (pos, true);
+                        };
+                        match parse_response(&buf[pos..], front.head) {
+                            Parsed::Partial => break,
+                            Parsed::Done { status, len, close } => {
+                                pos += len;
+                                let f = inflight.pop_front().expect("front exists");
+                                record_response(iv, f, status, now);
+                                if close {
+                                    return (pos, true);
+                                }
                             }
-                        }
-                        Parsed::UntilClose { status } => {
-                            until_close = Some(status);
-                            pos = buf.len();
-                        }
-                        Parsed::Invalid(_) => {
-                            broken = true;
-                            break;
+                            Parsed::UntilClose { status } => {
+                                until_close = Some(status);
+                                pos = buf.len();
+                            }
+                            Parsed::Invalid(_) => return (pos, true),
                         }
                     }
-                }
+                    (pos, false)
+                });
                 if broken {
                     fail_all(st, &mut inflight, false);
                     return Outcome::Broken;
@@ -580,11 +673,36 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                 if buf.capacity() - buf.len() < 4096 {
                     buf.reserve(buf.capacity().max(16 * 1024));
                 }
+                // Deadlines only move later here, which costs the timer
+                // heap nothing.
                 if let Some(f) = inflight.front() {
-                    timer.reset(f.sent + shared.timeout);
+                    timer.reset((f.sent + shared.timeout).min(st.hard_stop));
                 }
                 let expect_empty = buf.is_empty();
                 rd.set(stream.read_hinted(buf, expect_empty));
+                // The request's send finished long before its response came:
+                // take its buffer back now rather than on another loop turn.
+                if let Some(w) = wr.as_mut().as_pin_mut() {
+                    if let Poll::Ready((res, b)) = w.poll(&mut Context::from_waker(Waker::noop())) {
+                        wr.set(None);
+                        match res {
+                            Ok(k) if wr_sent + k >= b.len() => {
+                                wbuf = Some(b);
+                                wr_sent = 0;
+                                wr_partial = false;
+                            }
+                            Ok(k) if k > 0 => {
+                                wr_sent += k;
+                                wr.set(Some(stream.write_from(b, wr_sent)));
+                                wr_partial = true;
+                            }
+                            _ => {
+                                fail_all(st, &mut inflight, false);
+                                return Outcome::Broken;
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -55,7 +55,10 @@ fn a_stall_shows_in_corrected_latency_only() {
         "uncorrected p99 {} ms should not",
         s.service.p99_ms
     );
-    assert!(s.service.max_ms >= 900.0, "the stalled request itself took ~1 s");
+    assert!(
+        s.service.max_ms >= 900.0,
+        "the stalled request itself took ~1 s"
+    );
     // Requests queued behind the stall left late, and were counted as such.
     assert!(s.late > 100, "late {}", s.late);
     assert!(s.seconds_over_slo >= 1);
@@ -104,9 +107,13 @@ fn end_to_end_writes_series_summary_report_and_sets_the_exit_code() {
     let offered: u64 = series.iter().map(|s| s.offered).sum();
     // 2 s of a 1 s square wave at 50 % duty: 2 × (400 + 100) requests.
     assert_eq!(offered, 1000);
-    assert!(series.iter().any(|s| s.classes.contains_key("a") && s.classes.contains_key("b")));
+    assert!(series
+        .iter()
+        .any(|s| s.classes.contains_key("a") && s.classes.contains_key("b")));
     // Pool gauges from /metrics are on the same timeline.
-    assert!(series.iter().any(|s| s.pools.get("pg").and_then(|p| p.open).is_some()));
+    assert!(series
+        .iter()
+        .any(|s| s.pools.get("pg").and_then(|p| p.open).is_some()));
 
     let summary: tidepool_loadgen::summary::Summary =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
@@ -121,8 +128,14 @@ fn end_to_end_writes_series_summary_report_and_sets_the_exit_code() {
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     tidepool_loadgen::report::check_balanced(&html).unwrap();
     let titles = tidepool_loadgen::report::chart_titles(&html);
-    assert!(titles.contains_key("Offered vs achieved rate"), "{titles:?}");
-    assert!(titles.keys().any(|t| t.starts_with("Pool pg")), "{titles:?}");
+    assert!(
+        titles.contains_key("Offered vs achieved rate"),
+        "{titles:?}"
+    );
+    assert!(
+        titles.keys().any(|t| t.starts_with("Pool pg")),
+        "{titles:?}"
+    );
     assert!(titles.contains_key("Pool acquire-wait p99"), "{titles:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -175,7 +188,10 @@ fn closed_loop_runs_as_fast_as_connections_allow() {
 #[test]
 fn a_dead_target_is_reported_not_hung() {
     // Bind then drop a listener: the port is almost surely closed now.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let plan = Shorthand {
         rate: Some("50".into()),
         duration: Some(1.0),
@@ -194,4 +210,53 @@ fn a_dead_target_is_reported_not_hung() {
     assert!(s.connect_errors > 0);
     assert_eq!(s.offered, 50);
     assert_eq!(s.dropped, 50, "every request was given up: {s:?}");
+}
+
+#[test]
+fn unanswered_requests_time_out_and_connections_are_replaced() {
+    let server = TestServer::start(Behaviour::default());
+    let mut o = options(
+        &server,
+        Shorthand {
+            rate: Some("20".into()),
+            duration: Some(1.0),
+            paths: vec!["/hang".into()],
+            ..Default::default()
+        },
+    );
+    o.connections = 2;
+    o.metrics_path = None;
+    o.timeout = Duration::from_millis(300);
+    let c = execute(&o, None, false).unwrap();
+    let s = summarize(&c, &o);
+    assert_eq!(s.completed, 0);
+    assert!(s.timeouts >= 2, "{s:?}");
+    assert!(s.reconnects >= 2, "{s:?}");
+    // Every offered request is accounted for: timed out, dropped while
+    // waiting for a connection, or still in flight when the run ended.
+    assert_eq!(s.timeouts + s.dropped + s.unfinished, s.offered, "{s:?}");
+    assert_eq!(s.errors, s.offered - s.unfinished);
+}
+
+#[test]
+fn a_quantum_batches_sends_and_the_lateness_shows_in_corrected_latency() {
+    let server = TestServer::start(Behaviour::default());
+    let mut o = options(
+        &server,
+        Shorthand {
+            rate: Some("200".into()),
+            duration: Some(1.0),
+            ..Default::default()
+        },
+    );
+    o.metrics_path = None;
+    o.quantum = Duration::from_millis(100);
+    let c = execute(&o, None, false).unwrap();
+    let s = summarize(&c, &o);
+    assert_eq!(s.completed, 200);
+    // Arrivals wait for the next 100 ms grid point: ~50 ms on average.
+    assert!(s.latency.p50_ms > 20.0, "{:?}", s.latency);
+    assert!(s.latency.p99_ms < 150.0, "{:?}", s.latency);
+    assert!(s.service.p50_ms < 20.0, "{:?}", s.service);
+    assert!(s.late > 100, "late {}", s.late);
 }

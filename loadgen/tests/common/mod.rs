@@ -28,28 +28,21 @@ impl TestServer {
     pub fn start(b: Behaviour) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicBool::new(false));
         {
             let (stop, requests) = (stop.clone(), requests.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            s.set_nonblocking(false).unwrap();
-                            s.set_nodelay(true).unwrap();
-                            let (b, requests, stalled, stop) =
-                                (b.clone(), requests.clone(), stalled.clone(), stop.clone());
-                            thread::spawn(move || serve(s, b, requests, stalled, stop));
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            // Polling keeps the acceptor stoppable without a wake-up channel.
-                            thread::sleep(Duration::from_millis(2));
-                        }
-                        Err(_) => return,
+            thread::spawn(move || loop {
+                match listener.accept() {
+                    // Drop wakes the acceptor with a connection of its own.
+                    Ok(_) if stop.load(Ordering::Acquire) => return,
+                    Ok((s, _)) => {
+                        s.set_nodelay(true).unwrap();
+                        let (b, requests, stalled) = (b.clone(), requests.clone(), stalled.clone());
+                        thread::spawn(move || serve(s, b, requests, stalled));
                     }
+                    Err(_) => return,
                 }
             });
         }
@@ -68,28 +61,18 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect(self.addr);
     }
 }
 
-fn serve(
-    mut s: TcpStream,
-    b: Behaviour,
-    requests: Arc<AtomicU64>,
-    stalled: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+fn serve(mut s: TcpStream, b: Behaviour, requests: Arc<AtomicU64>, stalled: Arc<AtomicBool>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
+        // A connection's thread ends when the generator closes its side.
         let n = match s.read(&mut chunk) {
-            Ok(0) => return,
+            Ok(0) | Err(_) => return,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(_) => return,
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut out = Vec::new();
@@ -110,6 +93,10 @@ fn serve(
                 );
                 continue;
             }
+            if path.starts_with("/hang") {
+                // Never answered: the client's timeout has to deal with it.
+                continue;
+            }
             let k = requests.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some((at, d)) = b.stall_once_at {
                 if k >= at && !stalled.swap(true, Ordering::AcqRel) {
@@ -117,10 +104,22 @@ fn serve(
                     thread::sleep(d);
                 }
             }
-            let body = if path.starts_with("/missing") { "no" } else { "ok" };
-            let status = if path.starts_with("/missing") { "404 Not Found" } else { "200 OK" };
+            let body = if path.starts_with("/missing") {
+                "no"
+            } else {
+                "ok"
+            };
+            let status = if path.starts_with("/missing") {
+                "404 Not Found"
+            } else {
+                "200 OK"
+            };
             out.extend_from_slice(
-                format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             );
         }
         if !out.is_empty() && s.write_all(&out).is_err() {
