@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 if [ -x scripts/ensure-deps.sh ]; then
   scripts/ensure-deps.sh
 fi
+# End-to-end tests run the example server as a process; `cargo test`
+# builds examples only as test harnesses, so build the binary first.
+cargo build --example hello
 exec cargo test --workspace --all-targets "$@"

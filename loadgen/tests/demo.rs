@@ -16,7 +16,7 @@ fn example_binary() -> PathBuf {
         .join("hello");
     assert!(
         p.exists(),
-        "{} missing: `cargo test --workspace --all-targets` builds it (or `cargo build --example hello`)",
+        "{} missing: scripts/test.sh builds it (or `cargo build --example hello`)",
         p.display()
     );
     p

@@ -17,10 +17,46 @@ pub fn example_path() -> PathBuf {
     let p = dir.join("examples").join("hello");
     assert!(
         p.exists(),
-        "{} missing: build it with `cargo build --example hello`",
+        "{} missing: scripts/test.sh builds it (or run `cargo build --example hello`)",
         p.display()
     );
+    // `cargo test` does not build example binaries into target/*/examples:
+    // refuse a stale one rather than test old code.
+    let built = std::fs::metadata(&p).unwrap().modified().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in [
+        "examples/hello",
+        "src",
+        "engine/src",
+        "drivers/src",
+        "supervisor/src",
+    ] {
+        for entry in walk(&root.join(dir)) {
+            let changed = std::fs::metadata(&entry).unwrap().modified().unwrap();
+            assert!(
+                changed <= built,
+                "{} is older than {}: run `cargo build --example hello` first",
+                p.display(),
+                entry.display()
+            );
+        }
+    }
     p
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

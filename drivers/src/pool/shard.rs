@@ -292,7 +292,7 @@ impl<M: Manager> Shard<M> {
                         drop_later = Some(conn);
                         self.stats.closed(CloseReason::Shrink);
                     } else {
-                        let now = Instant::now();
+                        let now = clock();
                         let key = st.slots.insert(Slot {
                             conn: Some(conn),
                             in_flight: 0,
@@ -358,7 +358,7 @@ impl<M: Manager> Shard<M> {
             };
             let slot = &mut st.slots[key];
             slot.in_flight += 1;
-            slot.checked_out_at = Instant::now();
+            slot.checked_out_at = clock();
             st.in_use += 1;
             waiter.grant = Some(Grant::Slot(key));
             if let Some(wk) = waiter.waker.take() {
@@ -371,7 +371,7 @@ impl<M: Manager> Shard<M> {
             return;
         }
         if !M::MULTIPLEXED {
-            st.slots[key].idle_since = Instant::now();
+            st.slots[key].idle_since = clock();
             st.idle.push_back(key);
         }
     }
@@ -380,14 +380,14 @@ impl<M: Manager> Shard<M> {
         self: &Rc<Self>,
         route: &'static str,
     ) -> Result<Pooled<M>, AcquireError> {
-        let start = Instant::now();
+        let start = clock();
         let deadline = start + self.pool.config.acquire_timeout;
         loop {
             let (key, expired) = {
                 let mut st = self.state.borrow_mut();
                 // FIFO: nobody overtakes callers already waiting.
                 let r = if st.queue.is_empty() {
-                    self.take_available(&mut st, Instant::now(), route)
+                    self.take_available(&mut st, clock(), route)
                 } else {
                     (None, Vec::new())
                 };
@@ -406,7 +406,9 @@ impl<M: Manager> Shard<M> {
                         if matches!(e, AcquireError::Timeout { .. }) {
                             add(&self.stats.acquire_timeouts, 1);
                         }
-                        self.stats.acquire_wait.record(start.elapsed());
+                        self.stats
+                            .acquire_wait
+                            .record(clock().saturating_duration_since(start));
                         return Err(e);
                     }
                 },
@@ -414,7 +416,9 @@ impl<M: Manager> Shard<M> {
             match self.checkout(key).await {
                 Some(p) => {
                     add(&self.stats.acquires, 1);
-                    self.stats.acquire_wait.record(start.elapsed());
+                    self.stats
+                        .acquire_wait
+                        .record(clock().saturating_duration_since(start));
                     return Ok(p);
                 }
                 // Failed its health check: closed; try again.
@@ -433,7 +437,7 @@ impl<M: Manager> Shard<M> {
                 .pool
                 .config
                 .check_after_idle
-                .is_some_and(|t| slot.idle_since.elapsed() > t);
+                .is_some_and(|t| clock().saturating_duration_since(slot.idle_since) > t);
             let conn = if M::MULTIPLEXED {
                 self.pool.manager.share(
                     slot.conn
@@ -449,7 +453,7 @@ impl<M: Manager> Shard<M> {
             shard: self.clone(),
             key,
             conn: Some(conn),
-            since: Instant::now(),
+            since: clock(),
         };
         if stale {
             let ok = self
@@ -502,7 +506,7 @@ impl<M: Manager> Shard<M> {
                         .pool
                         .max_open
                         .load(std::sync::atomic::Ordering::Relaxed),
-                    waited: start.elapsed(),
+                    waited: clock().saturating_duration_since(start),
                     open: st.open(),
                     in_use: st.in_use,
                     idle: st.idle_count(M::MULTIPLEXED),
@@ -539,7 +543,7 @@ impl<M: Manager> Shard<M> {
             } else if let Some(c) = conn {
                 closing.push(c); // the caller's handle; the slot keeps its own
             }
-            let now = Instant::now();
+            let now = clock();
             let why = reason
                 .or((!usable).then_some(CloseReason::Broken))
                 .or(slot
@@ -581,7 +585,7 @@ impl<M: Manager> Shard<M> {
     /// expired, leaks; then top up to `min_idle`.
     pub(crate) fn reap(self: &Rc<Self>) {
         let cfg = &self.pool.config;
-        let now = Instant::now();
+        let now = clock();
         let mut closing = Vec::new();
         {
             let mut st = self.state.borrow_mut();
@@ -668,6 +672,12 @@ impl<M: Manager> Shard<M> {
     }
 }
 
+/// The worker loop turn's time: no clock read per acquire and release
+/// (accurate to one loop turn, which is what pool timings need).
+fn clock() -> Instant {
+    time::now()
+}
+
 async fn connect_task<M: Manager>(shard: Rc<Shard<M>>) {
     let deadline = Instant::now() + shard.pool.config.connect_timeout;
     let manager = &shard.pool.manager;
@@ -746,8 +756,12 @@ pub struct Pooled<M: Manager> {
 impl<M: Manager> Pooled<M> {
     fn discard(&mut self, why: CloseReason) {
         let conn = self.conn.take();
-        self.shard
-            .release(self.key, conn, self.since.elapsed(), Some(why));
+        self.shard.release(
+            self.key,
+            conn,
+            clock().saturating_duration_since(self.since),
+            Some(why),
+        );
     }
 
     /// Closes the connection instead of returning it.
@@ -757,7 +771,7 @@ impl<M: Manager> Pooled<M> {
 
     /// How long this checkout has been held.
     pub fn held(&self) -> Duration {
-        self.since.elapsed()
+        clock().saturating_duration_since(self.since)
     }
 }
 
@@ -777,8 +791,12 @@ impl<M: Manager> DerefMut for Pooled<M> {
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shard
-                .release(self.key, Some(conn), self.since.elapsed(), None);
+            self.shard.release(
+                self.key,
+                Some(conn),
+                clock().saturating_duration_since(self.since),
+                None,
+            );
         }
     }
 }
