@@ -12,6 +12,9 @@ use tidepool_drivers::pool::{AcquireError, CloseReason, LocalPool, Pool, PoolCon
 use tidepool_engine::rt::{self, time};
 use tidepool_testkit::{PgServer, PgUser};
 
+mod common;
+use common::{survive_restart, wait_until};
+
 fn config(server: &PgServer, app: &str) -> Config {
     Config::from_url(&server.url(PgUser::Scram))
         .unwrap()
@@ -31,17 +34,6 @@ fn sessions(server: &PgServer, app: &str) -> usize {
         .trim()
         .parse()
         .unwrap()
-}
-
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached in {limit:?}"
-        );
-        time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]
@@ -272,55 +264,15 @@ fn killed_and_restarted_server_recovers_without_leaks() {
         };
         let p = pool(&server, "pool_restart", cfg);
         let local = p.local(0);
-        let ok = Rc::new(Cell::new(0u32));
-        let failed = Rc::new(Cell::new(0u32));
-        let stop = Rc::new(Cell::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (local, ok, failed, stop) =
-                (local.clone(), ok.clone(), failed.clone(), stop.clone());
-            tasks.push(rt::spawn(async move {
-                while !stop.get() {
-                    let started = Instant::now();
-                    let r = async {
-                        let mut c = local.get().await.map_err(|e| e.to_string())?;
-                        c.query_one("SELECT 1::int4", &[])
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    .await;
-                    // Nothing hangs past its timeouts.
-                    assert!(
-                        started.elapsed() < Duration::from_secs(3),
-                        "request hung {:?}",
-                        started.elapsed()
-                    );
-                    match r {
-                        Ok(_) => ok.set(ok.get() + 1),
-                        Err(_) => {
-                            failed.set(failed.get() + 1);
-                            time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        wait_until(Duration::from_secs(10), || ok.get() > 50).await;
-        server.kill9();
-        let before = failed.get();
-        wait_until(Duration::from_secs(10), || failed.get() > before + 5).await;
-        server.restart();
-        let ok_before = ok.get();
-        wait_until(Duration::from_secs(20), || ok.get() > ok_before + 50).await;
-        stop.set(true);
-        for t in tasks {
-            t.await;
-        }
-        wait_until(Duration::from_secs(5), || local.stats().opening == 0).await;
-        let s = local.stats();
-        assert_eq!((s.in_use, s.opening, s.waiting), (0, 0, 0), "{s:?}");
-        assert!(s.open <= 4);
-        local.assert_invariants();
+        let query = |local: LocalPool<PgManager>| async move {
+            let mut c = local.get().await.map_err(|e| e.to_string())?;
+            c.query_one("SELECT 1::int4", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        survive_restart(&local, 8, query, || server.kill9(), || server.restart()).await;
+        assert!(local.stats().open <= 4);
     });
 }
 
