@@ -810,7 +810,10 @@ async fn reaper<M: Manager>(shard: Weak<Shard<M>>) {
     };
     let mut shutdown = rt::shutdown_signal();
     loop {
-        let stopped = select_sleep(time::sleep(interval), &mut shutdown).await;
+        // Shutdown before the next tick ends the reaper.
+        let stopped = time::race(&mut time::sleep(interval), &mut shutdown)
+            .await
+            .is_some();
         let Some(s) = shard.upgrade() else { return };
         if stopped {
             s.closed.set(true);
@@ -818,21 +821,6 @@ async fn reaper<M: Manager>(shard: Weak<Shard<M>>) {
         }
         s.reap();
     }
-}
-
-/// Sleeps; true if shutdown came first.
-async fn select_sleep(tick: time::Sleep, shutdown: &mut rt::ShutdownSignal) -> bool {
-    let mut tick = tick;
-    std::future::poll_fn(|cx| {
-        if Pin::new(&mut *shutdown).poll(cx).is_ready() {
-            return Poll::Ready(true);
-        }
-        if Pin::new(&mut tick).poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// Opens this shard's share of `min_idle` after the configured delay and

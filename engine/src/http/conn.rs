@@ -21,7 +21,7 @@ use super::router::{Dispatch, Request, Router};
 use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
 use crate::rt::net::TcpStream;
-use crate::rt::time::{sleep_until, Sleep};
+use crate::rt::time::{race, sleep_until, Sleep};
 use crate::rt::{self, shutdown_signal, ShutdownSignal};
 
 /// What every connection on a worker shares.
@@ -365,15 +365,11 @@ impl<S: 'static> Conn<'_, S> {
         let stats = &*self.shared.stats;
         let outcome = std::future::poll_fn(|cx| {
             if !write_done {
-                if let Poll::Ready((res, mut buf)) = write.as_mut().poll(cx) {
+                if let Poll::Ready((res, buf)) = write.as_mut().poll(cx) {
                     if res.is_err() {
                         return Poll::Ready(Some(ReadEvent::WriteFailed));
                     }
-                    buf.clear();
-                    if buf.capacity() > 64 * 1024 {
-                        buf = Vec::new();
-                    }
-                    *wslot = buf;
+                    *wslot = recycle(buf);
                     write_done = true;
                     timer.reset(read_deadline);
                 }
@@ -427,29 +423,12 @@ impl<S: 'static> Conn<'_, S> {
     /// Sends the write buffer within the write timeout; false if the
     /// connection must be dropped.
     async fn flush(&mut self) -> bool {
-        let cfg = &self.shared.config;
         let buf = std::mem::take(&mut self.wbuf);
-        self.timer.reset(Instant::now() + cfg.write_timeout);
-        let write = pin!(self.stream.write_all(buf));
-        let timer = &mut self.timer;
-        let mut write = write;
-        let outcome = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = write.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            if Pin::new(&mut *timer).poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        match outcome {
-            Some((Ok(()), mut buf)) => {
-                buf.clear();
-                if buf.capacity() > 64 * 1024 {
-                    buf = Vec::new();
-                }
-                self.wbuf = buf;
+        self.timer
+            .reset(Instant::now() + self.shared.config.write_timeout);
+        match race(&mut self.timer, self.stream.write_all(buf)).await {
+            Some((Ok(()), buf)) => {
+                self.wbuf = recycle(buf);
                 true
             }
             Some((Err(_), _)) => false,
@@ -489,19 +468,7 @@ impl<S: 'static> Conn<'_, S> {
             let mut buf = std::mem::take(&mut self.rbuf);
             buf.clear();
             self.timer.reset(deadline);
-            let read = pin!(self.stream.read(buf));
-            let mut read = read;
-            let timer = &mut self.timer;
-            let r = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if Pin::new(&mut *timer).poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
+            let r = race(&mut self.timer, self.stream.read(buf)).await;
             match r {
                 Some((Ok(n), buf)) if n > 0 => {
                     drained += n;
@@ -511,6 +478,16 @@ impl<S: 'static> Conn<'_, S> {
             }
         }
     }
+}
+
+/// An emptied write buffer, kept for the next responses unless a large
+/// response grew it (an idle connection should not hold that memory).
+fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
+    buf.clear();
+    if buf.capacity() > 64 * 1024 {
+        buf = Vec::new();
+    }
+    buf
 }
 
 fn class(status: u16) -> usize {

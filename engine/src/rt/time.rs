@@ -190,14 +190,20 @@ pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elap
 
 /// Runs `fut` until `deadline` at most.
 pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    race(&mut sleep_until(deadline), fut).await.ok_or(Elapsed)
+}
+
+/// Runs `fut` until `timer` fires (`None`). Reusing one timer across many
+/// operations (as a connection does) moves its deadline instead of
+/// inserting and removing a timer per operation.
+pub async fn race<F: Future>(timer: &mut Sleep, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    let mut sleep = sleep_until(deadline);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
+            return Poll::Ready(Some(v));
         }
-        match Pin::new(&mut sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+        match Pin::new(&mut *timer).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     })
