@@ -168,26 +168,20 @@ impl PoolWindows {
     }
 }
 
+/// A summary family: windowed quantiles plus cumulative `_sum` and `_count`.
 fn summary(
     e: &mut Exposition,
-    name: &'static str,
+    names: [&'static str; 3],
     help: &str,
     pool: &str,
     window: &Histogram,
     total: &Histogram,
 ) {
+    let [name, sum, count] = names;
     for q in ["0.5", "0.99"] {
         let v = window.quantile(q.parse().unwrap()).as_secs_f64();
         e.sample(name, "summary", help, &[("pool", pool), ("quantile", q)], v);
     }
-    let sum: &'static str = match name {
-        "tidepool_pool_acquire_wait_seconds" => "tidepool_pool_acquire_wait_seconds_sum",
-        _ => "tidepool_pool_query_seconds_sum",
-    };
-    let count: &'static str = match name {
-        "tidepool_pool_acquire_wait_seconds" => "tidepool_pool_acquire_wait_seconds_count",
-        _ => "tidepool_pool_query_seconds_count",
-    };
     e.sample(
         sum,
         "untyped",
@@ -301,7 +295,11 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
         let (aw, hold) = windows.windowed(s);
         summary(
             e,
-            "tidepool_pool_acquire_wait_seconds",
+            [
+                "tidepool_pool_acquire_wait_seconds",
+                "tidepool_pool_acquire_wait_seconds_sum",
+                "tidepool_pool_acquire_wait_seconds_count",
+            ],
             "Time to acquire a connection (window of the last 10 s).",
             p,
             &aw,
@@ -309,7 +307,11 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
         );
         summary(
             e,
-            "tidepool_pool_query_seconds",
+            [
+                "tidepool_pool_query_seconds",
+                "tidepool_pool_query_seconds_sum",
+                "tidepool_pool_query_seconds_count",
+            ],
             "Time a connection (or in-flight slot) is held per checkout: query or command latency (window of the last 10 s).",
             p,
             &hold,

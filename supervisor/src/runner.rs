@@ -6,6 +6,7 @@
 //! it is down the pools keep their last `max_open` and keep reaping their
 //! own idle connections; nothing depends on this thread being alive.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +65,7 @@ pub struct SupervisorState {
     stop: AtomicBool,
     inject_panic: AtomicBool,
     pools: Mutex<Vec<PoolView>>,
-    log: Mutex<Vec<LoggedDecision>>,
+    log: Mutex<VecDeque<LoggedDecision>>,
 }
 
 /// One pool's supervisor view.
@@ -99,7 +100,7 @@ impl SupervisorState {
 
     /// Every resize decision so far, oldest first (bounded to the last 10,000).
     pub fn decisions(&self) -> Vec<LoggedDecision> {
-        self.log.lock().unwrap().clone()
+        self.log.lock().unwrap().iter().cloned().collect()
     }
 
     /// Makes the next tick panic (fault-injection for tests and drills).
@@ -340,9 +341,9 @@ fn tick_loop(
                     }
                     let mut log = state.log.lock().unwrap();
                     if log.len() >= 10_000 {
-                        log.remove(0);
+                        log.pop_front();
                     }
-                    log.push(LoggedDecision {
+                    log.push_back(LoggedDecision {
                         pool: e.pool.name().to_string(),
                         at_unix_ms: unix_ms(),
                         decision: d.clone(),
