@@ -7,7 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tidepool_drivers::pg::Config;
-use tidepool_drivers::pool::pg::{try_warmup_slot, wait_warmup_slot, PgManager, WarmupSlots};
+use tidepool_drivers::pool::pg::{
+    try_warmup_slot, wait_warmup_slot, PgManager, PgSharedManager, WarmupSlots,
+};
 use tidepool_drivers::pool::{AcquireError, CloseReason, LocalPool, Pool, PoolConfig};
 use tidepool_engine::rt::{self, time};
 use tidepool_testkit::{PgServer, PgUser};
@@ -316,5 +318,71 @@ fn warmup_semaphore_admits_n_and_frees_a_crashed_holders_slot() {
         let got = waiter.await;
         assert_eq!(got, Some(a.slot), "the freed slot goes to the waiter");
         drop(b);
+    });
+}
+
+fn shared_pool(server: &PgServer, app: &str, cfg: PoolConfig) -> Pool<PgSharedManager> {
+    Pool::new(app, cfg, PgSharedManager::new(config(server, app)), 1).unwrap()
+}
+
+#[test]
+fn shared_pool_spreads_callers_over_few_pipelined_connections() {
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 3,
+            max_in_flight: 16,
+            acquire_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let p = shared_pool(server, "pool_pg_shared", cfg);
+        let local = p.local(0);
+        let tasks: Vec<_> = (0..300i32)
+            .map(|i| {
+                let local = local.clone();
+                rt::spawn(async move {
+                    let c = local.get().await.unwrap();
+                    c.query_one("SELECT $1::int4 + 1", &[&i])
+                        .await
+                        .unwrap()
+                        .get::<i32>(0)
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await, i as i32 + 1);
+        }
+        let s = local.stats();
+        // 300 concurrent callers, 16 per connection: the cap binds.
+        assert_eq!(s.open, 3, "connections are counted and capped");
+        assert_eq!(sessions(server, "pool_pg_shared"), 3);
+        assert!(s.acquires >= 300);
+        assert_eq!(s.in_use, 0);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn shared_pool_recovers_from_a_killed_server() {
+    let server = PgServer::start().expect("private server");
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 2,
+            max_in_flight: 8,
+            acquire_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            ..PoolConfig::default()
+        };
+        let p = shared_pool(&server, "pool_shared_restart", cfg);
+        let local = p.local(0);
+        let query = |local: LocalPool<PgSharedManager>| async move {
+            let c = local.get().await.map_err(|e| e.to_string())?;
+            c.query_one("SELECT 1::int4", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        survive_restart(&local, 8, query, || server.kill9(), || server.restart()).await;
+        assert!(local.stats().open <= 2);
     });
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidepool::drivers::cache::{Cache, CacheError, LocalCache};
 use tidepool::drivers::pg::ToSql;
-use tidepool::drivers::pool::pg::PgManager;
+use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::{LocalPool, Pool};
 use tidepool::drivers::redis::SetOptions;
@@ -19,6 +19,8 @@ use tidepool::supervisor::SupervisorState;
 /// Built once, shared by every worker (and readable by other threads).
 pub struct Shared {
     pub pg: Option<Pool<PgManager>>,
+    /// Shared, pipelined connections for the point queries of /db and /queries.
+    pub pg_shared: Option<Pool<PgSharedManager>>,
     pub redis: Option<Pool<RedisManager>>,
     /// Filled once the server runs (the counters exist only then).
     pub http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
@@ -35,6 +37,7 @@ pub struct Shared {
 /// One worker's state: its shards of the pools.
 pub struct State {
     pg: Option<LocalPool<PgManager>>,
+    pg_shared: Option<LocalPool<PgSharedManager>>,
     redis: Option<LocalPool<RedisManager>>,
     report_cache: Option<LocalCache>,
     shared: Arc<Shared>,
@@ -93,8 +96,8 @@ macro_rules! try_or {
 const WORLD_BY_ID: &str = "SELECT id, randomnumber FROM world WHERE id = $1";
 
 async fn db(_: &Request<'_>, st: &State) -> Response {
-    let pool = pool_or!(&st.pg, "--pg");
-    let mut c = try_or!(pool.get_for("/db").await, 503);
+    let pool = pool_or!(&st.pg_shared, "--pg");
+    let c = try_or!(pool.get_for("/db").await, 503);
     let row = try_or!(c.query_one(WORLD_BY_ID, &[&st.random_id()]).await, 500);
     Response::json(&World {
         id: row.get(0),
@@ -105,19 +108,17 @@ async fn db(_: &Request<'_>, st: &State) -> Response {
 /// N rows, TechEmpower style: N clamped to 1..=500, anything else is 1.
 /// The N queries go out in one pipeline: one round trip.
 async fn queries(req: &Request<'_>, st: &State) -> Response {
-    let pool = pool_or!(&st.pg, "--pg");
+    let pool = pool_or!(&st.pg_shared, "--pg");
     let n = req
         .query_param("n")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(1)
         .clamp(1, 500) as usize;
     let ids: Vec<i32> = (0..n).map(|_| st.random_id()).collect();
-    let mut c = try_or!(pool.get_for("/queries").await, 503);
-    let mut p = c.pipeline();
-    for id in &ids {
-        p.query(WORLD_BY_ID, &[id as &dyn ToSql]);
-    }
-    let results = try_or!(p.run().await, 500);
+    let params: Vec<[&dyn ToSql; 1]> = ids.iter().map(|id| [id as &dyn ToSql]).collect();
+    let sets: Vec<&[&dyn ToSql]> = params.iter().map(|p| &p[..]).collect();
+    let c = try_or!(pool.get_for("/queries").await, 503);
+    let results = try_or!(c.query_many(WORLD_BY_ID, &sets).await, 500);
     let mut out = Vec::with_capacity(n);
     for r in results {
         let r = try_or!(r, 500);
@@ -243,6 +244,9 @@ fn render_metrics(shared: &Shared) -> Response {
     if let Some(p) = &shared.pg {
         pools.push(p.stats());
     }
+    if let Some(p) = &shared.pg_shared {
+        pools.push(p.stats());
+    }
     if let Some(p) = &shared.redis {
         pools.push(p.stats());
     }
@@ -266,6 +270,7 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
         .map(|(c, p)| c.local(p.clone()));
     let state = State {
         pg: shared.pg.as_ref().map(|p| p.local(info.index)),
+        pg_shared: shared.pg_shared.as_ref().map(|p| p.local(info.index)),
         redis,
         report_cache,
         shared,

@@ -8,6 +8,8 @@ pub struct Args {
     pub pg: Option<String>,
     pub pg_max_open: usize,
     pub pg_autoscale: Option<(usize, usize)>,
+    pub pg_shared_max_open: usize,
+    pub pg_shared_autoscale: Option<(usize, usize)>,
     pub redis: Option<String>,
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
@@ -16,6 +18,7 @@ pub struct Args {
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
+             [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
              [--fault-injection]
 
@@ -23,8 +26,13 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
   --workers N               worker threads (default: one per CPU)
   --pg URL                  PostgreSQL, e.g. postgres://user:pass@127.0.0.1:5432/db;
                             enables /db, /queries, /db/sleep, /report/{day}
-  --pg-max-open N           PostgreSQL pool size over all workers (default 8)
+  --pg-max-open N           exclusive PostgreSQL connections over all workers, used by
+                            /db/sleep and /report (default 8)
   --pg-autoscale MIN:MAX    let the supervisor size the PostgreSQL pool within MIN..MAX
+  --pg-shared-max-open N    shared (pipelined) PostgreSQL connections over all workers,
+                            used by /db and /queries (default 4)
+  --pg-shared-autoscale MIN:MAX
+                            let the supervisor size the shared pool within MIN..MAX
   --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
   --redis-max-open N        Redis connections over all workers (default 2)
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
@@ -49,6 +57,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         pg: None,
         pg_max_open: 8,
         pg_autoscale: None,
+        pg_shared_max_open: 4,
+        pg_shared_autoscale: None,
         redis: None,
         redis_max_open: 2,
         redis_autoscale: None,
@@ -76,6 +86,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--pg" => a.pg = Some(v),
             "--pg-max-open" => a.pg_max_open = num(&v)?.max(1),
             "--pg-autoscale" => a.pg_autoscale = Some(rails(&flag, &v)?),
+            "--pg-shared-max-open" => a.pg_shared_max_open = num(&v)?.max(1),
+            "--pg-shared-autoscale" => a.pg_shared_autoscale = Some(rails(&flag, &v)?),
             "--redis" => a.redis = Some(v),
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),

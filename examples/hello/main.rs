@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example hello -- --listen 127.0.0.1:8080 [--workers N] \
-//!     [--pg URL [--pg-max-open N] [--pg-autoscale MIN:MAX]] \
+//!     [--pg URL [--pg-max-open N] [--pg-autoscale MIN:MAX]
+//!               [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]] \
 //!     [--redis URL [--redis-max-open N] [--redis-autoscale MIN:MAX]]
 //! ```
 //! Routes: `GET /plaintext`, `/json`, `/health`, `/metrics`; with `--pg`:
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidepool::drivers::cache::{Cache, CacheConfig, OnTimeout, DEFAULT_XFETCH_BETA};
-use tidepool::drivers::pool::pg::PgManager;
+use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::supervised::Probe;
 use tidepool::drivers::pool::{Pool, PoolConfig};
@@ -60,6 +61,9 @@ fn report_cache() -> Cache {
     Cache::new("report", cfg).expect("the report cache's configuration is valid")
 }
 
+/// Callers per shared PostgreSQL connection.
+const PG_SHARED_IN_FLIGHT: usize = 32;
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("hello: {msg}");
     ExitCode::FAILURE
@@ -78,8 +82,8 @@ fn main() -> ExitCode {
     } else {
         args.workers
     };
-    let pg = match &args.pg {
-        None => None,
+    let (pg, pg_shared) = match &args.pg {
+        None => (None, None),
         Some(url) => {
             if let Err(e) = setup::prepare_pg(url) {
                 return fail(format!("PostgreSQL at {url}: {e}"));
@@ -92,8 +96,22 @@ fn main() -> ExitCode {
                 max_open: args.pg_max_open,
                 ..PoolConfig::default()
             };
-            match Pool::new("pg", pool_cfg, PgManager::new(cfg), workers) {
-                Ok(p) => Some(p),
+            let exclusive = match Pool::new("pg", pool_cfg, PgManager::new(cfg.clone()), workers) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            // Point queries pipelined on a few shared connections: a
+            // backend answers a batch for far less CPU than one wake-up
+            // per query. Capping the callers per connection spreads a burst
+            // over the pool instead of queueing it behind one backend.
+            let shared_cfg = PoolConfig {
+                max_open: args.pg_shared_max_open,
+                max_in_flight: PG_SHARED_IN_FLIGHT,
+                ..PoolConfig::default()
+            };
+            let m = PgSharedManager::new(cfg);
+            match Pool::new("pg-shared", shared_cfg, m, workers) {
+                Ok(p) => (Some(exclusive), Some(p)),
                 Err(e) => return fail(e),
             }
         }
@@ -122,6 +140,7 @@ fn main() -> ExitCode {
     let report_cache = redis.as_ref().map(|_| report_cache());
     let shared = Arc::new(app::Shared {
         pg,
+        pg_shared,
         redis,
         http_stats: Default::default(),
         windows: Default::default(),
@@ -152,6 +171,13 @@ fn main() -> ExitCode {
         supervised.push((
             Box::new(Probe::new(p.clone())),
             autoscale(args.pg_autoscale),
+            p.config().min_idle,
+        ));
+    }
+    if let Some(p) = &shared.pg_shared {
+        supervised.push((
+            Box::new(Probe::new(p.clone())),
+            autoscale(args.pg_shared_autoscale),
             p.config().min_idle,
         ));
     }

@@ -177,6 +177,10 @@ pub fn run_demo(mut opts: DemoOptions, extras: DemoExtras) -> Result<i32, String
             "2",
             "--pg-autoscale",
             "2:16",
+            "--pg-shared-max-open",
+            "1",
+            "--pg-shared-autoscale",
+            "1:4",
         ])
         .args([
             "--redis",
@@ -196,7 +200,7 @@ pub fn run_demo(mut opts: DemoOptions, extras: DemoExtras) -> Result<i32, String
     let mut app = AppProcess { child };
     wait_healthy(&addr, &mut app.child, Duration::from_secs(60))?;
     eprintln!(
-        "demo: example server on http://{addr} (PoolAutoscale: pg 2..16, redis 1..4); running {:.0} s of traffic",
+        "demo: example server on http://{addr} (PoolAutoscale: pg 2..16, pg-shared 1..4, redis 1..4); running {:.0} s of traffic",
         plan.duration()
     );
     opts.target = Some(format!("http://{addr}"));

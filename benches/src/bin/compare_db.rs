@@ -28,6 +28,8 @@ fn main() {
             &pg_url,
             "--pg-max-open",
             "8",
+            "--pg-shared-max-open",
+            "8",
             "--redis",
             &redis_url,
             "--redis-max-open",

@@ -181,7 +181,7 @@ impl QueryResult {
 /// `&mut self`, so one operation runs at a time; use [`Client::pipeline`] to
 /// put many statements in one round trip.
 pub struct Client {
-    proto: Protocol,
+    pub(super) proto: Protocol,
     stream: TcpStream,
     target: Target,
     rbuf: Option<Vec<u8>>,
@@ -189,7 +189,7 @@ pub struct Client {
     wbuf: Option<Vec<u8>>,
     wpos: usize,
     write: Option<IoFuture>,
-    cache: StmtCache,
+    pub(super) cache: StmtCache,
     /// Statements evicted from the cache, closed with the next request.
     to_close: Vec<String>,
     /// Statements to run before the next request (rollbacks of dropped transactions).
@@ -261,7 +261,7 @@ impl Client {
     // ------------------------------------------------------------------ I/O
 
     /// Advances the socket operations once; true when something completed.
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(super) fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
         if self.write.is_none() && !self.proto.is_dead() {
             let buf = self.wbuf.as_mut().expect("no write in flight");
@@ -342,7 +342,7 @@ impl Client {
         .await
     }
 
-    fn flushed(&self) -> bool {
+    pub(super) fn flushed(&self) -> bool {
         self.write.is_none()
             && !self.proto.has_output()
             && self.wbuf.as_ref().is_some_and(|b| self.wpos >= b.len())
@@ -356,7 +356,7 @@ impl Client {
 
     /// Readies the connection for a new operation: finishes what dropped
     /// guards left behind, pipelined in front of the new request.
-    fn begin(&mut self) -> Result<()> {
+    pub(super) fn begin(&mut self) -> Result<()> {
         if self.proto.is_dead() {
             return Err(Error::Closed);
         }
@@ -374,7 +374,7 @@ impl Client {
         Ok(())
     }
 
-    fn queue_closes(&mut self) {
+    pub(super) fn queue_closes(&mut self) {
         for name in std::mem::take(&mut self.to_close) {
             // Replies are skipped by `wait` like any request nobody waits for.
             let _ = self.proto.close_statement(&name);
@@ -454,12 +454,7 @@ impl Client {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s);
         }
-        let evicted = self.cache.make_room();
-        self.to_close
-            .extend(evicted.iter().map(|s| s.name().to_string()));
-        let name = self.cache.next_name();
-        let id = self.proto.prepare(&name, sql, &[])?;
-        self.queue_closes();
+        let (name, id) = self.queue_prepare(sql)?;
         match self.wait(id, deadline).await? {
             Response::Prepared { params, columns } => {
                 Ok(self.cache_insert(Statement::new(name, sql.to_string(), params, columns)))
@@ -468,7 +463,19 @@ impl Client {
         }
     }
 
-    fn cache_insert(&mut self, st: Statement) -> Statement {
+    /// Queues Parse + Describe for `sql` under a fresh name, making room in
+    /// the cache first (evicted statements are closed in the same batch).
+    pub(super) fn queue_prepare(&mut self, sql: &str) -> Result<(String, ReqId)> {
+        let evicted = self.cache.make_room();
+        self.to_close
+            .extend(evicted.iter().map(|s| s.name().to_string()));
+        let name = self.cache.next_name();
+        let id = self.proto.prepare(&name, sql, &[])?;
+        self.queue_closes();
+        Ok((name, id))
+    }
+
+    pub(super) fn cache_insert(&mut self, st: Statement) -> Statement {
         let evicted = self.cache.insert(st.clone());
         self.to_close
             .extend(evicted.iter().map(|s| s.name().to_string()));
@@ -479,7 +486,7 @@ impl Client {
     /// not change result type" (0A000) the cached statement is dropped;
     /// returns whether re-preparing and retrying is safe (no transaction
     /// block was aborted by the error).
-    fn stale(&mut self, e: &Error, sql: &str) -> bool {
+    pub(super) fn stale(&mut self, e: &Error, sql: &str) -> bool {
         let Some(db) = e.as_db() else {
             return false;
         };
@@ -801,9 +808,14 @@ impl Client {
         self.proto.terminate();
         let deadline = Some(Instant::now() + Duration::from_secs(1));
         self.drive(|c| c.flushed(), deadline).await;
+        self.shut_down();
+        Ok(())
+    }
+
+    /// Ends the session after a Terminate went out (or could not).
+    pub(super) fn shut_down(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         self.proto.fail(Error::Closed);
-        Ok(())
     }
 }
 

@@ -35,6 +35,10 @@
 //! # }
 //! ```
 //!
+//! [`SharedClient`] is the same connection shared by many tasks of a
+//! worker: their statements are pipelined automatically (one send per loop
+//! turn), for point queries that need no session state.
+//!
 //! Values are exchanged in binary for the types in [`types`]; other types
 //! (enums, inet, ...) come back as text readable as `String`, and strings
 //! bound to non-text parameters are sent as text for the server to parse.
@@ -44,6 +48,7 @@ pub mod config;
 pub mod error;
 pub mod proto;
 pub mod row;
+pub mod shared;
 pub mod startup;
 pub mod stmt_cache;
 pub mod types;
@@ -55,6 +60,7 @@ pub use config::{Config, Host};
 pub use error::{DbError, Error, Result};
 pub use proto::{Notification, SimpleQueryResult, TxStatus};
 pub use row::{Column, Row, RowIndex};
+pub use shared::SharedClient;
 pub use stmt_cache::Statement;
 pub use types::{
     Date, FromSql, Interval, Json, Numeric, Time, Timestamp, TimestampTz, ToSql, Type, Uuid,

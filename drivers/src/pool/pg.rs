@@ -8,7 +8,7 @@ use tidepool_engine::rt::time;
 
 use super::backoff::random_unit;
 use super::{Manager, PoolError};
-use crate::pg::{Client, Config, Error, TxStatus};
+use crate::pg::{Client, Config, Error, SharedClient, TxStatus};
 
 impl PoolError for Error {
     fn is_transient(&self) -> bool {
@@ -102,6 +102,13 @@ pub async fn wait_warmup_slot(config: &Config, slots: &WarmupSlots) -> Option<Wa
     }
 }
 
+/// The warm-up gate both connection kinds use: one of the slots, if configured.
+async fn gate(config: &Config, slots: Option<&WarmupSlots>) -> Option<Box<dyn Any>> {
+    wait_warmup_slot(config, slots?)
+        .await
+        .map(|s| Box::new(s) as Box<dyn Any>)
+}
+
 impl Manager for PgManager {
     type Conn = Client;
     type Error = Error;
@@ -121,9 +128,60 @@ impl Manager for PgManager {
     }
 
     async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
-        let slots = self.warmup.as_ref()?;
-        wait_warmup_slot(&self.config, slots)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Any>)
+        gate(&self.config, self.warmup.as_ref()).await
+    }
+}
+
+/// Shared PostgreSQL connections for a multiplexed [`Pool`](super::Pool):
+/// each connection carries up to the pool's `max_in_flight` callers'
+/// statements at once, pipelined (see [`SharedClient`]). For statements
+/// that need no session state; transactions need [`PgManager`].
+pub struct PgSharedManager {
+    config: Config,
+    warmup: Option<WarmupSlots>,
+}
+
+impl PgSharedManager {
+    pub fn new(config: Config) -> PgSharedManager {
+        PgSharedManager {
+            config,
+            warmup: None,
+        }
+    }
+
+    /// Gates warm-up on one of N cluster-wide slots.
+    pub fn with_warmup_slots(mut self, slots: WarmupSlots) -> PgSharedManager {
+        self.warmup = Some(slots);
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Manager for PgSharedManager {
+    type Conn = SharedClient;
+    type Error = Error;
+    const MULTIPLEXED: bool = true;
+
+    async fn connect(&self) -> Result<SharedClient, Error> {
+        SharedClient::connect(&self.config).await
+    }
+
+    fn is_usable(&self, conn: &SharedClient) -> bool {
+        !conn.is_broken()
+    }
+
+    async fn check(&self, conn: &mut SharedClient) -> Result<(), Error> {
+        conn.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    fn share(&self, conn: &SharedClient) -> SharedClient {
+        conn.clone()
+    }
+
+    async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
+        gate(&self.config, self.warmup.as_ref()).await
     }
 }

@@ -1,0 +1,460 @@
+//! One PostgreSQL connection shared by many tasks of a worker, with
+//! automatic pipelining.
+//!
+//! Every caller's Bind/Execute/Sync is appended to the connection's output
+//! as it is issued; one driver task sends whatever accumulated in a single
+//! write and hands each reply to its caller in order. Queries issued by the
+//! handlers that run in one turn of the worker loop therefore leave in one
+//! send, and the server answers them from one read: a backend serves a
+//! pipelined batch for a fraction of the CPU it spends waking up once per
+//! query (see docs/results.md).
+//!
+//! Each statement keeps its own Sync, so one caller's error never touches
+//! another's statement. What a shared connection cannot offer is session
+//! state: transactions, `SET`, temporary tables, COPY and LISTEN need an
+//! exclusive [`Client`]. A statement that leaves the session inside a
+//! transaction block breaks the connection (every caller sees an error and
+//! the pool replaces it) rather than leaking that transaction into other
+//! callers' statements. A query that times out returns
+//! [`Error::Timeout`] to its caller; no CancelRequest is sent (it would
+//! cancel whichever caller's statement happens to be running), and its reply
+//! is read and discarded when it comes, so later replies stay matched.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tidepool_engine::rt::{self, time};
+
+use super::client::{AsQuery, Client, QueryResult, Stats};
+use super::config::Config;
+use super::error::{Error, Result};
+use super::proto::{ReqId, Response, TxStatus};
+use super::row::Row;
+use super::stmt_cache::Statement;
+use super::types::ToSql;
+
+enum Reply {
+    Waiting(Option<Waker>),
+    Ready(Result<Response>),
+}
+
+struct State {
+    client: Client,
+    /// Replies somebody waits for; a reply whose id is absent (a dropped
+    /// caller, a Close of an evicted statement) is discarded on arrival.
+    replies: HashMap<ReqId, Reply>,
+    /// Statements being prepared, with the callers waiting for them.
+    preparing: HashMap<String, Vec<Waker>>,
+    driver: Option<Waker>,
+    closed: bool,
+    statements: u64,
+}
+
+struct Inner {
+    st: RefCell<State>,
+    query_timeout: Option<Duration>,
+}
+
+impl Inner {
+    fn wake_driver(st: &mut State) {
+        if let Some(w) = st.driver.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Closes the connection when the last [`SharedClient`] clone goes.
+struct Handle {
+    inner: Rc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut st = self.inner.st.borrow_mut();
+        st.closed = true;
+        Inner::wake_driver(&mut st);
+    }
+}
+
+/// A PostgreSQL connection shared by the tasks of one worker; cloning is
+/// cheap (`Rc`) and every clone talks over the same socket. See the module
+/// documentation for what sharing allows.
+#[derive(Clone)]
+pub struct SharedClient {
+    handle: Rc<Handle>,
+}
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClient")
+            .field("broken", &self.is_broken())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl SharedClient {
+    /// Connects and authenticates, then starts the connection's driver task
+    /// on the current worker.
+    pub async fn connect(cfg: &Config) -> Result<SharedClient> {
+        let client = Client::connect(cfg).await?;
+        let inner = Rc::new(Inner {
+            st: RefCell::new(State {
+                client,
+                replies: HashMap::new(),
+                preparing: HashMap::new(),
+                driver: None,
+                closed: false,
+                statements: 0,
+            }),
+            query_timeout: cfg.query_timeout,
+        });
+        rt::spawn(drive(inner.clone()));
+        Ok(SharedClient {
+            handle: Rc::new(Handle { inner }),
+        })
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.handle.inner
+    }
+
+    /// Whether the connection failed; a broken connection never recovers.
+    pub fn is_broken(&self) -> bool {
+        self.inner().st.borrow().client.is_broken()
+    }
+
+    /// Statements sent whose replies have not arrived.
+    pub fn in_flight(&self) -> usize {
+        self.inner().st.borrow().client.proto.in_flight()
+    }
+
+    /// Socket counters of the connection.
+    pub fn stats(&self) -> Stats {
+        self.inner().st.borrow().client.stats()
+    }
+
+    /// Statements executed (prepares excluded) since the connection opened.
+    pub fn statements(&self) -> u64 {
+        self.inner().st.borrow().statements
+    }
+
+    /// The server's process id for this session.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.inner().st.borrow().client.backend_pid()
+    }
+
+    /// Runs a statement with binary parameters; returns all rows.
+    pub async fn query<Q: AsQuery + ?Sized>(
+        &self,
+        q: &Q,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<Row>> {
+        Ok(self.run(q.sql(), params).await?.rows)
+    }
+
+    /// Like [`SharedClient::query`], also returning the command tag.
+    pub async fn query_result<Q: AsQuery + ?Sized>(
+        &self,
+        q: &Q,
+        params: &[&dyn ToSql],
+    ) -> Result<QueryResult> {
+        self.run(q.sql(), params).await
+    }
+
+    /// Exactly one row, else `Error::Usage`.
+    pub async fn query_one<Q: AsQuery + ?Sized>(
+        &self,
+        q: &Q,
+        params: &[&dyn ToSql],
+    ) -> Result<Row> {
+        let mut rows = self.query(q, params).await?;
+        match rows.len() {
+            1 => Ok(rows.pop().expect("one row")),
+            n => Err(Error::Usage(format!("query_one: expected 1 row, got {n}"))),
+        }
+    }
+
+    /// Zero or one row, else `Error::Usage`.
+    pub async fn query_opt<Q: AsQuery + ?Sized>(
+        &self,
+        q: &Q,
+        params: &[&dyn ToSql],
+    ) -> Result<Option<Row>> {
+        let mut rows = self.query(q, params).await?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            n => Err(Error::Usage(format!(
+                "query_opt: expected at most 1 row, got {n}"
+            ))),
+        }
+    }
+
+    /// Runs a statement; returns the number of rows it affected.
+    pub async fn execute<Q: AsQuery + ?Sized>(&self, q: &Q, params: &[&dyn ToSql]) -> Result<u64> {
+        Ok(self.run(q.sql(), params).await?.rows_affected())
+    }
+
+    /// Runs the same statement once per parameter set, all in one pipeline:
+    /// one round trip for the lot. Each run has its own result.
+    pub async fn query_many(
+        &self,
+        sql: &str,
+        param_sets: &[&[&dyn ToSql]],
+    ) -> Result<Vec<Result<QueryResult>>> {
+        let st = self.statement(sql).await?;
+        let mut waits = Vec::with_capacity(param_sets.len());
+        {
+            let mut s = self.inner().st.borrow_mut();
+            for params in param_sets {
+                let id = s.client.proto.execute(&st, params)?;
+                s.statements += 1;
+                s.replies.insert(id, Reply::Waiting(None));
+                waits.push(ReplyFuture::new(self.inner(), id));
+            }
+            Inner::wake_driver(&mut s);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for w in waits {
+            out.push(self.with_timeout(w).await.and_then(rows));
+        }
+        Ok(out)
+    }
+
+    async fn with_timeout(&self, w: ReplyFuture<'_>) -> Result<Response> {
+        match self.inner().query_timeout {
+            Some(t) => time::timeout(t, w).await.unwrap_or(Err(Error::Timeout)),
+            None => w.await,
+        }
+    }
+
+    async fn run(&self, sql: &str, params: &[&dyn ToSql]) -> Result<QueryResult> {
+        let mut retried = false;
+        loop {
+            let st = self.statement(sql).await?;
+            let id = {
+                let mut s = self.inner().st.borrow_mut();
+                let id = s.client.proto.execute(&st, params)?;
+                s.statements += 1;
+                s.replies.insert(id, Reply::Waiting(None));
+                Inner::wake_driver(&mut s);
+                id
+            };
+            match self
+                .with_timeout(ReplyFuture::new(self.inner(), id))
+                .await
+                .and_then(rows)
+            {
+                Err(e) if !retried && self.inner().st.borrow_mut().client.stale(&e, sql) => {
+                    retried = true
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The cached statement for `sql`; on a miss one caller prepares it and
+    /// the others wait for that rather than preparing it again.
+    async fn statement(&self, sql: &str) -> Result<Statement> {
+        loop {
+            let id = {
+                let mut s = self.inner().st.borrow_mut();
+                if let Some(st) = s.client.cache.get(sql) {
+                    return Ok(st);
+                }
+                if !s.preparing.contains_key(sql) {
+                    s.client.begin()?;
+                    let (name, id) = s.client.queue_prepare(sql)?;
+                    s.preparing.insert(sql.to_string(), Vec::new());
+                    s.replies.insert(id, Reply::Waiting(None));
+                    Inner::wake_driver(&mut s);
+                    Some((name, id))
+                } else {
+                    None
+                }
+            };
+            let Some((name, id)) = id else {
+                self.prepared_elsewhere(sql).await;
+                continue;
+            };
+            let guard = Preparing {
+                inner: self.inner(),
+                sql,
+            };
+            let r = self.with_timeout(ReplyFuture::new(self.inner(), id)).await;
+            let mut s = self.inner().st.borrow_mut();
+            let st = match r? {
+                Response::Prepared { params, columns } => {
+                    s.client
+                        .cache_insert(Statement::new(name, sql.to_string(), params, columns))
+                }
+                _ => return Err(Error::protocol("unexpected reply to Parse")),
+            };
+            drop(s);
+            drop(guard);
+            return Ok(st);
+        }
+    }
+
+    /// Waits until nobody is preparing `sql` any more.
+    async fn prepared_elsewhere(&self, sql: &str) {
+        poll_fn(|cx| {
+            let mut s = self.inner().st.borrow_mut();
+            match s.preparing.get_mut(sql) {
+                Some(waiters) => {
+                    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+                None => Poll::Ready(()),
+            }
+        })
+        .await
+    }
+}
+
+fn rows(r: Response) -> Result<QueryResult> {
+    match r {
+        Response::Rows { rows, tag } => Ok(QueryResult { rows, tag }),
+        _ => Err(Error::protocol("unexpected reply to Execute")),
+    }
+}
+
+/// Ends a preparation, also when its caller is dropped mid-way: the callers
+/// waiting for it look again (and one of them prepares if it failed).
+struct Preparing<'a> {
+    inner: &'a Inner,
+    sql: &'a str,
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        let waiters = self.inner.st.borrow_mut().preparing.remove(self.sql);
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
+    }
+}
+
+/// A caller's wait for reply `id`; dropping it abandons the reply.
+struct ReplyFuture<'a> {
+    inner: &'a Inner,
+    id: ReqId,
+    done: bool,
+}
+
+impl<'a> ReplyFuture<'a> {
+    fn new(inner: &'a Inner, id: ReqId) -> Self {
+        ReplyFuture {
+            inner,
+            id,
+            done: false,
+        }
+    }
+}
+
+impl Future for ReplyFuture<'_> {
+    type Output = Result<Response>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+        let id = self.id;
+        let mut s = self.inner.st.borrow_mut();
+        match s.replies.get_mut(&id) {
+            Some(Reply::Waiting(w)) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(Reply::Ready(_)) => {
+                let Some(Reply::Ready(r)) = s.replies.remove(&id) else {
+                    unreachable!("checked above")
+                };
+                drop(s);
+                self.done = true;
+                Poll::Ready(r)
+            }
+            None => {
+                drop(s);
+                self.done = true;
+                Poll::Ready(Err(Error::Closed))
+            }
+        }
+    }
+}
+
+impl Drop for ReplyFuture<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.st.borrow_mut().replies.remove(&self.id);
+        }
+    }
+}
+
+/// Moves bytes for the connection: sends what callers queued, reads
+/// replies and hands them out, until the connection dies or every handle
+/// is gone and nothing is owed; then says Terminate.
+async fn drive(inner: Rc<Inner>) {
+    let closing = poll_fn(|cx| {
+        let mut guard = inner.st.borrow_mut();
+        let s = &mut *guard;
+        loop {
+            let progressed = s.client.poll_io(cx);
+            while let Some((id, r)) = s.client.proto.poll_response() {
+                if let Some(slot) = s.replies.get_mut(&id) {
+                    if let Reply::Waiting(Some(w)) = std::mem::replace(slot, Reply::Ready(r)) {
+                        w.wake();
+                    }
+                }
+            }
+            if s.client.proto.tx_status() != TxStatus::Idle && !s.client.proto.is_dead() {
+                s.client.proto.fail(Error::Usage(
+                    "a statement opened a transaction on a shared connection; \
+                     transactions need an exclusive Client"
+                        .into(),
+                ));
+                continue;
+            }
+            if s.client.proto.is_dead() {
+                // Nothing more will arrive: whoever still waits hears it now.
+                for slot in s.replies.values_mut() {
+                    if let Reply::Waiting(w) =
+                        std::mem::replace(slot, Reply::Ready(Err(Error::Closed)))
+                    {
+                        w.into_iter().for_each(Waker::wake);
+                    }
+                }
+                return Poll::Ready(false);
+            }
+            if s.closed && s.replies.is_empty() && s.preparing.is_empty() {
+                return Poll::Ready(true);
+            }
+            if !progressed {
+                s.driver = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+    })
+    .await;
+    if closing {
+        inner.st.borrow_mut().client.proto.terminate();
+        let flushed = poll_fn(|cx| {
+            let mut s = inner.st.borrow_mut();
+            while s.client.poll_io(cx) {}
+            if s.client.flushed() || s.client.proto.is_dead() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let _ = time::timeout(Duration::from_secs(1), flushed).await;
+        inner.st.borrow_mut().client.shut_down();
+    }
+}

@@ -1,0 +1,258 @@
+//! The shared (pipelined) connection against a real server: many callers
+//! on one socket, errors kept to their caller, statement preparation once,
+//! session state refused, time-outs and dropped callers, closing.
+
+use std::time::Duration;
+
+use tidepool_drivers::pg::{Client, Config, Error, SharedClient};
+use tidepool_engine::rt::{block_on, spawn, time};
+use tidepool_testkit::{PgServer, PgUser};
+
+fn cfg() -> Config {
+    PgServer::shared().url(PgUser::Scram).parse().unwrap()
+}
+
+async fn shared() -> SharedClient {
+    SharedClient::connect(&cfg()).await.unwrap()
+}
+
+#[test]
+fn many_callers_share_one_socket_in_few_sends() {
+    block_on(async {
+        let db = shared().await;
+        let before = db.stats();
+        let tasks: Vec<_> = (0..200i32)
+            .map(|i| {
+                let db = db.clone();
+                spawn(async move {
+                    db.query_one("select $1::int4 * 2", &[&i])
+                        .await
+                        .map(|r| r.get::<i32>(0))
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), 2 * i as i32);
+        }
+        let after = db.stats();
+        assert_eq!(db.statements(), 200);
+        // The 200 callers ran in the same loop turns: their statements
+        // went out together (one Parse, then the executes), not 200 sends.
+        let writes = after.writes - before.writes;
+        assert!(writes <= 6, "{writes} sends for 200 statements");
+        assert_eq!(db.in_flight(), 0);
+        assert!(!db.is_broken());
+    });
+}
+
+#[test]
+fn an_error_reaches_only_its_caller() {
+    block_on(async {
+        let db = shared().await;
+        let (a, b, c) = (db.clone(), db.clone(), db.clone());
+        let ok1 = spawn(async move { a.query_one("select 1::int4", &[]).await });
+        let bad = spawn(async move { b.query("select 1 / 0", &[]).await });
+        let ok2 = spawn(async move { c.query_one("select 2::int4", &[]).await });
+        assert_eq!(ok1.await.unwrap().get::<i32>(0), 1);
+        let e = bad.await.unwrap_err();
+        assert_eq!(e.code(), Some("22012"), "{e:?}");
+        assert_eq!(ok2.await.unwrap().get::<i32>(0), 2);
+        assert!(!db.is_broken());
+        let row = db
+            .query_one("select 'still fine'::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<&str>(0), "still fine");
+    });
+}
+
+#[test]
+fn concurrent_first_use_prepares_once() {
+    block_on(async {
+        let db = shared().await;
+        let sql = "select $1::int8 + 1000";
+        let tasks: Vec<_> = (0..50i64)
+            .map(|i| {
+                let db = db.clone();
+                spawn(async move { db.query_one(sql, &[&i]).await.unwrap().get::<i64>(0) })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await, i as i64 + 1000);
+        }
+        let rows = db
+            .query(
+                "select statement from pg_prepared_statements where statement = $1",
+                &[&sql],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "one server-side statement for 50 callers");
+    });
+}
+
+#[test]
+fn query_many_is_one_pipeline() {
+    block_on(async {
+        let db = shared().await;
+        let ids: Vec<i32> = (1..=100).collect();
+        let params: Vec<[&dyn tidepool_drivers::pg::ToSql; 1]> =
+            ids.iter().map(|i| [i as _]).collect();
+        let sets: Vec<&[&dyn tidepool_drivers::pg::ToSql]> =
+            params.iter().map(|p| &p[..]).collect();
+        let before = db.stats().writes;
+        let results = db.query_many("select $1::int4 + 1", &sets).await.unwrap();
+        assert_eq!(results.len(), 100);
+        for (i, r) in results.into_iter().enumerate() {
+            assert_eq!(r.unwrap().rows[0].get::<i32>(0), i as i32 + 2);
+        }
+        assert!(db.stats().writes - before <= 3);
+    });
+}
+
+#[test]
+fn a_transaction_breaks_the_shared_connection() {
+    block_on(async {
+        let db = shared().await;
+        let other = db.clone();
+        // BEGIN itself succeeds on the server; the connection is then
+        // failed rather than left inside a transaction other callers share.
+        let _ = db.execute("begin", &[]).await;
+        let e = other.query("select 1", &[]).await.unwrap_err();
+        assert!(e.is_broken() || matches!(e, Error::Closed), "{e:?}");
+        assert!(db.is_broken());
+        // A fresh connection is unaffected.
+        let db = shared().await;
+        assert_eq!(
+            db.query_one("select 3::int4", &[])
+                .await
+                .unwrap()
+                .get::<i32>(0),
+            3
+        );
+    });
+}
+
+#[test]
+fn timed_out_and_dropped_callers_leave_replies_matched() {
+    block_on(async {
+        // The time-out is longer than what the next caller waits behind the
+        // late statement (a shared connection answers in order).
+        let db = SharedClient::connect(&cfg().query_timeout(Duration::from_millis(250)))
+            .await
+            .unwrap();
+        let e = db
+            .query("select pg_sleep(0.3), 'late'::text", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout), "{e:?}");
+        let row = db.query_one("select 'mine'::text", &[]).await.unwrap();
+        assert_eq!(row.get::<&str>(0), "mine");
+
+        // A caller that gives up on its own: its future is dropped.
+        let db = shared().await;
+        let gone = time::timeout(
+            Duration::from_millis(20),
+            db.query("select pg_sleep(0.1), 'dropped'::text", &[]),
+        )
+        .await;
+        assert!(gone.is_err());
+        let row = db.query_one("select 'also mine'::text", &[]).await.unwrap();
+        assert_eq!(row.get::<&str>(0), "also mine");
+        assert!(!db.is_broken());
+        assert_eq!(db.in_flight(), 0);
+    });
+}
+
+#[test]
+fn dropping_the_last_handle_ends_the_session() {
+    block_on(async {
+        let mut watcher = Client::connect(&cfg()).await.unwrap();
+        let db = shared().await;
+        let pid = db.backend_pid().unwrap();
+        let alive = "select count(*)::int8 from pg_stat_activity where pid = $1";
+        assert_eq!(
+            watcher
+                .query_one(alive, &[&pid])
+                .await
+                .unwrap()
+                .get::<i64>(0),
+            1
+        );
+        let clone = db.clone();
+        drop(db);
+        // A clone keeps it open.
+        assert_eq!(
+            clone
+                .query_one("select 1::int4", &[])
+                .await
+                .unwrap()
+                .get::<i32>(0),
+            1
+        );
+        drop(clone);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let n: i64 = watcher.query_one(alive, &[&pid]).await.unwrap().get(0);
+            if n == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backend {pid} still there"
+            );
+            time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+#[test]
+fn a_killed_backend_fails_every_pending_caller() {
+    block_on(async {
+        let mut admin = Client::connect(
+            &PgServer::shared()
+                .url(PgUser::Super)
+                .parse::<Config>()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let db = shared().await;
+        let pid = db.backend_pid().unwrap();
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let db = db.clone();
+                spawn(async move { db.query("select pg_sleep(5)", &[]).await })
+            })
+            .collect();
+        // Once the statements reached the server, end the backend.
+        let active =
+            "select count(*)::int8 from pg_stat_activity where pid = $1 and state = 'active'";
+        while admin
+            .query_one(active, &[&pid])
+            .await
+            .unwrap()
+            .get::<i64>(0)
+            == 0
+        {
+            time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = std::time::Instant::now();
+        admin
+            .query("select pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        for t in tasks {
+            assert!(t.await.is_err());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "errors, not a hang"
+        );
+        assert!(db.is_broken());
+        assert!(matches!(
+            db.query("select 1", &[]).await,
+            Err(Error::Closed)
+        ));
+    });
+}
