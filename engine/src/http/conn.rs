@@ -135,7 +135,7 @@ impl<S: 'static> Conn<'_, S> {
             let mut failure: Option<Response> = None;
             // Handle every complete request in the buffer.
             while off < self.rbuf.len() && handled < cfg.max_pipelined {
-                request_started.get_or_insert_with(Instant::now);
+                request_started.get_or_insert_with(rt::time::now);
                 // A chunked body is decoded before the head is borrowed again,
                 // since decoding removes the consumed bytes from the buffer.
                 if let BodyState::Chunked {
@@ -306,7 +306,7 @@ impl<S: 'static> Conn<'_, S> {
                     // A large body grew the buffer: an idle connection gives it back.
                     self.rbuf = Vec::with_capacity(cfg.read_buffer);
                 }
-                Instant::now() + cfg.idle_timeout
+                rt::time::now() + cfg.idle_timeout
             } else {
                 if let BodyState::Length { total } = body {
                     // Room for the whole body, so it arrives without copies.
@@ -314,7 +314,7 @@ impl<S: 'static> Conn<'_, S> {
                         self.rbuf.reserve(total - self.rbuf.len());
                     }
                 }
-                let started = request_started.unwrap_or_else(Instant::now);
+                let started = request_started.unwrap_or_else(rt::time::now);
                 match body {
                     BodyState::Head => started + cfg.header_timeout,
                     _ => started + cfg.header_timeout + cfg.body_timeout,
@@ -349,7 +349,8 @@ impl<S: 'static> Conn<'_, S> {
         }
         let wbuf = std::mem::take(&mut self.wbuf);
         let mut write_done = wbuf.is_empty();
-        let write_deadline = Instant::now() + cfg.write_timeout;
+        // The loop turn's clock: deadlines need no fresher time than that.
+        let write_deadline = rt::time::now() + cfg.write_timeout;
         self.timer.reset(if write_done {
             read_deadline
         } else {
