@@ -224,6 +224,50 @@ pub fn print_table(peer: &str, rows: &[(String, Measured, Measured)]) {
     }
 }
 
+/// A server program and its arguments, listening on `addr`.
+pub struct Contestant {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    pub addr: String,
+}
+
+/// Measures both contestants on `path` in alternating rounds (A B A B ...),
+/// so a machine whose speed drifts during the run (a shared VM does) weighs
+/// on both alike; prints and returns each one's median run.
+pub fn compare_pair(
+    o: &Opts,
+    label: &str,
+    pair: &[Contestant; 2],
+    path: &str,
+    conns: usize,
+    pipelined: bool,
+) -> (Measured, Measured) {
+    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..o.repeat {
+        for (c, out) in pair.iter().zip(runs.iter_mut()) {
+            let server = start_pinned(c.program, &c.args, o.server_cpu, &c.addr);
+            let url = format!("http://{}{path}", c.addr);
+            out.push(measure(
+                &server,
+                o.client_cpu,
+                &url,
+                conns,
+                pipelined,
+                o.duration,
+            ));
+        }
+    }
+    let medians = [median(&runs[0]), median(&runs[1])];
+    for (c, m) in pair.iter().zip(&medians) {
+        eprintln!(
+            "{:32} {label:42} {:>10.0} req/s  p99 {:>8.0} us  {:>6.2} us CPU/req",
+            c.program, m.rps, m.p99_us, m.cpu_us_per_req
+        );
+    }
+    let [a, b] = medians;
+    (a, b)
+}
+
 /// The run with the median req/s.
 pub fn median(runs: &[Measured]) -> Measured {
     let mut v = runs.to_vec();

@@ -6,7 +6,7 @@
 //!
 //! usage: compare_db [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
 
-use tidepool_benches::{measure, median, pin_pid, print_table, start_pinned, Opts};
+use tidepool_benches::{compare_pair, pin_pid, print_table, Contestant, Opts};
 use tidepool_testkit::{PgServer, PgUser, RedisServer};
 
 fn main() {
@@ -53,36 +53,25 @@ fn main() {
         .map(|s| s.to_string())
         .collect()
     };
+    let pair = [
+        Contestant {
+            program: "target/release/examples/hello",
+            args: tidepool("127.0.0.1:18082"),
+            addr: "127.0.0.1:18082".into(),
+        },
+        Contestant {
+            program: "target/release/peer_axum",
+            args: axum("127.0.0.1:18083"),
+            addr: "127.0.0.1:18083".into(),
+        },
+    ];
     let mut rows = Vec::new();
     for (label, path) in [
         ("GET /db, pool 8, 64 connections", "/db"),
         ("GET /redis, 64 connections", "/redis"),
     ] {
-        let mut pair = Vec::new();
-        for (program, args, port) in [
-            (
-                "target/release/examples/hello",
-                tidepool("127.0.0.1:18082"),
-                18082,
-            ),
-            ("target/release/peer_axum", axum("127.0.0.1:18083"), 18083),
-        ] {
-            let addr = format!("127.0.0.1:{port}");
-            let url = format!("http://{addr}{path}");
-            let runs: Vec<_> = (0..o.repeat)
-                .map(|_| {
-                    let server = start_pinned(program, &args, o.server_cpu, &addr);
-                    measure(&server, o.client_cpu, &url, 64, false, o.duration)
-                })
-                .collect();
-            let m = median(&runs);
-            eprintln!(
-                "{program:32} {label:36} {:>10.0} req/s  p99 {:>8.0} us  {:>6.2} us CPU/req",
-                m.rps, m.p99_us, m.cpu_us_per_req
-            );
-            pair.push(m);
-        }
-        rows.push((label.to_string(), pair[0].clone(), pair[1].clone()));
+        let (t, a) = compare_pair(&o, label, &pair, path, 64, false);
+        rows.push((label.to_string(), t, a));
     }
     print_table("axum", &rows);
     o.footer();

@@ -8,7 +8,7 @@
 //!
 //! usage: compare_http [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
 
-use tidepool_benches::{measure, median, print_table, start_pinned, Opts};
+use tidepool_benches::{compare_pair, print_table, Contestant, Opts};
 
 fn main() {
     let o = Opts::from_args();
@@ -26,33 +26,22 @@ fn main() {
         ]
     };
     let hyper = |addr: &str| vec![addr.to_string()];
+    let pair = [
+        Contestant {
+            program: "target/release/examples/hello",
+            args: tidepool("127.0.0.1:18080"),
+            addr: "127.0.0.1:18080".into(),
+        },
+        Contestant {
+            program: "target/release/peer_hyper",
+            args: hyper("127.0.0.1:18081"),
+            addr: "127.0.0.1:18081".into(),
+        },
+    ];
     let mut rows = Vec::new();
     for (label, conns, pipelined) in scenarios {
-        let mut pair = Vec::new();
-        for (program, args, port) in [
-            (
-                "target/release/examples/hello",
-                tidepool("127.0.0.1:18080"),
-                18080,
-            ),
-            ("target/release/peer_hyper", hyper("127.0.0.1:18081"), 18081),
-        ] {
-            let addr = format!("127.0.0.1:{port}");
-            let url = format!("http://{addr}/plaintext");
-            let runs: Vec<_> = (0..o.repeat)
-                .map(|_| {
-                    let server = start_pinned(program, &args, o.server_cpu, &addr);
-                    measure(&server, o.client_cpu, &url, conns, pipelined, o.duration)
-                })
-                .collect();
-            let m = median(&runs);
-            eprintln!(
-                "{program:32} {label:42} {:>10.0} req/s  p99 {:>8.0} us  {:>6.2} us CPU/req",
-                m.rps, m.p99_us, m.cpu_us_per_req
-            );
-            pair.push(m);
-        }
-        rows.push((label.to_string(), pair[0].clone(), pair[1].clone()));
+        let (t, h) = compare_pair(&o, label, &pair, "/plaintext", conns, pipelined);
+        rows.push((label.to_string(), t, h));
     }
     print_table("hyper", &rows);
     o.footer();
