@@ -144,3 +144,121 @@ fn many_tasks_and_accepts() {
         assert_eq!(acceptor.await, n);
     });
 }
+
+/// Reads `want` bytes through the multishot receive.
+async fn recv_exactly(s: &TcpStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let (n, b) = s.recv(got).await;
+        got = b;
+        assert!(n.unwrap() > 0, "closed after {} of {want} bytes", got.len());
+    }
+    got
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A multishot receive delivers a stream far larger than all provided
+/// buffers, in order, recycling them; the end of stream is reported after
+/// the data.
+#[test]
+fn multishot_receive_streams_in_order() {
+    rt::block_on(async {
+        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
+        let addr = listener.local_addr();
+        let accept = rt::spawn(async move { listener.accept().await.unwrap() });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let server_side = accept.await;
+        let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
+        let data = pattern(8 << 20);
+        let sender = rt::spawn({
+            let data = data.clone();
+            async move {
+                let (r, _) = client.write_all(data).await;
+                r.unwrap();
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+                client
+            }
+        });
+        let got = recv_exactly(&server_side, data.len()).await;
+        assert!(got == data, "bytes arrived out of order or damaged");
+        let (n, _) = server_side.recv(Vec::new()).await;
+        assert_eq!(n.unwrap(), 0, "end of stream after the data");
+        drop(sender.await);
+        assert_eq!(
+            rt::recv_buffers_free(),
+            Some(free),
+            "every buffer came back"
+        );
+    });
+}
+
+/// When one connection's unread data holds every provided buffer, other
+/// connections still receive (one-shot), and the hog reads all its data
+/// once it gets to it; dropping a stream gives its buffers back.
+#[test]
+fn exhausted_buffers_fall_back_and_come_back() {
+    rt::block_on(async {
+        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
+        let addr = listener.local_addr();
+        let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
+        let mut pairs = Vec::new();
+        for _ in 0..2 {
+            let accept = rt::spawn(async move {
+                let s = listener.accept().await.unwrap();
+                (s, listener)
+            });
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (server_side, l) = accept.await;
+            listener = l;
+            pairs.push((client, server_side));
+        }
+        let (hog_client, hog) = pairs.remove(0);
+        let (other_client, other) = pairs.remove(0);
+        // Arm the hog's receive with a first message, then flood it while
+        // nobody reads: the kernel fills provided buffers until none is left.
+        let (r, _) = hog_client.write_all(b"x".to_vec()).await;
+        r.unwrap();
+        assert_eq!(recv_exactly(&hog, 1).await, b"x");
+        let flood = pattern(free * 4096 * 2);
+        let sender = rt::spawn({
+            let flood = flood.clone();
+            async move {
+                let (r, _) = hog_client.write_all(flood).await;
+                r.unwrap();
+                hog_client
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt::recv_buffers_free() != Some(0) {
+            assert!(Instant::now() < deadline, "buffers never ran out");
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        // Another connection is not starved.
+        let (r, _) = other_client.write_all(b"still served".to_vec()).await;
+        r.unwrap();
+        assert_eq!(recv_exactly(&other, 12).await, b"still served");
+        // The hog gets every byte, in order.
+        assert!(recv_exactly(&hog, flood.len()).await == flood);
+        drop(sender.await);
+        // Unread data dies with its stream and the buffers return.
+        let (r, _) = other_client.write_all(pattern(64 << 10)).await;
+        r.unwrap();
+        let mut first = Vec::new();
+        while first.is_empty() {
+            let (n, b) = other.recv(first).await;
+            first = b;
+            n.unwrap();
+        }
+        drop(other);
+        while rt::recv_buffers_free() != Some(free) {
+            assert!(
+                Instant::now() < deadline,
+                "buffers of a dropped stream never came back"
+            );
+            rt::yield_now().await;
+        }
+    });
+}

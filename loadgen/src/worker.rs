@@ -473,9 +473,10 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
     let shared = &*st.shared;
     let depth = shared.pipeline;
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
-    // The receive is armed before anything is sent, so a response is
-    // picked up in the same ring turn it arrives in.
-    let mut rd = pin!(stream.read_hinted(Vec::with_capacity(16 * 1024), true));
+    // The multishot receive is armed before anything is sent and stays
+    // armed: a response is picked up in the ring turn it arrives in, and
+    // no receive is submitted per request.
+    let mut rd = pin!(stream.recv(Vec::with_capacity(16 * 1024)));
     // A send is not awaited: it completes inline when the ring is entered,
     // long before its response, so its completion is collected without a
     // wake-up of its own (polled with a no-op waker) unless its buffer is
@@ -630,7 +631,7 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                     // The body runs to EOF; its bytes are not needed.
                     st.with_iv(now, |iv| iv.counters.bytes_in += n as u64);
                     buf.clear();
-                    rd.set(stream.read_hinted(buf, true));
+                    rd.set(stream.recv(buf));
                     continue;
                 }
                 // One borrow of the interval for the whole batch of responses.
@@ -678,8 +679,7 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                 if let Some(f) = inflight.front() {
                     timer.reset((f.sent + shared.timeout).min(st.hard_stop));
                 }
-                let expect_empty = buf.is_empty();
-                rd.set(stream.read_hinted(buf, expect_empty));
+                rd.set(stream.recv(buf));
                 // The request's send finished long before its response came:
                 // take its buffer back now rather than on another loop turn.
                 if let Some(w) = wr.as_mut().as_pin_mut() {
@@ -705,22 +705,5 @@ async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outc
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn read_futures_share_one_type() {
-        // `serve` re-arms its pinned receive with `Pin::set`, which needs
-        // every call to yield the same future type; this fails to compile
-        // if the engine ever makes them differ.
-        fn same<T>(_: &T, _: &T) {}
-        fn check(s: &tidepool_engine::rt::net::TcpStream) {
-            let a = s.read_hinted(Vec::new(), true);
-            let b = s.read_hinted(Vec::new(), false);
-            same(&a, &b);
-        }
-        let _ = check;
     }
 }

@@ -357,8 +357,8 @@ impl<S: 'static> Conn<'_, S> {
             write_deadline.min(read_deadline)
         });
         let mut write = pin!(self.stream.write_all(wbuf));
-        // After a response the next request is most likely not there yet.
-        let mut read = pin!(self.stream.read_hinted(rbuf, idle || !write_done));
+        // The connection's multishot receive stays armed: no submission here.
+        let mut read = pin!(self.stream.recv(rbuf));
         let mut got: Option<(std::io::Result<usize>, Vec<u8>)> = None;
         let shutdown = &mut self.shutdown;
         let timer = &mut self.timer;
@@ -469,7 +469,7 @@ impl<S: 'static> Conn<'_, S> {
             let mut buf = std::mem::take(&mut self.rbuf);
             buf.clear();
             self.timer.reset(deadline);
-            let r = race(&mut self.timer, self.stream.read(buf)).await;
+            let r = race(&mut self.timer, self.stream.recv(buf)).await;
             match r {
                 Some((Ok(n), buf)) if n > 0 => {
                     drained += n;

@@ -14,6 +14,13 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use super::bufring::BufRing;
+
+/// Provided buffers per worker for multishot receives: enough for the data
+/// in flight at once (each is handed back as soon as it is copied out).
+const RECV_BUFFERS: u16 = 512;
+const RECV_BUFFER_SIZE: usize = 4096;
+
 /// user_data of SQEs whose completion nobody waits for (cancels, closes).
 pub(crate) const IGNORED: u64 = u64::MAX;
 
@@ -55,6 +62,11 @@ pub(crate) struct Driver {
     mode: RingMode,
     /// Completions the kernel could not post (CQ overflow) seen so far.
     pub(crate) cq_overflow: u64,
+    /// Buffers for multishot receives; `None` when the kernel has no
+    /// provided-buffer rings (before 5.19), and then receives are one-shot.
+    pub(crate) bufring: Option<BufRing>,
+    /// Cleared when the kernel refuses multishot receives (before 6.0).
+    pub(crate) recv_multi: bool,
 }
 
 fn ring_unavailable(err: io::Error) -> io::Error {
@@ -102,12 +114,15 @@ impl Driver {
             configure(&mut builder);
             match builder.build(entries) {
                 Ok(ring) => {
+                    let bufring = BufRing::register(&ring, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
                     return Ok(Driver {
                         ring,
                         ops: Slab::with_capacity(256),
                         mode,
                         cq_overflow: 0,
-                    })
+                        recv_multi: bufring.is_some(),
+                        bufring,
+                    });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
                 Err(e) => return Err(ring_unavailable(e)),
@@ -244,6 +259,9 @@ impl Driver {
                     queue,
                     ended,
                 } => {
+                    if let (Some(_), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring) {
+                        br.taken();
+                    }
                     queue.push_back((res, flags));
                     if !cqueue::more(flags) {
                         *ended = true;
@@ -253,6 +271,12 @@ impl Driver {
                     }
                 }
                 Slot::Orphan(_) => {
+                    // A receive nobody reads any more still took a buffer.
+                    if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring)
+                    {
+                        br.taken();
+                        br.give_back(bid);
+                    }
                     if !cqueue::more(flags) {
                         self.ops.remove(key);
                     }
@@ -298,6 +322,26 @@ impl Driver {
             // Finished one-shot results nobody will read are dropped here.
             self.ops
                 .retain(|_, s| !matches!(s, Slot::Done { .. } | Slot::Multi { ended: true, .. }));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let Some(br) = self.bufring.take() else {
+            return;
+        };
+        let busy = self.ops.iter().any(|(_, s)| {
+            matches!(
+                s,
+                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
+            )
+        });
+        if busy {
+            // A receive may still pick a buffer: never free what the kernel can write.
+            std::mem::forget(br);
+        } else {
+            br.release(&self.ring);
         }
     }
 }

@@ -2,12 +2,14 @@
 //! the worker's io_uring.
 //!
 //! - `driver`: the ring, probing, submission batching, the table of ops in flight;
+//! - `bufring`: the provided buffers multishot receives fill;
 //! - `op`: an operation as a future that owns what the kernel points into;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
 //! - `time`: per-worker timers waited on through the enter timeout;
 //! - `net`: TCP and unix sockets;
 //! - `remote`: how other threads post work to a worker.
 
+mod bufring;
 mod driver;
 mod executor;
 pub mod net;
@@ -34,4 +36,10 @@ pub fn ops_in_flight() -> usize {
 /// Live tasks on this worker.
 pub fn task_count() -> usize {
     executor::with_core(|core| core.task_count())
+}
+
+/// Provided receive buffers the kernel can still fill on this worker
+/// (diagnostics and tests); `None` without provided-buffer rings.
+pub fn recv_buffers_free() -> Option<usize> {
+    executor::with_core(|core| core.driver.borrow().bufring.as_ref().map(|b| b.free()))
 }

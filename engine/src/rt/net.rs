@@ -4,7 +4,8 @@
 //! clone, so the fd is closed only after the last completion on it arrived,
 //! never while the kernel may still act on that fd number.
 
-use std::future::Future;
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
@@ -214,9 +215,105 @@ impl Future for MultiNext {
     }
 }
 
+/// What one look at a multishot receive's completions found.
+enum Received {
+    Data(usize),
+    Failed(io::Error),
+    /// The kernel ended the receive with no data pending (re-arm).
+    Ended {
+        no_buffers: bool,
+    },
+    /// The kernel does not know multishot receives.
+    Unsupported,
+}
+
+/// Copies every queued completion's bytes of multishot receive `key` into
+/// `buf`, handing the buffers back. An end of stream or error queued after
+/// data is left for the next call, so the data is reported first.
+fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Received> {
+    with_core(|core| {
+        let mut guard = core.driver.borrow_mut();
+        let d = &mut *guard;
+        let Some(Slot::Multi {
+            waker,
+            queue,
+            ended,
+        }) = d.ops.get_mut(key)
+        else {
+            return Poll::Ready(Received::Ended { no_buffers: false });
+        };
+        let mut got = 0usize;
+        while let Some(&(res, flags)) = queue.front() {
+            if res <= 0 {
+                if got > 0 {
+                    break;
+                }
+                queue.pop_front();
+                return Poll::Ready(match -res {
+                    0 => Received::Data(0),
+                    libc::ENOBUFS => Received::Ended { no_buffers: true },
+                    libc::EINVAL if *ended && queue.is_empty() => Received::Unsupported,
+                    e => Received::Failed(io::Error::from_raw_os_error(e)),
+                });
+            }
+            queue.pop_front();
+            let n = res as usize;
+            let br = d
+                .bufring
+                .as_mut()
+                .expect("multishot receive without buffers");
+            let bid = cqueue::buffer_select(flags).expect("a receive completion names its buffer");
+            buf.extend_from_slice(br.data(bid, n));
+            br.give_back(bid);
+            got += n;
+        }
+        if got > 0 {
+            return Poll::Ready(Received::Data(got));
+        }
+        if *ended {
+            return Poll::Ready(Received::Ended { no_buffers: false });
+        }
+        match waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    })
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let Some(key) = self.multi.take() else {
+            return;
+        };
+        // Unread completions give their buffers back; a receive still armed
+        // is cancelled, its slot keeping the fd until the final completion.
+        try_with_core(|core| {
+            let mut guard = core.driver.borrow_mut();
+            let d = &mut *guard;
+            if let Some(Slot::Multi { queue, ended, .. }) = d.ops.get_mut(key) {
+                let ended = *ended;
+                for (_, flags) in queue.drain(..) {
+                    if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut d.bufring) {
+                        br.give_back(bid);
+                    }
+                }
+                if ended {
+                    d.ops.remove(key);
+                } else {
+                    d.ops[key] = Slot::Orphan(Some(Box::new(self.fd.clone())));
+                    d.cancel(key);
+                }
+            }
+        });
+    }
+}
+
 /// A connected stream socket (TCP or unix) on the worker's ring.
 pub struct TcpStream {
     fd: Rc<Fd>,
+    /// The slot of the multishot receive, once [`TcpStream::recv`] armed it.
+    multi: Cell<Option<usize>>,
 }
 
 /// A unix-domain stream socket; the same operations as [`TcpStream`].
@@ -224,7 +321,10 @@ pub type UnixStream = TcpStream;
 
 impl TcpStream {
     fn from_fd(fd: Rc<Fd>) -> TcpStream {
-        TcpStream { fd }
+        TcpStream {
+            fd,
+            multi: Cell::new(None),
+        }
     }
 
     /// Connects over TCP (TCP_NODELAY set).
@@ -249,7 +349,7 @@ impl TcpStream {
             opcode::Connect::new(types::Fd(fd.raw()), addr.as_ptr().cast(), addr.len()).build();
         let (c, (fd, _addr)) = Op::submit(sqe, (fd, addr)).await;
         c.into_result()?;
-        Ok(TcpStream { fd })
+        Ok(TcpStream::from_fd(fd))
     }
 
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
@@ -311,6 +411,65 @@ impl TcpStream {
                     (Ok(n as usize), buf)
                 }
                 Err(e) => (Err(e), buf),
+            }
+        }
+    }
+
+    /// Receives whatever arrived, appending it to `buf`; 0 means the peer
+    /// closed. The first call arms a multishot receive that stays armed:
+    /// the kernel fills buffers from the worker's provided-buffer ring as
+    /// data comes, and later calls copy from them with no submission at
+    /// all. Once this was called, read the stream only through it (a
+    /// one-shot read would race the armed receive for the bytes). Dropping
+    /// the future loses nothing: unread data stays queued for the next call.
+    /// Without provided-buffer rings this is a one-shot receive.
+    pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let mut buf = buf;
+        loop {
+            let key = match self.multi.get() {
+                Some(k) => k,
+                None => {
+                    let armed = with_core(|core| {
+                        let mut d = core.driver.borrow_mut();
+                        d.recv_multi.then(|| {
+                            let sqe = opcode::RecvMulti::new(
+                                types::Fd(self.fd.raw()),
+                                super::bufring::GROUP,
+                            )
+                            .build();
+                            d.submit_multi(sqe)
+                        })
+                    });
+                    match armed {
+                        Some(k) => {
+                            self.multi.set(Some(k));
+                            k
+                        }
+                        None => return self.read_hinted(buf, true).await,
+                    }
+                }
+            };
+            let step = poll_fn(|cx| take_received(key, &mut buf, cx)).await;
+            match step {
+                Received::Data(n) => return (Ok(n), buf),
+                Received::Failed(e) => return (Err(e), buf),
+                Received::Ended { no_buffers } => {
+                    with_core(|core| core.driver.borrow_mut().ops.remove(key));
+                    self.multi.set(None);
+                    if no_buffers {
+                        // Every provided buffer is taken: this read goes
+                        // one-shot into `buf`, the next re-arms.
+                        return self.read_hinted(buf, false).await;
+                    }
+                }
+                Received::Unsupported => {
+                    with_core(|core| {
+                        let mut d = core.driver.borrow_mut();
+                        d.ops.remove(key);
+                        d.recv_multi = false;
+                    });
+                    self.multi.set(None);
+                }
             }
         }
     }

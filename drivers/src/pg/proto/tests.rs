@@ -338,7 +338,8 @@ fn scram_exchange(client_pw: &str, server_pw: &str, tamper_final: bool) -> Proto
     assert!(body.starts_with(b"SCRAM-SHA-256\0"));
     let first = String::from_utf8(body[14 + 4..].to_vec()).unwrap();
     let bare = first.strip_prefix("n,,").unwrap().to_string();
-    let nonce = bare.split("r=").nth(1).unwrap().to_string();
+    // The nonce may itself contain "r=" (any printable but a comma).
+    let nonce = bare.split_once(",r=").unwrap().1.to_string();
     let server_first = format!("r={nonce}SRV,s=c2FsdHNhbHQ=,i=4096");
     p.receive(&be::auth(11, server_first.as_bytes()));
     let m = frontend_msgs(&take(&mut p));
