@@ -370,7 +370,8 @@ async fn reader(shared: Rc<Shared>, stream: Rc<TcpStream>, mut dec: Decoder) {
                 Err(e) => break 'conn e,
             }
         }
-        let (res, buf) = stream.read(dec.read_buf()).await;
+        // The multishot receive stays armed for the connection's life.
+        let (res, buf) = stream.recv(dec.read_buf()).await;
         dec.filled(buf);
         match res {
             Ok(0) => break closed_by_peer(),
