@@ -203,15 +203,33 @@ pub fn measure(
     }
 }
 
-/// Prints a comparison table: one row per scenario, Tidepool vs the peer.
-pub fn print_table(peer: &str, rows: &[(String, Measured, Measured)]) {
+/// One scenario's outcome: each contestant's median run, and the
+/// (req/s, CPU per request) ratios of every round's pair.
+pub struct Row {
+    pub label: String,
+    pub tidepool: Measured,
+    pub peer: Measured,
+    pub paired: Vec<(f64, f64)>,
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Prints a comparison table: one row per scenario, Tidepool vs the peer,
+/// then the per-round ratios, whose medians say more than the ratio of
+/// medians when the machine's speed drifts.
+pub fn print_table(peer: &str, rows: &[Row]) {
     println!(
         "\n| scenario | tidepool req/s | {peer} req/s | ratio | tidepool p99 | {peer} p99 | tidepool CPU us/req | {peer} CPU us/req | CPU ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (label, t, h) in rows {
+    for r in rows {
+        let (t, h) = (&r.tidepool, &r.peer);
         println!(
-            "| {label} | {:.0} | {:.0} | {:.2}x | {:.0} us | {:.0} us | {:.2} | {:.2} | {:.2}x |",
+            "| {} | {:.0} | {:.0} | {:.2}x | {:.0} us | {:.0} us | {:.2} | {:.2} | {:.2}x |",
+            r.label,
             t.rps,
             h.rps,
             t.rps / h.rps,
@@ -220,6 +238,20 @@ pub fn print_table(peer: &str, rows: &[(String, Measured, Measured)]) {
             t.cpu_us_per_req,
             h.cpu_us_per_req,
             t.cpu_us_per_req / h.cpu_us_per_req
+        );
+    }
+    println!("\n| scenario | req/s ratio per round (median) | CPU ratio per round (median) |");
+    println!("|---|---|---|");
+    for r in rows {
+        let fmt = |v: Vec<f64>| {
+            let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            format!("{} ({:.2}x)", list.join(" "), median_of(v))
+        };
+        println!(
+            "| {} | {} | {} |",
+            r.label,
+            fmt(r.paired.iter().map(|p| p.0).collect()),
+            fmt(r.paired.iter().map(|p| p.1).collect())
         );
     }
 }
@@ -241,7 +273,7 @@ pub fn compare_pair(
     path: &str,
     conns: usize,
     pipelined: bool,
-) -> (Measured, Measured) {
+) -> Row {
     let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..o.repeat {
         for (c, out) in pair.iter().zip(runs.iter_mut()) {
@@ -257,6 +289,11 @@ pub fn compare_pair(
             ));
         }
     }
+    let paired = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(a, b)| (a.rps / b.rps, a.cpu_us_per_req / b.cpu_us_per_req))
+        .collect();
     let medians = [median(&runs[0]), median(&runs[1])];
     for (c, m) in pair.iter().zip(&medians) {
         eprintln!(
@@ -264,8 +301,13 @@ pub fn compare_pair(
             c.program, m.rps, m.p99_us, m.cpu_us_per_req
         );
     }
-    let [a, b] = medians;
-    (a, b)
+    let [tidepool, peer] = medians;
+    Row {
+        label: label.to_string(),
+        tidepool,
+        peer,
+        paired,
+    }
 }
 
 /// The run with the median req/s.

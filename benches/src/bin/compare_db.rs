@@ -70,8 +70,7 @@ fn main() {
         ("GET /db, pool 8, 64 connections", "/db"),
         ("GET /redis, 64 connections", "/redis"),
     ] {
-        let (t, a) = compare_pair(&o, label, &pair, path, 64, false);
-        rows.push((label.to_string(), t, a));
+        rows.push(compare_pair(&o, label, &pair, path, 64, false));
     }
     print_table("axum", &rows);
     o.footer();

@@ -40,8 +40,14 @@ fn main() {
     ];
     let mut rows = Vec::new();
     for (label, conns, pipelined) in scenarios {
-        let (t, h) = compare_pair(&o, label, &pair, "/plaintext", conns, pipelined);
-        rows.push((label.to_string(), t, h));
+        rows.push(compare_pair(
+            &o,
+            label,
+            &pair,
+            "/plaintext",
+            conns,
+            pipelined,
+        ));
     }
     print_table("hyper", &rows);
     o.footer();
