@@ -256,3 +256,51 @@ fn a_killed_backend_fails_every_pending_caller() {
         ));
     });
 }
+
+#[test]
+fn schema_changes_under_load_fail_no_caller() {
+    block_on(async {
+        let db = shared().await;
+        let mut admin = Client::connect(&cfg()).await.unwrap();
+        admin
+            .batch_execute(
+                "drop table if exists shared_schema; create table shared_schema(a int4); \
+                 insert into shared_schema values (1)",
+            )
+            .await
+            .unwrap();
+        let sql = "select * from shared_schema";
+        assert_eq!(db.query(sql, &[]).await.unwrap()[0].len(), 1);
+        // Callers keep the statement busy in overlapping batches while its
+        // plan's result type changes under them, twice: each failure
+        // re-prepares once, and a late failure of the old statement must
+        // not evict (and close) the successor other callers already use.
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let db = db.clone();
+                spawn(async move {
+                    for _ in 0..60 {
+                        db.query(sql, &[]).await?;
+                        tidepool_engine::rt::yield_now().await;
+                    }
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for (col, after) in [("b", 200), ("c", 500)] {
+            // Once the callers are well under way.
+            while db.statements() < after {
+                tidepool_engine::rt::yield_now().await;
+            }
+            admin
+                .batch_execute(&format!("alter table shared_schema add column {col} int4"))
+                .await
+                .unwrap();
+        }
+        for t in tasks {
+            t.await
+                .expect("no caller sees the schema change as an error");
+        }
+        assert_eq!(db.query(sql, &[]).await.unwrap()[0].len(), 3);
+    });
+}

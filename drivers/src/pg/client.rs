@@ -487,6 +487,17 @@ impl Client {
     /// returns whether re-preparing and retrying is safe (no transaction
     /// block was aborted by the error).
     pub(super) fn stale(&mut self, e: &Error, sql: &str) -> bool {
+        self.stale_if(e, sql, None)
+    }
+
+    /// [`Client::stale`] for a statement that other callers share: the
+    /// cache entry goes only if it still is `failed`, since another caller
+    /// may already have prepared its successor.
+    pub(super) fn stale_statement(&mut self, e: &Error, failed: &Statement) -> bool {
+        self.stale_if(e, failed.sql(), Some(failed.name()))
+    }
+
+    fn stale_if(&mut self, e: &Error, sql: &str, name: Option<&str>) -> bool {
         let Some(db) = e.as_db() else {
             return false;
         };
@@ -498,9 +509,12 @@ impl Client {
         if !stale {
             return false;
         }
-        if let Some(st) = self.cache.remove(sql) {
-            if db.code == "0A000" {
-                self.to_close.push(st.name().to_string());
+        let current = self.cache.peek(sql).map(|s| s.name().to_string());
+        if name.is_none() || current.as_deref() == name {
+            if let Some(st) = self.cache.remove(sql) {
+                if db.code == "0A000" {
+                    self.to_close.push(st.name().to_string());
+                }
             }
         }
         self.proto.tx_status() == TxStatus::Idle

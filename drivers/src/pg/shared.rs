@@ -250,7 +250,9 @@ impl SharedClient {
                 .await
                 .and_then(rows)
             {
-                Err(e) if !retried && self.inner().st.borrow_mut().client.stale(&e, sql) => {
+                Err(e)
+                    if !retried && self.inner().st.borrow_mut().client.stale_statement(&e, &st) =>
+                {
                     retried = true
                 }
                 r => return r,

@@ -58,8 +58,9 @@ impl Statement {
 pub struct StmtCache {
     capacity: usize,
     map: HashMap<String, (Statement, u64)>,
-    // Recency order: last-use tick -> SQL.
-    order: BTreeMap<u64, String>,
+    // Recency order: last-use tick -> statement (an Arc: reordering
+    // allocates no key).
+    order: BTreeMap<u64, Statement>,
     tick: u64,
     next_id: u64,
 }
@@ -96,11 +97,20 @@ impl StmtCache {
     /// Looks a statement up and marks it most recently used.
     pub fn get(&mut self, sql: &str) -> Option<Statement> {
         let (stmt, t) = self.map.get_mut(sql)?;
-        self.order.remove(t);
-        self.tick += 1;
-        *t = self.tick;
-        self.order.insert(self.tick, sql.to_string());
+        if *t != self.tick {
+            // Not already the most recent (the common case of one hot
+            // statement costs no reordering at all).
+            self.order.remove(t);
+            self.tick += 1;
+            *t = self.tick;
+            self.order.insert(self.tick, stmt.clone());
+        }
         Some(stmt.clone())
+    }
+
+    /// Looks a statement up without touching its recency.
+    pub fn peek(&self, sql: &str) -> Option<&Statement> {
+        self.map.get(sql).map(|(s, _)| s)
     }
 
     /// Caches `stmt`, returning the statements that no longer fit (with capacity 0,
@@ -115,15 +125,15 @@ impl StmtCache {
             evicted.push(old);
         }
         while self.map.len() >= self.capacity {
-            let Some((_, sql)) = self.order.pop_first() else {
+            let Some((_, st)) = self.order.pop_first() else {
                 break;
             };
-            if let Some((s, _)) = self.map.remove(&sql) {
+            if let Some((s, _)) = self.map.remove(st.sql()) {
                 evicted.push(s);
             }
         }
         self.tick += 1;
-        self.order.insert(self.tick, stmt.sql().to_string());
+        self.order.insert(self.tick, stmt.clone());
         self.map.insert(stmt.sql().to_string(), (stmt, self.tick));
         evicted
     }
@@ -133,10 +143,10 @@ impl StmtCache {
     pub fn make_room(&mut self) -> Vec<Statement> {
         let mut evicted = Vec::new();
         while self.capacity > 0 && self.map.len() >= self.capacity {
-            let Some((_, sql)) = self.order.pop_first() else {
+            let Some((_, st)) = self.order.pop_first() else {
                 break;
             };
-            if let Some((s, _)) = self.map.remove(&sql) {
+            if let Some((s, _)) = self.map.remove(st.sql()) {
                 evicted.push(s);
             }
         }
