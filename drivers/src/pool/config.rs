@@ -133,10 +133,13 @@ impl PoolConfig {
 /// Splits `total` over `shards` as evenly as possible (the first
 /// `total % shards` get one more), so the caps always sum to `total`.
 pub fn split(total: usize, shards: usize) -> Vec<usize> {
+    (0..shards.max(1)).map(|i| share(total, shards, i)).collect()
+}
+
+/// Shard `index`'s part of [`split`]`(total, shards)`, without the Vec.
+pub fn share(total: usize, shards: usize, index: usize) -> usize {
     let shards = shards.max(1);
-    (0..shards)
-        .map(|i| total / shards + usize::from(i < total % shards))
-        .collect()
+    total / shards + usize::from(index < total % shards)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use slab::Slab;
 use tidepool_engine::rt::{self, time};
 
 use super::backoff::{random_unit, retry_within, Backoff, RetryError};
-use super::config::split;
+use super::config::share;
 use super::stats::{add, set, CloseReason, ConnectFailure, ShardStats};
 use super::warmup::warmup_plan;
 use super::{AcquireError, Manager, PoolError, PoolInner};
@@ -178,7 +178,7 @@ impl<M: Manager> Shard<M> {
     }
 
     fn min_idle_share(&self) -> usize {
-        split(self.pool.config.min_idle, self.pool.shards.len())[self.index]
+        share(self.pool.config.min_idle, self.pool.shards.len(), self.index)
     }
 
     fn expiry(&self, now: Instant) -> Option<Instant> {
@@ -527,7 +527,9 @@ impl<M: Manager> Shard<M> {
         reason: Option<CloseReason>,
     ) {
         self.stats.hold.record(held);
-        let mut closing: Vec<M::Conn> = Vec::new();
+        // At most the caller's handle and the slot's connection: no Vec.
+        let mut handle: Option<M::Conn> = None;
+        let mut closing: Option<M::Conn> = None;
         {
             let mut st = self.state.borrow_mut();
             st.in_use -= 1;
@@ -540,8 +542,8 @@ impl<M: Manager> Shard<M> {
             slot.in_flight -= 1;
             if !M::MULTIPLEXED {
                 slot.conn = conn;
-            } else if let Some(c) = conn {
-                closing.push(c); // the caller's handle; the slot keeps its own
+            } else {
+                handle = conn; // the caller's handle; the slot keeps its own
             }
             let now = clock();
             let why = reason
@@ -554,17 +556,13 @@ impl<M: Manager> Shard<M> {
             match why {
                 Some(why) if st.slots[key].in_flight == 0 => {
                     // Books first, then the close.
-                    if let Some(c) = st.slots.remove(key).conn {
-                        closing.push(c);
-                    }
+                    closing = st.slots.remove(key).conn;
                     self.stats.closed(why);
                 }
                 Some(CloseReason::Broken) => {
                     // A shared connection broke while others still use it:
                     // no new callers get it; the last one out closes it.
-                    if let Some(c) = st.slots[key].conn.take() {
-                        closing.push(c);
-                    }
+                    closing = st.slots[key].conn.take();
                 }
                 _ => {
                     if st.slots[key].conn.is_some() {
@@ -577,7 +575,7 @@ impl<M: Manager> Shard<M> {
             }
             self.publish(&st);
         }
-        drop(closing);
+        drop((handle, closing));
         self.maybe_connect();
     }
 
