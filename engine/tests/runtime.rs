@@ -10,6 +10,15 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Both ends of one loopback TCP connection: (client, accepted).
+async fn connected_pair() -> (TcpStream, TcpStream) {
+    let mut listener = TcpListener::bind(loopback(), 128).unwrap();
+    let addr = listener.local_addr();
+    let accept = rt::spawn(async move { listener.accept().await.unwrap() });
+    let client = TcpStream::connect(addr).await.unwrap();
+    (client, accept.await)
+}
+
 #[test]
 fn echo_over_loopback() {
     rt::block_on(async {
@@ -70,11 +79,7 @@ fn sleep_and_timeout() {
 #[test]
 fn dropped_reads_are_cancelled_and_parked() {
     rt::block_on(async {
-        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
-        let addr = listener.local_addr();
-        let accept = rt::spawn(async move { listener.accept().await.unwrap() });
-        let client = TcpStream::connect(addr).await.unwrap();
-        let server_side = accept.await;
+        let (client, server_side) = connected_pair().await;
         let baseline = rt::ops_in_flight();
         for _ in 0..1000 {
             // Nothing is sent, so each read is still in the kernel when the
@@ -166,11 +171,7 @@ fn pattern(len: usize) -> Vec<u8> {
 #[test]
 fn multishot_receive_streams_in_order() {
     rt::block_on(async {
-        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
-        let addr = listener.local_addr();
-        let accept = rt::spawn(async move { listener.accept().await.unwrap() });
-        let client = TcpStream::connect(addr).await.unwrap();
-        let server_side = accept.await;
+        let (client, server_side) = connected_pair().await;
         let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
         let data = pattern(8 << 20);
         let sender = rt::spawn({

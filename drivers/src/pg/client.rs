@@ -564,11 +564,7 @@ impl Client {
         q: &Q,
         params: &[&dyn ToSql],
     ) -> Result<Row> {
-        let mut rows = self.query(q, params).await?;
-        match rows.len() {
-            1 => Ok(rows.pop().expect("one row")),
-            n => Err(Error::Usage(format!("query_one: expected 1 row, got {n}"))),
-        }
+        one_row(self.query(q, params).await?)
     }
 
     /// Zero or one row, else `Error::Usage`.
@@ -577,13 +573,7 @@ impl Client {
         q: &Q,
         params: &[&dyn ToSql],
     ) -> Result<Option<Row>> {
-        let mut rows = self.query(q, params).await?;
-        match rows.len() {
-            0 | 1 => Ok(rows.pop()),
-            n => Err(Error::Usage(format!(
-                "query_opt: expected at most 1 row, got {n}"
-            ))),
-        }
+        opt_row(self.query(q, params).await?)
     }
 
     /// Runs a statement; returns the number of rows it affected.
@@ -841,6 +831,24 @@ impl std::fmt::Debug for Client {
             .field("tx_status", &self.tx_status())
             .field("in_flight", &self.proto.in_flight())
             .finish()
+    }
+}
+
+/// Exactly one row, else `Error::Usage` (`query_one`).
+pub(super) fn one_row(mut rows: Vec<Row>) -> Result<Row> {
+    match rows.len() {
+        1 => Ok(rows.pop().expect("one row")),
+        n => Err(Error::Usage(format!("query_one: expected 1 row, got {n}"))),
+    }
+}
+
+/// Zero or one row, else `Error::Usage` (`query_opt`).
+pub(super) fn opt_row(mut rows: Vec<Row>) -> Result<Option<Row>> {
+    match rows.len() {
+        0 | 1 => Ok(rows.pop()),
+        n => Err(Error::Usage(format!(
+            "query_opt: expected at most 1 row, got {n}"
+        ))),
     }
 }
 

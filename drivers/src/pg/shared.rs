@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tidepool_engine::rt::{self, time};
 
-use super::client::{AsQuery, Client, QueryResult, Stats};
+use super::client::{one_row, opt_row, AsQuery, Client, QueryResult, Stats};
 use super::config::Config;
 use super::error::{Error, Result};
 use super::proto::{ReqId, Response, TxStatus};
@@ -173,11 +173,7 @@ impl SharedClient {
         q: &Q,
         params: &[&dyn ToSql],
     ) -> Result<Row> {
-        let mut rows = self.query(q, params).await?;
-        match rows.len() {
-            1 => Ok(rows.pop().expect("one row")),
-            n => Err(Error::Usage(format!("query_one: expected 1 row, got {n}"))),
-        }
+        one_row(self.query(q, params).await?)
     }
 
     /// Zero or one row, else `Error::Usage`.
@@ -186,13 +182,7 @@ impl SharedClient {
         q: &Q,
         params: &[&dyn ToSql],
     ) -> Result<Option<Row>> {
-        let mut rows = self.query(q, params).await?;
-        match rows.len() {
-            0 | 1 => Ok(rows.pop()),
-            n => Err(Error::Usage(format!(
-                "query_opt: expected at most 1 row, got {n}"
-            ))),
-        }
+        opt_row(self.query(q, params).await?)
     }
 
     /// Runs a statement; returns the number of rows it affected.
