@@ -133,7 +133,9 @@ impl PoolConfig {
 /// Splits `total` over `shards` as evenly as possible (the first
 /// `total % shards` get one more), so the caps always sum to `total`.
 pub fn split(total: usize, shards: usize) -> Vec<usize> {
-    (0..shards.max(1)).map(|i| share(total, shards, i)).collect()
+    (0..shards.max(1))
+        .map(|i| share(total, shards, i))
+        .collect()
 }
 
 /// Shard `index`'s part of [`split`]`(total, shards)`, without the Vec.

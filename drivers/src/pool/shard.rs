@@ -178,7 +178,11 @@ impl<M: Manager> Shard<M> {
     }
 
     fn min_idle_share(&self) -> usize {
-        share(self.pool.config.min_idle, self.pool.shards.len(), self.index)
+        share(
+            self.pool.config.min_idle,
+            self.pool.shards.len(),
+            self.index,
+        )
     }
 
     fn expiry(&self, now: Instant) -> Option<Instant> {
