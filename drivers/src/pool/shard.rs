@@ -217,11 +217,12 @@ impl<M: Manager> Shard<M> {
     ) -> (Option<usize>, Vec<M::Conn>) {
         let mut expired = Vec::new();
         let key = if M::MULTIPLEXED {
+            // Pack, don't spread: the busiest connection with room batches best.
             let max = self.pool.config.max_in_flight;
             st.slots
                 .iter()
                 .filter(|(_, s)| s.conn.is_some() && s.in_flight < max)
-                .min_by_key(|(_, s)| s.in_flight)
+                .max_by_key(|(_, s)| s.in_flight)
                 .map(|(k, _)| k)
         } else {
             loop {

@@ -349,3 +349,58 @@ fn caps_sum_to_max_open_across_shards() {
     let caps: Vec<usize> = pool.stats().shards.iter().map(|s| s.target_cap).collect();
     assert_eq!(caps, vec![4, 3, 3]);
 }
+
+/// A multiplexed connection kind: a connection is its number.
+#[derive(Default)]
+struct FakeMux {
+    made: AtomicU64,
+}
+
+impl Manager for FakeMux {
+    type Conn = Rc<u64>;
+    type Error = FakeError;
+    const MULTIPLEXED: bool = true;
+    async fn connect(&self) -> Result<Rc<u64>, FakeError> {
+        Ok(Rc::new(self.made.fetch_add(1, Ordering::Relaxed)))
+    }
+    fn is_usable(&self, _: &Rc<u64>) -> bool {
+        true
+    }
+    async fn check(&self, _: &mut Rc<u64>) -> Result<(), FakeError> {
+        Ok(())
+    }
+    fn share(&self, c: &Rc<u64>) -> Rc<u64> {
+        c.clone()
+    }
+}
+
+/// Callers go to the busiest shared connection that has room, so what a
+/// loop turn issues leaves in one write; other connections take overflow.
+#[test]
+fn multiplexed_callers_pack_onto_the_busiest_connection_with_room() {
+    rt::block_on(async {
+        let mut cfg = config(2);
+        cfg.max_in_flight = 3;
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("pack", cfg, FakeMux::default(), 1).unwrap();
+        let local = pool.local(0);
+        let mut on_first = Vec::new();
+        for _ in 0..3 {
+            on_first.push(local.get().await.unwrap());
+        }
+        assert!(
+            on_first.iter().all(|c| ***c == 0),
+            "packed onto one connection"
+        );
+        // The first is full: the overflow opens the second.
+        let overflow = local.get().await.unwrap();
+        assert_eq!(**overflow, 1);
+        // Room again on the first (2 of 3) and on the second (1 of 3): the
+        // busier one is taken.
+        drop(on_first.pop());
+        let next = local.get().await.unwrap();
+        assert_eq!(**next, 0, "the busiest connection with room");
+        drop((on_first, overflow, next));
+        local.assert_invariants();
+    });
+}
