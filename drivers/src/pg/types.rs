@@ -231,6 +231,24 @@ macro_rules! check {
     };
 }
 
+/// `ToSql` for a type bound to exactly one PostgreSQL type through one
+/// postgres-protocol encoder; `$arg` is what the encoder gets of `$v`.
+macro_rules! one_type_to_sql {
+    ($t:ty, $pg:ident, $enc:path, |$v:ident| $arg:expr) => {
+        impl ToSql for $t {
+            fn accepts(ty: Type) -> bool {
+                ty == Type::$pg
+            }
+            fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+                check!(ty);
+                let $v = self;
+                $enc($arg, out);
+                Ok(IsNull::No)
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------- references, Option
 
 impl<T: ToSql> ToSql for &T {
@@ -289,16 +307,7 @@ impl<'a, T: FromSql<'a>> FromSql<'a> for Option<T> {
 
 // ---------------------------------------------------------------- bool, integers, floats
 
-impl ToSql for bool {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::BOOL
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::bool_to_sql(*self, out);
-        Ok(IsNull::No)
-    }
-}
+one_type_to_sql!(bool, BOOL, pt::bool_to_sql, |v| *v);
 
 impl FromSql<'_> for bool {
     fn accepts(ty: Type) -> bool {
@@ -379,17 +388,8 @@ int_impl!(i16, [Type::INT2]);
 int_impl!(i32, [Type::INT2, Type::INT4]);
 int_impl!(i64, [Type::INT2, Type::INT4, Type::INT8]);
 
-/// The `"char"` type (a single byte).
-impl ToSql for i8 {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::CHAR
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::char_to_sql(*self, out);
-        Ok(IsNull::No)
-    }
-}
+// The `"char"` type (a single byte).
+one_type_to_sql!(i8, CHAR, pt::char_to_sql, |v| *v);
 
 impl FromSql<'_> for i8 {
     fn accepts(ty: Type) -> bool {
@@ -400,16 +400,7 @@ impl FromSql<'_> for i8 {
     }
 }
 
-impl ToSql for u32 {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::OID
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::oid_to_sql(*self, out);
-        Ok(IsNull::No)
-    }
-}
+one_type_to_sql!(u32, OID, pt::oid_to_sql, |v| *v);
 
 impl FromSql<'_> for u32 {
     fn accepts(ty: Type) -> bool {
@@ -465,16 +456,7 @@ impl FromSql<'_> for f32 {
     }
 }
 
-impl ToSql for f64 {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::FLOAT8
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::float8_to_sql(*self, out);
-        Ok(IsNull::No)
-    }
-}
+one_type_to_sql!(f64, FLOAT8, pt::float8_to_sql, |v| *v);
 
 impl FromSql<'_> for f64 {
     fn accepts(ty: Type) -> bool {
@@ -916,16 +898,7 @@ impl FromStr for Uuid {
     }
 }
 
-impl ToSql for Uuid {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::UUID
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::uuid_to_sql(self.0, out);
-        Ok(IsNull::No)
-    }
-}
+one_type_to_sql!(Uuid, UUID, pt::uuid_to_sql, |v| v.0);
 
 impl FromSql<'_> for Uuid {
     fn accepts(ty: Type) -> bool {
@@ -942,16 +915,7 @@ impl FromSql<'_> for Uuid {
     }
 }
 
-impl ToSql for [u8; 16] {
-    fn accepts(ty: Type) -> bool {
-        ty == Type::UUID
-    }
-    fn to_sql(&self, ty: Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        check!(ty);
-        pt::uuid_to_sql(*self, out);
-        Ok(IsNull::No)
-    }
-}
+one_type_to_sql!([u8; 16], UUID, pt::uuid_to_sql, |v| *v);
 
 impl FromSql<'_> for [u8; 16] {
     fn accepts(ty: Type) -> bool {
