@@ -326,7 +326,7 @@ fn shared_pool(server: &PgServer, app: &str, cfg: PoolConfig) -> Pool<PgSharedMa
 }
 
 #[test]
-fn shared_pool_spreads_callers_over_few_pipelined_connections() {
+fn shared_pool_packs_callers_onto_few_pipelined_connections() {
     let server = PgServer::shared();
     rt::block_on(async {
         let cfg = PoolConfig {

@@ -60,9 +60,18 @@ struct Inner {
     query_timeout: Option<Duration>,
 }
 
-impl Inner {
-    fn wake_driver(st: &mut State) {
-        if let Some(w) = st.driver.take() {
+impl State {
+    /// Queues Bind/Execute/Sync of `st` and registers a caller for its reply.
+    fn queue_execute(&mut self, st: &Statement, params: &[&dyn ToSql]) -> Result<ReqId> {
+        let id = self.client.proto.execute(st, params)?;
+        self.statements += 1;
+        self.replies.insert(id, Reply::Waiting(None));
+        Ok(id)
+    }
+
+    /// New output is queued: the driver task sends it.
+    fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
             w.wake();
         }
     }
@@ -77,7 +86,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let mut st = self.inner.st.borrow_mut();
         st.closed = true;
-        Inner::wake_driver(&mut st);
+        st.wake_driver();
     }
 }
 
@@ -202,12 +211,10 @@ impl SharedClient {
         {
             let mut s = self.inner().st.borrow_mut();
             for params in param_sets {
-                let id = s.client.proto.execute(&st, params)?;
-                s.statements += 1;
-                s.replies.insert(id, Reply::Waiting(None));
+                let id = s.queue_execute(&st, params)?;
                 waits.push(ReplyFuture::new(self.inner(), id));
             }
-            Inner::wake_driver(&mut s);
+            s.wake_driver();
         }
         let mut out = Vec::with_capacity(waits.len());
         for w in waits {
@@ -229,10 +236,8 @@ impl SharedClient {
             let st = self.statement(sql).await?;
             let id = {
                 let mut s = self.inner().st.borrow_mut();
-                let id = s.client.proto.execute(&st, params)?;
-                s.statements += 1;
-                s.replies.insert(id, Reply::Waiting(None));
-                Inner::wake_driver(&mut s);
+                let id = s.queue_execute(&st, params)?;
+                s.wake_driver();
                 id
             };
             match self
@@ -264,7 +269,7 @@ impl SharedClient {
                     let (name, id) = s.client.queue_prepare(sql)?;
                     s.preparing.insert(sql.to_string(), Vec::new());
                     s.replies.insert(id, Reply::Waiting(None));
-                    Inner::wake_driver(&mut s);
+                    s.wake_driver();
                     Some((name, id))
                 } else {
                     None
