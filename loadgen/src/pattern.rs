@@ -596,7 +596,7 @@ mod tests {
             10.0,
         );
         assert!((ramp.total() - 1000.0).abs() < 1e-9);
-        // Square wave, no rise: 40 % at 300, 60 % at 20 over 10 s exactly? 10 s is 3⅓ periods.
+        // Square wave, no rise: five whole periods, half of each at 100.
         let sq = phase(
             Shape::Burst {
                 low: 0.0,
