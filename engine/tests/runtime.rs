@@ -263,3 +263,62 @@ fn exhausted_buffers_fall_back_and_come_back() {
         }
     });
 }
+
+/// Many busy peers make a worker hold its waits to gather completions; every
+/// byte still arrives in order and a timer set meanwhile still fires.
+#[test]
+fn held_waits_lose_nothing() {
+    const CONNS: usize = 32;
+    const ROUNDS: usize = 300;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        rt::block_on(async move {
+            let mut listener = TcpListener::bind(loopback(), 128).unwrap();
+            tx.send(listener.local_addr()).unwrap();
+            let mut echoes = Vec::new();
+            for _ in 0..CONNS {
+                let conn = listener.accept().await.unwrap();
+                echoes.push(rt::spawn(async move {
+                    let mut buf = Vec::with_capacity(4096);
+                    loop {
+                        buf.clear();
+                        let (n, b) = conn.recv(buf).await;
+                        if n.unwrap() == 0 {
+                            return;
+                        }
+                        let (r, b) = conn.write_all(b).await;
+                        r.unwrap();
+                        buf = b;
+                    }
+                }));
+            }
+            let timer = rt::spawn(rt::time::sleep(Duration::from_millis(20)));
+            for e in echoes {
+                e.await;
+            }
+            timer.await;
+            rt::held_waits()
+        })
+    });
+    let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rt::block_on(async move {
+        let mut clients = Vec::new();
+        for c in 0..CONNS {
+            let conn = TcpStream::connect(addr).await.unwrap();
+            clients.push(rt::spawn(async move {
+                for round in 0..ROUNDS {
+                    let msg: Vec<u8> = (0..64).map(|i| (c * 31 + round * 7 + i) as u8).collect();
+                    let (r, _) = conn.write_all(msg.clone()).await;
+                    r.unwrap();
+                    let got = recv_exactly(&conn, msg.len()).await;
+                    assert_eq!(got, msg, "connection {c}, round {round}");
+                }
+            }));
+        }
+        for c in clients {
+            c.await;
+        }
+    });
+    let held = server.join().unwrap();
+    assert!(held > 0, "32 busy peers never made the worker hold a wait");
+}

@@ -14,13 +14,14 @@ pub struct Args {
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
     pub fault_injection: bool,
+    pub coalesce_us: Option<u64>,
 }
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
-             [--fault-injection]
+             [--coalesce-us N] [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
   --workers N               worker threads (default: one per CPU)
@@ -36,6 +37,8 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
   --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
   --redis-max-open N        Redis connections over all workers (default 2)
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
+  --coalesce-us N           most microseconds a busy worker holds a wait to gather
+                            completions; 0 turns it off (default 50)
   --fault-injection         enable POST /debug/supervisor-panic (tests and drills)";
 
 fn rails(flag: &str, v: &str) -> Result<(usize, usize), String> {
@@ -63,6 +66,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         redis_max_open: 2,
         redis_autoscale: None,
         fault_injection: false,
+        coalesce_us: None,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -91,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--redis" => a.redis = Some(v),
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
+            "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }

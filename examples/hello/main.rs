@@ -158,10 +158,11 @@ fn main() -> ExitCode {
         return fail(format!("cannot install signal handling: {e}"));
     }
     let for_workers = shared.clone();
-    let server = match Server::bind(args.listen)
-        .workers(workers)
-        .serve(move |info| app::router(info, for_workers.clone()))
-    {
+    let mut server = Server::bind(args.listen).workers(workers);
+    if let Some(us) = args.coalesce_us {
+        server = server.coalesce_window(Duration::from_micros(us));
+    }
+    let server = match server.serve(move |info| app::router(info, for_workers.clone())) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot serve on {}: {e}", args.listen)),
     };

@@ -260,6 +260,14 @@ pub fn run_worker(
         ring_entries: (connections as u32 * 4)
             .next_power_of_two()
             .clamp(256, 4096),
+        // A held wait reads responses up to a window late: fine when the
+        // aim is capacity (closed loop), not when latencies are the result.
+        coalesce_window: if plan.schedule.is_none() {
+            rt::CoreConfig::default().coalesce_window
+        } else {
+            Duration::ZERO
+        },
+        ..rt::CoreConfig::default()
     };
     let st = state.clone();
     let res = rt::block_on_with(&config, async move {

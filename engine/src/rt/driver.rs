@@ -50,6 +50,8 @@ pub(crate) enum Slot {
         waker: Option<Waker>,
         queue: VecDeque<(i32, u32)>,
         ended: bool,
+        /// The activity epoch in which it last completed (see `sources`).
+        epoch: u32,
     },
     /// The future was dropped while the kernel still owns the operation: the
     /// parked resources (buffers, fd handles) live until the final CQE.
@@ -67,7 +69,27 @@ pub(crate) struct Driver {
     pub(crate) bufring: Option<BufRing>,
     /// Cleared when the kernel refuses multishot receives (before 6.0).
     pub(crate) recv_multi: bool,
+    /// Whether a wait can be held to gather completions (`min_wait_usec`, 6.12).
+    pub(crate) min_wait: bool,
+    /// Distinct multishot operations (a connection's receives, a listener's
+    /// accepts) that completed in the current epoch: how many independent
+    /// peers keep this worker busy.
+    sources: u32,
+    epoch: u32,
 }
+
+/// A blocking wait: until `want` completions arrive, except that once
+/// `window` (if any) has passed one is enough; never past `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) want: u32,
+    pub(crate) window: Option<Duration>,
+}
+
+/// The overall bound of a held wait that has no timer to wake for: the
+/// kernel needs one to turn the window into "any completion will do".
+const HELD_WAIT_BOUND: Duration = Duration::from_secs(1);
 
 fn ring_unavailable(err: io::Error) -> io::Error {
     let why = match err.raw_os_error() {
@@ -115,12 +137,16 @@ impl Driver {
             match builder.build(entries) {
                 Ok(ring) => {
                     let bufring = BufRing::register(&ring, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
+                    let min_wait = ring.params().is_feature_min_timeout();
                     return Ok(Driver {
                         ring,
                         ops: Slab::with_capacity(256),
                         mode,
                         cq_overflow: 0,
                         recv_multi: bufring.is_some(),
+                        min_wait,
+                        sources: 0,
+                        epoch: 0,
                         bufring,
                     });
                 }
@@ -144,7 +170,7 @@ impl Driver {
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
-            if let Err(e) = self.enter(false, None) {
+            if let Err(e) = self.enter(None) {
                 // Busy means the CQ is full: reap, then retry the push.
                 if e.raw_os_error() != Some(libc::EBUSY) {
                     panic!("tidepool: io_uring_enter failed: {e}");
@@ -167,6 +193,7 @@ impl Driver {
             waker: None,
             queue: VecDeque::new(),
             ended: false,
+            epoch: self.epoch.wrapping_sub(1),
         });
         self.push(sqe.user_data(key as u64));
         key
@@ -187,22 +214,45 @@ impl Driver {
         self.push(opcode::Close::new(types::Fd(fd)).build().user_data(IGNORED));
     }
 
-    /// Submits queued SQEs; when `wait` is set, blocks until a completion
-    /// arrives or `timeout` passes.
-    pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<()> {
+    /// Ends an activity epoch: returns how many distinct sources completed in it.
+    pub(crate) fn take_sources(&mut self) -> u32 {
+        self.epoch = self.epoch.wrapping_add(1);
+        std::mem::take(&mut self.sources)
+    }
+
+    /// SQEs queued and not yet handed to the kernel.
+    pub(crate) fn queued(&mut self) -> usize {
+        self.ring.submission().len()
+    }
+
+    /// Submits queued SQEs; with a `wait`, blocks as it says.
+    pub(crate) fn enter(&mut self, wait: Option<Wait>) -> io::Result<()> {
         let to_submit = self.ring.submission().len() as u32;
         let submitter = self.ring.submitter();
         let mut flags = 0u32;
         // DEFER_TASKRUN runs completion work only when we ask for events,
         // so every enter asks; with the other modes it is only needed to wait.
-        if wait || self.mode == RingMode::DeferTaskrun {
+        if wait.is_some() || self.mode == RingMode::DeferTaskrun {
             flags |= IORING_ENTER_GETEVENTS;
         }
-        let min_complete = u32::from(wait);
-        let res = match timeout.filter(|_| wait) {
+        let (min_complete, timeout, window) = match wait {
+            None => (0, None, None),
+            Some(w) => {
+                let window = w.window.filter(|_| self.min_wait && w.want > 1);
+                let timeout = match window {
+                    Some(_) => Some(w.timeout.unwrap_or(HELD_WAIT_BOUND)),
+                    None => w.timeout,
+                };
+                (if window.is_some() { w.want } else { 1 }, timeout, window)
+            }
+        };
+        let res = match timeout {
             Some(t) => {
                 let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
+                let mut args = types::SubmitArgs::new().timespec(&ts);
+                if let Some(win) = window {
+                    args = args.min_wait_usec(u32::try_from(win.as_micros()).unwrap_or(u32::MAX));
+                }
                 // SAFETY: `args` and `ts` outlive the call, and the SQEs being
                 // submitted point at memory parked in `ops`.
                 unsafe {
@@ -258,7 +308,12 @@ impl Driver {
                     waker,
                     queue,
                     ended,
+                    epoch,
                 } => {
+                    if *epoch != self.epoch {
+                        *epoch = self.epoch;
+                        self.sources += 1;
+                    }
                     if let (Some(_), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring) {
                         br.taken();
                     }
@@ -302,7 +357,7 @@ impl Driver {
         }
         // Queued closes and cancels must reach the kernel even when nothing
         // is left to wait for.
-        let _ = self.enter(false, None);
+        let _ = self.enter(None);
         self.reap();
         let deadline = std::time::Instant::now() + budget;
         while self.ops.iter().any(|(_, s)| {
@@ -315,7 +370,12 @@ impl Driver {
             if now >= deadline {
                 break;
             }
-            if self.enter(true, Some(deadline - now)).is_err() {
+            let wait = Wait {
+                timeout: Some(deadline - now),
+                want: 1,
+                window: None,
+            };
+            if self.enter(Some(wait)).is_err() {
                 break;
             }
             self.reap();

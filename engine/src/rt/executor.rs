@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::driver::Driver;
+use super::coalesce::{self, Coalesce};
+
+use super::driver::{Driver, Wait};
 use super::remote::{Remote, RemoteMsg};
 use super::time::Timers;
 
@@ -26,11 +28,23 @@ const POLL_BUDGET: usize = 512;
 pub struct CoreConfig {
     /// Submission queue entries (the completion queue gets four times as many).
     pub ring_entries: u32,
+    /// How long a busy worker's wait may be held to gather completions that
+    /// trickle in, so they share one loop turn (and one database write).
+    /// A wait after an idle spell is never held, and the number gathered
+    /// follows the arrival rate: serving one request at a time gathers one.
+    /// Zero turns it off; kernels before 6.12 ignore it.
+    pub coalesce_window: Duration,
+    /// Most completions one wait gathers.
+    pub coalesce_max: u32,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { ring_entries: 1024 }
+        CoreConfig {
+            ring_entries: 1024,
+            coalesce_window: Duration::from_micros(50),
+            coalesce_max: 32,
+        }
     }
 }
 
@@ -48,6 +62,7 @@ pub(crate) struct Core {
     pub(crate) timers: RefCell<Timers>,
     tasks: RefCell<Slab<Rc<Task>>>,
     ready: RefCell<VecDeque<usize>>,
+    pub(crate) coalesce: RefCell<Coalesce>,
     pub(crate) remote: Arc<Remote>,
     id: usize,
     now: Cell<Instant>,
@@ -124,6 +139,7 @@ impl Core {
             timers: RefCell::new(Timers::default()),
             tasks: RefCell::new(Slab::with_capacity(64)),
             ready: RefCell::new(VecDeque::with_capacity(64)),
+            coalesce: RefCell::new(Coalesce::new(config.coalesce_window, config.coalesce_max)),
             remote: Arc::new(remote),
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             now: Cell::new(Instant::now()),
@@ -217,6 +233,7 @@ impl Core {
         }));
         let mut fut = std::pin::pin!(fut);
         inbox.arm();
+        let mut epoch_start = Instant::now();
         loop {
             self.now.set(Instant::now());
             if self.main_woken.replace(false) {
@@ -233,23 +250,52 @@ impl Core {
                 budget -= 1;
             }
             inbox.drain(self);
-            self.timers.borrow_mut().fire(Instant::now());
+            let now = Instant::now();
+            self.timers.borrow_mut().fire(now);
             let idle = self.ready.borrow().is_empty() && !self.main_woken.get();
-            let timeout = if idle {
-                self.timers
-                    .borrow()
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            } else {
-                None
-            };
             let mut driver = self.driver.borrow_mut();
-            if let Err(e) = driver.enter(idle, timeout) {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    panic!("tidepool: io_uring_enter failed: {e}");
+            if !idle {
+                enter(&mut driver, None);
+                driver.reap();
+                continue;
+            }
+            if driver.queued() > 0 {
+                // Submit apart from the wait: sends complete inline, and
+                // their completions are work to do now, not arrivals a held
+                // wait gathered (they would also count toward its target).
+                enter(&mut driver, None);
+                if driver.reap() > 0 {
+                    continue;
                 }
             }
-            driver.reap();
+            let mut coalesce = self.coalesce.borrow_mut();
+            if now.duration_since(epoch_start) >= coalesce::EPOCH {
+                epoch_start = now;
+                coalesce.epoch_ended(driver.take_sources());
+            }
+            let (want, window) = coalesce.next();
+            let wait = Wait {
+                timeout: self
+                    .timers
+                    .borrow()
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now)),
+                want,
+                window,
+            };
+            let start = Instant::now();
+            enter(&mut driver, Some(wait));
+            let reaped = driver.reap();
+            coalesce.observe(start.elapsed(), reaped);
+        }
+    }
+}
+
+fn enter(driver: &mut Driver, wait: Option<Wait>) {
+    if let Err(e) = driver.enter(wait) {
+        // Busy means the CQ is full: the caller reaps next.
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            panic!("tidepool: io_uring_enter failed: {e}");
         }
     }
 }

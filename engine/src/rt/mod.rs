@@ -5,11 +5,13 @@
 //! - `bufring`: the provided buffers multishot receives fill;
 //! - `op`: an operation as a future that owns what the kernel points into;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
+//! - `coalesce`: how many completions a busy worker's wait gathers;
 //! - `time`: per-worker timers waited on through the enter timeout;
 //! - `net`: TCP and unix sockets;
 //! - `remote`: how other threads post work to a worker.
 
 mod bufring;
+mod coalesce;
 mod driver;
 mod executor;
 pub mod net;
@@ -42,4 +44,9 @@ pub fn task_count() -> usize {
 /// (diagnostics and tests); `None` without provided-buffer rings.
 pub fn recv_buffers_free() -> Option<usize> {
     executor::with_core(|core| core.driver.borrow().bufring.as_ref().map(|b| b.free()))
+}
+
+/// Waits this worker held to gather completions (diagnostics and tests).
+pub fn held_waits() -> u64 {
+    executor::with_core(|core| core.coalesce.borrow().held_total)
 }

@@ -198,6 +198,7 @@ impl Future for MultiNext {
                     waker,
                     queue,
                     ended,
+                    ..
                 }) => {
                     if let Some((res, flags)) = queue.pop_front() {
                         let last = !cqueue::more(flags);
@@ -238,6 +239,7 @@ fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Re
             waker,
             queue,
             ended,
+            ..
         }) = d.ops.get_mut(key)
         else {
             return Poll::Ready(Received::Ended { no_buffers: false });
