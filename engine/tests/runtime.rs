@@ -264,8 +264,9 @@ fn exhausted_buffers_fall_back_and_come_back() {
     });
 }
 
-/// Many busy peers make a worker hold its waits to gather completions; every
-/// byte still arrives in order and a timer set meanwhile still fires.
+/// Many peers and a worker kept busy (each message costs it 30 µs of CPU)
+/// make it hold its waits to gather completions; every byte still arrives
+/// in order and a timer set meanwhile still fires.
 #[test]
 fn held_waits_lose_nothing() {
     const CONNS: usize = 32;
@@ -285,6 +286,10 @@ fn held_waits_lose_nothing() {
                         let (n, b) = conn.recv(buf).await;
                         if n.unwrap() == 0 {
                             return;
+                        }
+                        let spin = Instant::now();
+                        while spin.elapsed() < Duration::from_micros(30) {
+                            std::hint::spin_loop();
                         }
                         let (r, b) = conn.write_all(b).await;
                         r.unwrap();

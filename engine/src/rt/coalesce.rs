@@ -9,15 +9,24 @@
 //! passed. A wait that starts after a long idle spell is not held at all: the
 //! window counts from the start of the wait.
 //!
-//! Holding only pays when many independent peers keep the worker busy: with
-//! a few, a held wait mostly delays the one reply that was coming. So a wait
-//! is held only when at least [`MIN_SOURCES`] distinct connections were
-//! active in the last epoch, and only while held waits keep gathering more
-//! completions than they hold back lone ones; otherwise the policy probes
-//! now and then, with a backoff. This module is the policy only: durations
+//! Holding costs latency: a request passes several waits on its way through
+//! (its arrival, its database reply), and each may be held. So it is only
+//! worth it when the CPU it saves is capacity the worker needs, and only
+//! when many independent peers make a held wait gather anything. A wait is
+//! held when the worker's thread used at least [`HOT`] of a CPU over the
+//! last epoch, until that falls below [`COOL`] (holding
+//! itself lowers it: the gap keeps the decision from flapping); when at
+//! least [`MIN_SOURCES`] distinct connections were active in that epoch;
+//! and while held waits keep gathering more completions than they hold back
+//! lone ones, with a probe now and then when they did not. This module is the policy only: durations
 //! and counts in, a decision out, no clock and no ring.
 
 use std::time::Duration;
+
+/// Share of a CPU used by the worker from which waits are held...
+pub(crate) const HOT: f64 = 0.7;
+/// ...and below which they no longer are.
+pub(crate) const COOL: f64 = 0.35;
 
 /// Distinct active peers below which waits are never held.
 pub(crate) const MIN_SOURCES: u32 = 16;
@@ -48,6 +57,8 @@ pub(crate) struct Coalesce {
     held: bool,
     /// Distinct peers active in the last epoch.
     sources: u32,
+    /// Whether the worker is busy enough for holding to pay.
+    hot: bool,
     /// Waits held so far (diagnostics).
     pub(crate) held_total: u64,
 }
@@ -66,13 +77,20 @@ impl Coalesce {
             gap: PROBE_GAP.0,
             held: false,
             sources: 0,
+            hot: false,
             held_total: 0,
         }
     }
 
-    /// Records how many distinct peers were active in the epoch just ended.
-    pub(crate) fn epoch_ended(&mut self, sources: u32) {
+    /// Ends an epoch of length `len` in which `sources` distinct peers were
+    /// active and the worker's thread used `cpu` of CPU time.
+    pub(crate) fn epoch_ended(&mut self, sources: u32, len: Duration, cpu: Duration) {
         self.sources = sources;
+        if len.is_zero() {
+            return;
+        }
+        let busy = cpu.as_secs_f64() / len.as_secs_f64();
+        self.hot = if self.hot { busy >= COOL } else { busy >= HOT };
     }
 
     /// The next wait: how many completions it asks for and the window it
@@ -80,6 +98,7 @@ impl Coalesce {
     pub(crate) fn next(&mut self) -> (u32, Option<Duration>) {
         self.held = !self.window.is_zero()
             && self.max > 1
+            && self.hot
             && self.sources >= MIN_SOURCES
             && self.should_hold();
         if self.held {
@@ -140,7 +159,8 @@ mod tests {
     /// many were held.
     fn busy(window: Duration) -> Coalesce {
         let mut c = Coalesce::new(window, 32);
-        c.epoch_ended(64);
+        // A whole CPU for a whole epoch.
+        c.epoch_ended(64, EPOCH, EPOCH);
         c
     }
 
@@ -201,10 +221,38 @@ mod tests {
     #[test]
     fn a_few_peers_are_never_held_for() {
         let mut c = busy(us(50));
-        c.epoch_ended(MIN_SOURCES - 1);
+        c.epoch_ended(MIN_SOURCES - 1, EPOCH, EPOCH);
         assert_eq!(run(&mut c, 100, || (50, 3)), 0);
-        c.epoch_ended(MIN_SOURCES);
+        c.epoch_ended(MIN_SOURCES, EPOCH, EPOCH);
         assert!(run(&mut c, 100, || (50, 3)) > 0);
+    }
+
+    /// Ends an epoch in which the worker used `share` of a CPU.
+    fn epoch(c: &mut Coalesce, share: f64) {
+        c.epoch_ended(64, EPOCH, EPOCH.mul_f64(share));
+    }
+
+    #[test]
+    fn a_worker_with_time_to_spare_never_holds() {
+        let mut c = Coalesce::new(us(50), 32);
+        epoch(&mut c, 0.5);
+        assert_eq!(run(&mut c, 100, || (50, 3)), 0);
+    }
+
+    #[test]
+    fn holding_starts_when_hot_and_stops_only_when_cool() {
+        let mut c = Coalesce::new(us(50), 32);
+        epoch(&mut c, HOT - 0.01);
+        assert!(c.next().1.is_none(), "just under HOT");
+        epoch(&mut c, HOT + 0.001);
+        assert!(c.next().1.is_some(), "over HOT");
+        c.observe(us(50), 4);
+        // Holding frees time; between COOL and HOT it carries on.
+        epoch(&mut c, 0.5);
+        assert!(c.next().1.is_some(), "between COOL and HOT");
+        c.observe(us(50), 4);
+        epoch(&mut c, COOL - 0.01);
+        assert!(c.next().1.is_none(), "under COOL");
     }
 
     #[test]

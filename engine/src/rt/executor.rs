@@ -233,7 +233,7 @@ impl Core {
         }));
         let mut fut = std::pin::pin!(fut);
         inbox.arm();
-        let mut epoch_start = Instant::now();
+        let (mut epoch_start, mut epoch_cpu) = (Instant::now(), thread_cpu_time());
         loop {
             self.now.set(Instant::now());
             if self.main_woken.replace(false) {
@@ -259,36 +259,50 @@ impl Core {
                 driver.reap();
                 continue;
             }
-            if driver.queued() > 0 {
-                // Submit apart from the wait: sends complete inline, and
-                // their completions are work to do now, not arrivals a held
-                // wait gathered (they would also count toward its target).
-                enter(&mut driver, None);
-                if driver.reap() > 0 {
-                    continue;
-                }
-            }
             let mut coalesce = self.coalesce.borrow_mut();
-            if now.duration_since(epoch_start) >= coalesce::EPOCH {
-                epoch_start = now;
-                coalesce.epoch_ended(driver.take_sources());
+            let epoch = now.duration_since(epoch_start);
+            if epoch >= coalesce::EPOCH {
+                let cpu = thread_cpu_time();
+                coalesce.epoch_ended(driver.take_sources(), epoch, cpu.saturating_sub(epoch_cpu));
+                (epoch_start, epoch_cpu) = (now, cpu);
             }
             let (want, window) = coalesce.next();
+            // What goes out with this wait mostly completes inline (sends):
+            // those completions are ours, not arrivals, so a held wait asks
+            // for that many more and does not count them as gathered.
+            let queued = driver.queued();
             let wait = Wait {
                 timeout: self
                     .timers
                     .borrow()
                     .next_deadline()
                     .map(|d| d.saturating_duration_since(now)),
-                want,
+                want: if window.is_some() {
+                    want + queued as u32
+                } else {
+                    want
+                },
                 window,
             };
             let start = Instant::now();
             enter(&mut driver, Some(wait));
-            let reaped = driver.reap();
+            let reaped = driver.reap().saturating_sub(queued);
             coalesce.observe(start.elapsed(), reaped);
         }
     }
+}
+
+/// CPU time this thread has used (a syscall: read once per coalescing epoch).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn enter(driver: &mut Driver, wait: Option<Wait>) {
