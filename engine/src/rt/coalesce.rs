@@ -1,5 +1,4 @@
-//! How many completions an idle worker asks the kernel to gather before it
-//! wakes up.
+//! When a busy worker holds its wait to gather completions.
 //!
 //! Under load, completions trickle in: a request here, a database reply
 //! there. Waking for each one costs a loop turn, and a turn that ends with a
@@ -13,20 +12,34 @@
 //! (its arrival, its database reply), and each may be held. So it is only
 //! worth it when the CPU it saves is capacity the worker needs, and only
 //! when many independent peers make a held wait gather anything. A wait is
-//! held when the worker's thread used at least [`HOT`] of a CPU over the
-//! last epoch, until that falls below [`COOL`] (holding
-//! itself lowers it: the gap keeps the decision from flapping); when at
-//! least [`MIN_SOURCES`] distinct connections were active in that epoch;
-//! and while held waits keep gathering more completions than they hold back
-//! lone ones, with a probe now and then when they did not. This module is the policy only: durations
-//! and counts in, a decision out, no clock and no ring.
+//! held when:
+//! - without holding, the worker's thread uses at least [`HOT`] of a CPU
+//!   (until that falls under [`COOL`]). Holding itself lowers the share, so
+//!   it is measured in epochs that hold nothing: all of them while holding
+//!   is off, and one in [`SAMPLE_EVERY`] while it is on; a running mean
+//!   keeps one busy epoch from switching it on;
+//! - at least [`MIN_SOURCES`] distinct connections were active in the last
+//!   epoch;
+//! - held waits keep gathering more completions than they hold back lone
+//!   ones, with a probe now and then when they did not.
+//!
+//! This module is the policy only: durations and counts in, a decision out,
+//! no clock and no ring.
 
 use std::time::Duration;
 
-/// Share of a CPU used by the worker from which waits are held...
+/// Share of a CPU used by the worker, holding nothing, from which waits
+/// are held...
 pub(crate) const HOT: f64 = 0.7;
 /// ...and below which they no longer are.
-pub(crate) const COOL: f64 = 0.35;
+pub(crate) const COOL: f64 = 0.6;
+
+/// While holding, one epoch in this many holds nothing, to measure the
+/// share of a CPU the worker would use without it.
+pub(crate) const SAMPLE_EVERY: u32 = 16;
+
+/// Weight of a new sample in the running mean of that share.
+const SHARE_WEIGHT: f64 = 0.25;
 
 /// Distinct active peers below which waits are never held.
 pub(crate) const MIN_SOURCES: u32 = 16;
@@ -57,8 +70,15 @@ pub(crate) struct Coalesce {
     held: bool,
     /// Distinct peers active in the last epoch.
     sources: u32,
-    /// Whether the worker is busy enough for holding to pay.
+    /// Running mean of the share of a CPU used in epochs that held nothing.
+    share: f64,
+    /// Whether that share is high enough for holding to pay.
     hot: bool,
+    /// Epochs since holding switched on; whether this one holds nothing.
+    epochs: u32,
+    sampling: bool,
+    /// Whether the current epoch held a wait.
+    held_in_epoch: bool,
     /// Waits held so far (diagnostics).
     pub(crate) held_total: u64,
 }
@@ -77,7 +97,11 @@ impl Coalesce {
             gap: PROBE_GAP.0,
             held: false,
             sources: 0,
+            share: 0.0,
             hot: false,
+            epochs: 0,
+            sampling: false,
+            held_in_epoch: false,
             held_total: 0,
         }
     }
@@ -86,11 +110,22 @@ impl Coalesce {
     /// active and the worker's thread used `cpu` of CPU time.
     pub(crate) fn epoch_ended(&mut self, sources: u32, len: Duration, cpu: Duration) {
         self.sources = sources;
+        let held = std::mem::take(&mut self.held_in_epoch);
         if len.is_zero() {
             return;
         }
-        let busy = cpu.as_secs_f64() / len.as_secs_f64();
-        self.hot = if self.hot { busy >= COOL } else { busy >= HOT };
+        if !held {
+            let busy = cpu.as_secs_f64() / len.as_secs_f64();
+            self.share += SHARE_WEIGHT * (busy - self.share);
+        }
+        let was_hot = self.hot;
+        self.hot = self.share >= if was_hot { COOL } else { HOT };
+        self.epochs = if self.hot && was_hot {
+            self.epochs + 1
+        } else {
+            0
+        };
+        self.sampling = self.hot && self.epochs % SAMPLE_EVERY == SAMPLE_EVERY - 1;
     }
 
     /// The next wait: how many completions it asks for and the window it
@@ -99,10 +134,12 @@ impl Coalesce {
         self.held = !self.window.is_zero()
             && self.max > 1
             && self.hot
+            && !self.sampling
             && self.sources >= MIN_SOURCES
             && self.should_hold();
         if self.held {
             self.held_total += 1;
+            self.held_in_epoch = true;
             (self.max, Some(self.window))
         } else {
             (1, None)
@@ -159,8 +196,10 @@ mod tests {
     /// many were held.
     fn busy(window: Duration) -> Coalesce {
         let mut c = Coalesce::new(window, 32);
-        // A whole CPU for a whole epoch.
-        c.epoch_ended(64, EPOCH, EPOCH);
+        // A whole CPU for a few epochs.
+        for _ in 0..8 {
+            c.epoch_ended(64, EPOCH, EPOCH);
+        }
         c
     }
 
@@ -227,32 +266,66 @@ mod tests {
         assert!(run(&mut c, 100, || (50, 3)) > 0);
     }
 
-    /// Ends an epoch in which the worker used `share` of a CPU.
-    fn epoch(c: &mut Coalesce, share: f64) {
+    /// Ends an epoch in which the worker used `share` of a CPU; returns
+    /// whether the next wait is held (and reports it gathering well).
+    fn epoch(c: &mut Coalesce, share: f64) -> bool {
         c.epoch_ended(64, EPOCH, EPOCH.mul_f64(share));
+        let held = c.next().1.is_some();
+        c.observe(us(50), 4);
+        held
     }
 
     #[test]
     fn a_worker_with_time_to_spare_never_holds() {
         let mut c = Coalesce::new(us(50), 32);
-        epoch(&mut c, 0.5);
-        assert_eq!(run(&mut c, 100, || (50, 3)), 0);
+        for _ in 0..100 {
+            assert!(!epoch(&mut c, 0.5));
+        }
     }
 
     #[test]
-    fn holding_starts_when_hot_and_stops_only_when_cool() {
+    fn one_busy_epoch_does_not_switch_holding_on() {
         let mut c = Coalesce::new(us(50), 32);
-        epoch(&mut c, HOT - 0.01);
-        assert!(c.next().1.is_none(), "just under HOT");
-        epoch(&mut c, HOT + 0.001);
-        assert!(c.next().1.is_some(), "over HOT");
-        c.observe(us(50), 4);
-        // Holding frees time; between COOL and HOT it carries on.
-        epoch(&mut c, 0.5);
-        assert!(c.next().1.is_some(), "between COOL and HOT");
-        c.observe(us(50), 4);
-        epoch(&mut c, COOL - 0.01);
-        assert!(c.next().1.is_none(), "under COOL");
+        for _ in 0..10 {
+            epoch(&mut c, 0.55);
+        }
+        assert!(!epoch(&mut c, 1.0), "a spike");
+        assert!(!epoch(&mut c, 0.55));
+        // A lasting load does.
+        let held = (0..4).filter(|_| epoch(&mut c, 0.9)).count();
+        assert!(held >= 2, "held in {held} of 4 busy epochs");
+    }
+
+    /// Runs epochs whose CPU share is `held` when a wait was held in them
+    /// and `unheld` otherwise; returns how many held and whether holding
+    /// was still on at the end.
+    fn epochs(c: &mut Coalesce, n: u32, held: f64, unheld: f64) -> (u32, bool) {
+        let mut count = 0;
+        for _ in 0..n {
+            let h = c.next().1.is_some();
+            if h {
+                c.observe(us(50), 4);
+                count += 1;
+            }
+            c.epoch_ended(64, EPOCH, EPOCH.mul_f64(if h { held } else { unheld }));
+        }
+        (count, c.hot)
+    }
+
+    #[test]
+    fn holding_samples_the_unheld_share_and_stops_when_it_falls() {
+        let mut c = busy(us(50));
+        // Holding brings the share down to 0.3; the load is still 0.9.
+        let (held, on) = epochs(&mut c, SAMPLE_EVERY * 4, 0.3, 0.9);
+        assert_eq!(
+            held,
+            SAMPLE_EVERY * 4 - 4,
+            "one epoch in {SAMPLE_EVERY} samples"
+        );
+        assert!(on);
+        // The load falls to 0.4: a few samples switch holding off.
+        let (_, on) = epochs(&mut c, SAMPLE_EVERY * 4, 0.2, 0.4);
+        assert!(!on, "still holding after the load fell");
     }
 
     #[test]
