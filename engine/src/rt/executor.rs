@@ -30,9 +30,10 @@ pub struct CoreConfig {
     pub ring_entries: u32,
     /// How long a busy worker's wait may be held to gather completions that
     /// trickle in, so they share one loop turn (and one database write).
-    /// A wait after an idle spell is never held, and the number gathered
-    /// follows the arrival rate: serving one request at a time gathers one.
-    /// Zero turns it off; kernels before 6.12 ignore it.
+    /// Only a worker that would use 70% of a CPU without it, with 16 or more
+    /// active connections, holds (see `rt::coalesce`); a wait after an idle
+    /// spell never is. It trades up to this much latency per held wait for
+    /// CPU. Zero turns it off; kernels before 6.12 ignore it.
     pub coalesce_window: Duration,
     /// Most completions one wait gathers.
     pub coalesce_max: u32,
