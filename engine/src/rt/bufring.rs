@@ -19,14 +19,17 @@ pub(crate) const GROUP: u16 = 0;
 pub(crate) struct BufRing {
     /// The entries the kernel reads free buffers from (page-aligned).
     entries: *mut BufRingEntry,
-    /// Buffers handed back since the kernel last reported taking one, as
-    /// a count of buffers the application holds: provided minus in use.
+    /// Buffers completions handed to the application and not yet given back.
     held: usize,
     layout: Layout,
     count: u16,
     /// Our copy of the tail: entries published so far.
     tail: u16,
-    data: Box<[u8]>,
+    /// `count` buffers of `size` bytes. A raw allocation, not a slice: the
+    /// kernel writes into free buffers at any time, so no reference may
+    /// span them; only a buffer a completion handed over is borrowed.
+    data: *mut u8,
+    data_layout: Layout,
     size: usize,
 }
 
@@ -43,18 +46,30 @@ impl BufRing {
             4096,
         )
         .map_err(io::Error::other)?;
-        // SAFETY: the layout has a non-zero size.
-        let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
-        if entries.is_null() {
+        let data_layout =
+            Layout::from_size_align(usize::from(count) * size, 64).map_err(io::Error::other)?;
+        // SAFETY: both layouts have non-zero sizes.
+        let (entries, data) = unsafe { (alloc_zeroed(layout), alloc_zeroed(data_layout)) };
+        if entries.is_null() || data.is_null() {
+            // SAFETY: each pointer, when not null, was allocated just above with its layout.
+            unsafe {
+                if !entries.is_null() {
+                    dealloc(entries, layout);
+                }
+                if !data.is_null() {
+                    dealloc(data, data_layout);
+                }
+            }
             return Err(io::ErrorKind::OutOfMemory.into());
         }
         let mut br = BufRing {
-            entries,
+            entries: entries.cast::<BufRingEntry>(),
             held: 0,
             layout,
             count,
             tail: 0,
-            data: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            data,
+            data_layout,
             size,
         };
         // SAFETY: `entries` is page-aligned, zeroed and `count` entries long,
@@ -82,8 +97,16 @@ impl BufRing {
 
     /// Bytes `..len` of buffer `bid`, as a completion reported them.
     pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * self.size;
-        &self.data[start..start + len.min(self.size)]
+        assert!(bid < self.count, "buffer id {bid} out of range");
+        // SAFETY: buffer `bid` lies inside the allocation; the kernel handed
+        // it to a completion and does not write it until `give_back`, which
+        // needs `&mut self` and so ends this borrow first.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.add(usize::from(bid) * self.size),
+                len.min(self.size),
+            )
+        }
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -100,7 +123,8 @@ impl BufRing {
         // only reads entries between its head and the published tail, and
         // this one is past the tail until `publish`.
         let entry = unsafe { &mut *self.entries.add(idx) };
-        let addr = self.data[usize::from(bid) * self.size..].as_ptr() as u64;
+        // In bounds (`bid < count`); only the address is taken, nothing borrowed.
+        let addr = self.data.wrapping_add(usize::from(bid) * self.size) as u64;
         entry.set_addr(addr);
         entry.set_len(self.size as u32);
         entry.set_bid(bid);
@@ -131,8 +155,11 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `register` with this layout; unregistered
-        // (or never registered) by the time the ring lets go of it.
-        unsafe { dealloc(self.entries.cast(), self.layout) };
+        // SAFETY: both allocated in `register` with these layouts;
+        // unregistered (or never registered) by the time the ring lets go.
+        unsafe {
+            dealloc(self.entries.cast(), self.layout);
+            dealloc(self.data, self.data_layout);
+        }
     }
 }
