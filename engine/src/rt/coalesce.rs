@@ -74,9 +74,8 @@ pub(crate) struct Coalesce {
     share: f64,
     /// Whether that share is high enough for holding to pay.
     hot: bool,
-    /// Epochs since holding switched on; whether this one holds nothing.
+    /// Epochs since holding switched on (every [`SAMPLE_EVERY`]th holds nothing).
     epochs: u32,
-    sampling: bool,
     /// Whether the current epoch held a wait.
     held_in_epoch: bool,
     /// Waits held so far (diagnostics).
@@ -100,7 +99,6 @@ impl Coalesce {
             share: 0.0,
             hot: false,
             epochs: 0,
-            sampling: false,
             held_in_epoch: false,
             held_total: 0,
         }
@@ -125,7 +123,11 @@ impl Coalesce {
         } else {
             0
         };
-        self.sampling = self.hot && self.epochs % SAMPLE_EVERY == SAMPLE_EVERY - 1;
+    }
+
+    /// Whether this epoch holds nothing, to sample the unheld share.
+    fn sampling(&self) -> bool {
+        self.epochs % SAMPLE_EVERY == SAMPLE_EVERY - 1
     }
 
     /// The next wait: how many completions it asks for and the window it
@@ -134,7 +136,7 @@ impl Coalesce {
         self.held = !self.window.is_zero()
             && self.max > 1
             && self.hot
-            && !self.sampling
+            && !self.sampling()
             && self.sources >= MIN_SOURCES
             && self.should_hold();
         if self.held {

@@ -5,7 +5,7 @@
 //! - `bufring`: the provided buffers multishot receives fill;
 //! - `op`: an operation as a future that owns what the kernel points into;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
-//! - `coalesce`: how many completions a busy worker's wait gathers;
+//! - `coalesce`: when a busy worker holds its wait to gather completions;
 //! - `time`: per-worker timers waited on through the enter timeout;
 //! - `net`: TCP and unix sockets;
 //! - `remote`: how other threads post work to a worker.
