@@ -13,6 +13,7 @@ pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod dryrun;
+pub mod exchange;
 pub mod http;
 pub mod mix;
 pub mod pattern;

@@ -1,29 +1,37 @@
-//! One generator thread: a pinned io_uring worker that owns a share of the
-//! connections and of the schedule.
+//! One generator thread: a pinned loop over its own io_uring that owns a
+//! share of the connections and of the schedule.
 //!
-//! A dispatcher task turns intended send times into queued requests; each
-//! connection task takes requests while it has room (pipeline depth) and
-//! reads responses. A request that finds no free connection waits in the
-//! queue, and that wait counts in its corrected latency because latency is
-//! measured from the intended time. Every second the thread hands its
+//! The loop is the whole client, as an event loop is in wrk: a connection
+//! is a slot in a table whose phase says what it waits for, and there is
+//! no task, waker or timer per request. Each turn:
+//! - reaps completions: a response is parsed where the kernel put it (a
+//!   provided buffer of the multishot receive) and a connection with room
+//!   takes its next request at once;
+//! - dispatches the arrivals that came due, checks deadlines once a
+//!   millisecond, (re)connects;
+//! - submits every send of the turn and waits, in one `io_uring_enter`.
+//!
+//! A request that finds no free connection waits in the queue, and that wait
+//! counts in its corrected latency because latency is measured from the
+//! intended time. Timestamps are the turn's clock, read once after the wait:
+//! a response is stamped when it was reaped, a request when its turn began
+//! (it leaves at the end of that turn). Every second the thread hands its
 //! interval (histograms and counters) to the collector.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use tidepool_engine::rt;
-use tidepool_engine::rt::net::TcpStream;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::os::fd::AsRawFd;
+use tidepool_engine::rt::bufring::{BufRing, GROUP};
 
 use crate::config::Plan;
-use crate::http::{parse_response, render_fixed, Parsed, RequestTemplate, Target};
+use crate::exchange::{Exchange, InFlight};
+use crate::http::{render_fixed, RequestTemplate, Target};
 use crate::schedule::{Arrivals, Phase, What};
 use crate::stats::{record, Interval};
 use crate::util::Rng;
@@ -61,155 +69,202 @@ struct Pending {
     what: What,
 }
 
-struct InFlight {
-    intended: Instant,
-    sent: Instant,
-    class: u32,
-    head: bool,
+/// What a completion's `user_data` names: connection index << 2 | operation.
+const RECV: u64 = 0;
+const SEND: u64 = 1;
+const CONNECT: u64 = 2;
+const CANCEL: u64 = 3;
+
+fn user_data(conn: usize, op: u64) -> u64 {
+    ((conn as u64) << 2) | op
 }
 
-struct State {
-    shared: Arc<Shared>,
-    thread: usize,
+/// How long a held wait may gather completions (closed loop only).
+const HOLD_WINDOW: Duration = Duration::from_micros(50);
+/// Connections with a request out before a wait is held: with fewer, a
+/// held wait would mostly sit out its window.
+const HOLD_MIN_BUSY: usize = 16;
+/// After a failed connect, the pause before the next try, so a dead target
+/// is not hammered with connects.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Deadlines (request timeouts, connect timeouts, the end of the run) are
+/// checked at most this often.
+const SWEEP: Duration = Duration::from_millis(1);
+/// The longest wait: an interrupt is noticed within it.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+const RECV_BUFFER_SIZE: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not connected: (re)connect at this time.
+    Down(Instant),
+    /// A connect is in flight; it is given up at this deadline.
+    Connecting(Instant),
+    Open,
+    /// Being torn down: waits for the kernel to let go of its operations
+    /// before the socket is closed and the slot reused.
+    Closing(After),
+    Finished,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    Reconnect(Instant),
+    Finish,
+}
+
+struct Conn {
+    state: State,
+    socket: Option<Socket>,
+    /// Operations the kernel holds for this connection (connect, receive, send).
+    ops: u8,
+    recv_armed: bool,
+    sending: bool,
+    ex: Exchange,
+    /// Requests being written; the kernel reads it until the send completes.
+    out: Vec<u8>,
+    written: usize,
+    rng: Rng,
+    connected_before: bool,
+    /// Listed among the connections waiting for work (open loop).
+    waiting: bool,
+}
+
+/// The thread's interval bookkeeping: rolls to a new interval at each second.
+struct Book {
+    iv: Interval,
+    next_roll: Instant,
     start: Instant,
-    /// The schedule's end: no new requests after it.
-    end: Instant,
-    /// Past it, whatever is still queued or in flight is given up.
-    hard_stop: Instant,
-    closed_loop: bool,
-    queue: RefCell<VecDeque<Pending>>,
-    /// Connections waiting for work, oldest first, so load spreads over them.
-    idle: RefCell<VecDeque<usize>>,
-    wakers: RefCell<Vec<Option<Waker>>>,
-    dispatch_done: Cell<bool>,
-    iv: RefCell<Interval>,
-    /// When the current interval ends.
-    next_roll: Cell<Instant>,
-    open: Cell<u64>,
-    mix_rng: RefCell<Rng>,
-    scratch: RefCell<Vec<f64>>,
+    thread: usize,
+    open: u64,
     tx: Sender<Msg>,
 }
 
-impl State {
+impl Book {
     fn second(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.start).as_secs()
     }
 
     /// Hands every finished interval before `sec` to the collector.
-    fn roll(&self, sec: u64) {
-        let mut iv = self.iv.borrow_mut();
-        while iv.second < sec {
-            let (classes, next) = (iv.classes.len(), iv.second + 1);
-            let mut done = std::mem::replace(&mut *iv, Interval::new(next, classes));
-            done.open_connections = self.open.get();
+    fn roll(&mut self, sec: u64) {
+        while self.iv.second < sec {
+            let (classes, next) = (self.iv.classes.len(), self.iv.second + 1);
+            let mut done = std::mem::replace(&mut self.iv, Interval::new(next, classes));
+            done.open_connections = self.open;
             let _ = self.tx.send(Msg::Interval(self.thread, Box::new(done)));
         }
     }
 
-    fn with_iv<R>(&self, now: Instant, f: impl FnOnce(&mut Interval) -> R) -> R {
-        // Most calls fall in the current second: one comparison, no arithmetic.
-        if now >= self.next_roll.get() {
+    /// The interval `now` falls in.
+    fn at(&mut self, now: Instant) -> &mut Interval {
+        // Most calls fall in the current second: one comparison.
+        if now >= self.next_roll {
             let sec = self.second(now);
             self.roll(sec);
-            self.next_roll
-                .set(self.start + Duration::from_secs(sec + 1));
+            self.next_roll = self.start + Duration::from_secs(sec + 1);
         }
-        f(&mut self.iv.borrow_mut())
+        &mut self.iv
     }
+}
 
-    fn wake_idle(&self) {
-        let mut idle = self.idle.borrow_mut();
-        let mut wakers = self.wakers.borrow_mut();
-        while let Some(id) = idle.pop_front() {
-            if let Some(w) = wakers[id].take() {
-                w.wake();
-                return;
-            }
-        }
-    }
+enum Take {
+    Req(Pending),
+    /// Nothing yet: the connection waits for the dispatcher.
+    Wait,
+    /// No more requests for anyone.
+    NoMore,
+}
 
-    fn wake_all(&self) {
-        self.idle.borrow_mut().clear();
-        for w in self.wakers.borrow_mut().iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
-            }
-        }
-    }
+/// Where requests come from: the mix directly (closed loop) or the queue
+/// the dispatcher fills from the schedule.
+struct Work {
+    closed_loop: bool,
+    start: Instant,
+    /// The schedule's end: no new requests after it.
+    end: Instant,
+    /// Past it, whatever is still queued or in flight is given up.
+    hard_stop: Instant,
+    queue: VecDeque<Pending>,
+    dispatch_done: bool,
+    mix_rng: Rng,
+    scratch: Vec<f64>,
+}
 
-    fn forget_waker(&self, id: usize) {
-        self.wakers.borrow_mut()[id] = None;
-    }
-
-    /// The next request if one can go now: Ok(Some), Ok(None) when there
-    /// will be no more, Err(()) when the connection has to wait.
-    fn take_ready(&self, now: Instant) -> Result<Option<Pending>, ()> {
+impl Work {
+    fn take(&mut self, shared: &Shared, now: Instant, book: &mut Book) -> Take {
         if crate::signal::interrupted() || now >= self.hard_stop {
             // Whatever is still queued is counted as dropped at the end.
-            return Ok(None);
+            return Take::NoMore;
         }
         if self.closed_loop {
             if now >= self.end {
-                return Ok(None);
+                return Take::NoMore;
             }
             let t = now.duration_since(self.start).as_secs_f64();
-            let class = self.shared.plan.mix.pick(
-                t,
-                &mut self.mix_rng.borrow_mut(),
-                &mut self.scratch.borrow_mut(),
-            ) as u32;
-            self.with_iv(now, |iv| {
-                iv.counters.offered += 1;
-                iv.class(class as usize).offered += 1;
-            });
-            return Ok(Some(Pending {
+            let class = shared
+                .plan
+                .mix
+                .pick(t, &mut self.mix_rng, &mut self.scratch) as u32;
+            let iv = book.at(now);
+            iv.counters.offered += 1;
+            iv.class(class as usize).offered += 1;
+            return Take::Req(Pending {
                 intended: now,
                 class,
                 what: What::Mix,
-            }));
+            });
         }
-        let mut q = self.queue.borrow_mut();
-        while let Some(p) = q.pop_front() {
-            if now.saturating_duration_since(p.intended) > self.shared.timeout {
+        while let Some(p) = self.queue.pop_front() {
+            if now.saturating_duration_since(p.intended) > shared.timeout {
                 // It waited a whole timeout for a connection: give it up.
-                self.with_iv(now, |iv| iv.counters.dropped += 1);
+                book.at(now).counters.dropped += 1;
                 continue;
             }
-            return Ok(Some(p));
+            return Take::Req(p);
         }
-        if self.dispatch_done.get() {
-            return Ok(None);
-        }
-        Err(())
-    }
-
-    /// Like [`take_ready`](Self::take_ready), registering the connection as
-    /// idle when it has to wait.
-    fn poll_take(&self, id: usize, cx: &mut Context<'_>, now: Instant) -> Poll<Option<Pending>> {
-        match self.take_ready(now) {
-            Ok(p) => {
-                self.wakers.borrow_mut()[id] = None;
-                Poll::Ready(p)
-            }
-            Err(()) => {
-                let mut wakers = self.wakers.borrow_mut();
-                let fresh = wakers[id].is_none();
-                match &wakers[id] {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => wakers[id] = Some(cx.waker().clone()),
-                }
-                if fresh {
-                    self.idle.borrow_mut().push_back(id);
-                }
-                Poll::Pending
-            }
+        if self.dispatch_done {
+            Take::NoMore
+        } else {
+            Take::Wait
         }
     }
 
-    fn try_take(&self, now: Instant) -> Option<Pending> {
-        self.take_ready(now).ok().flatten()
+    /// Whether a connection that is down should stay down.
+    fn over_for_connections(&self, now: Instant) -> bool {
+        now >= self.hard_stop
+            || crate::signal::interrupted()
+            || (self.closed_loop && now >= self.end)
+            || (!self.closed_loop && self.dispatch_done && self.queue.is_empty())
     }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    ring: IoUring,
+    /// Kept in an Option so teardown can hand it back to the kernel.
+    bufs: Option<BufRing>,
+    /// The target, which every connect points the kernel at.
+    addr: SockAddr,
+    conns: Vec<Conn>,
+    /// Open-loop connections waiting for work, oldest first, so load
+    /// spreads over them.
+    waiting: VecDeque<usize>,
+    work: Work,
+    book: Book,
+    arrivals: Option<Arrivals>,
+    next_arrival: Option<(f64, What)>,
+    /// When the next arrival is due (open loop).
+    next_dispatch: Option<Instant>,
+    dispatch_rng: Rng,
+    dispatch_scratch: Vec<f64>,
+    /// The first requests of a closed loop wait for the common start.
+    started: bool,
+    next_sweep: Instant,
+    /// Whether waits may be held (closed loop, and the kernel has min_wait).
+    hold: bool,
+    /// Sends submitted with the next enter: their completions come inline.
+    sends_queued: u32,
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 /// Runs one worker to the end of the run (blocking the calling thread).
@@ -231,487 +286,689 @@ pub fn run_worker(
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     let _ = tx.send(Msg::Started(thread, tid));
-    let plan = &shared.plan;
-    let duration = Duration::from_secs_f64(plan.duration());
-    let end = start + duration;
-    let state = Rc::new(State {
-        shared: shared.clone(),
-        thread,
-        start,
-        end,
-        hard_stop: end + shared.drain,
-        closed_loop: plan.schedule.is_none(),
-        queue: RefCell::new(VecDeque::with_capacity(1024)),
-        idle: RefCell::new(VecDeque::with_capacity(connections)),
-        wakers: RefCell::new(vec![None; connections]),
-        dispatch_done: Cell::new(plan.schedule.is_none()),
-        iv: RefCell::new(Interval::new(0, plan.classes.len())),
-        next_roll: Cell::new(start + Duration::from_secs(1)),
-        open: Cell::new(0),
-        mix_rng: RefCell::new(Rng::derive(plan.seed, 0x313C_0000 + thread as u64)),
-        scratch: RefCell::new(Vec::new()),
-        tx: tx.clone(),
-    });
-    let arrivals = plan
-        .schedule
-        .as_ref()
-        .map(|s| Arrivals::new(s.clone(), thread, threads, plan.poisson, plan.seed));
-    let config = rt::CoreConfig {
-        ring_entries: (connections as u32 * 4)
-            .next_power_of_two()
-            .clamp(256, 4096),
-        // A held wait reads responses up to a window late: fine when the
-        // aim is capacity (closed loop), not when latencies are the result.
-        coalesce_window: if plan.schedule.is_none() {
-            rt::CoreConfig::default().coalesce_window
-        } else {
-            Duration::ZERO
-        },
-        ..rt::CoreConfig::default()
+    let res =
+        Worker::new(shared, thread, threads, connections, start, tx.clone()).and_then(|w| w.run());
+    let _ = match res {
+        Ok(()) => tx.send(Msg::Done(thread)),
+        Err(e) => tx.send(Msg::Fatal(thread, e.to_string())),
     };
-    let st = state.clone();
-    let res = rt::block_on_with(&config, async move {
-        let mut conns = Vec::with_capacity(connections);
-        for id in 0..connections {
-            let seed =
-                Rng::derive(st.shared.plan.seed, ((thread as u64) << 32) | id as u64).next_u64();
-            conns.push(rt::spawn(connection(st.clone(), id, seed)));
+}
+
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    // Deferred task work runs only when this thread enters the ring, so
+    // completions gather while it works instead of interrupting it.
+    let mut b = IoUring::builder();
+    b.setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(entries * 4);
+    match b.build(entries) {
+        Ok(r) => Ok(r),
+        Err(_) => IoUring::builder().setup_cqsize(entries * 4).build(entries),
+    }
+}
+
+impl Worker {
+    fn new(
+        shared: Arc<Shared>,
+        thread: usize,
+        threads: usize,
+        connections: usize,
+        start: Instant,
+        tx: Sender<Msg>,
+    ) -> io::Result<Worker> {
+        let plan = &shared.plan;
+        let end = start + Duration::from_secs_f64(plan.duration());
+        let entries = (connections as u32 * 4)
+            .next_power_of_two()
+            .clamp(256, 4096);
+        let ring = new_ring(entries)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot set up io_uring: {e}")))?;
+        let count = (connections * 2).next_power_of_two().clamp(64, 4096) as u16;
+        let bufs = BufRing::register(&ring, count, RECV_BUFFER_SIZE).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("io_uring provided-buffer rings are unavailable (Linux 6.0 or later is needed): {e}"),
+            )
+        })?;
+        let hold = plan.schedule.is_none() && ring.params().is_feature_min_timeout();
+        let conns = (0..connections)
+            .map(|id| Conn {
+                state: State::Down(start.min(Instant::now())),
+                socket: None,
+                ops: 0,
+                recv_armed: false,
+                sending: false,
+                ex: Exchange::with_depth(shared.pipeline),
+                out: Vec::with_capacity(1024),
+                written: 0,
+                rng: Rng::new(
+                    Rng::derive(plan.seed, ((thread as u64) << 32) | id as u64).next_u64(),
+                ),
+                connected_before: false,
+                waiting: false,
+            })
+            .collect();
+        let mut arrivals = plan
+            .schedule
+            .as_ref()
+            .map(|s| Arrivals::new(s.clone(), thread, threads, plan.poisson, plan.seed));
+        let next_arrival = arrivals.as_mut().and_then(Iterator::next);
+        let work = Work {
+            closed_loop: plan.schedule.is_none(),
+            start,
+            end,
+            hard_stop: end + shared.drain,
+            queue: VecDeque::with_capacity(1024),
+            dispatch_done: next_arrival.is_none(),
+            mix_rng: Rng::derive(plan.seed, 0x313C_0000 + thread as u64),
+            scratch: Vec::new(),
+        };
+        let book = Book {
+            iv: Interval::new(0, plan.classes.len()),
+            next_roll: start + Duration::from_secs(1),
+            start,
+            thread,
+            open: 0,
+            tx,
+        };
+        let dispatch_rng = Rng::derive(plan.seed, 0xD15C_0000 + thread as u64);
+        let addr = SockAddr::from(shared.target.addr);
+        Ok(Worker {
+            shared,
+            ring,
+            bufs: Some(bufs),
+            addr,
+            conns,
+            waiting: VecDeque::with_capacity(connections),
+            work,
+            book,
+            arrivals,
+            next_arrival,
+            next_dispatch: None,
+            dispatch_rng,
+            dispatch_scratch: Vec::new(),
+            started: false,
+            next_sweep: Instant::now(),
+            hold,
+            sends_queued: 0,
+            cqes: Vec::with_capacity(entries as usize * 4),
+        })
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let res = self.turns();
+        if res.is_err() {
+            // Operations may still be in flight: the kernel could yet write
+            // into the receive buffers, so they are never freed.
+            std::mem::forget(self.bufs.take());
+            return res;
         }
-        let dispatcher = arrivals.map(|a| rt::spawn(dispatch(st.clone(), a)));
-        let _ticker = rt::spawn(ticker(st.clone()));
-        if let Some(d) = dispatcher {
-            d.await;
+        if let Some(b) = self.bufs.take() {
+            b.release(&self.ring);
         }
-        for c in conns {
-            c.await;
+        self.last_interval();
+        Ok(())
+    }
+
+    fn turns(&mut self) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            self.reap(now);
+            self.keep_time(now)?;
+            if self.conns.iter().all(|c| c.state == State::Finished) {
+                return Ok(());
+            }
+            self.enter(now)?;
         }
+    }
+
+    fn last_interval(&mut self) {
         let now = Instant::now();
-        let left = st.queue.borrow_mut().drain(..).count() as u64;
+        let left = self.work.queue.len() as u64;
         // The last interval is the one holding the end of the schedule (or
         // later, when requests drained past it).
         let last = if crate::signal::interrupted() {
-            st.second(now)
+            self.book.second(now)
         } else {
-            st.second(now.max(st.end - Duration::from_nanos(1)))
+            self.book
+                .second(now.max(self.work.end - Duration::from_nanos(1)))
         };
-        st.roll(last);
-        let mut iv = st.iv.borrow_mut();
-        iv.counters.dropped += left;
-        iv.open_connections = st.open.get();
-        let iv = std::mem::replace(&mut *iv, Interval::new(last + 1, 0));
-        let _ = st.tx.send(Msg::Interval(st.thread, Box::new(iv)));
-    });
-    match res {
-        Ok(()) => {
-            let _ = tx.send(Msg::Done(thread));
-        }
-        Err(e) => {
-            let _ = tx.send(Msg::Fatal(thread, e.to_string()));
+        self.book.roll(last);
+        self.book.iv.counters.dropped += left;
+        self.book.iv.open_connections = self.book.open;
+        let iv = std::mem::replace(&mut self.book.iv, Interval::new(last + 1, 0));
+        let _ = self
+            .book
+            .tx
+            .send(Msg::Interval(self.book.thread, Box::new(iv)));
+    }
+
+    /// Queues `sqe`, submitting what is queued first when the ring is full.
+    ///
+    /// # Safety
+    /// Whatever `sqe` points the kernel at must stay valid until its
+    /// completion arrives.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller keeps what `sqe` points at alive.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
         }
     }
-}
 
-/// Rolls the interval at every second boundary, so quiet seconds are reported too.
-async fn ticker(st: Rc<State>) {
-    let mut sec = 1u64;
-    loop {
-        rt::time::sleep_until(st.start + Duration::from_secs(sec)).await;
-        st.roll(st.second(Instant::now()));
-        sec += 1;
+    fn reap(&mut self, now: Instant) {
+        self.cqes.clear();
+        self.cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for k in 0..self.cqes.len() {
+            let (ud, res, flags) = self.cqes[k];
+            let i = (ud >> 2) as usize;
+            match ud & 3 {
+                RECV => self.on_recv(i, res, flags, now),
+                SEND => self.on_send(i, res, now),
+                CONNECT => self.on_connect(i, res, now),
+                _ => {}
+            }
+        }
     }
-}
 
-async fn dispatch(st: Rc<State>, arrivals: Arrivals) {
-    let shared = st.shared.clone();
-    let plan = &shared.plan;
-    let mut rng = Rng::derive(plan.seed, 0xD15C_0000 + st.thread as u64);
-    let mut scratch = Vec::new();
-    let mut sleep = rt::time::sleep_until(st.start);
-    'arrivals: for (t, what) in arrivals {
-        let intended = st.start + Duration::from_secs_f64(t);
-        let mut now = Instant::now();
-        while intended > now {
+    fn on_recv(&mut self, i: usize, res: i32, flags: u32, now: Instant) {
+        let more = cqueue::more(flags);
+        let c = &mut self.conns[i];
+        if !more {
+            c.ops -= 1;
+            c.recv_armed = false;
+        }
+        let mut broken = false;
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            let bufs = self.bufs.as_mut().expect("buffers live until teardown");
+            bufs.taken();
+            if res > 0 && c.state == State::Open {
+                let data = bufs.data(bid, res as usize);
+                broken = c.ex.feed(data, now, self.book.at(now)).is_err();
+            }
+            bufs.give_back(bid);
+        }
+        if c.state != State::Open {
+            self.settle(i);
+            return;
+        }
+        if broken {
+            c.ex.fail_all(self.book.at(now), false);
+            self.close(i, now);
+        } else if res > 0 {
+            if !more {
+                self.arm_recv(i);
+            }
+            self.fill(i, now);
+        } else if res == 0 {
+            c.ex.eof(now, self.book.at(now));
+            self.close(i, now);
+        } else if res == -libc::ENOBUFS {
+            // Every buffer was taken at once; they are all back by now.
+            self.arm_recv(i);
+        } else {
+            c.ex.fail_all(self.book.at(now), false);
+            self.close(i, now);
+        }
+    }
+
+    fn on_send(&mut self, i: usize, res: i32, now: Instant) {
+        let c = &mut self.conns[i];
+        c.ops -= 1;
+        c.sending = false;
+        if c.state != State::Open {
+            self.settle(i);
+            return;
+        }
+        if res <= 0 {
+            c.ex.fail_all(self.book.at(now), false);
+            self.close(i, now);
+            return;
+        }
+        c.written += res as usize;
+        if c.written < c.out.len() {
+            self.send(i);
+            return;
+        }
+        c.out.clear();
+        c.written = 0;
+        self.fill(i, now);
+    }
+
+    fn on_connect(&mut self, i: usize, res: i32, now: Instant) {
+        let c = &mut self.conns[i];
+        c.ops -= 1;
+        if !matches!(c.state, State::Connecting(_)) {
+            self.settle(i);
+            return;
+        }
+        if res < 0 {
+            self.book.at(now).counters.connect_errors += 1;
+            let retry = (now + CONNECT_BACKOFF).min(self.work.hard_stop);
+            c.state = State::Closing(After::Reconnect(retry));
+            self.settle(i);
+            return;
+        }
+        c.state = State::Open;
+        self.book.open += 1;
+        if c.connected_before {
+            self.book.at(now).counters.reconnects += 1;
+        }
+        c.connected_before = true;
+        self.arm_recv(i);
+        self.fill(i, now);
+    }
+
+    fn arm_recv(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let fd = c
+            .socket
+            .as_ref()
+            .expect("an open connection has a socket")
+            .as_raw_fd();
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), GROUP)
+            .build()
+            .user_data(user_data(i, RECV));
+        c.ops += 1;
+        c.recv_armed = true;
+        // SAFETY: the receive writes only into provided buffers, which live
+        // until teardown, after every operation completed.
+        if unsafe { self.push(&sqe) }.is_err() {
+            self.conns[i].ops -= 1;
+            self.conns[i].recv_armed = false;
+        }
+    }
+
+    fn send(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let fd = c
+            .socket
+            .as_ref()
+            .expect("an open connection has a socket")
+            .as_raw_fd();
+        let rest = &c.out[c.written..];
+        let sqe = opcode::Send::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(i, SEND));
+        c.ops += 1;
+        c.sending = true;
+        self.sends_queued += 1;
+        // SAFETY: `out` is neither touched nor freed while `sending` is set
+        // (until this send's completion), and the connection table is never
+        // resized, so the bytes stay where they are.
+        if unsafe { self.push(&sqe) }.is_err() {
+            self.conns[i].ops -= 1;
+            self.conns[i].sending = false;
+        }
+    }
+
+    fn connect(&mut self, i: usize, now: Instant) {
+        let socket = Socket::new(
+            Domain::for_address(self.shared.target.addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )
+        .and_then(|s| s.set_tcp_nodelay(true).map(|()| s));
+        let socket = match socket {
+            Ok(s) => s,
+            Err(_) => {
+                self.book.at(now).counters.connect_errors += 1;
+                let retry = (now + CONNECT_BACKOFF).min(self.work.hard_stop);
+                self.conns[i].state = State::Down(retry);
+                return;
+            }
+        };
+        let sqe = opcode::Connect::new(
+            types::Fd(socket.as_raw_fd()),
+            self.addr.as_ptr().cast(),
+            self.addr.len(),
+        )
+        .build()
+        .user_data(user_data(i, CONNECT));
+        let budget = self
+            .shared
+            .connect_timeout
+            .min(self.work.hard_stop.saturating_duration_since(now));
+        let c = &mut self.conns[i];
+        c.socket = Some(socket);
+        c.state = State::Connecting(now + budget);
+        c.ops += 1;
+        // SAFETY: `addr` belongs to the worker and outlives every operation
+        // (teardown waits for all of them).
+        if unsafe { self.push(&sqe) }.is_err() {
+            self.conns[i].ops -= 1;
+            self.conns[i].state = State::Closing(After::Reconnect(now + CONNECT_BACKOFF));
+            self.settle(i);
+        }
+    }
+
+    /// Tears connection `i` down; what was in flight was accounted for by
+    /// the caller. It reconnects unless the run is over for connections.
+    fn close(&mut self, i: usize, now: Instant) {
+        let after = if self.work.over_for_connections(now) {
+            After::Finish
+        } else {
+            After::Reconnect(now)
+        };
+        self.close_then(i, after);
+    }
+
+    fn close_then(&mut self, i: usize, after: After) {
+        let c = &mut self.conns[i];
+        if c.state == State::Open {
+            self.book.open -= 1;
+        }
+        c.state = State::Closing(after);
+        if c.ops > 0 {
+            if let Some(s) = &c.socket {
+                let sqe = opcode::AsyncCancel2::new(
+                    types::CancelBuilder::fd(types::Fd(s.as_raw_fd())).all(),
+                )
+                .build()
+                .user_data(user_data(i, CANCEL));
+                // SAFETY: a cancel points the kernel at nothing of ours.
+                let _ = unsafe { self.push(&sqe) };
+            }
+        }
+        self.settle(i);
+    }
+
+    /// Once the kernel has let go of a closing connection: closes the
+    /// socket and frees the slot.
+    fn settle(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let State::Closing(after) = c.state else {
+            return;
+        };
+        if c.ops > 0 {
+            return;
+        }
+        c.socket = None;
+        c.ex.reset();
+        c.out.clear();
+        c.written = 0;
+        c.sending = false;
+        c.recv_armed = false;
+        c.state = match after {
+            After::Reconnect(t) => State::Down(t),
+            After::Finish => State::Finished,
+        };
+    }
+
+    /// Lets connection `i` take requests while it has room, and sends them.
+    fn fill(&mut self, i: usize, now: Instant) {
+        let Worker {
+            shared,
+            conns,
+            work,
+            book,
+            waiting,
+            started,
+            ..
+        } = self;
+        let c = &mut conns[i];
+        if c.state != State::Open || c.sending || (work.closed_loop && !*started) {
+            return;
+        }
+        let depth = shared.pipeline;
+        let (mut sent, mut late) = (0u64, 0u64);
+        let mut no_more = false;
+        while c.ex.has_room(depth) {
+            let p = match work.take(shared, now, book) {
+                Take::Req(p) => p,
+                Take::Wait => {
+                    if !c.waiting {
+                        c.waiting = true;
+                        waiting.push_back(i);
+                    }
+                    break;
+                }
+                Take::NoMore => {
+                    no_more = true;
+                    break;
+                }
+            };
+            let head = match p.what {
+                What::Mix => {
+                    let t = &shared.templates[p.class as usize];
+                    t.render_into(&mut c.out, &mut c.rng);
+                    t.is_head
+                }
+                What::Trace { phase, entry } => {
+                    let Some(Phase::Trace(tr)) =
+                        shared.plan.schedule.as_ref().map(|s| &s.phases[phase])
+                    else {
+                        unreachable!("trace arrival outside a trace phase")
+                    };
+                    let e = &tr.entries[entry];
+                    c.out.extend_from_slice(&render_fixed(
+                        &shared.target.host_header,
+                        &e.method,
+                        &e.path,
+                        &[],
+                        e.body.as_deref(),
+                    ));
+                    e.method == "HEAD"
+                }
+            };
+            if now.saturating_duration_since(p.intended) > shared.late_after {
+                late += 1;
+            }
+            sent += 1;
+            c.ex.inflight.push_back(InFlight {
+                intended: p.intended,
+                // The turn's clock can be a little behind a dispatch made
+                // in the same turn.
+                sent: now.max(p.intended),
+                class: p.class,
+                head,
+            });
+        }
+        if sent > 0 {
+            let counters = &mut book.at(now).counters;
+            counters.sent += sent;
+            counters.late += late;
+            self.send(i);
+        } else if no_more && self.conns[i].ex.inflight.is_empty() {
+            self.close_then(i, After::Finish);
+        }
+    }
+
+    /// Time-driven work: intervals, arrivals, deadlines, connects.
+    fn keep_time(&mut self, now: Instant) -> io::Result<()> {
+        self.book.at(now);
+        if !self.work.closed_loop {
+            self.dispatch(now);
+        }
+        if !self.started && now >= self.work.start {
+            // Connected during the head start: the clock starts for
+            // everyone at once.
+            self.started = true;
+            for i in 0..self.conns.len() {
+                self.fill(i, now);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP;
+            self.sweep(now);
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let over = self.work.over_for_connections(now);
+        for i in 0..self.conns.len() {
+            match self.conns[i].state {
+                State::Open if now >= self.work.hard_stop => {
+                    let n = self.conns[i].ex.inflight.len() as u64;
+                    self.book.at(now).counters.unfinished += n;
+                    self.conns[i].ex.reset();
+                    self.close_then(i, After::Finish);
+                }
+                State::Open => {
+                    let c = &mut self.conns[i];
+                    let due = c.ex.inflight.front().map(|f| f.sent + self.shared.timeout);
+                    if due.is_some_and(|d| now >= d) {
+                        c.ex.fail_all(self.book.at(now), true);
+                        self.close(i, now);
+                    } else if c.ex.inflight.is_empty() && !c.waiting {
+                        // Idle with nothing listed: the run may have ended for it.
+                        self.fill(i, now);
+                    }
+                }
+                State::Connecting(deadline) if now >= deadline => {
+                    self.book.at(now).counters.connect_errors += 1;
+                    let after = if over {
+                        After::Finish
+                    } else {
+                        After::Reconnect(now + CONNECT_BACKOFF)
+                    };
+                    self.close_then(i, after);
+                }
+                State::Down(_) if over => self.conns[i].state = State::Finished,
+                State::Down(at) if now >= at => self.connect(i, now),
+                _ => {}
+            }
+        }
+    }
+
+    /// Turns intended send times that came due into queued requests, and
+    /// hands them to waiting connections.
+    fn dispatch(&mut self, now: Instant) {
+        self.next_dispatch = None;
+        if !self.work.dispatch_done && crate::signal::interrupted() {
+            self.work.dispatch_done = true;
+        }
+        while !self.work.dispatch_done {
+            let Some((t, what)) = self.next_arrival else {
+                self.work.dispatch_done = true;
+                break;
+            };
+            let start = self.work.start;
+            let intended = start + Duration::from_secs_f64(t);
             // With a quantum, arrivals due within one grid step leave
             // together: fewer wake-ups of the generator and the server, at
             // the price of up to one step of lateness (which the corrected
             // latency includes).
-            let wake = if shared.quantum.is_zero() {
+            let due = if self.shared.quantum.is_zero() {
                 intended
             } else {
-                let q = shared.quantum.as_nanos();
-                let since = intended.duration_since(st.start).as_nanos();
+                let q = self.shared.quantum.as_nanos();
+                let since = intended.duration_since(start).as_nanos();
                 let up = since.div_ceil(q) * q;
-                st.start + Duration::from_nanos(up.min(u128::from(u64::MAX)) as u64)
+                start + Duration::from_nanos(up.min(u128::from(u64::MAX)) as u64)
             };
-            // Long gaps are slept in slices so an interrupt is noticed.
-            sleep.reset(wake.min(now + Duration::from_millis(200)));
-            (&mut sleep).await;
-            now = Instant::now();
-            if crate::signal::interrupted() {
-                break 'arrivals;
+            if due > now {
+                self.next_dispatch = Some(due);
+                break;
             }
-        }
-        if crate::signal::interrupted() {
-            break;
-        }
-        let class = match what {
-            What::Mix => plan.mix.pick(t, &mut rng, &mut scratch),
-            What::Trace { phase, entry } => {
-                match &plan.schedule.as_ref().expect("scheduled").phases[phase] {
-                    Phase::Trace(tr) => tr.entries[entry].class,
-                    Phase::Rate(_) => unreachable!("trace arrival in a rate phase"),
+            self.next_arrival = self.arrivals.as_mut().and_then(Iterator::next);
+            let plan = &self.shared.plan;
+            let class = match what {
+                What::Mix => plan
+                    .mix
+                    .pick(t, &mut self.dispatch_rng, &mut self.dispatch_scratch),
+                What::Trace { phase, entry } => {
+                    match &plan.schedule.as_ref().expect("scheduled").phases[phase] {
+                        Phase::Trace(tr) => tr.entries[entry].class,
+                        Phase::Rate(_) => unreachable!("trace arrival in a rate phase"),
+                    }
                 }
-            }
-        };
-        let lag_us = now.saturating_duration_since(intended).as_micros() as u64;
-        let full = st.queue.borrow().len() >= shared.max_queue;
-        st.with_iv(now, |iv| {
+            };
+            let lag_us = now.saturating_duration_since(intended).as_micros() as u64;
+            let full = self.work.queue.len() >= self.shared.max_queue;
+            let iv = self.book.at(now);
             record(&mut iv.lag, lag_us);
             iv.counters.offered += 1;
             iv.class(class).offered += 1;
             if full {
                 iv.counters.dropped += 1;
+                continue;
             }
-        });
-        if full {
-            continue;
+            self.work.queue.push_back(Pending {
+                intended,
+                class: class as u32,
+                what,
+            });
+            self.hand_out(now);
         }
-        st.queue.borrow_mut().push_back(Pending {
-            intended,
-            class: class as u32,
-            what,
-        });
-        st.wake_idle();
+        if self.work.dispatch_done {
+            // Waiting connections learn there is nothing more.
+            while let Some(i) = self.waiting.pop_front() {
+                self.conns[i].waiting = false;
+                self.fill(i, now);
+            }
+        }
     }
-    st.dispatch_done.set(true);
-    st.wake_all();
-}
 
-enum Outcome {
-    /// No more work for this connection.
-    Finished,
-    /// The connection failed or was closed: make a new one.
-    Broken,
-}
-
-async fn connection(st: Rc<State>, id: usize, seed: u64) {
-    let mut rng = Rng::new(seed);
-    let mut first = true;
-    loop {
-        let now = Instant::now();
-        if now >= st.hard_stop
-            || (st.dispatch_done.get() && st.queue.borrow().is_empty() && !st.closed_loop)
-            || (st.closed_loop && now >= st.end)
-        {
-            return;
-        }
-        let budget = st.shared.connect_timeout.min(st.hard_stop - now);
-        let stream =
-            match rt::time::timeout(budget, TcpStream::connect(st.shared.target.addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(_)) | Err(_) => {
-                    st.with_iv(Instant::now(), |iv| iv.counters.connect_errors += 1);
-                    // Back off a little so a dead target is not hammered with connects.
-                    let wake = (Instant::now() + Duration::from_millis(50)).min(st.hard_stop);
-                    rt::time::sleep_until(wake).await;
-                    continue;
-                }
+    /// Gives queued requests to connections waiting for work.
+    fn hand_out(&mut self, now: Instant) {
+        while !self.work.queue.is_empty() {
+            let Some(i) = self.waiting.pop_front() else {
+                return;
             };
-        if !first {
-            st.with_iv(Instant::now(), |iv| iv.counters.reconnects += 1);
-        }
-        first = false;
-        st.open.set(st.open.get() + 1);
-        if st.closed_loop && Instant::now() < st.start {
-            // Connected during the head start: the clock starts for everyone at once.
-            rt::time::sleep_until(st.start).await;
-        }
-        let outcome = serve(&st, &stream, id, &mut rng).await;
-        st.open.set(st.open.get() - 1);
-        st.forget_waker(id);
-        if let Outcome::Finished = outcome {
-            return;
+            self.conns[i].waiting = false;
+            self.fill(i, now);
         }
     }
-}
 
-enum Ev {
-    Read(io::Result<usize>, Vec<u8>),
-    Wrote(io::Result<usize>, Vec<u8>),
-    Take(Pending, Instant),
-    NoMore,
-    Timeout,
-    Stop,
-}
-
-/// An empty slot typed like the future `make` would return (it is never called).
-fn none_like<F>(_make: impl FnOnce() -> F) -> Option<F> {
-    None
-}
-
-/// Fails every request in flight (they will get no response on this connection).
-fn fail_all(st: &State, inflight: &mut VecDeque<InFlight>, timeout: bool) {
-    let now = Instant::now();
-    st.with_iv(now, |iv| {
-        for f in inflight.drain(..) {
-            iv.class(f.class as usize).failed += 1;
-            if timeout {
-                iv.counters.timeouts += 1;
-            } else {
-                iv.counters.io_errors += 1;
+    /// Submits the turn's operations and waits for completions or the next
+    /// deadline, in one `io_uring_enter`.
+    fn enter(&mut self, now: Instant) -> io::Result<()> {
+        let mut deadline = (now + MAX_WAIT).min(self.book.next_roll);
+        let mut busy = 0;
+        let mut pending_deadlines = false;
+        for c in &self.conns {
+            match c.state {
+                State::Open if !c.ex.inflight.is_empty() => {
+                    busy += 1;
+                    pending_deadlines = true;
+                }
+                State::Down(at) => deadline = deadline.min(at),
+                State::Connecting(_) => pending_deadlines = true,
+                _ => {}
             }
         }
-    });
-}
-
-fn complete(st: &State, f: InFlight, status: u16, now: Instant) {
-    st.with_iv(now, |iv| record_response(iv, f, status, now));
-}
-
-fn record_response(iv: &mut Interval, f: InFlight, status: u16, now: Instant) {
-    let corrected = now.saturating_duration_since(f.intended).as_micros() as u64;
-    let service = now.saturating_duration_since(f.sent).as_micros() as u64;
-    let c = iv.class(f.class as usize);
-    record(&mut c.corrected, corrected);
-    record(&mut c.uncorrected, service);
-    c.status[(status / 100).min(5) as usize] += 1;
-}
-
-async fn serve(st: &State, stream: &TcpStream, id: usize, rng: &mut Rng) -> Outcome {
-    let shared = &*st.shared;
-    let depth = shared.pipeline;
-    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
-    // The multishot receive is armed before anything is sent and stays
-    // armed: a response is picked up in the ring turn it arrives in, and
-    // no receive is submitted per request.
-    let mut rd = pin!(stream.recv(Vec::with_capacity(16 * 1024)));
-    // A send is not awaited: it completes inline when the ring is entered,
-    // long before its response, so its completion is collected without a
-    // wake-up of its own (polled with a no-op waker) unless its buffer is
-    // needed or it sent only part of the request.
-    let mut wr = pin!(none_like(|| stream.write_from(Vec::new(), 0)));
-    let mut wbuf: Option<Vec<u8>> = Some(Vec::with_capacity(1024));
-    let mut wr_sent = 0usize;
-    let mut wr_partial = false;
-    // One timer: the oldest request's timeout (capped at the end of the run).
-    let mut timer = rt::time::sleep_until(st.hard_stop);
-    // A body that ends when the server closes: the status of that response.
-    let mut until_close: Option<u16> = None;
-    loop {
-        let ev = poll_fn(|cx| {
-            if let Poll::Ready((res, buf)) = rd.as_mut().poll(cx) {
-                return Poll::Ready(Ev::Read(res, buf));
+        if pending_deadlines {
+            deadline = deadline.min(self.next_sweep.max(now));
+        }
+        if let Some(d) = self.next_dispatch {
+            deadline = deadline.min(d);
+        }
+        if !self.started {
+            deadline = deadline.min(self.work.start);
+        }
+        deadline = deadline.min(self.work.hard_stop.max(now));
+        let wait = deadline.saturating_duration_since(now);
+        let ts = types::Timespec::from(wait);
+        let mut args = types::SubmitArgs::new().timespec(&ts);
+        let mut want = 1;
+        if self.hold && busy >= HOLD_MIN_BUSY {
+            // A held wait gathers up to `want` arrivals for at most the
+            // window; the sends going out now complete inline, so they are
+            // not counted as arrivals.
+            want = (busy / 2).min(32) + self.sends_queued as usize;
+            args = args.min_wait_usec(HOLD_WINDOW.as_micros() as u32);
+        }
+        self.sends_queued = 0;
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
             }
-            let want_write = inflight.len() < depth && until_close.is_none();
-            if let Some(w) = wr.as_mut().as_pin_mut() {
-                let done = if want_write || wr_partial {
-                    w.poll(cx)
-                } else {
-                    w.poll(&mut Context::from_waker(Waker::noop()))
-                };
-                if let Poll::Ready((res, buf)) = done {
-                    return Poll::Ready(Ev::Wrote(res, buf));
-                }
-            } else if want_write {
-                let now = Instant::now();
-                match st.poll_take(id, cx, now) {
-                    Poll::Ready(Some(p)) => return Poll::Ready(Ev::Take(p, now)),
-                    Poll::Ready(None) if inflight.is_empty() => return Poll::Ready(Ev::NoMore),
-                    _ => {}
-                }
-            }
-            // Only requests in flight can time out; an idle connection hears
-            // about the end of the run from the dispatcher.
-            if !inflight.is_empty() && Pin::new(&mut timer).poll(cx).is_ready() {
-                return Poll::Ready(if Instant::now() >= st.hard_stop {
-                    Ev::Stop
-                } else {
-                    Ev::Timeout
-                });
-            }
-            Poll::Pending
-        })
-        .await;
-        match ev {
-            Ev::NoMore => return Outcome::Finished,
-            Ev::Stop => {
-                let n = inflight.len() as u64;
-                st.with_iv(Instant::now(), |iv| iv.counters.unfinished += n);
-                return Outcome::Finished;
-            }
-            Ev::Timeout => {
-                fail_all(st, &mut inflight, true);
-                return Outcome::Broken;
-            }
-            Ev::Wrote(res, buf) => {
-                wr.set(None);
-                match res {
-                    Ok(n) if n > 0 => {
-                        wr_sent += n;
-                        if wr_sent < buf.len() {
-                            wr.set(Some(stream.write_from(buf, wr_sent)));
-                            wr_partial = true;
-                        } else {
-                            wbuf = Some(buf);
-                            wr_sent = 0;
-                            wr_partial = false;
-                        }
-                    }
-                    _ => {
-                        fail_all(st, &mut inflight, false);
-                        return Outcome::Broken;
-                    }
-                }
-            }
-            Ev::Take(first, now) => {
-                let mut out = wbuf
-                    .take()
-                    .expect("a take only happens with the buffer at hand");
-                out.clear();
-                let mut batch = Some(first);
-                let was_empty = inflight.is_empty();
-                let mut sent = 0u64;
-                let mut late = 0u64;
-                while let Some(p) = batch.take() {
-                    let head = match p.what {
-                        What::Mix => {
-                            let t = &shared.templates[p.class as usize];
-                            t.render_into(&mut out, rng);
-                            t.is_head
-                        }
-                        What::Trace { phase, entry } => {
-                            let Some(Phase::Trace(tr)) =
-                                shared.plan.schedule.as_ref().map(|s| &s.phases[phase])
-                            else {
-                                unreachable!("trace arrival outside a trace phase")
-                            };
-                            let e = &tr.entries[entry];
-                            out.extend_from_slice(&render_fixed(
-                                &shared.target.host_header,
-                                &e.method,
-                                &e.path,
-                                &[],
-                                e.body.as_deref(),
-                            ));
-                            e.method == "HEAD"
-                        }
-                    };
-                    if now.saturating_duration_since(p.intended) > shared.late_after {
-                        late += 1;
-                    }
-                    sent += 1;
-                    inflight.push_back(InFlight {
-                        intended: p.intended,
-                        sent: now,
-                        class: p.class,
-                        head,
-                    });
-                    if inflight.len() < depth {
-                        batch = st.try_take(now);
-                    }
-                }
-                st.with_iv(now, |iv| {
-                    iv.counters.sent += sent;
-                    iv.counters.late += late;
-                });
-                if was_empty {
-                    timer.reset((now + shared.timeout).min(st.hard_stop));
-                }
-                wr.set(Some(stream.write_from(out, 0)));
-            }
-            Ev::Read(res, mut buf) => {
-                let n = match res {
-                    Ok(n) => n,
-                    Err(_) => {
-                        fail_all(st, &mut inflight, false);
-                        return Outcome::Broken;
-                    }
-                };
-                let now = Instant::now();
-                if n == 0 {
-                    if let (Some(status), Some(f)) = (until_close, inflight.pop_front()) {
-                        complete(st, f, status, now);
-                    }
-                    fail_all(st, &mut inflight, false);
-                    return Outcome::Broken;
-                }
-                if until_close.is_some() {
-                    // The body runs to EOF; its bytes are not needed.
-                    st.with_iv(now, |iv| iv.counters.bytes_in += n as u64);
-                    buf.clear();
-                    rd.set(stream.recv(buf));
-                    continue;
-                }
-                // One borrow of the interval for the whole batch of responses.
-                let (pos, broken) = st.with_iv(now, |iv| {
-                    iv.counters.bytes_in += n as u64;
-                    let mut pos = 0;
-                    while pos < buf.len() {
-                        let Some(front) = inflight.front() else {
-                            // Bytes nobody asked for: the stream is out of step.
-                            return (pos, true);
-                        };
-                        match parse_response(&buf[pos..], front.head) {
-                            Parsed::Partial => break,
-                            Parsed::Done { status, len, close } => {
-                                pos += len;
-                                let f = inflight.pop_front().expect("front exists");
-                                record_response(iv, f, status, now);
-                                if close {
-                                    return (pos, true);
-                                }
-                            }
-                            Parsed::UntilClose { status } => {
-                                until_close = Some(status);
-                                pos = buf.len();
-                            }
-                            Parsed::Invalid(_) => return (pos, true),
-                        }
-                    }
-                    (pos, false)
-                });
-                if broken {
-                    fail_all(st, &mut inflight, false);
-                    return Outcome::Broken;
-                }
-                if pos == buf.len() {
-                    buf.clear();
-                } else if pos > 0 {
-                    buf.drain(..pos);
-                }
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(buf.capacity().max(16 * 1024));
-                }
-                // Deadlines only move later here, which costs the timer
-                // heap nothing.
-                if let Some(f) = inflight.front() {
-                    timer.reset((f.sent + shared.timeout).min(st.hard_stop));
-                }
-                rd.set(stream.recv(buf));
-                // The request's send finished long before its response came:
-                // take its buffer back now rather than on another loop turn.
-                if let Some(w) = wr.as_mut().as_pin_mut() {
-                    if let Poll::Ready((res, b)) = w.poll(&mut Context::from_waker(Waker::noop())) {
-                        wr.set(None);
-                        match res {
-                            Ok(k) if wr_sent + k >= b.len() => {
-                                wbuf = Some(b);
-                                wr_sent = 0;
-                                wr_partial = false;
-                            }
-                            Ok(k) if k > 0 => {
-                                wr_sent += k;
-                                wr.set(Some(stream.write_from(b, wr_sent)));
-                                wr_partial = true;
-                            }
-                            _ => {
-                                fail_all(st, &mut inflight, false);
-                                return Outcome::Broken;
-                            }
-                        }
-                    }
-                }
-            }
+            Err(e) => Err(e),
         }
     }
 }

@@ -14,9 +14,9 @@ use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
 /// The buffer group id of the worker's ring.
-pub(crate) const GROUP: u16 = 0;
+pub const GROUP: u16 = 0;
 
-pub(crate) struct BufRing {
+pub struct BufRing {
     /// The entries the kernel reads free buffers from (page-aligned).
     entries: *mut BufRingEntry,
     /// Buffers completions handed to the application and not yet given back.
@@ -36,7 +36,7 @@ pub(crate) struct BufRing {
 impl BufRing {
     /// Allocates `count` (a power of two) buffers of `size` bytes, registers
     /// them as group [`GROUP`] and provides them all.
-    pub(crate) fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<BufRing> {
+    pub fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<BufRing> {
         assert!(
             count.is_power_of_two(),
             "buffer count must be a power of two"
@@ -86,17 +86,17 @@ impl BufRing {
     }
 
     /// Notes that a completion handed buffer `bid` to the application.
-    pub(crate) fn taken(&mut self) {
+    pub fn taken(&mut self) {
         self.held += 1;
     }
 
     /// Buffers the kernel can still fill.
-    pub(crate) fn free(&self) -> usize {
+    pub fn free(&self) -> usize {
         usize::from(self.count) - self.held
     }
 
     /// Bytes `..len` of buffer `bid`, as a completion reported them.
-    pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
+    pub fn data(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count, "buffer id {bid} out of range");
         // SAFETY: buffer `bid` lies inside the allocation; the kernel handed
         // it to a completion and does not write it until `give_back`, which
@@ -110,7 +110,7 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` back to the kernel.
-    pub(crate) fn give_back(&mut self, bid: u16) {
+    pub fn give_back(&mut self, bid: u16) {
         self.held -= 1;
         self.stage(bid);
         self.publish();
@@ -143,7 +143,7 @@ impl BufRing {
 
     /// Unregisters the group; the memory is freed when `self` drops. Call
     /// only when no operation that selects buffers is in flight.
-    pub(crate) fn release(self, ring: &IoUring) {
+    pub fn release(self, ring: &IoUring) {
         if ring.submitter().unregister_buf_ring(GROUP).is_ok() {
             drop(self);
         } else {

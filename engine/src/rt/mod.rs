@@ -2,7 +2,8 @@
 //! the worker's io_uring.
 //!
 //! - `driver`: the ring, probing, submission batching, the table of ops in flight;
-//! - `bufring`: the provided buffers multishot receives fill;
+//! - `bufring`: the provided buffers multishot receives fill (public: the
+//!   load generator drives its own ring with it);
 //! - `op`: an operation as a future that owns what the kernel points into;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
 //! - `coalesce`: when a busy worker holds its wait to gather completions;
@@ -10,7 +11,7 @@
 //! - `net`: TCP and unix sockets;
 //! - `remote`: how other threads post work to a worker.
 
-mod bufring;
+pub mod bufring;
 mod coalesce;
 mod driver;
 mod executor;
