@@ -79,6 +79,11 @@ fn user_data(conn: usize, op: u64) -> u64 {
     ((conn as u64) << 2) | op
 }
 
+/// Connection `i`'s registered file slot.
+fn slot(i: usize) -> types::Fixed {
+    types::Fixed(i as u32)
+}
+
 /// How long a held wait may gather completions (closed loop only).
 const HOLD_WINDOW: Duration = Duration::from_micros(50);
 /// Connections with a request out before a wait is held: with fewer, a
@@ -330,6 +335,18 @@ impl Worker {
                 format!("io_uring provided-buffer rings are unavailable (Linux 6.0 or later is needed): {e}"),
             )
         })?;
+        // Each connection's socket sits in a registered slot (its index), so
+        // operations on it skip the file-table lookup.
+        ring.submitter()
+            .register_files_sparse(connections as u32)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot register io_uring file slots (Linux 6.0 or later is needed): {e}"
+                    ),
+                )
+            })?;
         let hold = plan.schedule.is_none() && ring.params().is_feature_min_timeout();
         let conns = (0..connections)
             .map(|id| Conn {
@@ -567,12 +584,7 @@ impl Worker {
 
     fn arm_recv(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let fd = c
-            .socket
-            .as_ref()
-            .expect("an open connection has a socket")
-            .as_raw_fd();
-        let sqe = opcode::RecvMulti::new(types::Fd(fd), GROUP)
+        let sqe = opcode::RecvMulti::new(slot(i), GROUP)
             .build()
             .user_data(user_data(i, RECV));
         c.ops += 1;
@@ -587,13 +599,8 @@ impl Worker {
 
     fn send(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let fd = c
-            .socket
-            .as_ref()
-            .expect("an open connection has a socket")
-            .as_raw_fd();
         let rest = &c.out[c.written..];
-        let sqe = opcode::Send::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
+        let sqe = opcode::Send::new(slot(i), rest.as_ptr(), rest.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data(i, SEND));
@@ -615,7 +622,13 @@ impl Worker {
             Type::STREAM.cloexec(),
             Some(Protocol::TCP),
         )
-        .and_then(|s| s.set_tcp_nodelay(true).map(|()| s));
+        .and_then(|s| s.set_tcp_nodelay(true).map(|()| s))
+        .and_then(|s| {
+            self.ring
+                .submitter()
+                .register_files_update(i as u32, &[s.as_raw_fd()])
+                .map(|_| s)
+        });
         let socket = match socket {
             Ok(s) => s,
             Err(_) => {
@@ -625,13 +638,9 @@ impl Worker {
                 return;
             }
         };
-        let sqe = opcode::Connect::new(
-            types::Fd(socket.as_raw_fd()),
-            self.addr.as_ptr().cast(),
-            self.addr.len(),
-        )
-        .build()
-        .user_data(user_data(i, CONNECT));
+        let sqe = opcode::Connect::new(slot(i), self.addr.as_ptr().cast(), self.addr.len())
+            .build()
+            .user_data(user_data(i, CONNECT));
         let budget = self
             .shared
             .connect_timeout
@@ -667,15 +676,11 @@ impl Worker {
         }
         c.state = State::Closing(after);
         if c.ops > 0 {
-            if let Some(s) = &c.socket {
-                let sqe = opcode::AsyncCancel2::new(
-                    types::CancelBuilder::fd(types::Fd(s.as_raw_fd())).all(),
-                )
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(slot(i)).all())
                 .build()
                 .user_data(user_data(i, CANCEL));
-                // SAFETY: a cancel points the kernel at nothing of ours.
-                let _ = unsafe { self.push(&sqe) };
-            }
+            // SAFETY: a cancel points the kernel at nothing of ours.
+            let _ = unsafe { self.push(&sqe) };
         }
         self.settle(i);
     }
@@ -690,7 +695,11 @@ impl Worker {
         if c.ops > 0 {
             return;
         }
-        c.socket = None;
+        if c.socket.take().is_some() {
+            // The slot holds the socket open too: empty it so it closes now.
+            let _ = self.ring.submitter().register_files_update(i as u32, &[-1]);
+        }
+        let c = &mut self.conns[i];
         c.ex.reset();
         c.out.clear();
         c.written = 0;
