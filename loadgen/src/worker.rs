@@ -92,9 +92,6 @@ const HOLD_MIN_BUSY: usize = 16;
 /// After a failed connect, the pause before the next try, so a dead target
 /// is not hammered with connects.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
-/// Deadlines (request timeouts, connect timeouts, the end of the run) are
-/// checked at most this often.
-const SWEEP: Duration = Duration::from_millis(1);
 /// The longest wait: an interrupt is noticed within it.
 const MAX_WAIT: Duration = Duration::from_millis(200);
 const RECV_BUFFER_SIZE: usize = 16 * 1024;
@@ -264,6 +261,9 @@ struct Worker {
     dispatch_scratch: Vec<f64>,
     /// The first requests of a closed loop wait for the common start.
     started: bool,
+    /// The earliest deadline of any connection (request or connect
+    /// timeout, reconnect time, the end of the run): the connections are
+    /// looked over when it passes, not per request.
     next_sweep: Instant,
     /// Whether waits may be held (closed loop, and the kernel has min_wait).
     hold: bool,
@@ -805,7 +805,6 @@ impl Worker {
             }
         }
         if now >= self.next_sweep {
-            self.next_sweep = now + SWEEP;
             self.sweep(now);
         }
         Ok(())
@@ -931,23 +930,26 @@ impl Worker {
     /// Submits the turn's operations and waits for completions or the next
     /// deadline, in one `io_uring_enter`.
     fn enter(&mut self, now: Instant) -> io::Result<()> {
-        let mut deadline = (now + MAX_WAIT).min(self.book.next_roll);
         let mut busy = 0;
-        let mut pending_deadlines = false;
+        let mut sweep = self.work.hard_stop;
         for c in &self.conns {
-            match c.state {
-                State::Open if !c.ex.inflight.is_empty() => {
+            let due = match c.state {
+                State::Open => c.ex.inflight.front().map(|f| {
                     busy += 1;
-                    pending_deadlines = true;
-                }
-                State::Down(at) => deadline = deadline.min(at),
-                State::Connecting(_) => pending_deadlines = true,
-                _ => {}
+                    f.sent + self.shared.timeout
+                }),
+                State::Down(at) => Some(at),
+                State::Connecting(deadline) => Some(deadline),
+                _ => None,
+            };
+            if let Some(d) = due {
+                sweep = sweep.min(d);
             }
         }
-        if pending_deadlines {
-            deadline = deadline.min(self.next_sweep.max(now));
-        }
+        self.next_sweep = sweep;
+        let mut deadline = (now + MAX_WAIT)
+            .min(self.book.next_roll)
+            .min(sweep.max(now));
         if let Some(d) = self.next_dispatch {
             deadline = deadline.min(d);
         }
