@@ -431,7 +431,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             self.reap(now);
-            self.keep_time(now)?;
+            self.keep_time(now);
             if self.conns.iter().all(|c| c.state == State::Finished) {
                 return Ok(());
             }
@@ -791,7 +791,7 @@ impl Worker {
     }
 
     /// Time-driven work: intervals, arrivals, deadlines, connects.
-    fn keep_time(&mut self, now: Instant) -> io::Result<()> {
+    fn keep_time(&mut self, now: Instant) {
         self.book.at(now);
         if !self.work.closed_loop {
             self.dispatch(now);
@@ -807,7 +807,6 @@ impl Worker {
         if now >= self.next_sweep {
             self.sweep(now);
         }
-        Ok(())
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -956,7 +955,6 @@ impl Worker {
         if !self.started {
             deadline = deadline.min(self.work.start);
         }
-        deadline = deadline.min(self.work.hard_stop.max(now));
         let wait = deadline.saturating_duration_since(now);
         let ts = types::Timespec::from(wait);
         let mut args = types::SubmitArgs::new().timespec(&ts);
