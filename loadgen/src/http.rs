@@ -16,37 +16,42 @@ pub struct RequestTemplate {
     pub is_head: bool,
 }
 
-pub fn render_fixed(
+/// Appends a whole request to `out`, growing nothing but `out` (trace
+/// replay renders one per request).
+pub fn render_fixed_into(
+    out: &mut Vec<u8>,
     host: &str,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     body: Option<&str>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + path.len());
+) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(&tail(host, headers, body));
-    out
+    tail_into(out, host, headers, body);
 }
 
-fn tail(host: &str, headers: &[(String, String)], body: Option<&str>) -> Vec<u8> {
-    let mut t = format!(" HTTP/1.1\r\nHost: {host}\r\n");
+/// " HTTP/1.1\r\nHost: …\r\n<headers>\r\n<body>", appended to `out`.
+fn tail_into(out: &mut Vec<u8>, host: &str, headers: &[(String, String)], body: Option<&str>) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, " HTTP/1.1\r\nHost: {host}\r\n");
     for (k, v) in headers {
-        t.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(out, "{k}: {v}\r\n");
     }
-    if let Some(b) = body {
-        t.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
-    } else {
-        t.push_str("\r\n");
+    match body {
+        Some(b) => {
+            let _ = write!(out, "Content-Length: {}\r\n\r\n{b}", b.len());
+        }
+        None => out.extend_from_slice(b"\r\n"),
     }
-    t.into_bytes()
 }
 
 impl RequestTemplate {
     pub fn new(class: &Class, host: &str) -> RequestTemplate {
-        let tail = tail(host, &class.headers, class.body.as_deref());
+        let mut tail = Vec::new();
+        tail_into(&mut tail, host, &class.headers, class.body.as_deref());
         let is_head = class.method == "HEAD";
         if class.path.is_static() {
             let mut head = format!("{} ", class.method).into_bytes();
@@ -436,6 +441,11 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "POST /cache/7 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-A: 1\r\nContent-Length: 3\r\n\r\nhey"
         );
+        // A trace entry renders after whatever is already queued.
+        let mut out = b"queued".to_vec();
+        let headers = [("X-A".to_string(), "1".to_string())];
+        render_fixed_into(&mut out, "h", "HEAD", "/x", &headers, None);
+        assert_eq!(out, b"queuedHEAD /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tidepool_engine::rt::bufring::{BufRing, GROUP};
 
 use crate::config::Plan;
 use crate::exchange::{Exchange, InFlight};
-use crate::http::{render_fixed, RequestTemplate, Target};
+use crate::http::{render_fixed_into, RequestTemplate, Target};
 use crate::schedule::{Arrivals, Phase, What};
 use crate::stats::{record, Interval};
 use crate::util::Rng;
@@ -757,13 +757,14 @@ impl Worker {
                         unreachable!("trace arrival outside a trace phase")
                     };
                     let e = &tr.entries[entry];
-                    c.out.extend_from_slice(&render_fixed(
+                    render_fixed_into(
+                        &mut c.out,
                         &shared.target.host_header,
                         &e.method,
                         &e.path,
                         &[],
                         e.body.as_deref(),
-                    ));
+                    );
                     e.method == "HEAD"
                 }
             };
