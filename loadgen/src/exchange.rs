@@ -59,10 +59,9 @@ impl Exchange {
         } else {
             let mut buf = std::mem::take(&mut self.partial);
             buf.extend_from_slice(data);
-            let used = self.parse(&buf, now, iv);
-            buf.drain(..*used.as_ref().unwrap_or(&0));
+            let used = self.parse(&buf, now, iv)?;
+            buf.drain(..used);
             self.partial = buf;
-            used?;
         }
         Ok(())
     }

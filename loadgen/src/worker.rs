@@ -120,7 +120,6 @@ struct Conn {
     socket: Option<Socket>,
     /// Operations the kernel holds for this connection (connect, receive, send).
     ops: u8,
-    recv_armed: bool,
     sending: bool,
     ex: Exchange,
     /// Requests being written; the kernel reads it until the send completes.
@@ -353,7 +352,6 @@ impl Worker {
                 state: State::Down(start.min(Instant::now())),
                 socket: None,
                 ops: 0,
-                recv_armed: false,
                 sending: false,
                 ex: Exchange::with_depth(shared.pipeline),
                 out: Vec::with_capacity(1024),
@@ -499,7 +497,6 @@ impl Worker {
         let c = &mut self.conns[i];
         if !more {
             c.ops -= 1;
-            c.recv_armed = false;
         }
         let mut broken = false;
         if let Some(bid) = cqueue::buffer_select(flags) {
@@ -588,12 +585,10 @@ impl Worker {
             .build()
             .user_data(user_data(i, RECV));
         c.ops += 1;
-        c.recv_armed = true;
         // SAFETY: the receive writes only into provided buffers, which live
         // until teardown, after every operation completed.
         if unsafe { self.push(&sqe) }.is_err() {
             self.conns[i].ops -= 1;
-            self.conns[i].recv_armed = false;
         }
     }
 
@@ -704,7 +699,6 @@ impl Worker {
         c.out.clear();
         c.written = 0;
         c.sending = false;
-        c.recv_armed = false;
         c.state = match after {
             After::Reconnect(t) => State::Down(t),
             After::Finish => State::Finished,
