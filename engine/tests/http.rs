@@ -38,6 +38,9 @@ fn app(started: mpsc::Sender<()>) -> Router<State> {
                 Response::text("slow done")
             },
         )
+        .get_sync("/timers", |_, _| {
+            Response::text_owned(tidepool_engine::rt::timer_heap_len().to_string())
+        })
         .get(
             "/panic",
             async |_: &tidepool_engine::Request<'_>, _: &State| -> Response {
@@ -430,6 +433,49 @@ fn ten_thousand_requests_on_one_connection() {
     }
     assert_eq!(server.stats().requests, 10_000);
     assert_eq!(server.stats().connections_accepted, 1);
+    server.shutdown();
+}
+
+/// Every keep-alive exchange moves the connection's deadline earlier (the
+/// write timeout) and back (the idle timeout): the worker's timer heap
+/// must stay bounded by its connections, not grow with the requests served.
+#[test]
+fn keep_alive_requests_leave_timer_entries_bounded_by_connections() {
+    const CONNS: usize = 64;
+    const REQUESTS: usize = 100_000;
+    let (server, _rx) = start(HttpConfig::default());
+    let addr = server.local_addr();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conns: Vec<TcpStream> = (0..CONNS / 8).map(|_| connect(addr)).collect();
+                for _ in 0..REQUESTS / CONNS {
+                    for c in &mut conns {
+                        c.write_all(GET).unwrap();
+                    }
+                    for c in &mut conns {
+                        assert_eq!(read_responses(c, 1)[0].status, 200);
+                    }
+                }
+                conns
+            })
+        })
+        .collect();
+    let conns: Vec<Vec<TcpStream>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut probe = connect(addr);
+    probe
+        .write_all(b"GET /timers HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_responses(&mut probe, 1);
+    let heap: usize = std::str::from_utf8(&r[0].body).unwrap().parse().unwrap();
+    // One timer per connection (65 with the probe), plus at most as many
+    // stale items and a fixed slack: not one per request.
+    assert!(heap <= 4 * (CONNS + 1), "timer heap holds {heap} items");
+    assert_eq!(
+        server.stats().requests as usize,
+        REQUESTS / CONNS * CONNS + 1
+    );
+    drop(conns);
     server.shutdown();
 }
 

@@ -47,6 +47,12 @@ pub fn recv_buffers_free() -> Option<usize> {
     executor::with_core(|core| core.driver.borrow().bufring.as_ref().map(|b| b.free()))
 }
 
+/// Items in this worker's timer heap, live and stale (diagnostics and
+/// tests: bounded by a small multiple of the live timers).
+pub fn timer_heap_len() -> usize {
+    executor::with_core(|core| core.timers.borrow().heap_len())
+}
+
 /// Waits this worker held to gather completions (diagnostics and tests).
 pub fn held_waits() -> u64 {
     executor::with_core(|core| core.coalesce.borrow().held_total)

@@ -3,7 +3,11 @@
 //! The ring waits with a timeout equal to the earliest deadline, so timers
 //! cost no SQEs. Moving a deadline later (the common case: a keep-alive
 //! connection that just served a request) only writes a field; the heap
-//! entry is re-pushed lazily when its old deadline comes up.
+//! entry is re-pushed lazily when its old deadline comes up. Moving one
+//! earlier, or removing a timer, leaves a stale heap item behind; when
+//! stale items outnumber live timers the heap is rebuilt from the live
+//! ones, so its size is bounded by the number of timers, never by the
+//! request rate (a connection moves its deadline twice per request).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -23,6 +27,9 @@ struct Entry {
     fired: bool,
 }
 
+/// Stale heap items tolerated beyond one per live timer before a rebuild.
+const STALE_SLACK: usize = 64;
+
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -39,7 +46,7 @@ impl Timers {
             waker: None,
             fired: false,
         });
-        self.heap.push(Reverse((deadline, key, self.generation)));
+        self.push(deadline, key, self.generation);
         key
     }
 
@@ -52,8 +59,39 @@ impl Timers {
             self.generation += 1;
             entry.generation = self.generation;
             entry.fired = false;
-            self.heap.push(Reverse((deadline, key, self.generation)));
+            self.push(deadline, key, self.generation);
         }
+    }
+
+    /// Pushes a heap item, first rebuilding the heap from the live timers
+    /// when stale items make up more than half of it. A rebuild costs
+    /// O(live) and follows at least `live + STALE_SLACK` stale pushes, so
+    /// a push stays amortised O(log n).
+    fn push(&mut self, deadline: Instant, key: usize, generation: u64) {
+        if self.heap.len() >= 2 * self.entries.len() + STALE_SLACK {
+            self.rebuild();
+        }
+        self.heap.push(Reverse((deadline, key, generation)));
+    }
+
+    /// The heap with exactly one item per pending timer, at its deadline.
+    fn rebuild(&mut self) {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        items.clear();
+        items.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| !e.fired)
+                .map(|(key, e)| Reverse((e.deadline, key, e.generation))),
+        );
+        // Give back what a burst of stale items grew.
+        items.shrink_to(2 * items.len() + STALE_SLACK);
+        self.heap = BinaryHeap::from(items);
+    }
+
+    /// Heap items, live and stale (diagnostics and tests).
+    pub(crate) fn heap_len(&self) -> usize {
+        self.heap.len()
     }
 
     fn remove(&mut self, key: usize) {
@@ -235,5 +273,62 @@ mod tests {
         t.remove(b);
         t.fire(base + Duration::from_secs(10));
         assert_eq!(t.next_deadline(), None);
+    }
+
+    /// A keep-alive connection moves its deadline earlier (write timeout)
+    /// and back (idle timeout) on every request; callers of `timeout` insert
+    /// and remove a timer per operation. Neither may grow the heap.
+    #[test]
+    fn heap_stays_bounded_by_live_timers() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let conns: Vec<usize> = (0..64)
+            .map(|i| t.insert(base + Duration::from_secs(60) + Duration::from_millis(i)))
+            .collect();
+        let bound = 2 * conns.len() + STALE_SLACK + 1;
+        for round in 0..10_000u64 {
+            let now = base + Duration::from_micros(round);
+            for &c in &conns {
+                t.reset(c, now + Duration::from_secs(10)); // write deadline: earlier
+                t.reset(c, now + Duration::from_secs(60)); // idle deadline: later
+            }
+            let op = t.insert(now + Duration::from_secs(5));
+            t.remove(op);
+            assert!(t.heap_len() <= bound, "heap {} > {bound}", t.heap_len());
+        }
+        // Rebuilds kept every live timer: each still fires at its deadline.
+        let last = base + Duration::from_micros(9_999);
+        t.fire(last + Duration::from_secs(59));
+        assert!(conns.iter().all(|&c| !t.entries[c].fired));
+        t.fire(last + Duration::from_secs(60));
+        assert!(conns.iter().all(|&c| t.entries[c].fired));
+        for c in conns {
+            t.remove(c);
+        }
+        t.insert(base);
+        assert!(t.heap_len() <= STALE_SLACK + 1);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_earlier_and_fired_timers_right() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let a = t.insert(base + Duration::from_millis(50));
+        let b = t.insert(base + Duration::from_millis(10));
+        t.fire(base + Duration::from_millis(10));
+        assert!(t.entries[b].fired);
+        // Churn until the heap is rebuilt at least once.
+        for _ in 0..4 * STALE_SLACK {
+            let k = t.insert(base + Duration::from_secs(1));
+            t.remove(k);
+        }
+        t.reset(a, base + Duration::from_millis(20));
+        assert_eq!(t.next_deadline(), Some(base + Duration::from_millis(20)));
+        t.fire(base + Duration::from_millis(20));
+        assert!(t.entries[a].fired);
+        // A fired timer is not re-fired by a rebuild; a reset re-arms it.
+        t.reset(b, base + Duration::from_millis(30));
+        t.fire(base + Duration::from_millis(30));
+        assert!(t.entries[b].fired);
     }
 }
