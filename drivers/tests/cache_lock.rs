@@ -86,7 +86,7 @@ fn two_process_callers(url: &str, pre: &str) -> Report {
                 .collect();
             let mut out = Vec::new();
             for t in tasks {
-                out.push(t.await);
+                out.push(t.await.unwrap());
             }
             out
         }
@@ -255,14 +255,14 @@ fn a_holder_past_its_lease_cannot_release_its_successors_lock() {
         // B gets the lock only when A's lease has run out.
         wait_until("B computing", Duration::from_secs(5), || b_computing.get()).await;
         a_go.set(true);
-        assert_eq!(ta.await.unwrap().by, "A");
+        assert_eq!(ta.await.unwrap().unwrap().by, "A");
         assert_eq!(
             server.cli(&["EXISTS", &lock]).trim(),
             "1",
             "A's release left B's lock in place"
         );
         b_go.set(true);
-        assert_eq!(tb.await.unwrap().by, "B");
+        assert_eq!(tb.await.unwrap().unwrap().by, "B");
         assert_eq!(
             server.cli(&["EXISTS", &lock]).trim(),
             "0",
@@ -312,7 +312,7 @@ fn wait_timeout_fail_gives_every_waiter_the_error() {
             })
             .collect();
         for t in tasks {
-            match t.await {
+            match t.await.unwrap() {
                 Err(CacheError::LockTimeout { waited }) => assert!(waited >= wait),
                 other => panic!("{other:?}"),
             }
@@ -368,7 +368,7 @@ fn wait_timeout_compute_computes_once_and_leaves_the_foreign_lock() {
             })
             .collect();
         for t in tasks {
-            assert_eq!(t.await.by, "anyway");
+            assert_eq!(t.await.unwrap().by, "anyway");
         }
         // Stored: the next call is a hit.
         let v = local

@@ -119,7 +119,7 @@ fn cold_key_computes_once_for_200_callers_on_two_workers() {
                     .collect();
                 let mut out = Vec::new();
                 for t in tasks {
-                    out.push(t.await.unwrap());
+                    out.push(t.await.unwrap().unwrap());
                 }
                 out
             }
@@ -248,10 +248,10 @@ fn a_cancelled_leader_hands_over_to_a_waiter() {
                 }
                 let mut out = Vec::new();
                 for w in waiters {
-                    out.push(w.await);
+                    out.push(w.await.unwrap());
                 }
                 let leader = match leader {
-                    Some(l) => Some(l.await),
+                    Some(l) => Some(l.await.unwrap()),
                     None => None,
                 };
                 (out, leader)
@@ -308,7 +308,7 @@ fn compute_errors_reach_every_waiter_and_are_not_cached() {
             })
             .collect();
         for t in tasks {
-            match t.await {
+            match t.await.unwrap() {
                 Err(CacheError::Compute(m)) => assert_eq!(m, "database is down"),
                 other => panic!("{other:?}"),
             }

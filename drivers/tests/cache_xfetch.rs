@@ -85,7 +85,7 @@ fn run(xfetch_beta: Option<f64>) -> Load {
                     .collect();
                 let mut n = 0;
                 for t in tasks {
-                    n += t.await;
+                    n += t.await.unwrap();
                 }
                 n
             }

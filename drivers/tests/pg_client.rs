@@ -542,7 +542,7 @@ fn many_clients_on_one_worker() {
         }
         let mut total = 0;
         for h in handles {
-            total += h.await;
+            total += h.await.unwrap();
         }
         let want: i64 = (0..8).map(|i| (0..20).map(|j| i + j).sum::<i64>()).sum();
         assert_eq!(total, want);

@@ -32,7 +32,7 @@ fn many_callers_share_one_socket_in_few_sends() {
             })
             .collect();
         for (i, t) in tasks.into_iter().enumerate() {
-            assert_eq!(t.await.unwrap(), 2 * i as i32);
+            assert_eq!(t.await.unwrap().unwrap(), 2 * i as i32);
         }
         let after = db.stats();
         assert_eq!(db.statements(), 200);
@@ -53,10 +53,10 @@ fn an_error_reaches_only_its_caller() {
         let ok1 = spawn(async move { a.query_one("select 1::int4", &[]).await });
         let bad = spawn(async move { b.query("select 1 / 0", &[]).await });
         let ok2 = spawn(async move { c.query_one("select 2::int4", &[]).await });
-        assert_eq!(ok1.await.unwrap().get::<i32>(0), 1);
-        let e = bad.await.unwrap_err();
+        assert_eq!(ok1.await.unwrap().unwrap().get::<i32>(0), 1);
+        let e = bad.await.unwrap().unwrap_err();
         assert_eq!(e.code(), Some("22012"), "{e:?}");
-        assert_eq!(ok2.await.unwrap().get::<i32>(0), 2);
+        assert_eq!(ok2.await.unwrap().unwrap().get::<i32>(0), 2);
         assert!(!db.is_broken());
         let row = db
             .query_one("select 'still fine'::text", &[])
@@ -78,7 +78,7 @@ fn concurrent_first_use_prepares_once() {
             })
             .collect();
         for (i, t) in tasks.into_iter().enumerate() {
-            assert_eq!(t.await, i as i64 + 1000);
+            assert_eq!(t.await.unwrap(), i as i64 + 1000);
         }
         let rows = db
             .query(
@@ -296,6 +296,7 @@ fn schema_changes_under_load_fail_no_caller() {
         }
         for t in tasks {
             t.await
+                .unwrap()
                 .expect("no caller sees the schema change as an error");
         }
         assert_eq!(db.query(sql, &[]).await.unwrap()[0].len(), 3);

@@ -145,7 +145,7 @@ fn resize_under_load_stays_within_the_cap() {
         p.set_max_open(1);
         wait_until(Duration::from_secs(10), || local.stats().open <= 1).await;
         for t in tasks {
-            t.await;
+            t.await.unwrap();
         }
         assert_eq!(done.get(), 16 * 15);
         let s = local.stats();
@@ -187,7 +187,7 @@ fn connect_storm_is_bounded() {
             time::sleep(Duration::from_millis(10)).await;
         }
         for t in tasks {
-            t.await;
+            t.await.unwrap();
         }
         assert!(max_opening <= 2, "connects in flight {max_opening}");
         assert!(max_seen <= 30, "server saw {max_seen} sessions");
@@ -315,7 +315,7 @@ fn warmup_semaphore_admits_n_and_frees_a_crashed_holders_slot() {
             .parse()
             .unwrap();
         server.exec(&format!("SELECT pg_terminate_backend({holder_pid})"));
-        let got = waiter.await;
+        let got = waiter.await.unwrap();
         assert_eq!(got, Some(a.slot), "the freed slot goes to the waiter");
         drop(b);
     });
@@ -350,7 +350,7 @@ fn shared_pool_packs_callers_onto_few_pipelined_connections() {
             })
             .collect();
         for (i, t) in tasks.into_iter().enumerate() {
-            assert_eq!(t.await, i as i32 + 1);
+            assert_eq!(t.await.unwrap(), i as i32 + 1);
         }
         let s = local.stats();
         // 300 concurrent callers, 16 per connection: the cap binds.

@@ -40,7 +40,7 @@ fn many_callers_share_few_connections() {
             }));
         }
         for t in tasks {
-            t.await;
+            t.await.unwrap();
         }
         let c = local.get().await.unwrap();
         let n: i64 = c.get("pool_mux_counter").await.unwrap();

@@ -314,7 +314,7 @@ fn thousand_tasks_auto_pipeline_on_one_connection() {
             .collect();
         let mut seen = Vec::new();
         for h in handles {
-            seen.push(h.await);
+            seen.push(h.await.unwrap());
         }
         seen.sort();
         assert_eq!(seen, (1..=1000).collect::<Vec<i64>>());
@@ -346,7 +346,7 @@ fn in_flight_cap_makes_tasks_wait_in_order() {
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
-            assert_eq!(h.await, i as i64);
+            assert_eq!(h.await.unwrap(), i as i64);
         }
         let s = c.stats();
         assert!(s.waited >= 150, "{s:?}");
@@ -369,11 +369,11 @@ fn reply_size_cap() {
         let h1 = rt::spawn(async move { a.get::<String>("cap:small").await });
         let h2 = rt::spawn(async move { b.get::<Vec<u8>>("cap:big").await });
         let h3 = rt::spawn(async move { d.get::<String>("cap:small").await });
-        assert_eq!(h1.await.unwrap(), "ok");
-        let e = h2.await.unwrap_err();
+        assert_eq!(h1.await.unwrap().unwrap(), "ok");
+        let e = h2.await.unwrap().unwrap_err();
         assert!(matches!(e, Error::TooLarge { limit: 10_000 }), "{e:?}");
         assert!(!e.is_broken());
-        assert_eq!(h3.await.unwrap(), "ok");
+        assert_eq!(h3.await.unwrap().unwrap(), "ok");
         assert!(!c.is_broken());
         let mut p = c.pipeline();
         for _ in 0..200 {

@@ -105,15 +105,15 @@ fn server_restart_mid_pipeline_fails_every_pending_command_once() {
         let all = async {
             let mut io = 0;
             let mut closed = 0;
-            assert!(blocker.await.unwrap_err().is_broken());
+            assert!(blocker.await.unwrap().unwrap_err().is_broken());
             for t in tasks {
-                match t.await.unwrap_err() {
+                match t.await.unwrap().unwrap_err() {
                     Error::Io(_) => io += 1,
                     Error::Closed => closed += 1,
                     e => panic!("unexpected error {e:?}"),
                 }
             }
-            assert!(explicit.await.unwrap_err().is_broken());
+            assert!(explicit.await.unwrap().unwrap_err().is_broken());
             (io, closed)
         };
         let (io, closed) = rt::time::timeout(Duration::from_secs(10), all)

@@ -120,6 +120,7 @@ fn garbage_from_the_server_fails_every_pending_command() {
             let e = rt::time::timeout(Duration::from_secs(5), t)
                 .await
                 .unwrap()
+                .unwrap()
                 .unwrap_err();
             assert!(matches!(e, Error::Protocol(_)), "{e:?}");
             assert!(e.is_broken());

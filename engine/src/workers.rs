@@ -70,6 +70,15 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The text a panic carried, when it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// A running set of workers.
 pub struct Runtime {
     workers: Vec<WorkerHandle>,
@@ -109,8 +118,24 @@ impl Runtime {
                     }
                     let started = ready_tx.clone();
                     let res = rt::block_on_with(&core, async move {
-                        let _ = started.send((index, Ok(rt::current_worker())));
-                        make(info).await
+                        // Building the worker (its router, pools, state) is
+                        // part of starting: a panic there fails the start
+                        // rather than leaving a worker that serves nothing.
+                        let built =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make(info)));
+                        match built {
+                            Ok(fut) => {
+                                let _ = started.send((index, Ok(rt::current_worker())));
+                                fut.await
+                            }
+                            Err(panic) => {
+                                let why = io::Error::other(format!(
+                                    "tidepool: building worker {index} panicked: {}",
+                                    panic_message(&*panic)
+                                ));
+                                let _ = started.send((index, Err(why)));
+                            }
+                        }
                     });
                     if let Err(e) = res {
                         let _ = ready_tx.send((index, Err(e)));

@@ -38,6 +38,9 @@ fn app(started: mpsc::Sender<()>) -> Router<State> {
                 Response::text("slow done")
             },
         )
+        .get_sync("/panic-sync", |_, _| -> Response {
+            panic!("sync handler panic (expected by the test)")
+        })
         .get_sync("/timers", |_, _| {
             Response::text_owned(tidepool_engine::rt::timer_heap_len().to_string())
         })
@@ -491,6 +494,56 @@ fn handler_panic_is_a_500_and_the_server_lives_on() {
     s.write_all(GET).unwrap();
     assert_eq!(read_responses(&mut s, 1)[0].status, 200);
     server.shutdown();
+}
+
+#[test]
+fn sync_handler_panic_is_a_500_after_the_earlier_pipelined_responses() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    let mut batch = Vec::new();
+    batch.extend_from_slice(GET);
+    batch.extend_from_slice(GET);
+    batch.extend_from_slice(b"GET /panic-sync HTTP/1.1\r\nHost: x\r\n\r\n");
+    batch.extend_from_slice(GET);
+    s.write_all(&batch).unwrap();
+    let out = read_to_close(&mut s);
+    let mut rest = &out[..];
+    let mut statuses = Vec::new();
+    while let Some((r, used)) = parse_resp(rest) {
+        statuses.push(r.status);
+        if r.status == 500 {
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+        rest = &rest[used..];
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 500],
+        "nothing after the panic is served"
+    );
+    let mut s = connect(server.local_addr());
+    s.write_all(GET).unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].status, 200);
+    server.shutdown();
+}
+
+#[test]
+fn a_panicking_app_builder_fails_serve() {
+    let res = Server::bind("127.0.0.1:0".parse().unwrap())
+        .workers(2)
+        .pin_workers(false)
+        .serve(|info| {
+            if info.index == 1 {
+                panic!("app builder panics (expected by the test)");
+            }
+            Router::new(()).get_sync("/", |_, _| Response::text("ok"))
+        });
+    let err = res.err().expect("serve fails");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("worker 1") && msg.contains("app builder panics"),
+        "{msg}"
+    );
 }
 
 #[test]

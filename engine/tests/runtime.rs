@@ -16,7 +16,7 @@ async fn connected_pair() -> (TcpStream, TcpStream) {
     let addr = listener.local_addr();
     let accept = rt::spawn(async move { listener.accept().await.unwrap() });
     let client = TcpStream::connect(addr).await.unwrap();
-    (client, accept.await)
+    (client, accept.await.unwrap())
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn echo_over_loopback() {
             assert_eq!(got, msg);
         }
         client.shutdown(std::net::Shutdown::Write).unwrap();
-        server.await;
+        server.await.unwrap();
     });
 }
 
@@ -144,9 +144,9 @@ fn many_tasks_and_accepts() {
             ));
         }
         for h in handles {
-            h.await;
+            h.await.unwrap();
         }
-        assert_eq!(acceptor.await, n);
+        assert_eq!(acceptor.await.unwrap(), n);
     });
 }
 
@@ -212,7 +212,7 @@ fn exhausted_buffers_fall_back_and_come_back() {
                 (s, listener)
             });
             let client = TcpStream::connect(addr).await.unwrap();
-            let (server_side, l) = accept.await;
+            let (server_side, l) = accept.await.unwrap();
             listener = l;
             pairs.push((client, server_side));
         }
@@ -299,9 +299,9 @@ fn held_waits_lose_nothing() {
             }
             let timer = rt::spawn(rt::time::sleep(Duration::from_millis(20)));
             for e in echoes {
-                e.await;
+                e.await.unwrap();
             }
-            timer.await;
+            timer.await.unwrap();
             rt::held_waits()
         })
     });
@@ -321,9 +321,50 @@ fn held_waits_lose_nothing() {
             }));
         }
         for c in clients {
-            c.await;
+            c.await.unwrap();
         }
     });
     let held = server.join().unwrap();
     assert!(held > 0, "32 busy peers never made the worker hold a wait");
+}
+
+#[test]
+fn a_panicking_task_resolves_its_handle_with_an_error() {
+    rt::block_on(async {
+        let h = rt::spawn(async {
+            rt::yield_now().await;
+            panic!("task panics (expected by the test)");
+        });
+        assert_eq!(h.await, Err(rt::JoinError::Panicked));
+        // The worker goes on.
+        assert_eq!(rt::spawn(async { 7 }).await, Ok(7));
+    });
+}
+
+#[test]
+fn a_panicking_posted_closure_does_not_kill_the_worker() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        rt::block_on(async move {
+            tx.send(rt::current_worker()).unwrap();
+            rt::shutdown_signal().await;
+        })
+    });
+    let handle = rx.recv().unwrap();
+    handle.post(|| panic!("posted closure panics (expected by the test)"));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    handle.post(move || done_tx.send(()).unwrap());
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the worker still runs posted work");
+    handle.shutdown();
+    worker.join().expect("the worker ended normally");
+}
+
+#[test]
+#[should_panic(expected = "already runs a worker")]
+fn nested_block_on_is_refused() {
+    rt::block_on(async {
+        rt::block_on(async {});
+    });
 }

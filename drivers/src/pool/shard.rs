@@ -682,10 +682,26 @@ fn clock() -> Instant {
 }
 
 async fn connect_task<M: Manager>(shard: Rc<Shard<M>>) {
+    let mut guard = Connecting(Some(shard));
+    let shard = guard.0.as_ref().expect("set above");
     let deadline = Instant::now() + shard.pool.config.connect_timeout;
     let manager = &shard.pool.manager;
     let res = retry_within(deadline, &Backoff::default(), || manager.connect()).await;
+    let shard = guard.0.take().expect("set above");
     shard.finish_connect(res);
+}
+
+/// Frees the capacity a connect reserved (`opening`) if its task ends
+/// without reporting, because it panicked or its worker shut down: the
+/// pool must not count a connection that will never arrive.
+struct Connecting<M: Manager>(Option<Rc<Shard<M>>>);
+
+impl<M: Manager> Drop for Connecting<M> {
+    fn drop(&mut self) {
+        if let Some(shard) = self.0.take() {
+            shard.finish_connect(Err(RetryError::TimedOut(None)));
+        }
+    }
 }
 
 /// Waits for a grant; unregisters (and gives back an unclaimed grant) when dropped.
@@ -875,7 +891,7 @@ async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
         }
         drop(s);
         for h in batch {
-            h.await;
+            let _ = h.await;
         }
     }
     drop(gate);

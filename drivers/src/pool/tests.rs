@@ -38,6 +38,7 @@ struct Fake {
     made: AtomicU64,
     fail_transient: AtomicBool,
     fail_fatal: AtomicBool,
+    panic: AtomicBool,
 }
 
 impl Manager for Fake {
@@ -45,6 +46,9 @@ impl Manager for Fake {
     type Error = FakeError;
     async fn connect(&self) -> Result<FakeConn, FakeError> {
         time::sleep(Duration::from_micros(200)).await;
+        if self.panic.load(Ordering::Relaxed) {
+            panic!("connect panics (expected by the test)");
+        }
         if self.fail_fatal.load(Ordering::Relaxed) {
             return Err(FakeError(false));
         }
@@ -197,7 +201,7 @@ fn waiters_are_served_in_fifo_order() {
         }
         drop(first);
         for t in tasks {
-            t.await;
+            t.await.unwrap();
         }
         assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4]);
         local.assert_invariants();
@@ -252,6 +256,24 @@ fn timeout_error_names_the_pool_and_the_last_connect_error() {
             .store(false, Ordering::Relaxed);
         until(&local, |s| s.opening == 0 && s.waiting == 0).await;
         local.assert_invariants();
+    });
+}
+
+/// A connect task that panics must give back the capacity it reserved:
+/// otherwise the shard counts a connection that never comes, forever.
+#[test]
+fn a_panicking_connect_frees_its_reservation() {
+    rt::block_on(async {
+        let pool = Pool::new("panics", config(1), Fake::default(), 1).unwrap();
+        pool.manager().panic.store(true, Ordering::Relaxed);
+        let local = pool.local(0);
+        assert!(local.get().await.is_err());
+        until(&local, |s| s.opening == 0 && s.open == 0).await;
+        // The one slot is free again: the next connect is made and used.
+        pool.manager().panic.store(false, Ordering::Relaxed);
+        let conn = local.get().await.expect("a connect after the panic");
+        drop(conn);
+        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1);
     });
 }
 

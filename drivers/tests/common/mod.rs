@@ -77,7 +77,7 @@ pub async fn survive_restart<M, F, Fut>(
     wait_until(Duration::from_secs(20), || ok.get() > ok_before + 50).await;
     stop.set(true);
     for h in handles {
-        h.await;
+        h.await.unwrap();
     }
     // A reconnect started for the last waiters may still be finishing.
     wait_until(Duration::from_secs(5), || local.stats().opening == 0).await;

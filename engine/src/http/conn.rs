@@ -244,18 +244,24 @@ impl<S: 'static> Conn<'_, S> {
                     Err(r) => r,
                     Ok((handler, params)) => {
                         let req = Request::new(&head, params, body_bytes);
-                        let dispatched = self.shared.router.dispatch(handler, &req);
-                        let response = match dispatched {
-                            Dispatch::Ready(r) => r,
-                            Dispatch::Pending(fut) => match CatchUnwind(fut).await {
-                                Ok(r) => r,
-                                Err(()) => {
-                                    close = true;
-                                    Response::error(500, "internal server error")
-                                }
-                            },
+                        // A sync handler runs inside `dispatch`; an async one
+                        // may panic building its future or polling it. Either
+                        // way this request gets a 500 and the responses
+                        // before it on the connection still go out.
+                        let router = &self.shared.router;
+                        let dispatched =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                router.dispatch(handler, &req)
+                            }));
+                        let outcome = match dispatched {
+                            Ok(Dispatch::Ready(r)) => Ok(r),
+                            Ok(Dispatch::Pending(fut)) => CatchUnwind(fut).await,
+                            Err(_) => Err(()),
                         };
-                        response
+                        outcome.unwrap_or_else(|()| {
+                            close = true;
+                            Response::error(500, "internal server error")
+                        })
                     }
                 };
                 // Checked after the handler: shutdown may have come meanwhile.

@@ -405,12 +405,15 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 
 /// Like [`block_on`], with a configuration, reporting ring setup failures.
 pub fn block_on_with<F: Future>(config: &CoreConfig, fut: F) -> std::io::Result<F::Output> {
-    let (core, inbox) = Core::new(config)?;
-    let previous = CURRENT.with(|c| c.borrow_mut().replace(core.clone()));
+    // Checked before anything changes: replacing a running worker's core,
+    // even for the length of a panic, would let its operations free buffers
+    // that its ring still owns.
     assert!(
-        previous.is_none(),
+        CURRENT.with(|c| c.borrow().is_none()),
         "tidepool: block_on called on a thread that already runs a worker"
     );
+    let (core, inbox) = Core::new(config)?;
+    CURRENT.with(|c| *c.borrow_mut() = Some(core.clone()));
     struct Reset(Rc<Core>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -435,14 +438,42 @@ pub struct JoinHandle<T> {
     state: Rc<JoinState<T>>,
 }
 
+/// Why a task gave no output: it panicked, or it was dropped unfinished
+/// (its worker shut down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    Panicked,
+    Cancelled,
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JoinError::Panicked => "the task panicked",
+            JoinError::Cancelled => "the task was dropped before it finished",
+        })
+    }
+}
+
+impl std::error::Error for JoinError {}
+
 struct JoinState<T> {
-    value: Cell<Option<T>>,
+    value: Cell<Option<Result<T, JoinError>>>,
     waker: Cell<Option<Waker>>,
 }
 
+impl<T> JoinState<T> {
+    fn finish(&self, out: Result<T, JoinError>) {
+        self.value.set(Some(out));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 impl<T> Future for JoinHandle<T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.state.value.take() {
             Some(v) => Poll::Ready(v),
             None => {
@@ -453,8 +484,27 @@ impl<T> Future for JoinHandle<T> {
     }
 }
 
+/// Lives in a task's future: if the future is dropped before it finished,
+/// the handle learns why instead of waiting forever. A future that panics
+/// drops its state while the panic unwinds, so `panicking()` tells the two
+/// cases apart.
+struct Unfinished<T>(Option<Rc<JoinState<T>>>);
+
+impl<T> Drop for Unfinished<T> {
+    fn drop(&mut self) {
+        if let Some(st) = self.0.take() {
+            st.finish(Err(if std::thread::panicking() {
+                JoinError::Panicked
+            } else {
+                JoinError::Cancelled
+            }));
+        }
+    }
+}
+
 /// Spawns a task on the current worker. Tasks never move between threads,
-/// so they need not be `Send`. Dropping the handle detaches the task.
+/// so they need not be `Send`. Dropping the handle detaches the task; the
+/// handle resolves to an error if the task panics or is dropped unfinished.
 pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
@@ -464,12 +514,11 @@ where
         value: Cell::new(None),
         waker: Cell::new(None),
     });
-    let st = state.clone();
+    let mut unfinished = Unfinished(Some(state.clone()));
     let task = async move {
         let out = fut.await;
-        st.value.set(Some(out));
-        if let Some(w) = st.waker.take() {
-            w.wake();
+        if let Some(st) = unfinished.0.take() {
+            st.finish(Ok(out));
         }
     };
     with_core(|core| core.spawn_boxed(Box::pin(task)));

@@ -85,7 +85,11 @@ impl Inbox {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 RemoteMsg::Wake(task) => core.schedule(task),
-                RemoteMsg::Run(f) => f(),
+                // A panicking closure is dropped like a panicking task: the
+                // worker and everything else it runs go on.
+                RemoteMsg::Run(f) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                }
             }
         }
     }
