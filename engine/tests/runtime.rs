@@ -264,16 +264,20 @@ fn exhausted_buffers_fall_back_and_come_back() {
     });
 }
 
-/// Many peers and a worker kept busy (each message costs it 30 µs of CPU)
-/// make it hold its waits to gather completions; every byte still arrives
-/// in order and a timer set meanwhile still fires.
+/// A worker that holds every wait to gather completions (the policy that
+/// decides when is unit-tested in `rt::coalesce`) still delivers every
+/// byte in order to many busy peers, and a timer set meanwhile still fires.
 #[test]
 fn held_waits_lose_nothing() {
     const CONNS: usize = 32;
     const ROUNDS: usize = 300;
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
-        rt::block_on(async move {
+        let config = rt::CoreConfig {
+            coalesce_mode: rt::CoalesceMode::Always,
+            ..rt::CoreConfig::default()
+        };
+        rt::block_on_with(&config, async move {
             let mut listener = TcpListener::bind(loopback(), 128).unwrap();
             tx.send(listener.local_addr()).unwrap();
             let mut echoes = Vec::new();
@@ -304,6 +308,7 @@ fn held_waits_lose_nothing() {
             timer.await.unwrap();
             rt::held_waits()
         })
+        .unwrap()
     });
     let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     rt::block_on(async move {

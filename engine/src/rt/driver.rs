@@ -75,6 +75,8 @@ pub(crate) struct Driver {
     /// accepts) that completed in the current epoch: how many independent
     /// peers keep this worker busy.
     sources: u32,
+    /// Completions reaped in the current epoch: the worker's throughput.
+    completions: u32,
     epoch: u32,
 }
 
@@ -146,6 +148,7 @@ impl Driver {
                         recv_multi: bufring.is_some(),
                         min_wait,
                         sources: 0,
+                        completions: 0,
                         epoch: 0,
                         bufring,
                     });
@@ -214,10 +217,14 @@ impl Driver {
         self.push(opcode::Close::new(types::Fd(fd)).build().user_data(IGNORED));
     }
 
-    /// Ends an activity epoch: returns how many distinct sources completed in it.
-    pub(crate) fn take_sources(&mut self) -> u32 {
+    /// Ends an activity epoch: returns how many distinct sources completed
+    /// in it, and how many completions were reaped.
+    pub(crate) fn take_epoch(&mut self) -> (u32, u32) {
         self.epoch = self.epoch.wrapping_add(1);
-        std::mem::take(&mut self.sources)
+        (
+            std::mem::take(&mut self.sources),
+            std::mem::take(&mut self.completions),
+        )
     }
 
     /// SQEs queued and not yet handed to the kernel.
@@ -339,6 +346,7 @@ impl Driver {
                 Slot::Done { .. } => {}
             }
         }
+        self.completions = self.completions.saturating_add(n as u32);
         n
     }
 

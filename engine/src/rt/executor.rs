@@ -28,15 +28,30 @@ const POLL_BUDGET: usize = 512;
 pub struct CoreConfig {
     /// Submission queue entries (the completion queue gets four times as many).
     pub ring_entries: u32,
-    /// How long a busy worker's wait may be held to gather completions that
-    /// trickle in, so they share one loop turn (and one database write).
-    /// Only a worker that would use 70% of a CPU without it, with 16 or more
-    /// active connections, holds (see `rt::coalesce`); a wait after an idle
-    /// spell never is. It trades up to this much latency per held wait for
-    /// CPU. Zero turns it off; kernels before 6.12 ignore it.
+    /// How long a saturated worker's wait may be held to gather completions
+    /// that trickle in, so they share one loop turn (and one database
+    /// write). Only a worker whose thread would use 95% of a CPU without
+    /// it, with 16 or more active connections, holds, and only while
+    /// holding does not lower its throughput (see `rt::coalesce`); below
+    /// saturation no wait is held, so latency is never traded for CPU the
+    /// worker does not need. Zero turns it off; kernels before 6.12 ignore
+    /// it. Default 50 µs.
     pub coalesce_window: Duration,
-    /// Most completions one wait gathers.
+    /// Most completions one wait gathers. Default 32.
     pub coalesce_max: u32,
+    /// Whether holding follows the saturation policy or every wait is held
+    /// (for tests and for measuring what holding does). Default adaptive.
+    pub coalesce_mode: CoalesceMode,
+}
+
+/// When waits are held (see [`CoreConfig::coalesce_window`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoalesceMode {
+    /// Only while the worker is saturated and holding keeps its throughput.
+    #[default]
+    Adaptive,
+    /// Every wait that is not after an idle spell.
+    Always,
 }
 
 impl Default for CoreConfig {
@@ -45,6 +60,7 @@ impl Default for CoreConfig {
             ring_entries: 1024,
             coalesce_window: Duration::from_micros(50),
             coalesce_max: 32,
+            coalesce_mode: CoalesceMode::Adaptive,
         }
     }
 }
@@ -140,7 +156,11 @@ impl Core {
             timers: RefCell::new(Timers::default()),
             tasks: RefCell::new(Slab::with_capacity(64)),
             ready: RefCell::new(VecDeque::with_capacity(64)),
-            coalesce: RefCell::new(Coalesce::new(config.coalesce_window, config.coalesce_max)),
+            coalesce: RefCell::new(Coalesce::new(
+                config.coalesce_window,
+                config.coalesce_max,
+                config.coalesce_mode == CoalesceMode::Always,
+            )),
             remote: Arc::new(remote),
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             now: Cell::new(Instant::now()),
@@ -264,7 +284,8 @@ impl Core {
             let epoch = now.duration_since(epoch_start);
             if epoch >= coalesce::EPOCH {
                 let cpu = thread_cpu_time();
-                coalesce.epoch_ended(driver.take_sources(), epoch, cpu.saturating_sub(epoch_cpu));
+                let (sources, completions) = driver.take_epoch();
+                coalesce.epoch_ended(sources, completions, epoch, cpu.saturating_sub(epoch_cpu));
                 (epoch_start, epoch_cpu) = (now, cpu);
             }
             let (want, window) = coalesce.next();

@@ -23,7 +23,8 @@ pub mod time;
 pub use driver::RingMode;
 pub use executor::{
     block_on, block_on_with, current_worker, request_shutdown, shutdown_requested, shutdown_signal,
-    spawn, yield_now, CoreConfig, JoinError, JoinHandle, ShutdownSignal, WorkerHandle,
+    spawn, yield_now, CoalesceMode, CoreConfig, JoinError, JoinHandle, ShutdownSignal,
+    WorkerHandle,
 };
 
 /// How this worker's ring was set up.
