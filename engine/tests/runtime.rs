@@ -1,5 +1,6 @@
 //! The runtime against real sockets on loopback.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -372,4 +373,60 @@ fn nested_block_on_is_refused() {
     rt::block_on(async {
         rt::block_on(async {});
     });
+}
+
+/// Sockets in CLOSE_WAIT whose local port is `port`: connections the peer
+/// closed and this process never did (a leaked fd stays there for good).
+fn close_wait_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16).unwrap() == port && f[3] == "08"
+        })
+        .count()
+}
+
+/// A listener dropped while the kernel accepts connections for it: its
+/// multishot accept is armed and cancelled in the same ring entry, after
+/// the backlog filled, so the kernel accepts the whole backlog first and
+/// every one of those completions lands on an orphaned operation. Each
+/// socket must be closed, not leaked.
+#[test]
+fn a_dropped_listener_leaks_no_accepted_socket() {
+    let port = rt::block_on(async {
+        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
+        let addr = listener.local_addr();
+        let clients: Vec<_> = (0..20)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let baseline = rt::ops_in_flight();
+        {
+            // Arms the accept without entering the ring.
+            let mut accept = std::pin::pin!(listener.accept());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(accept.as_mut().poll(&mut cx).is_pending());
+        }
+        drop(listener);
+        // The orphaned accept ends once its cancel completes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt::ops_in_flight() > baseline {
+            assert!(Instant::now() < deadline, "the accept was never cancelled");
+            rt::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(clients);
+        addr.port()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while close_wait_on(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted sockets were never closed",
+            close_wait_on(port)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

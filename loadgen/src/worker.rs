@@ -501,12 +501,12 @@ impl Worker {
         let mut broken = false;
         if let Some(bid) = cqueue::buffer_select(flags) {
             let bufs = self.bufs.as_mut().expect("buffers live until teardown");
-            bufs.taken();
+            // SAFETY: this completion handed `bid` over just now; the guard
+            // gives it back once, when it drops.
+            let data = unsafe { bufs.take(bid, res.max(0) as usize) };
             if res > 0 && c.state == State::Open {
-                let data = bufs.data(bid, res as usize);
-                broken = c.ex.feed(data, now, self.book.at(now)).is_err();
+                broken = c.ex.feed(&data, now, self.book.at(now)).is_err();
             }
-            bufs.give_back(bid);
         }
         if c.state != State::Open {
             self.settle(i);

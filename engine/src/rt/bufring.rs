@@ -5,6 +5,12 @@
 //! completion; the receiver copies the bytes out and hands the buffer back
 //! at once, so a worker needs buffers for the data in flight, not one per
 //! connection.
+//!
+//! Which buffers the kernel owns is known only from completions, so the
+//! calls that read or return a buffer are `unsafe fn`: the caller vouches
+//! that a completion handed that buffer over and that it was not returned
+//! since. Memory the kernel may still write is never freed: dropping a
+//! ring that was not [`release`](BufRing::release)d leaks it.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
@@ -21,6 +27,9 @@ pub struct BufRing {
     entries: *mut BufRingEntry,
     /// Buffers completions handed to the application and not yet given back.
     held: usize,
+    /// Registered with the kernel (and not unregistered since): the memory
+    /// must not be freed.
+    registered: bool,
     layout: Layout,
     count: u16,
     /// Our copy of the tail: entries published so far.
@@ -34,13 +43,16 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates `count` (a power of two) buffers of `size` bytes, registers
-    /// them as group [`GROUP`] and provides them all.
+    /// Allocates `count` (a power of two) buffers of `size` bytes (neither
+    /// zero, `size` below 4 GiB), registers them as group [`GROUP`] and
+    /// provides them all.
     pub fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<BufRing> {
-        assert!(
-            count.is_power_of_two(),
-            "buffer count must be a power of two"
-        );
+        if !count.is_power_of_two() || size == 0 || u32::try_from(size).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("provided buffers: {count} x {size} bytes (count must be a power of two, size 1..4 GiB)"),
+            ));
+        }
         let layout = Layout::from_size_align(
             usize::from(count) * std::mem::size_of::<BufRingEntry>(),
             4096,
@@ -65,6 +77,7 @@ impl BufRing {
         let mut br = BufRing {
             entries: entries.cast::<BufRingEntry>(),
             held: 0,
+            registered: false,
             layout,
             count,
             tail: 0,
@@ -78,6 +91,7 @@ impl BufRing {
             ring.submitter()
                 .register_buf_ring_with_flags(br.entries as u64, count, GROUP, 0)?;
         }
+        br.registered = true;
         for bid in 0..count {
             br.stage(bid);
         }
@@ -85,7 +99,8 @@ impl BufRing {
         Ok(br)
     }
 
-    /// Notes that a completion handed buffer `bid` to the application.
+    /// Notes that a completion handed a buffer to the application (the
+    /// count behind [`free`](Self::free)).
     pub fn taken(&mut self) {
         self.held += 1;
     }
@@ -96,11 +111,15 @@ impl BufRing {
     }
 
     /// Bytes `..len` of buffer `bid`, as a completion reported them.
-    pub fn data(&self, bid: u16, len: usize) -> &[u8] {
+    ///
+    /// # Safety
+    /// A completion handed buffer `bid` to the application, and it was not
+    /// given back since: otherwise the kernel may be writing it.
+    pub unsafe fn data(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count, "buffer id {bid} out of range");
-        // SAFETY: buffer `bid` lies inside the allocation; the kernel handed
-        // it to a completion and does not write it until `give_back`, which
-        // needs `&mut self` and so ends this borrow first.
+        // SAFETY: buffer `bid` lies inside the allocation; the caller
+        // vouches the kernel handed it over, and it does not write it until
+        // `give_back`, which needs `&mut self` and so ends this borrow first.
         unsafe {
             std::slice::from_raw_parts(
                 self.data.add(usize::from(bid) * self.size),
@@ -110,10 +129,33 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` back to the kernel.
-    pub fn give_back(&mut self, bid: u16) {
+    ///
+    /// # Safety
+    /// A completion handed buffer `bid` to the application and it was not
+    /// given back since: publishing one buffer twice would let the kernel
+    /// fill it for two receives at once.
+    pub unsafe fn give_back(&mut self, bid: u16) {
+        assert!(bid < self.count, "buffer id {bid} out of range");
         self.held -= 1;
         self.stage(bid);
         self.publish();
+    }
+
+    /// Takes buffer `bid` as a completion just handed it over (counting it
+    /// taken): the guard reads its first `len` bytes and gives it back
+    /// when dropped.
+    ///
+    /// # Safety
+    /// As for [`give_back`](Self::give_back): a completion handed `bid`
+    /// over, and neither this nor `give_back` was called for it since.
+    pub unsafe fn take(&mut self, bid: u16, len: usize) -> Taken<'_> {
+        assert!(bid < self.count, "buffer id {bid} out of range");
+        self.held += 1;
+        Taken {
+            ring: self,
+            bid,
+            len,
+        }
     }
 
     fn stage(&mut self, bid: u16) {
@@ -141,22 +183,49 @@ impl BufRing {
         }
     }
 
-    /// Unregisters the group; the memory is freed when `self` drops. Call
-    /// only when no operation that selects buffers is in flight.
-    pub fn release(self, ring: &IoUring) {
+    /// Unregisters the group and frees the memory. Call only when no
+    /// operation that selects buffers is in flight; if the kernel refuses,
+    /// the memory is leaked rather than freed under it.
+    pub fn release(mut self, ring: &IoUring) {
         if ring.submitter().unregister_buf_ring(GROUP).is_ok() {
-            drop(self);
-        } else {
-            // The kernel may still refer to it: leaking is the safe choice.
-            std::mem::forget(self);
+            self.registered = false;
         }
+    }
+}
+
+/// A buffer a completion handed over, readable until the guard drops and
+/// gives it back to the kernel.
+pub struct Taken<'a> {
+    ring: &'a mut BufRing,
+    bid: u16,
+    len: usize,
+}
+
+impl std::ops::Deref for Taken<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `take`'s caller vouched the kernel handed `bid` over; it
+        // is given back only when this guard drops.
+        unsafe { self.ring.data(self.bid, self.len) }
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        // SAFETY: handed over (see `take`) and given back only here, once.
+        unsafe { self.ring.give_back(self.bid) }
     }
 }
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both allocated in `register` with these layouts;
-        // unregistered (or never registered) by the time the ring lets go.
+        if self.registered {
+            // Never unregistered: a receive may still pick a buffer, so the
+            // memory stays allocated for as long as the process lives.
+            return;
+        }
+        // SAFETY: both allocated in `register` with these layouts, and the
+        // kernel no longer refers to them (never or no longer registered).
         unsafe {
             dealloc(self.entries.cast(), self.layout);
             dealloc(self.data, self.data_layout);

@@ -1,9 +1,13 @@
 //! The reactor: one io_uring per worker, and the table of operations in flight.
 //!
-//! Every submitted SQE carries the key of a slot in `ops`. A completion
+//! Every submitted SQE carries the key of a slot in `ops` and the slot's
+//! generation, so a completion or a cancel aimed at an operation that has
+//! ended can never touch the next one that reuses the key. A completion
 //! either wakes the task waiting on that slot or, when the future that asked
 //! for it was dropped, frees the buffers that were parked in the slot for the
-//! kernel's sake. Nothing handed to the kernel is freed before its CQE.
+//! kernel's sake (and closes a socket an orphaned accept produced). Nothing
+//! handed to the kernel is freed before its CQE: a worker that cannot wait
+//! for them at teardown leaks what is parked instead.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -58,9 +62,38 @@ pub(crate) enum Slot {
     Orphan(#[allow(dead_code)] Option<Box<dyn Any>>),
 }
 
+/// What the driver knows of a slot beyond its state.
+#[derive(Clone, Copy, Default)]
+struct Meta {
+    /// Stamped on the slot at submission and carried in `user_data`.
+    generation: u32,
+    /// A successful completion is a new fd (an accept): if nobody takes
+    /// it, the driver closes it.
+    yields_fd: bool,
+}
+
+/// Closes what a finished operation's result holds and nobody will take:
+/// the fd of an accept.
+fn discard_result(meta: &Meta, res: i32) {
+    if res >= 0 && meta.yields_fd {
+        // SAFETY: a socket the kernel just accepted for this worker, handed
+        // to no one.
+        unsafe { libc::close(res) };
+    }
+}
+
+/// `user_data` of a slot's SQEs: its generation above its key.
+fn user_data(key: usize, generation: u32) -> u64 {
+    debug_assert!(key < 1 << 32);
+    (u64::from(generation) << 32) | key as u64
+}
+
 pub(crate) struct Driver {
     ring: IoUring,
     pub(crate) ops: Slab<Slot>,
+    /// Indexed by slot key.
+    meta: Vec<Meta>,
+    next_generation: u32,
     mode: RingMode,
     /// Completions the kernel could not post (CQ overflow) seen so far.
     pub(crate) cq_overflow: u64,
@@ -143,6 +176,8 @@ impl Driver {
                     return Ok(Driver {
                         ring,
                         ops: Slab::with_capacity(256),
+                        meta: Vec::with_capacity(256),
+                        next_generation: 0,
                         mode,
                         cq_overflow: 0,
                         recv_multi: bufring.is_some(),
@@ -165,11 +200,15 @@ impl Driver {
     }
 
     /// Queues an SQE, flushing the SQ to the kernel first when it is full.
-    pub(crate) fn push(&mut self, sqe: squeue::Entry) {
+    ///
+    /// # Safety
+    /// Every pointer inside `sqe` refers to memory that stays valid, and is
+    /// not otherwise accessed while the kernel may, until the completion
+    /// arrives: parked in the operation's slot, or owned by the slot's owner
+    /// for that long.
+    unsafe fn push(&mut self, sqe: squeue::Entry) {
         loop {
-            // SAFETY: every pointer inside `sqe` refers to memory that the
-            // submitting future moved into its slot (or that lives in the
-            // slot's owner) and that stays alive until the completion arrives.
+            // SAFETY: the caller's guarantee for `sqe`.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -183,38 +222,65 @@ impl Driver {
         }
     }
 
-    /// Registers a one-shot operation and queues its SQE; returns the slot key.
-    pub(crate) fn submit_op(&mut self, sqe: squeue::Entry) -> usize {
+    /// Stamps a new slot with the next generation; returns its `user_data`.
+    fn stamp(&mut self, key: usize, yields_fd: bool) -> u64 {
+        if self.meta.len() <= key {
+            self.meta.resize(key + 1, Meta::default());
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.meta[key] = Meta {
+            generation: self.next_generation,
+            yields_fd,
+        };
+        user_data(key, self.next_generation)
+    }
+
+    /// Registers a one-shot operation and queues its SQE; returns the slot
+    /// key. `yields_fd`: a successful result is a new fd (an accept).
+    ///
+    /// # Safety
+    /// As for `push`: what `sqe` points into outlives the operation (the
+    /// caller parks it in the returned slot, see `Op`).
+    pub(crate) unsafe fn submit_op(&mut self, sqe: squeue::Entry, yields_fd: bool) -> usize {
         let key = self.ops.insert(Slot::Waiting(None));
-        self.push(sqe.user_data(key as u64));
+        let ud = self.stamp(key, yields_fd);
+        // SAFETY: the caller's guarantee.
+        unsafe { self.push(sqe.user_data(ud)) };
         key
     }
 
     /// Registers a multishot operation (it may complete many times).
-    pub(crate) fn submit_multi(&mut self, sqe: squeue::Entry) -> usize {
+    ///
+    /// # Safety
+    /// As for `submit_op`, for as long as the operation is armed.
+    pub(crate) unsafe fn submit_multi(&mut self, sqe: squeue::Entry, yields_fd: bool) -> usize {
         let key = self.ops.insert(Slot::Multi {
             waker: None,
             queue: VecDeque::new(),
             ended: false,
             epoch: self.epoch.wrapping_sub(1),
         });
-        self.push(sqe.user_data(key as u64));
+        let ud = self.stamp(key, yields_fd);
+        // SAFETY: the caller's guarantee.
+        unsafe { self.push(sqe.user_data(ud)) };
         key
     }
 
-    /// Asks the kernel to cancel the operation in `key`; its completion still arrives.
+    /// Asks the kernel to cancel the operation in `key`; its completion
+    /// still arrives. The cancel names the slot's generation, so if the
+    /// operation ends and its key is reused before the cancel is submitted,
+    /// the new operation is left alone.
     pub(crate) fn cancel(&mut self, key: usize) {
-        self.push(
-            opcode::AsyncCancel::new(key as u64)
-                .build()
-                .user_data(IGNORED),
-        );
+        let target = user_data(key, self.meta[key].generation);
+        // SAFETY: a cancel points at no memory.
+        unsafe { self.push(opcode::AsyncCancel::new(target).build().user_data(IGNORED)) };
     }
 
     /// Closes an fd through the ring: batched with the other submissions
     /// rather than costing a syscall of its own.
     pub(crate) fn close_fd(&mut self, fd: i32) {
-        self.push(opcode::Close::new(types::Fd(fd)).build().user_data(IGNORED));
+        // SAFETY: a close points at no memory.
+        unsafe { self.push(opcode::Close::new(types::Fd(fd)).build().user_data(IGNORED)) };
     }
 
     /// Ends an activity epoch: returns how many distinct sources completed
@@ -294,13 +360,17 @@ impl Driver {
         cq.sync();
         for cqe in &mut cq {
             n += 1;
-            let key = cqe.user_data();
-            if key == IGNORED {
+            let ud = cqe.user_data();
+            if ud == IGNORED {
                 continue;
             }
-            let key = key as usize;
+            let key = (ud & u64::from(u32::MAX)) as usize;
             let (res, flags) = (cqe.result(), cqe.flags());
-            let Some(slot) = self.ops.get_mut(key) else {
+            let current = self.meta.get(key).map(|m| m.generation) == Some((ud >> 32) as u32);
+            let Some(slot) = self.ops.get_mut(key).filter(|_| current) else {
+                // Slots outlive their operations' last completions, so this
+                // cannot happen; if it did, the buffer goes back.
+                debug_assert!(false, "completion for an ended operation");
                 continue;
             };
             match slot {
@@ -337,8 +407,11 @@ impl Driver {
                     if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring)
                     {
                         br.taken();
-                        br.give_back(bid);
+                        // SAFETY: this completion handed `bid` over just now.
+                        unsafe { br.give_back(bid) };
                     }
+                    // An accept nobody waits for any more still made a socket.
+                    discard_result(&self.meta[key], res);
                     if !cqueue::more(flags) {
                         self.ops.remove(key);
                     }
@@ -355,8 +428,29 @@ impl Driver {
         self.ops.len()
     }
 
+    /// Removes a finished one-shot slot whose result nobody will read,
+    /// closing an fd it holds.
+    pub(crate) fn remove_done(&mut self, key: usize) {
+        if let Some(Slot::Done { res, .. }) = self.ops.get(key) {
+            let res = *res;
+            discard_result(&self.meta[key], res);
+        }
+        self.ops.remove(key);
+    }
+
+    /// Whether the kernel may still act on some operation of this ring.
+    fn busy(&self) -> bool {
+        self.ops.iter().any(|(_, s)| {
+            matches!(
+                s,
+                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
+            )
+        })
+    }
+
     /// Cancels everything still in flight and waits (bounded) for the kernel
-    /// to give the memory back, so a worker never exits with buffers that the
+    /// to give the memory back. What it has not given back by the deadline
+    /// is leaked, never freed: a worker never exits with buffers that the
     /// kernel may still write to.
     pub(crate) fn drain(&mut self, budget: Duration) {
         let keys: Vec<usize> = self.ops.iter().map(|(k, _)| k).collect();
@@ -368,15 +462,15 @@ impl Driver {
         let _ = self.enter(None);
         self.reap();
         let deadline = std::time::Instant::now() + budget;
-        while self.ops.iter().any(|(_, s)| {
-            matches!(
-                s,
-                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
-            )
-        }) {
+        while self.busy() {
             let now = std::time::Instant::now();
             if now >= deadline {
-                break;
+                // Parked buffers and fds, and the provided buffers (dropped
+                // unreleased), stay allocated for the process's life rather
+                // than freed under the kernel.
+                std::mem::forget(std::mem::take(&mut self.ops));
+                drop(self.bufring.take());
+                return;
             }
             let wait = Wait {
                 timeout: Some(deadline - now),
@@ -387,9 +481,17 @@ impl Driver {
                 break;
             }
             self.reap();
-            // Finished one-shot results nobody will read are dropped here.
-            self.ops
-                .retain(|_, s| !matches!(s, Slot::Done { .. } | Slot::Multi { ended: true, .. }));
+            // Finished results nobody will read are dropped here (an
+            // accepted socket among them is closed).
+            let finished: Vec<usize> = self
+                .ops
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Done { .. } | Slot::Multi { ended: true, .. }))
+                .map(|(k, _)| k)
+                .collect();
+            for key in finished {
+                self.remove_done(key);
+            }
         }
     }
 }
@@ -399,15 +501,10 @@ impl Drop for Driver {
         let Some(br) = self.bufring.take() else {
             return;
         };
-        let busy = self.ops.iter().any(|(_, s)| {
-            matches!(
-                s,
-                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
-            )
-        });
-        if busy {
-            // A receive may still pick a buffer: never free what the kernel can write.
-            std::mem::forget(br);
+        if self.busy() {
+            // A receive may still pick a buffer: dropped unreleased, the
+            // ring leaks its memory rather than free what the kernel can write.
+            drop(br);
         } else {
             br.release(&self.ring);
         }

@@ -171,6 +171,11 @@ impl Core {
         Ok((core, inbox))
     }
 
+    /// This core's process-unique id.
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
     pub(crate) fn schedule(&self, task: usize) {
         if task == MAIN_TASK {
             self.main_woken.set(true);

@@ -115,7 +115,9 @@ impl TcpListener {
                 )
                 .flags(libc::SOCK_CLOEXEC)
                 .build();
-                let (c, _fd) = Op::submit(sqe, self.fd.clone()).await;
+                // SAFETY: the SQE points at no memory (no address wanted);
+                // the listener's fd stays open with the handle parked in it.
+                let (c, _fd) = unsafe { Op::submit(sqe, self.fd.clone(), true) }.await;
                 let fd = c.into_result()? as RawFd;
                 return Ok(TcpStream::from_fd(Rc::new(Fd(fd))));
             }
@@ -125,7 +127,11 @@ impl TcpListener {
                     let sqe = opcode::AcceptMulti::new(types::Fd(self.fd.raw()))
                         .flags(libc::SOCK_CLOEXEC)
                         .build();
-                    let k = with_core(|core| core.driver.borrow_mut().submit_multi(sqe));
+                    // SAFETY: the SQE points at no memory; the listener's
+                    // fd outlives the accept (orphaned with a handle on drop).
+                    let k = with_core(|core| unsafe {
+                        core.driver.borrow_mut().submit_multi(sqe, true)
+                    });
                     self.multishot = Some(k);
                     k
                 }
@@ -265,8 +271,12 @@ fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Re
                 .as_mut()
                 .expect("multishot receive without buffers");
             let bid = cqueue::buffer_select(flags).expect("a receive completion names its buffer");
-            buf.extend_from_slice(br.data(bid, n));
-            br.give_back(bid);
+            // SAFETY: this completion handed `bid` over (counted taken at
+            // reap) and it leaves the queue here, given back exactly once.
+            unsafe {
+                buf.extend_from_slice(br.data(bid, n));
+                br.give_back(bid);
+            }
             got += n;
         }
         if got > 0 {
@@ -297,7 +307,9 @@ impl Drop for TcpStream {
                 let ended = *ended;
                 for (_, flags) in queue.drain(..) {
                     if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut d.bufring) {
-                        br.give_back(bid);
+                        // SAFETY: handed over by this queued completion,
+                        // which leaves the queue here.
+                        unsafe { br.give_back(bid) };
                     }
                 }
                 if ended {
@@ -349,7 +361,8 @@ impl TcpStream {
         let addr = Box::new(addr);
         let sqe =
             opcode::Connect::new(types::Fd(fd.raw()), addr.as_ptr().cast(), addr.len()).build();
-        let (c, (fd, _addr)) = Op::submit(sqe, (fd, addr)).await;
+        // SAFETY: the SQE points into `addr`'s box, parked with the op.
+        let (c, (fd, _addr)) = unsafe { Op::submit(sqe, (fd, addr), false) }.await;
         c.into_result()?;
         Ok(TcpStream::from_fd(fd))
     }
@@ -403,7 +416,10 @@ impl TcpStream {
         let sqe = opcode::Recv::new(types::Fd(self.fd.raw()), ptr, spare as u32)
             .ioprio(ioprio)
             .build();
-        let op = Op::submit(sqe, (self.fd.clone(), buf));
+        // SAFETY: the SQE points into `buf`'s heap allocation, which moves
+        // with the op (and is parked with it if the future is dropped); no
+        // one else can reach `buf` until the op gives it back.
+        let op = unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) };
         async move {
             let (c, (_fd, mut buf)) = op.await;
             match c.into_result() {
@@ -439,7 +455,9 @@ impl TcpStream {
                                 super::bufring::GROUP,
                             )
                             .build();
-                            d.submit_multi(sqe)
+                            // SAFETY: the SQE points at no memory: the kernel
+                            // picks provided buffers, which the ring owns.
+                            unsafe { d.submit_multi(sqe, false) }
                         })
                     });
                     match armed {
@@ -488,7 +506,9 @@ impl TcpStream {
         let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, (buf.len() - from) as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build();
-        let op = Op::submit(sqe, (self.fd.clone(), buf));
+        // SAFETY: as for `read_hinted`: the SQE points into `buf`, which
+        // travels with the op.
+        let op = unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) };
         async move {
             let (c, (_fd, buf)) = op.await;
             (c.into_result().map(|n| n as usize), buf)

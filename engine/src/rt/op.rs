@@ -1,7 +1,9 @@
 //! A ring operation as a future that owns the resources the kernel uses.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use io_uring::squeue;
@@ -31,20 +33,36 @@ impl Completion {
 /// An in-flight operation. `data` holds everything the SQE points into
 /// (buffers, socket addresses, the fd handle); if the future is dropped
 /// early, `data` is parked in the driver until the completion arrives.
+///
+/// An operation belongs to the ring of the worker that submitted it: it is
+/// not `Send`, and polling or dropping it on another worker's thread (a
+/// later `block_on` on the same thread) never touches that worker's slots.
 pub(crate) struct Op<T: 'static> {
     key: Option<usize>,
     data: Option<T>,
+    core: usize,
+    _not_send: PhantomData<Rc<()>>,
 }
 
 impl<T: 'static> Op<T> {
-    /// Submits `sqe`. The caller guarantees that every pointer in `sqe`
-    /// points into `data`'s heap allocations (which do not move when `data`
-    /// moves) or into memory that outlives the operation.
-    pub(crate) fn submit(sqe: squeue::Entry, data: T) -> Op<T> {
-        let key = with_core(|core| core.driver.borrow_mut().submit_op(sqe));
+    /// Submits `sqe`; `yields_fd` says a successful result is a new fd (an
+    /// accept), which the driver closes if the future is dropped.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` points into `data`'s heap allocations (which
+    /// do not move when `data` moves) or into memory that outlives the
+    /// operation, and nothing else accesses that memory while it runs.
+    pub(crate) unsafe fn submit(sqe: squeue::Entry, data: T, yields_fd: bool) -> Op<T> {
+        let (key, core) = with_core(|core| {
+            // SAFETY: the caller's guarantee; `data` is parked with the slot.
+            let key = unsafe { core.driver.borrow_mut().submit_op(sqe, yields_fd) };
+            (key, core.id())
+        });
         Op {
             key: Some(key),
             data: Some(data),
+            core,
+            _not_send: PhantomData,
         }
     }
 }
@@ -60,6 +78,11 @@ impl<T: 'static> Future for Op<T> {
         let this = self.get_mut();
         let key = this.key.expect("Op polled after completion");
         let done = with_core(|core| {
+            assert_eq!(
+                core.id(),
+                this.core,
+                "tidepool: an operation was polled on a worker other than its own"
+            );
             let mut driver = core.driver.borrow_mut();
             let slot = driver.ops.get_mut(key).expect("op slot vanished");
             match slot {
@@ -94,12 +117,18 @@ impl<T: 'static> Future for Op<T> {
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };
+        let this_core = self.core;
         let mut data = self.data.take();
         let parked = try_with_core(|core| {
+            if core.id() != this_core {
+                // Its own ring is gone or elsewhere: nothing here may be touched.
+                return false;
+            }
             let mut driver = core.driver.borrow_mut();
             match driver.ops.get_mut(key) {
                 Some(Slot::Done { .. }) => {
-                    driver.ops.remove(key);
+                    // Finished, never read: an accepted fd in it is closed.
+                    driver.remove_done(key);
                 }
                 Some(slot) => {
                     *slot =
@@ -108,8 +137,9 @@ impl<T: 'static> Drop for Op<T> {
                 }
                 None => {}
             }
+            true
         });
-        if parked.is_none() {
+        if parked != Some(true) {
             // No ring to park in (thread teardown): leaking is the only way
             // to be sure the kernel never writes into freed memory.
             std::mem::forget(data);

@@ -71,7 +71,8 @@ impl Inbox {
         let mut buf = Box::new(0u64);
         let ptr = (&mut *buf as *mut u64).cast::<u8>();
         let sqe = opcode::Read::new(types::Fd(self.efd), ptr, 8).build();
-        self.read = Some(Op::submit(sqe, buf));
+        // SAFETY: the SQE points into the boxed counter, parked with the op.
+        self.read = Some(unsafe { Op::submit(sqe, buf, false) });
     }
 
     pub(crate) fn drain(&mut self, core: &Core) {

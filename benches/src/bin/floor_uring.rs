@@ -1,0 +1,176 @@
+//! The floor reference for the plaintext comparisons: a bare io_uring
+//! responder that does the least a server can do. One thread, one ring;
+//! a multishot accept, a one-shot receive per connection, and for every
+//! request end (`\r\n\r\n`) in what arrived, one canned response, all of a
+//! read's responses in one send; one `submit_and_wait` per loop turn. It
+//! parses nothing else, keeps no timers and checks no limits: whatever
+//! Tidepool spends beyond it is the price of being a real server.
+//!
+//! usage: floor_uring ADDR:PORT
+
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nHello, World!";
+
+const ACCEPT: u64 = u64::MAX;
+const BUF: usize = 16 * 1024;
+
+struct Conn {
+    fd: i32,
+    rbuf: Box<[u8]>,
+    wbuf: Vec<u8>,
+    /// Bytes of a request end (`\r\n\r\n`) matched at the end of the last read.
+    matched: usize,
+}
+
+/// user_data: the connection's key, with the top bit set for sends.
+const SEND: u64 = 1 << 62;
+
+/// Counts request ends in `data`, carrying a partial match across reads.
+fn count_ends(data: &[u8], matched: &mut usize) -> usize {
+    const END: &[u8] = b"\r\n\r\n";
+    let mut n = 0;
+    for &b in data {
+        if b == END[*matched] {
+            *matched += 1;
+            if *matched == END.len() {
+                n += 1;
+                *matched = 0;
+            }
+        } else {
+            *matched = usize::from(b == END[0]);
+        }
+    }
+    n
+}
+
+fn push(ring: &mut IoUring, sqe: &squeue::Entry) {
+    loop {
+        // SAFETY: every buffer an SQE points at lives in a `Conn` (boxed,
+        // so it does not move) that is removed only after its last
+        // completion, or is the listener that outlives the ring.
+        if unsafe { ring.submission().push(sqe) }.is_ok() {
+            return;
+        }
+        ring.submit().expect("submit");
+    }
+}
+
+fn recv(ring: &mut IoUring, key: usize, c: &mut Conn) {
+    let sqe = opcode::Recv::new(types::Fd(c.fd), c.rbuf.as_mut_ptr(), BUF as u32)
+        .build()
+        .user_data(key as u64);
+    push(ring, &sqe);
+}
+
+fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8082".into());
+    let listener = TcpListener::bind(&addr).expect("bind");
+    eprintln!("floor_uring: listening on {addr}");
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(4096)
+        .build(1024)
+        .expect("io_uring");
+    let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+        .build()
+        .user_data(ACCEPT);
+    push(&mut ring, &accept);
+    let mut conns: Slab<Conn> = Slab::new();
+    let mut done = Vec::with_capacity(1024);
+    loop {
+        ring.submit_and_wait(1).expect("submit_and_wait");
+        done.clear();
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(data, res, flags) in &done {
+            if data == ACCEPT {
+                if res >= 0 {
+                    let one: libc::c_int = 1;
+                    // SAFETY: a live c_int of the size given, on the fd just accepted.
+                    unsafe {
+                        libc::setsockopt(
+                            res,
+                            libc::IPPROTO_TCP,
+                            libc::TCP_NODELAY,
+                            (&one as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        )
+                    };
+                    let key = conns.insert(Conn {
+                        fd: res,
+                        rbuf: vec![0; BUF].into_boxed_slice(),
+                        wbuf: Vec::with_capacity(4096),
+                        matched: 0,
+                    });
+                    recv(&mut ring, key, &mut conns[key]);
+                }
+                if !cqueue::more(flags) {
+                    push(&mut ring, &accept);
+                }
+                continue;
+            }
+            let key = (data & !SEND) as usize;
+            if data & SEND != 0 {
+                let c = &mut conns[key];
+                if res < 0 || res as usize != c.wbuf.len() {
+                    // A short send never happens for these sizes; treat it as an end.
+                    // SAFETY: our fd; its receive completed and its send just did.
+                    unsafe { libc::close(c.fd) };
+                    conns.remove(key);
+                    continue;
+                }
+                c.wbuf.clear();
+                recv(&mut ring, key, c);
+                continue;
+            }
+            let c = &mut conns[key];
+            if res <= 0 {
+                // SAFETY: our fd; nothing is in flight on it (one op at a time).
+                unsafe { libc::close(c.fd) };
+                conns.remove(key);
+                continue;
+            }
+            let n = count_ends(&c.rbuf[..res as usize], &mut c.matched);
+            if n == 0 {
+                recv(&mut ring, key, c);
+                continue;
+            }
+            for _ in 0..n {
+                c.wbuf.extend_from_slice(RESPONSE);
+            }
+            // The next receive is armed only after this send completed, so
+            // `wbuf` stays put while the kernel reads it.
+            let sqe = opcode::Send::new(types::Fd(c.fd), c.wbuf.as_ptr(), c.wbuf.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(key as u64 | SEND);
+            push(&mut ring, &sqe);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_ends;
+
+    #[test]
+    fn request_ends_are_counted_across_reads() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut m = 0;
+        assert_eq!(count_ends(&req.repeat(3), &mut m), 3);
+        let (a, b) = req.split_at(req.len() - 2);
+        assert_eq!(count_ends(a, &mut m), 0);
+        assert_eq!(count_ends(b, &mut m), 1);
+        assert_eq!(count_ends(b"\r\n\r\r\n\r\n", &mut m), 1);
+    }
+}
