@@ -197,42 +197,98 @@ fn multishot_receive_streams_in_order() {
     });
 }
 
-/// When one connection's unread data holds every provided buffer, other
-/// connections still receive (one-shot), and the hog reads all its data
-/// once it gets to it; dropping a stream gives its buffers back.
+/// Accepts `n` connections from `listener`: (client, accepted) pairs.
+async fn accept_pairs(
+    listener: TcpListener,
+    n: usize,
+) -> (Vec<(TcpStream, TcpStream)>, TcpListener) {
+    let addr = listener.local_addr();
+    let mut listener = listener;
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let accept = rt::spawn(async move {
+            let s = listener.accept().await.unwrap();
+            (s, listener)
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server_side, l) = accept.await.unwrap();
+        listener = l;
+        pairs.push((client, server_side));
+    }
+    (pairs, listener)
+}
+
+/// Arms `hog`'s receive with a first message, then floods it with
+/// `flood` while nobody reads it; the returned task ends when all of it
+/// was sent.
+async fn flood(client: TcpStream, hog: &TcpStream, flood: Vec<u8>) -> rt::JoinHandle<TcpStream> {
+    let (r, _) = client.write_all(b"x".to_vec()).await;
+    r.unwrap();
+    assert_eq!(recv_exactly(hog, 1).await, b"x");
+    rt::spawn(async move {
+        let (r, _) = client.write_all(flood).await;
+        r.unwrap();
+        client
+    })
+}
+
+/// One connection whose reader is busy while its peer pipelines megabytes
+/// holds a bounded share of the worker's provided buffers (the rest waits
+/// in its socket, pushing back on the peer), so other connections keep
+/// their multishot receives; when its reader gets to it, every byte is
+/// there, in order.
+#[test]
+fn a_connection_nobody_reads_holds_a_bounded_share_of_buffers() {
+    rt::block_on(async {
+        let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
+        let listener = TcpListener::bind(loopback(), 128).unwrap();
+        let (mut pairs, _listener) = accept_pairs(listener, 2).await;
+        let (other_client, other) = pairs.pop().unwrap();
+        let (hog_client, hog) = pairs.pop().unwrap();
+        let data = pattern(8 << 20);
+        let sender = flood(hog_client, &hog, data.clone()).await;
+        // Many loop turns while the flood goes on: each exchange on the
+        // other connection is one.
+        for i in 0..200u32 {
+            let msg = i.to_be_bytes().to_vec();
+            let (r, _) = other_client.write_all(msg.clone()).await;
+            r.unwrap();
+            assert_eq!(recv_exactly(&other, 4).await, msg);
+            let held = free - rt::recv_buffers_free().unwrap();
+            assert!(
+                held <= free / 5,
+                "exchange {i}: {held} of {free} buffers held"
+            );
+        }
+        assert!(recv_exactly(&hog, data.len()).await == data);
+        drop(sender.await);
+        assert_eq!(
+            rt::recv_buffers_free(),
+            Some(free),
+            "every buffer came back"
+        );
+    });
+}
+
+/// When many connections' unread data holds every provided buffer, other
+/// connections still receive (one-shot), and the hogs read all their data
+/// once they get to it; dropping a stream gives its buffers back.
 #[test]
 fn exhausted_buffers_fall_back_and_come_back() {
     rt::block_on(async {
-        let mut listener = TcpListener::bind(loopback(), 128).unwrap();
-        let addr = listener.local_addr();
         let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
-        let mut pairs = Vec::new();
-        for _ in 0..2 {
-            let accept = rt::spawn(async move {
-                let s = listener.accept().await.unwrap();
-                (s, listener)
-            });
-            let client = TcpStream::connect(addr).await.unwrap();
-            let (server_side, l) = accept.await.unwrap();
-            listener = l;
-            pairs.push((client, server_side));
+        let listener = TcpListener::bind(loopback(), 128).unwrap();
+        // Enough hogs that their capped shares add up to every buffer.
+        let hogs = free / 4;
+        let (mut pairs, _listener) = accept_pairs(listener, hogs + 1).await;
+        let (other_client, other) = pairs.pop().unwrap();
+        let data = pattern(256 << 10);
+        let mut senders = Vec::new();
+        let mut readers = Vec::new();
+        for (client, hog) in pairs {
+            senders.push(flood(client, &hog, data.clone()).await);
+            readers.push(hog);
         }
-        let (hog_client, hog) = pairs.remove(0);
-        let (other_client, other) = pairs.remove(0);
-        // Arm the hog's receive with a first message, then flood it while
-        // nobody reads: the kernel fills provided buffers until none is left.
-        let (r, _) = hog_client.write_all(b"x".to_vec()).await;
-        r.unwrap();
-        assert_eq!(recv_exactly(&hog, 1).await, b"x");
-        let flood = pattern(free * 4096 * 2);
-        let sender = rt::spawn({
-            let flood = flood.clone();
-            async move {
-                let (r, _) = hog_client.write_all(flood).await;
-                r.unwrap();
-                hog_client
-            }
-        });
         let deadline = Instant::now() + Duration::from_secs(10);
         while rt::recv_buffers_free() != Some(0) {
             assert!(Instant::now() < deadline, "buffers never ran out");
@@ -242,9 +298,13 @@ fn exhausted_buffers_fall_back_and_come_back() {
         let (r, _) = other_client.write_all(b"still served".to_vec()).await;
         r.unwrap();
         assert_eq!(recv_exactly(&other, 12).await, b"still served");
-        // The hog gets every byte, in order.
-        assert!(recv_exactly(&hog, flood.len()).await == flood);
-        drop(sender.await);
+        // Every hog gets every byte, in order.
+        for hog in &readers {
+            assert!(recv_exactly(hog, data.len()).await == data);
+        }
+        for s in senders {
+            drop(s.await);
+        }
         // Unread data dies with its stream and the buffers return.
         let (r, _) = other_client.write_all(pattern(64 << 10)).await;
         r.unwrap();

@@ -172,10 +172,17 @@ impl<S: 'static> Conn<'_, S> {
                         // Over the limits, the parser names the error (414/431/400)
                         // instead of letting the buffer grow; and once the request
                         // line has ended, a malformed one is refused at once rather
-                        // than after a timeout.
+                        // than after a timeout. Each check parses the head at most
+                        // once per request, so a client sending it a byte at a time
+                        // costs O(n), not a parse of the whole head per read.
                         let line_ended = !line_checked && memchr::memchr(b'\n', avail).is_some();
                         line_checked |= line_ended;
-                        if line_ended || avail.len() > cfg.limits.max_request_line {
+                        let over = if line_checked {
+                            avail.len() >= cfg.limits.max_head_bytes
+                        } else {
+                            avail.len() > cfg.limits.max_request_line
+                        };
+                        if line_ended || over {
                             if let Err(e) = parse_request(avail, headers, &cfg.limits) {
                                 add(&stats.parse_errors, 1);
                                 failure = Some(Response::error(e.status(), e.reason()));

@@ -25,6 +25,13 @@ use super::bufring::BufRing;
 const RECV_BUFFERS: u16 = 512;
 const RECV_BUFFER_SIZE: usize = 4096;
 
+/// Provided buffers one multishot receive may hold unread before it is
+/// stopped (64 KiB): a connection whose reader is busy then waits in its
+/// socket's own buffer (TCP flow control pushes back on the peer) instead
+/// of taking every buffer and pushing the other connections onto one-shot
+/// receives. Reading what it holds re-arms it.
+pub(crate) const RECV_CAP: usize = 16;
+
 /// user_data of SQEs whose completion nobody waits for (cancels, closes).
 pub(crate) const IGNORED: u64 = u64::MAX;
 
@@ -54,6 +61,9 @@ pub(crate) enum Slot {
         waker: Option<Waker>,
         queue: VecDeque<(i32, u32)>,
         ended: bool,
+        /// A receive holding [`RECV_CAP`] buffers unread was asked to
+        /// stop: its end (ECANCELED) means "read, then re-arm".
+        capped: bool,
         /// The activity epoch in which it last completed (see `sources`).
         epoch: u32,
     },
@@ -110,6 +120,8 @@ pub(crate) struct Driver {
     sources: u32,
     /// Completions reaped in the current epoch: the worker's throughput.
     completions: u32,
+    /// Receives that reached their cap in this reap, to be stopped after it.
+    to_cap: Vec<usize>,
     epoch: u32,
 }
 
@@ -184,6 +196,7 @@ impl Driver {
                         min_wait,
                         sources: 0,
                         completions: 0,
+                        to_cap: Vec::new(),
                         epoch: 0,
                         bufring,
                     });
@@ -258,6 +271,7 @@ impl Driver {
             waker: None,
             queue: VecDeque::new(),
             ended: false,
+            capped: false,
             epoch: self.epoch.wrapping_sub(1),
         });
         let ud = self.stamp(key, yields_fd);
@@ -385,18 +399,23 @@ impl Driver {
                     waker,
                     queue,
                     ended,
+                    capped,
                     epoch,
                 } => {
                     if *epoch != self.epoch {
                         *epoch = self.epoch;
                         self.sources += 1;
                     }
-                    if let (Some(_), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring) {
+                    let holds_buffer = cqueue::buffer_select(flags).is_some();
+                    if let (true, Some(br)) = (holds_buffer, &mut self.bufring) {
                         br.taken();
                     }
                     queue.push_back((res, flags));
                     if !cqueue::more(flags) {
                         *ended = true;
+                    } else if holds_buffer && !*capped && queue.len() >= RECV_CAP {
+                        *capped = true;
+                        self.to_cap.push(key);
                     }
                     if let Some(w) = waker.take() {
                         w.wake();
@@ -419,7 +438,13 @@ impl Driver {
                 Slot::Done { .. } => {}
             }
         }
+        drop(cq);
         self.completions = self.completions.saturating_add(n as u32);
+        let mut capped = std::mem::take(&mut self.to_cap);
+        for key in capped.drain(..) {
+            self.cancel(key);
+        }
+        self.to_cap = capped;
         n
     }
 

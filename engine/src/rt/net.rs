@@ -245,6 +245,7 @@ fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Re
             waker,
             queue,
             ended,
+            capped,
             ..
         }) = d.ops.get_mut(key)
         else {
@@ -260,6 +261,8 @@ fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Re
                 return Poll::Ready(match -res {
                     0 => Received::Data(0),
                     libc::ENOBUFS => Received::Ended { no_buffers: true },
+                    // Stopped at its cap: everything it held was read.
+                    libc::ECANCELED if *capped => Received::Ended { no_buffers: false },
                     libc::EINVAL if *ended && queue.is_empty() => Received::Unsupported,
                     e => Received::Failed(io::Error::from_raw_os_error(e)),
                 });
