@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds Tidepool's example, the load generator, the hyper and may-minihttp
-# peers and the bare
-# io_uring floor in release mode, then runs the fixed-rate latency
-# comparison (open loop at 25/50/80% of capacity).
+# peers and the bare io_uring floor in release mode, then runs the
+# fixed-rate latency comparison (open loop at 25/50/80% of capacity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --example hello

@@ -1,4 +1,5 @@
-//! Side-by-side plaintext comparison: Tidepool's example server vs hyper.
+//! Side-by-side plaintext comparison: Tidepool's example server vs hyper,
+//! then vs the floor (`floor_uring`, a bare io_uring responder).
 //!
 //! Each server runs alone, pinned to one CPU, with wrk pinned to another;
 //! scenarios: 64 and 256 keep-alive connections, and 256 connections
@@ -50,5 +51,29 @@ fn main() {
         ));
     }
     print_table("hyper", &rows);
+    // The floor: a bare io_uring responder that only counts request ends
+    // and writes a canned response; what Tidepool spends beyond it is the
+    // cost of being a real server.
+    let [tidepool, _] = pair;
+    let floor = [
+        tidepool,
+        Contestant {
+            program: "target/release/floor_uring",
+            args: vec!["127.0.0.1:18082".into()],
+            addr: "127.0.0.1:18082".into(),
+        },
+    ];
+    let mut rows = Vec::new();
+    for (label, conns, pipelined) in scenarios {
+        rows.push(compare_pair(
+            &o,
+            label,
+            &floor,
+            "/plaintext",
+            conns,
+            pipelined,
+        ));
+    }
+    print_table("floor", &rows);
     o.footer();
 }
