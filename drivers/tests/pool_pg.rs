@@ -352,6 +352,16 @@ fn shared_pool_packs_callers_onto_few_pipelined_connections() {
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(t.await.unwrap(), i as i32 + 1);
         }
+        // The burst asked for every connection the cap allows; the callers
+        // may all have been served before the last one finished connecting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while local.stats().opening > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a connect never finished"
+            );
+            rt::time::sleep(Duration::from_millis(1)).await;
+        }
         let s = local.stats();
         // 300 concurrent callers, 16 per connection: the cap binds.
         assert_eq!(s.open, 3, "connections are counted and capped");

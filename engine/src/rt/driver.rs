@@ -84,7 +84,7 @@ struct Meta {
 
 /// Closes what a finished operation's result holds and nobody will take:
 /// the fd of an accept.
-fn discard_result(meta: &Meta, res: i32) {
+fn close_unclaimed(meta: &Meta, res: i32) {
     if res >= 0 && meta.yields_fd {
         // SAFETY: a socket the kernel just accepted for this worker, handed
         // to no one.
@@ -430,7 +430,7 @@ impl Driver {
                         unsafe { br.give_back(bid) };
                     }
                     // An accept nobody waits for any more still made a socket.
-                    discard_result(&self.meta[key], res);
+                    close_unclaimed(&self.meta[key], res);
                     if !cqueue::more(flags) {
                         self.ops.remove(key);
                     }
@@ -453,12 +453,18 @@ impl Driver {
         self.ops.len()
     }
 
+    /// Closes what operation `key`'s result `res` holds, when nobody will
+    /// take it (the fd of an accept).
+    pub(crate) fn discard_result(&self, key: usize, res: i32) {
+        close_unclaimed(&self.meta[key], res);
+    }
+
     /// Removes a finished one-shot slot whose result nobody will read,
     /// closing an fd it holds.
     pub(crate) fn remove_done(&mut self, key: usize) {
         if let Some(Slot::Done { res, .. }) = self.ops.get(key) {
             let res = *res;
-            discard_result(&self.meta[key], res);
+            close_unclaimed(&self.meta[key], res);
         }
         self.ops.remove(key);
     }

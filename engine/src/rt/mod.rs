@@ -5,6 +5,7 @@
 //! - `bufring`: the provided buffers multishot receives fill (public: the
 //!   load generator drives its own ring with it);
 //! - `op`: an operation as a future that owns what the kernel points into;
+//! - `multishot`: accepts and receives armed once and completing many times;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
 //! - `coalesce`: when a busy worker holds its wait to gather completions;
 //! - `time`: per-worker timers waited on through the enter timeout;
@@ -15,6 +16,7 @@ pub mod bufring;
 mod coalesce;
 mod driver;
 mod executor;
+mod multishot;
 pub mod net;
 mod op;
 pub(crate) mod remote;

@@ -10,15 +10,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::Path;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{opcode, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::driver::Slot;
 use super::executor::{try_with_core, with_core};
+use super::multishot::Received;
 use super::op::Op;
 
 /// io_uring recv/send flag (5.19+): arm the poll before trying the I/O.
@@ -124,23 +122,20 @@ impl TcpListener {
             let key = match self.multishot {
                 Some(k) => k,
                 None => {
-                    let sqe = opcode::AcceptMulti::new(types::Fd(self.fd.raw()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build();
-                    // SAFETY: the SQE points at no memory; the listener's
-                    // fd outlives the accept (orphaned with a handle on drop).
-                    let k = with_core(|core| unsafe {
-                        core.driver.borrow_mut().submit_multi(sqe, true)
-                    });
+                    // The listener's fd outlives the accept: on drop, a
+                    // handle to it is parked until the last completion.
+                    let fd = self.fd.raw();
+                    let k = with_core(|core| core.driver.borrow_mut().arm_accept(fd));
                     self.multishot = Some(k);
                     k
                 }
             };
-            let (res, ended) = MultiNext { key }.await;
+            let (res, ended) =
+                poll_fn(|cx| with_core(|core| core.driver.borrow_mut().poll_multi(key, cx))).await;
             if ended {
                 // The kernel ended the multishot (an error, or CQ overflow):
                 // re-arm on the next call.
-                with_core(|core| core.driver.borrow_mut().ops.remove(key));
+                with_core(|core| core.driver.borrow_mut().remove_multi(key));
                 self.multishot = None;
             }
             match res {
@@ -166,134 +161,12 @@ impl TcpListener {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         if let Some(key) = self.multishot.take() {
-            // The kernel may still post completions; the Orphan slot holds
-            // the fd until the final one, and accepted fds it posts are closed.
-            try_with_core(|core| {
-                let mut d = core.driver.borrow_mut();
-                if let Some(Slot::Multi { queue, ended, .. }) = d.ops.get_mut(key) {
-                    for (res, _) in queue.drain(..) {
-                        if res >= 0 {
-                            // SAFETY: an accepted fd nobody has taken: ours to close.
-                            unsafe { libc::close(res) };
-                        }
-                    }
-                    if *ended {
-                        d.ops.remove(key);
-                    } else {
-                        d.ops[key] = Slot::Orphan(Some(Box::new(self.fd.clone())));
-                        d.cancel(key);
-                    }
-                }
-            });
+            // Accepted fds nobody took are closed; the accept, if still
+            // armed, keeps the listener's fd until its final completion.
+            let fd = self.fd.clone();
+            try_with_core(|core| core.driver.borrow_mut().release_multi(key, Box::new(fd)));
         }
     }
-}
-
-/// Waits for the next completion of a multishot op: (result, ended).
-struct MultiNext {
-    key: usize,
-}
-
-impl Future for MultiNext {
-    type Output = (Option<i32>, bool);
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        with_core(|core| {
-            let mut d = core.driver.borrow_mut();
-            match d.ops.get_mut(self.key) {
-                Some(Slot::Multi {
-                    waker,
-                    queue,
-                    ended,
-                    ..
-                }) => {
-                    if let Some((res, flags)) = queue.pop_front() {
-                        let last = !cqueue::more(flags);
-                        return Poll::Ready((Some(res), last && queue.is_empty()));
-                    }
-                    if *ended {
-                        return Poll::Ready((None, true));
-                    }
-                    *waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                _ => Poll::Ready((None, true)),
-            }
-        })
-    }
-}
-
-/// What one look at a multishot receive's completions found.
-enum Received {
-    Data(usize),
-    Failed(io::Error),
-    /// The kernel ended the receive with no data pending (re-arm).
-    Ended {
-        no_buffers: bool,
-    },
-    /// The kernel does not know multishot receives.
-    Unsupported,
-}
-
-/// Copies every queued completion's bytes of multishot receive `key` into
-/// `buf`, handing the buffers back. An end of stream or error queued after
-/// data is left for the next call, so the data is reported first.
-fn take_received(key: usize, buf: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Received> {
-    with_core(|core| {
-        let mut guard = core.driver.borrow_mut();
-        let d = &mut *guard;
-        let Some(Slot::Multi {
-            waker,
-            queue,
-            ended,
-            capped,
-            ..
-        }) = d.ops.get_mut(key)
-        else {
-            return Poll::Ready(Received::Ended { no_buffers: false });
-        };
-        let mut got = 0usize;
-        while let Some(&(res, flags)) = queue.front() {
-            if res <= 0 {
-                if got > 0 {
-                    break;
-                }
-                queue.pop_front();
-                return Poll::Ready(match -res {
-                    0 => Received::Data(0),
-                    libc::ENOBUFS => Received::Ended { no_buffers: true },
-                    // Stopped at its cap: everything it held was read.
-                    libc::ECANCELED if *capped => Received::Ended { no_buffers: false },
-                    libc::EINVAL if *ended && queue.is_empty() => Received::Unsupported,
-                    e => Received::Failed(io::Error::from_raw_os_error(e)),
-                });
-            }
-            queue.pop_front();
-            let n = res as usize;
-            let br = d
-                .bufring
-                .as_mut()
-                .expect("multishot receive without buffers");
-            let bid = cqueue::buffer_select(flags).expect("a receive completion names its buffer");
-            // SAFETY: this completion handed `bid` over (counted taken at
-            // reap) and it leaves the queue here, given back exactly once.
-            unsafe {
-                buf.extend_from_slice(br.data(bid, n));
-                br.give_back(bid);
-            }
-            got += n;
-        }
-        if got > 0 {
-            return Poll::Ready(Received::Data(got));
-        }
-        if *ended {
-            return Poll::Ready(Received::Ended { no_buffers: false });
-        }
-        match waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    })
 }
 
 impl Drop for TcpStream {
@@ -303,26 +176,8 @@ impl Drop for TcpStream {
         };
         // Unread completions give their buffers back; a receive still armed
         // is cancelled, its slot keeping the fd until the final completion.
-        try_with_core(|core| {
-            let mut guard = core.driver.borrow_mut();
-            let d = &mut *guard;
-            if let Some(Slot::Multi { queue, ended, .. }) = d.ops.get_mut(key) {
-                let ended = *ended;
-                for (_, flags) in queue.drain(..) {
-                    if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut d.bufring) {
-                        // SAFETY: handed over by this queued completion,
-                        // which leaves the queue here.
-                        unsafe { br.give_back(bid) };
-                    }
-                }
-                if ended {
-                    d.ops.remove(key);
-                } else {
-                    d.ops[key] = Slot::Orphan(Some(Box::new(self.fd.clone())));
-                    d.cancel(key);
-                }
-            }
-        });
+        let fd = self.fd.clone();
+        try_with_core(|core| core.driver.borrow_mut().release_multi(key, Box::new(fd)));
     }
 }
 
@@ -450,19 +305,10 @@ impl TcpStream {
             let key = match self.multi.get() {
                 Some(k) => k,
                 None => {
-                    let armed = with_core(|core| {
-                        let mut d = core.driver.borrow_mut();
-                        d.recv_multi.then(|| {
-                            let sqe = opcode::RecvMulti::new(
-                                types::Fd(self.fd.raw()),
-                                super::bufring::GROUP,
-                            )
-                            .build();
-                            // SAFETY: the SQE points at no memory: the kernel
-                            // picks provided buffers, which the ring owns.
-                            unsafe { d.submit_multi(sqe, false) }
-                        })
-                    });
+                    // The fd outlives the receive: on drop, a handle to it
+                    // is parked until the last completion.
+                    let fd = self.fd.raw();
+                    let armed = with_core(|core| core.driver.borrow_mut().arm_recv(fd));
                     match armed {
                         Some(k) => {
                             self.multi.set(Some(k));
@@ -472,12 +318,15 @@ impl TcpStream {
                     }
                 }
             };
-            let step = poll_fn(|cx| take_received(key, &mut buf, cx)).await;
+            let step = poll_fn(|cx| {
+                with_core(|core| core.driver.borrow_mut().poll_received(key, &mut buf, cx))
+            })
+            .await;
             match step {
                 Received::Data(n) => return (Ok(n), buf),
                 Received::Failed(e) => return (Err(e), buf),
                 Received::Ended { no_buffers } => {
-                    with_core(|core| core.driver.borrow_mut().ops.remove(key));
+                    with_core(|core| core.driver.borrow_mut().remove_multi(key));
                     self.multi.set(None);
                     if no_buffers {
                         // Every provided buffer is taken: this read goes
@@ -486,11 +335,7 @@ impl TcpStream {
                     }
                 }
                 Received::Unsupported => {
-                    with_core(|core| {
-                        let mut d = core.driver.borrow_mut();
-                        d.ops.remove(key);
-                        d.recv_multi = false;
-                    });
+                    with_core(|core| core.driver.borrow_mut().recv_unsupported(key));
                     self.multi.set(None);
                 }
             }
