@@ -1,36 +1,24 @@
-//! The reactor: one io_uring per worker, and the table of operations in flight.
+//! The reactor: one io_uring per worker, carrying out what the table of
+//! operations in flight (`slots.rs`, sans-IO) decides.
 //!
-//! Every submitted SQE carries the key of a slot in `ops` and the slot's
-//! generation, so a completion or a cancel aimed at an operation that has
-//! ended can never touch the next one that reuses the key. A completion
-//! either wakes the task waiting on that slot or, when the future that asked
-//! for it was dropped, frees the buffers that were parked in the slot for the
-//! kernel's sake (and closes a socket an orphaned accept produced). Nothing
-//! handed to the kernel is freed before its CQE: a worker that cannot wait
-//! for them at teardown leaks what is parked instead.
+//! A completion either wakes the task waiting on its slot or, when the
+//! future that asked for it was dropped, frees the buffers that were parked
+//! in the slot for the kernel's sake (and closes a socket an orphaned accept
+//! produced). Nothing handed to the kernel is freed before its CQE: a worker
+//! that cannot wait for them at teardown leaks what is parked instead.
 
-use std::any::Any;
-use std::collections::VecDeque;
 use std::io;
-use std::task::Waker;
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use slab::Slab;
+use io_uring::{opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
+use super::slots::{Effects, Slot, Slots};
 
 /// Provided buffers per worker for multishot receives: enough for the data
 /// in flight at once (each is handed back as soon as it is copied out).
 const RECV_BUFFERS: u16 = 512;
 const RECV_BUFFER_SIZE: usize = 4096;
-
-/// Provided buffers one multishot receive may hold unread before it is
-/// stopped (64 KiB): a connection whose reader is busy then waits in its
-/// socket's own buffer (TCP flow control pushes back on the peer) instead
-/// of taking every buffer and pushing the other connections onto one-shot
-/// receives. Reading what it holds re-arms it.
-pub(crate) const RECV_CAP: usize = 16;
 
 /// user_data of SQEs whose completion nobody waits for (cancels, closes).
 pub(crate) const IGNORED: u64 = u64::MAX;
@@ -38,6 +26,38 @@ pub(crate) const IGNORED: u64 = u64::MAX;
 // io_uring_enter(2) flags; the io-uring crate keeps its own copies private.
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+
+/// Carries out what a completion means (see `Slots::complete`).
+fn apply(fx: Effects, bufring: Option<&mut BufRing>, to_cap: &mut Vec<usize>) {
+    if let Some(br) = bufring {
+        if fx.taken {
+            br.taken();
+        }
+        if let Some(bid) = fx.give_back {
+            br.taken();
+            // SAFETY: the completion just reaped handed `bid` over, and
+            // nobody else saw it.
+            unsafe { br.give_back(bid) };
+        }
+    }
+    if let Some(fd) = fx.close {
+        close_fd_now(fd);
+    }
+    if let Some(key) = fx.cap {
+        to_cap.push(key);
+    }
+    if let Some(w) = fx.wake {
+        w.wake();
+    }
+}
+
+/// Closes an fd nobody took, at once (not through the ring: no operation
+/// can name it).
+fn close_fd_now(fd: i32) {
+    // SAFETY: a socket the kernel accepted for this worker and handed to no
+    // one, so this is its only owner.
+    unsafe { libc::close(fd) };
+}
 
 /// How the ring was set up, as found by probing the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,59 +71,9 @@ pub enum RingMode {
     Plain,
 }
 
-pub(crate) enum Slot {
-    /// Submitted; the waker is the task to notify.
-    Waiting(Option<Waker>),
-    /// Completed; result waits for its future to be polled.
-    Done { res: i32, flags: u32 },
-    /// A multishot operation: completions queue up until read.
-    Multi {
-        waker: Option<Waker>,
-        queue: VecDeque<(i32, u32)>,
-        ended: bool,
-        /// A receive holding [`RECV_CAP`] buffers unread was asked to
-        /// stop: its end (ECANCELED) means "read, then re-arm".
-        capped: bool,
-        /// The activity epoch in which it last completed (see `sources`).
-        epoch: u32,
-    },
-    /// The future was dropped while the kernel still owns the operation: the
-    /// parked resources (buffers, fd handles) live until the final CQE.
-    Orphan(#[allow(dead_code)] Option<Box<dyn Any>>),
-}
-
-/// What the driver knows of a slot beyond its state.
-#[derive(Clone, Copy, Default)]
-struct Meta {
-    /// Stamped on the slot at submission and carried in `user_data`.
-    generation: u32,
-    /// A successful completion is a new fd (an accept): if nobody takes
-    /// it, the driver closes it.
-    yields_fd: bool,
-}
-
-/// Closes what a finished operation's result holds and nobody will take:
-/// the fd of an accept.
-fn close_unclaimed(meta: &Meta, res: i32) {
-    if res >= 0 && meta.yields_fd {
-        // SAFETY: a socket the kernel just accepted for this worker, handed
-        // to no one.
-        unsafe { libc::close(res) };
-    }
-}
-
-/// `user_data` of a slot's SQEs: its generation above its key.
-fn user_data(key: usize, generation: u32) -> u64 {
-    debug_assert!(key < 1 << 32);
-    (u64::from(generation) << 32) | key as u64
-}
-
 pub(crate) struct Driver {
     ring: IoUring,
-    pub(crate) ops: Slab<Slot>,
-    /// Indexed by slot key.
-    meta: Vec<Meta>,
-    next_generation: u32,
+    pub(crate) ops: Slots,
     mode: RingMode,
     /// Completions the kernel could not post (CQ overflow) seen so far.
     pub(crate) cq_overflow: u64,
@@ -114,15 +84,10 @@ pub(crate) struct Driver {
     pub(crate) recv_multi: bool,
     /// Whether a wait can be held to gather completions (`min_wait_usec`, 6.12).
     pub(crate) min_wait: bool,
-    /// Distinct multishot operations (a connection's receives, a listener's
-    /// accepts) that completed in the current epoch: how many independent
-    /// peers keep this worker busy.
-    sources: u32,
     /// Completions reaped in the current epoch: the worker's throughput.
     completions: u32,
     /// Receives that reached their cap in this reap, to be stopped after it.
     to_cap: Vec<usize>,
-    epoch: u32,
 }
 
 /// A blocking wait: until `want` completions arrive, except that once
@@ -187,17 +152,13 @@ impl Driver {
                     let min_wait = ring.params().is_feature_min_timeout();
                     return Ok(Driver {
                         ring,
-                        ops: Slab::with_capacity(256),
-                        meta: Vec::with_capacity(256),
-                        next_generation: 0,
+                        ops: Slots::default(),
                         mode,
                         cq_overflow: 0,
                         recv_multi: bufring.is_some(),
                         min_wait,
-                        sources: 0,
                         completions: 0,
                         to_cap: Vec::new(),
-                        epoch: 0,
                         bufring,
                     });
                 }
@@ -235,19 +196,6 @@ impl Driver {
         }
     }
 
-    /// Stamps a new slot with the next generation; returns its `user_data`.
-    fn stamp(&mut self, key: usize, yields_fd: bool) -> u64 {
-        if self.meta.len() <= key {
-            self.meta.resize(key + 1, Meta::default());
-        }
-        self.next_generation = self.next_generation.wrapping_add(1);
-        self.meta[key] = Meta {
-            generation: self.next_generation,
-            yields_fd,
-        };
-        user_data(key, self.next_generation)
-    }
-
     /// Registers a one-shot operation and queues its SQE; returns the slot
     /// key. `yields_fd`: a successful result is a new fd (an accept).
     ///
@@ -255,8 +203,7 @@ impl Driver {
     /// As for `push`: what `sqe` points into outlives the operation (the
     /// caller parks it in the returned slot, see `Op`).
     pub(crate) unsafe fn submit_op(&mut self, sqe: squeue::Entry, yields_fd: bool) -> usize {
-        let key = self.ops.insert(Slot::Waiting(None));
-        let ud = self.stamp(key, yields_fd);
+        let (key, ud) = self.ops.insert_one_shot(yields_fd);
         // SAFETY: the caller's guarantee.
         unsafe { self.push(sqe.user_data(ud)) };
         key
@@ -267,14 +214,7 @@ impl Driver {
     /// # Safety
     /// As for `submit_op`, for as long as the operation is armed.
     pub(crate) unsafe fn submit_multi(&mut self, sqe: squeue::Entry, yields_fd: bool) -> usize {
-        let key = self.ops.insert(Slot::Multi {
-            waker: None,
-            queue: VecDeque::new(),
-            ended: false,
-            capped: false,
-            epoch: self.epoch.wrapping_sub(1),
-        });
-        let ud = self.stamp(key, yields_fd);
+        let (key, ud) = self.ops.insert_multi(yields_fd);
         // SAFETY: the caller's guarantee.
         unsafe { self.push(sqe.user_data(ud)) };
         key
@@ -285,7 +225,7 @@ impl Driver {
     /// operation ends and its key is reused before the cancel is submitted,
     /// the new operation is left alone.
     pub(crate) fn cancel(&mut self, key: usize) {
-        let target = user_data(key, self.meta[key].generation);
+        let target = self.ops.target(key);
         // SAFETY: a cancel points at no memory.
         unsafe { self.push(opcode::AsyncCancel::new(target).build().user_data(IGNORED)) };
     }
@@ -300,11 +240,7 @@ impl Driver {
     /// Ends an activity epoch: returns how many distinct sources completed
     /// in it, and how many completions were reaped.
     pub(crate) fn take_epoch(&mut self) -> (u32, u32) {
-        self.epoch = self.epoch.wrapping_add(1);
-        (
-            std::mem::take(&mut self.sources),
-            std::mem::take(&mut self.completions),
-        )
+        (self.ops.end_epoch(), std::mem::take(&mut self.completions))
     }
 
     /// SQEs queued and not yet handed to the kernel.
@@ -378,65 +314,8 @@ impl Driver {
             if ud == IGNORED {
                 continue;
             }
-            let key = (ud & u64::from(u32::MAX)) as usize;
-            let (res, flags) = (cqe.result(), cqe.flags());
-            let current = self.meta.get(key).map(|m| m.generation) == Some((ud >> 32) as u32);
-            let Some(slot) = self.ops.get_mut(key).filter(|_| current) else {
-                // Slots outlive their operations' last completions, so this
-                // cannot happen; if it did, the buffer goes back.
-                debug_assert!(false, "completion for an ended operation");
-                continue;
-            };
-            match slot {
-                Slot::Waiting(waker) => {
-                    let waker = waker.take();
-                    *slot = Slot::Done { res, flags };
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                }
-                Slot::Multi {
-                    waker,
-                    queue,
-                    ended,
-                    capped,
-                    epoch,
-                } => {
-                    if *epoch != self.epoch {
-                        *epoch = self.epoch;
-                        self.sources += 1;
-                    }
-                    let holds_buffer = cqueue::buffer_select(flags).is_some();
-                    if let (true, Some(br)) = (holds_buffer, &mut self.bufring) {
-                        br.taken();
-                    }
-                    queue.push_back((res, flags));
-                    if !cqueue::more(flags) {
-                        *ended = true;
-                    } else if holds_buffer && !*capped && queue.len() >= RECV_CAP {
-                        *capped = true;
-                        self.to_cap.push(key);
-                    }
-                    if let Some(w) = waker.take() {
-                        w.wake();
-                    }
-                }
-                Slot::Orphan(_) => {
-                    // A receive nobody reads any more still took a buffer.
-                    if let (Some(bid), Some(br)) = (cqueue::buffer_select(flags), &mut self.bufring)
-                    {
-                        br.taken();
-                        // SAFETY: this completion handed `bid` over just now.
-                        unsafe { br.give_back(bid) };
-                    }
-                    // An accept nobody waits for any more still made a socket.
-                    close_unclaimed(&self.meta[key], res);
-                    if !cqueue::more(flags) {
-                        self.ops.remove(key);
-                    }
-                }
-                Slot::Done { .. } => {}
-            }
+            let fx = self.ops.complete(ud, cqe.result(), cqe.flags());
+            apply(fx, self.bufring.as_mut(), &mut self.to_cap);
         }
         drop(cq);
         self.completions = self.completions.saturating_add(n as u32);
@@ -456,27 +335,23 @@ impl Driver {
     /// Closes what operation `key`'s result `res` holds, when nobody will
     /// take it (the fd of an accept).
     pub(crate) fn discard_result(&self, key: usize, res: i32) {
-        close_unclaimed(&self.meta[key], res);
+        if let Some(fd) = self.ops.unclaimed_fd(key, res) {
+            close_fd_now(fd);
+        }
     }
 
     /// Removes a finished one-shot slot whose result nobody will read,
     /// closing an fd it holds.
     pub(crate) fn remove_done(&mut self, key: usize) {
         if let Some(Slot::Done { res, .. }) = self.ops.get(key) {
-            let res = *res;
-            close_unclaimed(&self.meta[key], res);
+            self.discard_result(key, *res);
         }
         self.ops.remove(key);
     }
 
     /// Whether the kernel may still act on some operation of this ring.
     fn busy(&self) -> bool {
-        self.ops.iter().any(|(_, s)| {
-            matches!(
-                s,
-                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
-            )
-        })
+        self.ops.busy()
     }
 
     /// Cancels everything still in flight and waits (bounded) for the kernel
@@ -484,7 +359,7 @@ impl Driver {
     /// is leaked, never freed: a worker never exits with buffers that the
     /// kernel may still write to.
     pub(crate) fn drain(&mut self, budget: Duration) {
-        let keys: Vec<usize> = self.ops.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.ops.keys().collect();
         for key in keys {
             self.cancel(key);
         }
@@ -499,7 +374,7 @@ impl Driver {
                 // Parked buffers and fds, and the provided buffers (dropped
                 // unreleased), stay allocated for the process's life rather
                 // than freed under the kernel.
-                std::mem::forget(std::mem::take(&mut self.ops));
+                std::mem::forget(self.ops.take_all());
                 drop(self.bufring.take());
                 return;
             }
@@ -514,12 +389,7 @@ impl Driver {
             self.reap();
             // Finished results nobody will read are dropped here (an
             // accepted socket among them is closed).
-            let finished: Vec<usize> = self
-                .ops
-                .iter()
-                .filter(|(_, s)| matches!(s, Slot::Done { .. } | Slot::Multi { ended: true, .. }))
-                .map(|(k, _)| k)
-                .collect();
+            let finished: Vec<usize> = self.ops.finished().collect();
             for key in finished {
                 self.remove_done(key);
             }

@@ -1,7 +1,8 @@
 //! The runtime: one single-threaded executor per worker whose reactor is
 //! the worker's io_uring.
 //!
-//! - `driver`: the ring, probing, submission batching, the table of ops in flight;
+//! - `slots`: the table of operations in flight and what a completion means (sans-IO);
+//! - `driver`: the ring, probing, submission batching, carrying out completions;
 //! - `bufring`: the provided buffers multishot receives fill (public: the
 //!   load generator drives its own ring with it);
 //! - `op`: an operation as a future that owns what the kernel points into;
@@ -20,6 +21,7 @@ mod multishot;
 pub mod net;
 mod op;
 pub(crate) mod remote;
+mod slots;
 pub mod time;
 
 pub use driver::RingMode;

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use io_uring::{cqueue, opcode, types};
 
 use super::bufring::GROUP;
-use super::driver::{Driver, Slot};
+use super::driver::Driver;
+use super::slots::Slot;
 
 /// What one look at a multishot receive's completions found.
 pub(crate) enum Received {
@@ -177,7 +178,7 @@ impl Driver {
         if ended {
             self.ops.remove(key);
         } else {
-            self.ops[key] = Slot::Orphan(Some(parked));
+            self.ops.set(key, Slot::Orphan(Some(parked)));
             self.cancel(key);
         }
     }

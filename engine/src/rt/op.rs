@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::driver::Slot;
 use super::executor::{try_with_core, with_core};
+use super::slots::Slot;
 
 /// The raw completion of an operation: `res` is the kernel's result
 /// (negative errno on failure), `flags` the CQE flags.
