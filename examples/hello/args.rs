@@ -37,7 +37,7 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
   --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
   --redis-max-open N        Redis connections over all workers (default 2)
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
-  --coalesce-us N           most microseconds a busy worker holds a wait to gather
+  --coalesce-us N           most microseconds a saturated worker holds a wait to gather
                             completions; 0 turns it off (default 50)
   --fault-injection         enable POST /debug/supervisor-panic (tests and drills)";
 

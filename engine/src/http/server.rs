@@ -87,7 +87,7 @@ impl Server {
         self
     }
 
-    /// How long a busy worker may hold a wait to gather completions
+    /// How long a saturated worker may hold a wait to gather completions
     /// ([`CoreConfig::coalesce_window`](crate::rt::CoreConfig)); zero turns it off.
     pub fn coalesce_window(mut self, window: std::time::Duration) -> Server {
         self.runtime.core.coalesce_window = window;

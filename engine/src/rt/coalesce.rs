@@ -1,4 +1,4 @@
-//! When a busy worker holds its wait to gather completions.
+//! When a saturated worker holds its wait to gather completions.
 //!
 //! Under load, completions trickle in: a request here, a database reply
 //! there. Waking for each one costs a loop turn, and a turn that ends with a

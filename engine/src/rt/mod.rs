@@ -8,7 +8,7 @@
 //! - `op`: an operation as a future that owns what the kernel points into;
 //! - `multishot`: accepts and receives armed once and completing many times;
 //! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
-//! - `coalesce`: when a busy worker holds its wait to gather completions;
+//! - `coalesce`: when a saturated worker holds its wait to gather completions;
 //! - `time`: per-worker timers waited on through the enter timeout;
 //! - `net`: TCP and unix sockets;
 //! - `remote`: how other threads post work to a worker.
