@@ -17,7 +17,7 @@ use super::chunked::{ChunkedDecoder, ChunkedLimits, Progress};
 use super::date::DateCache;
 use super::parse::{find_head_end, parse_request, BodyFraming, Header, Parsed, Version};
 use super::response::{encode, Response};
-use super::router::{Dispatch, Request, Router};
+use super::router::{Dispatch, Params, Request, Router};
 use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
 use crate::rt::net::TcpStream;
@@ -247,10 +247,15 @@ impl<S: 'static> Conn<'_, S> {
                 add(&stats.requests, 1);
                 add(&stats.bytes_in, consumed as u64);
                 let head_only = head.method == "HEAD";
-                let response = match self.shared.router.find(head.method, head.path()) {
+                let mut params = Params::default();
+                let response = match self
+                    .shared
+                    .router
+                    .find(head.method, head.path(), &mut params)
+                {
                     Err(r) => r,
-                    Ok((handler, params)) => {
-                        let req = Request::new(&head, params, body_bytes);
+                    Ok(handler) => {
+                        let req = Request::new(&head, &params, body_bytes);
                         // A sync handler runs inside `dispatch`; an async one
                         // may panic building its future or polling it. Either
                         // way this request gets a 500 and the responses

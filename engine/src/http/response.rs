@@ -170,17 +170,18 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Appends the decimal form of `n` without allocating.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
+    // Digits are pushed lowest first and reversed in place: a copy of a
+    // runtime-length slice is a `memmove` call, which for the two or three
+    // digits of a Content-Length cost more than the rest of this.
+    let start = out.len();
     loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
+        out.push(b'0' + (n % 10) as u8);
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&tmp[i..]);
+    out[start..].reverse();
 }
 
 /// Writes `resp` as an HTTP/1.1 response into `out`. `head_only` omits the
