@@ -39,41 +39,25 @@ fn main() {
             addr: "127.0.0.1:18081".into(),
         },
     ];
-    let mut rows = Vec::new();
-    for (label, conns, pipelined) in scenarios {
-        rows.push(compare_pair(
-            &o,
-            label,
-            &pair,
-            "/plaintext",
-            conns,
-            pipelined,
-        ));
-    }
-    print_table("hyper", &rows);
+    let run = |pair: &[Contestant; 2], peer: &str| {
+        let rows: Vec<_> = scenarios
+            .iter()
+            .map(|&(label, conns, pipelined)| {
+                compare_pair(&o, label, pair, "/plaintext", conns, pipelined)
+            })
+            .collect();
+        print_table(peer, &rows);
+    };
+    run(&pair, "hyper");
     // The floor: a bare io_uring responder that only counts request ends
     // and writes a canned response; what Tidepool spends beyond it is the
     // cost of being a real server.
     let [tidepool, _] = pair;
-    let floor = [
-        tidepool,
-        Contestant {
-            program: "target/release/floor_uring",
-            args: vec!["127.0.0.1:18082".into()],
-            addr: "127.0.0.1:18082".into(),
-        },
-    ];
-    let mut rows = Vec::new();
-    for (label, conns, pipelined) in scenarios {
-        rows.push(compare_pair(
-            &o,
-            label,
-            &floor,
-            "/plaintext",
-            conns,
-            pipelined,
-        ));
-    }
-    print_table("floor", &rows);
+    let floor = Contestant {
+        program: "target/release/floor_uring",
+        args: vec!["127.0.0.1:18082".into()],
+        addr: "127.0.0.1:18082".into(),
+    };
+    run(&[tidepool, floor], "floor");
     o.footer();
 }

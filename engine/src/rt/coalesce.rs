@@ -379,10 +379,9 @@ mod tests {
         assert!(held >= 2, "held in {held} of 12 saturated epochs");
     }
 
-    /// Runs `n` epochs at a saturated share in which held epochs reap
-    /// `held_done` completions and unheld ones [`DONE`]; returns how many
-    /// held.
-    fn rated(c: &mut Coalesce, n: u32, held_done: u32) -> u32 {
+    /// Runs `n` epochs; `epoch(held)` gives the completions and the CPU
+    /// share of an epoch that held a wait (or not). Returns how many held.
+    fn epochs_with(c: &mut Coalesce, n: u32, epoch: impl Fn(bool) -> (u32, f64)) -> u32 {
         let mut count = 0;
         for _ in 0..n {
             let h = c.next().1.is_some();
@@ -390,10 +389,16 @@ mod tests {
                 c.observe(us(50), 4);
                 count += 1;
             }
-            let done = if h { held_done } else { DONE };
-            c.epoch_ended(64, done, EPOCH, EPOCH);
+            let (done, share) = epoch(h);
+            c.epoch_ended(64, done, EPOCH, EPOCH.mul_f64(share));
         }
         count
+    }
+
+    /// Saturated epochs in which held ones reap `held_done` completions and
+    /// unheld ones [`DONE`]; returns how many held.
+    fn rated(c: &mut Coalesce, n: u32, held_done: u32) -> u32 {
+        epochs_with(c, n, |h| (if h { held_done } else { DONE }, 1.0))
     }
 
     #[test]
@@ -430,20 +435,7 @@ mod tests {
     /// and `unheld` otherwise; returns how many held and whether holding
     /// was still on at the end.
     fn epochs(c: &mut Coalesce, n: u32, held: f64, unheld: f64) -> (u32, bool) {
-        let mut count = 0;
-        for _ in 0..n {
-            let h = c.next().1.is_some();
-            if h {
-                c.observe(us(50), 4);
-                count += 1;
-            }
-            c.epoch_ended(
-                64,
-                DONE,
-                EPOCH,
-                EPOCH.mul_f64(if h { held } else { unheld }),
-            );
-        }
+        let count = epochs_with(c, n, |h| (DONE, if h { held } else { unheld }));
         (count, c.hot)
     }
 
