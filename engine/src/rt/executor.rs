@@ -30,7 +30,7 @@ pub struct CoreConfig {
     pub ring_entries: u32,
     /// How long a saturated worker's wait may be held to gather completions
     /// that trickle in, so they share one loop turn (and one database
-    /// write). Only a worker whose thread would use 95% of a CPU without
+    /// write). Only a worker whose thread would use 98% of a CPU without
     /// it, with 16 or more active connections, holds, and only while
     /// holding does not lower its throughput (see `rt::coalesce`); below
     /// saturation no wait is held, so latency is never traded for CPU the
