@@ -117,6 +117,13 @@ struct Pending {
 /// At most this many notices are kept for [`Protocol::take_notices`].
 const MAX_NOTICES: usize = 64;
 
+/// Longest backend message accepted before the connection is ready
+/// (authentication, parameters, notices, errors are all small).
+pub(crate) const MAX_STARTUP_MESSAGE: usize = 1 << 20;
+/// Longest backend message accepted afterwards: PostgreSQL's own bound on
+/// one allocation (a value, a row) is 1 GiB.
+pub(crate) const MAX_MESSAGE: usize = 1 << 30;
+
 /// One connection's protocol state, with no I/O.
 pub struct Protocol {
     startup: Option<Box<Startup>>,
@@ -487,6 +494,28 @@ impl Protocol {
         }
         self.inbuf.extend_from_slice(data);
         loop {
+            // The declared length is checked before anything is buffered
+            // for it, and a message is parsed only once all of it is here:
+            // a 5-byte header must not make the client reserve gigabytes.
+            let Some(header) = self.inbuf.get(..5) else {
+                break;
+            };
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let limit = if self.startup.is_some() {
+                MAX_STARTUP_MESSAGE
+            } else {
+                MAX_MESSAGE
+            };
+            if !(4..=limit).contains(&len) {
+                self.fail(Error::protocol(format!(
+                    "server message '{}' declares {len} bytes (the limit is {limit})",
+                    header[0].escape_ascii()
+                )));
+                return;
+            }
+            if self.inbuf.len() < 1 + len {
+                break;
+            }
             let msg = match Message::parse(&mut self.inbuf) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -502,6 +531,9 @@ impl Protocol {
                         self.params = st.params;
                         self.key = st.key;
                         self.notices.extend(st.notices);
+                        // Startup may have sent more than the cap keeps.
+                        let excess = self.notices.len().saturating_sub(MAX_NOTICES);
+                        self.notices.drain(..excess);
                         self.set_tx(status)
                     }
                     Ok(Progress::Continue) => Ok(()),
@@ -538,7 +570,7 @@ impl Protocol {
         match msg {
             Message::NoticeResponse(body) => {
                 if let Ok(n) = DbError::parse(body.fields()) {
-                    if self.notices.len() == MAX_NOTICES {
+                    if self.notices.len() >= MAX_NOTICES {
                         self.notices.pop_front();
                     }
                     self.notices.push_back(n);

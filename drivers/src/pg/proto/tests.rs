@@ -766,3 +766,58 @@ fn numeric_and_arrays_through_rows() {
     }
     assert!(matches!(rows[0].try_get::<i32>("zz"), Err(Error::Usage(_))));
 }
+
+#[test]
+fn a_huge_declared_length_is_refused_before_anything_is_reserved() {
+    // Before authentication: 5 bytes that declare a 2 GiB message.
+    let mut p = Protocol::connect(&cfg()).unwrap();
+    take(&mut p);
+    p.receive(b"R\x7f\xff\xff\xff");
+    assert!(p.is_dead());
+    let e = p.take_fatal().expect("a fatal error");
+    assert!(e.to_string().contains("declares"), "{e}");
+    assert!(
+        p.inbuf.capacity() < 1 << 20,
+        "reserved {}",
+        p.inbuf.capacity()
+    );
+    // After it: a DataRow over the limit, and a length below the header's own.
+    for header in [b"D\x40\x00\x00\x01", b"D\x00\x00\x00\x03"] {
+        let mut p = ready();
+        p.receive(header);
+        assert!(p.is_dead(), "{header:?}");
+        assert!(p.inbuf.capacity() < 1 << 20);
+    }
+    // A large message within the limit arrives a piece at a time, and the
+    // buffer grows only with what arrived.
+    let mut p = ready();
+    p.receive(b"N\x00\x10\x00\x00");
+    assert!(!p.is_dead());
+    assert!(
+        p.inbuf.capacity() < 1 << 20,
+        "reserved {}",
+        p.inbuf.capacity()
+    );
+}
+
+#[test]
+fn notices_stay_capped_even_after_a_startup_that_sent_many() {
+    let mut p = Protocol::connect(&cfg()).unwrap();
+    take(&mut p);
+    let mut msgs = vec![be::auth(0, &[])];
+    msgs.extend((0..1000).map(|i| be::notice(&format!("startup notice {i}"))));
+    msgs.extend([be::key_data(1, 2), be::rfq(b'I')]);
+    p.receive(&be::cat(&msgs));
+    assert!(p.is_ready());
+    assert_eq!(p.notices.len(), super::MAX_NOTICES);
+    p.receive(&be::cat(
+        &(0..100)
+            .map(|i| be::notice(&format!("later {i}")))
+            .collect::<Vec<_>>(),
+    ));
+    assert_eq!(
+        p.notices.len(),
+        super::MAX_NOTICES,
+        "the cap holds afterwards too"
+    );
+}
