@@ -493,13 +493,10 @@ impl Protocol {
             return;
         }
         self.inbuf.extend_from_slice(data);
-        loop {
-            // The declared length is checked before anything is buffered
-            // for it, and a message is parsed only once all of it is here:
-            // a 5-byte header must not make the client reserve gigabytes.
-            let Some(header) = self.inbuf.get(..5) else {
-                break;
-            };
+        // The declared length is checked before anything is buffered for
+        // it, and a message is parsed only once all of it is here: a 5-byte
+        // header must not make the client reserve gigabytes.
+        while let Some(header) = self.inbuf.get(..5) {
             let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
             let limit = if self.startup.is_some() {
                 MAX_STARTUP_MESSAGE
