@@ -23,7 +23,8 @@ pub struct WorkerInfo {
 /// How many workers and how they run.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Worker count; 0 means one per CPU this process may run on.
+    /// Worker count; 0 means [`default_workers`]: one per CPU this process
+    /// may run on, within its cgroup's CPU quota.
     pub workers: usize,
     /// Pin each worker to one CPU (round-robin over the allowed set).
     pub pin: bool,
@@ -55,6 +56,15 @@ pub fn allowed_cpus() -> Vec<usize> {
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
     }
+}
+
+/// Workers to run when none is asked for: one per CPU this process may run
+/// on, capped by its cgroup's CPU set and CPU quota (see [`crate::cgroup`]),
+/// so a container limited to 2 CPUs on a 16-CPU host runs 2.
+pub fn default_workers() -> usize {
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limits = crate::cgroup::limits(&proc_cgroup, std::path::Path::new("/sys/fs/cgroup"));
+    crate::cgroup::workers_for(allowed_cpus().len(), limits)
 }
 
 /// Pins the calling thread to one CPU.
@@ -96,7 +106,7 @@ impl Runtime {
     {
         let cpus = allowed_cpus();
         let count = if config.workers == 0 {
-            cpus.len().max(1)
+            default_workers()
         } else {
             config.workers
         };

@@ -15,16 +15,19 @@ pub struct Args {
     pub redis_autoscale: Option<(usize, usize)>,
     pub fault_injection: bool,
     pub coalesce_us: Option<u64>,
+    pub pin: bool,
 }
 
-pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N]
+pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
              [--coalesce-us N] [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
-  --workers N               worker threads (default: one per CPU)
+  --workers N               worker threads (default: one per CPU the process may
+                            run on, within its cgroup's CPU quota)
+  --no-pin                  do not pin workers to CPUs
   --pg URL                  PostgreSQL, e.g. postgres://user:pass@127.0.0.1:5432/db;
                             enables /db, /queries, /db/sleep, /report/{day}
   --pg-max-open N           exclusive PostgreSQL connections over all workers, used by
@@ -67,6 +70,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         redis_autoscale: None,
         fault_injection: false,
         coalesce_us: None,
+        pin: true,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -75,6 +79,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
         if flag == "--fault-injection" {
             a.fault_injection = true;
+            continue;
+        }
+        if flag == "--no-pin" {
+            a.pin = false;
             continue;
         }
         let v = it

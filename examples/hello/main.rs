@@ -25,7 +25,7 @@ use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::supervised::Probe;
 use tidepool::drivers::pool::{Pool, PoolConfig};
 use tidepool::drivers::{pg, redis};
-use tidepool::engine::workers::{allowed_cpus, on_termination_signal};
+use tidepool::engine::workers::{default_workers, on_termination_signal};
 use tidepool::engine::Server;
 use tidepool::supervisor::{PoolAutoscale, SupervisedPool, Supervisor, SupervisorConfig, Target};
 
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         }
     };
     let workers = if args.workers == 0 {
-        allowed_cpus().len().max(1)
+        default_workers()
     } else {
         args.workers
     };
@@ -158,7 +158,9 @@ fn main() -> ExitCode {
         return fail(format!("cannot install signal handling: {e}"));
     }
     let for_workers = shared.clone();
-    let mut server = Server::bind(args.listen).workers(workers);
+    let mut server = Server::bind(args.listen)
+        .workers(workers)
+        .pin_workers(args.pin);
     if let Some(us) = args.coalesce_us {
         server = server.coalesce_window(Duration::from_micros(us));
     }

@@ -117,7 +117,7 @@ impl Server {
         F: Fn(&WorkerInfo) -> Router<S> + Send + Sync + 'static,
     {
         let count = if self.runtime.workers == 0 {
-            crate::workers::allowed_cpus().len().max(1)
+            crate::workers::default_workers()
         } else {
             self.runtime.workers
         };
