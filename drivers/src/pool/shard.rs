@@ -543,14 +543,19 @@ impl<M: Manager> Shard<M> {
                     .conn
                     .as_ref()
                     .is_none_or(|c| self.pool.manager.is_usable(c));
+            let now = clock();
             let slot = &mut st.slots[key];
             slot.in_flight -= 1;
+            if slot.in_flight == 0 {
+                // Idle from now: a shared connection is idle only between
+                // uses, not since it was opened.
+                slot.idle_since = now;
+            }
             if !M::MULTIPLEXED {
                 slot.conn = conn;
             } else {
                 handle = conn; // the caller's handle; the slot keeps its own
             }
-            let now = clock();
             let why = reason
                 .or((!usable).then_some(CloseReason::Broken))
                 .or(slot

@@ -426,3 +426,32 @@ fn multiplexed_callers_pack_onto_the_busiest_connection_with_room() {
         local.assert_invariants();
     });
 }
+
+/// A shared connection is idle only between uses: one in steady use must
+/// not be closed because it was opened longer ago than `idle_timeout`.
+#[test]
+fn a_shared_connection_in_steady_use_is_not_reaped_as_idle() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.max_in_flight = 4;
+        cfg.idle_timeout = Duration::from_millis(20);
+        cfg.reap_interval = Duration::from_secs(3600); // reaped by hand below
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("steady", cfg, FakeMux::default(), 1).unwrap();
+        let local = pool.local(0);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(80) {
+            drop(local.get().await.unwrap());
+            // Free at this moment, but in use a moment ago.
+            local.reap_now();
+            time::sleep(Duration::from_millis(5)).await;
+        }
+        let s = local.stats();
+        assert_eq!(s.closes[CloseReason::Idle as usize], 0, "{s:?}");
+        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1);
+        // Left alone past the idle timeout, it is closed.
+        time::sleep(Duration::from_millis(30)).await;
+        local.reap_now();
+        assert_eq!(local.stats().closes[CloseReason::Idle as usize], 1);
+    });
+}
