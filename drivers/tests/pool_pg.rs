@@ -396,3 +396,37 @@ fn shared_pool_recovers_from_a_killed_server() {
         assert!(local.stats().open <= 2);
     });
 }
+
+/// Idle connections whose sessions the server ended (a restart or
+/// `pg_terminate_backend` sends them a FATAL and closes them) are never
+/// handed out: every caller afterwards gets a working connection.
+#[test]
+fn idle_connections_the_server_closed_are_never_handed_out() {
+    let server = PgServer::shared();
+    let app = "pool_pg_terminated";
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 2,
+            acquire_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let p = pool(server, app, cfg);
+        let local = p.local(0);
+        let (mut a, mut b) = (local.get().await.unwrap(), local.get().await.unwrap());
+        a.query_one("SELECT 1::int4", &[]).await.unwrap();
+        b.query_one("SELECT 1::int4", &[]).await.unwrap();
+        drop((a, b));
+        assert_eq!(local.stats().idle, 2);
+        server.exec(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ));
+        // The backends have exited, so their FATAL and close are on the sockets.
+        wait_until(Duration::from_secs(10), || sessions(server, app) == 0).await;
+        for i in 0..4i32 {
+            let mut c = local.get().await.unwrap();
+            let row = c.query_one("SELECT $1::int4", &[&i]).await;
+            assert_eq!(row.expect("a working connection").get::<i32>(0), i);
+        }
+        assert_eq!(local.stats().closes[CloseReason::FailedCheck as usize], 2);
+    });
+}

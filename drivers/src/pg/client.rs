@@ -727,6 +727,40 @@ impl Client {
         self.proto.is_dead()
     }
 
+    /// Takes in, without waiting, whatever the server sent while the
+    /// connection sat idle, and says whether it is still usable. After a
+    /// server restart or `pg_terminate_backend`, an idle connection holds
+    /// a FATAL and an end of stream that nothing has read yet; handing it
+    /// out would fail its caller's first query. One non-blocking `recv`;
+    /// skipped while a read is already in flight (that read sees it).
+    pub fn poll_idle(&mut self) -> bool {
+        if self.proto.is_dead() || self.read.is_some() {
+            return !self.proto.is_dead();
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.recv_now(&mut buf) {
+                Ok(0) => {
+                    self.proto
+                        .fail(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+                    return false;
+                }
+                Ok(n) => {
+                    self.proto.receive(&buf[..n]);
+                    if self.proto.is_dead() {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.proto.fail(Error::Io(e));
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Transaction state as of the last completed request.
     pub fn tx_status(&self) -> TxStatus {
         self.proto.tx_status()

@@ -72,6 +72,13 @@ pub trait Manager: Send + Sync + 'static {
     /// A cheap liveness check for a connection that sat idle.
     fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<(), Self::Error>>;
 
+    /// Whether an idle exclusive connection is still usable by what its
+    /// socket already holds (the server closed it, or sent a FATAL while it
+    /// sat idle), without a round trip; run at every checkout.
+    fn poll_idle(&self, _conn: &mut Self::Conn) -> bool {
+        true
+    }
+
     /// Another handle to a shared connection (multiplexed pools only).
     fn share(&self, _conn: &Self::Conn) -> Self::Conn {
         unreachable!("share() is only called on multiplexed pools")

@@ -127,6 +127,10 @@ impl Manager for PgManager {
         conn.batch_execute("").await
     }
 
+    fn poll_idle(&self, conn: &mut Client) -> bool {
+        conn.poll_idle()
+    }
+
     async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
         gate(&self.config, self.warmup.as_ref()).await
     }

@@ -460,6 +460,11 @@ impl<M: Manager> Shard<M> {
             conn: Some(conn),
             since: clock(),
         };
+        if !M::MULTIPLEXED && !self.pool.manager.poll_idle(guard.conn.as_mut().unwrap()) {
+            // Closed by the server while it sat idle: never handed out.
+            guard.discard(CloseReason::FailedCheck);
+            return None;
+        }
         if stale {
             let ok = self
                 .pool

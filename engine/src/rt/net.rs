@@ -379,6 +379,30 @@ impl TcpStream {
         (Ok(()), buf)
     }
 
+    /// Receives what has already arrived, without waiting and outside the
+    /// ring (one `recv` with `MSG_DONTWAIT`): `Ok(0)` is the end of stream,
+    /// `WouldBlock` means nothing is there. For a stream with no receive
+    /// armed or in flight (a connection that sat idle between requests);
+    /// with one, the two would race for the bytes.
+    pub fn recv_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        debug_assert!(self.multi.get().is_none(), "a multishot receive is armed");
+        // SAFETY: `buf` is live and writable for its whole length; the fd is
+        // this stream's, open while `self` lives.
+        let n = unsafe {
+            libc::recv(
+                self.fd.raw(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         let how = match how {
