@@ -57,6 +57,11 @@ struct State<C> {
     waiters: Slab<Waiter>,
     queue: VecDeque<usize>,
     last_error: Option<String>,
+    /// The last connect failed with nothing open: the database is out of
+    /// reach from here. While a connect probes for its return, callers fail
+    /// at once (naming the error) instead of each waiting out
+    /// `acquire_timeout`; the first connect that succeeds clears it.
+    down: bool,
 }
 
 impl<C> State<C> {
@@ -149,6 +154,7 @@ impl<M: Manager> Shard<M> {
                 waiters: Slab::new(),
                 queue: VecDeque::new(),
                 last_error: None,
+                down: false,
             }),
             closed: Cell::new(false),
         });
@@ -280,6 +286,17 @@ impl<M: Manager> Shard<M> {
         }
     }
 
+    /// A connect that ended without a result (its task panicked or was
+    /// dropped): its reservation is freed; nothing is said of the database.
+    fn abandon_connect(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.opening -= 1;
+            self.publish(&st);
+        }
+        self.maybe_connect();
+    }
+
     /// A finished connect: the opening slot is released on this same path,
     /// success or failure.
     fn finish_connect(self: &Rc<Self>, res: Result<M::Conn, RetryError<M::Error>>) {
@@ -292,6 +309,7 @@ impl<M: Manager> Shard<M> {
                 Ok(conn) => {
                     add(&self.stats.connects, 1);
                     st.last_error = None;
+                    st.down = false;
                     if st.open() >= st.cap || self.closed.get() {
                         // Shrunk while connecting: not wanted any more.
                         drop_later = Some(conn);
@@ -332,8 +350,12 @@ impl<M: Manager> Shard<M> {
                     };
                     self.stats.connect_failed(why);
                     st.last_error = err.clone();
-                    if fatal {
-                        // Retrying cannot fix it: every waiter hears it now.
+                    // Retries and back-off already ran for the whole
+                    // connect_timeout: with nothing open, waiting longer
+                    // only makes every caller slow to fail.
+                    st.down |= st.open() == 0;
+                    if fatal || st.down {
+                        // Retrying cannot fix it (or has not): every waiter hears it now.
                         let msg = err.unwrap_or_default();
                         while let Some(w) = st.queue.pop_front() {
                             let waiter = &mut st.waiters[w];
@@ -408,12 +430,12 @@ impl<M: Manager> Shard<M> {
                         k
                     }
                     Err(e) => {
+                        // Not an acquire-wait sample: the wait for a
+                        // connection that never came (an outage, a timeout)
+                        // must not read as a pool too small to the autoscaler.
                         if matches!(e, AcquireError::Timeout { .. }) {
                             add(&self.stats.acquire_timeouts, 1);
                         }
-                        self.stats
-                            .acquire_wait
-                            .record(clock().saturating_duration_since(start));
                         return Err(e);
                     }
                 },
@@ -487,6 +509,19 @@ impl<M: Manager> Shard<M> {
     ) -> Result<usize, AcquireError> {
         let key = {
             let mut st = self.state.borrow_mut();
+            if st.down && st.open() == 0 && st.opening > 0 {
+                // A connect is already probing whether the database is
+                // back: everyone else fails at once instead of piling up
+                // behind it. (With no probe running, this caller waits
+                // like any other, and its wait starts one.)
+                let last = st.last_error.clone().unwrap_or_default();
+                return Err(AcquireError::Connect {
+                    pool: self.pool.name.clone(),
+                    message: format!(
+                        "the database is unreachable; failing fast until a connect succeeds (last connect: {last})"
+                    ),
+                });
+            }
             let k = st.waiters.insert(Waiter {
                 waker: None,
                 grant: None,
@@ -709,7 +744,7 @@ struct Connecting<M: Manager>(Option<Rc<Shard<M>>>);
 impl<M: Manager> Drop for Connecting<M> {
     fn drop(&mut self) {
         if let Some(shard) = self.0.take() {
-            shard.finish_connect(Err(RetryError::TimedOut(None)));
+            shard.abandon_connect();
         }
     }
 }

@@ -233,24 +233,39 @@ fn cancelled_acquire_does_not_lose_the_connection() {
 #[test]
 fn timeout_error_names_the_pool_and_the_last_connect_error() {
     rt::block_on(async {
-        let pool = Pool::new("pg-main", config(2), Fake::default(), 1).unwrap();
+        let mut cfg = config(2);
+        // Connects keep retrying for longer than a caller waits.
+        cfg.connect_timeout = Duration::from_secs(1);
+        let pool = Pool::new("pg-main", cfg, Fake::default(), 1).unwrap();
         pool.manager().fail_transient.store(true, Ordering::Relaxed);
         let local = pool.local(0);
         let err = local.get().await.err().unwrap();
+        assert!(matches!(err, AcquireError::Timeout { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("pool pg-main"), "{text}");
         assert!(text.contains("max_open 2"), "{text}");
-        // Once a connect has failed, its error is chained to time-outs.
+        // Once a connect has failed with nothing open, callers fail at once
+        // with its error instead of each waiting out the timeout.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while local.stats().connect_failures.iter().sum::<u64>() == 0 {
             assert!(std::time::Instant::now() < deadline, "no connect failed");
             time::sleep(Duration::from_millis(1)).await;
         }
-        let err = local.get().await.err().unwrap().to_string();
-        assert!(
-            err.contains("refused"),
-            "the connect error is chained: {err}"
-        );
+        // The next caller waits, and its wait starts one connect that
+        // probes whether the database is back...
+        let timeouts = local.stats().acquire_timeouts;
+        assert!(local.get().await.is_err());
+        assert_eq!(local.stats().opening, 1, "a probe runs");
+        // ...while it runs, everyone else fails at once, naming the error.
+        for _ in 0..5 {
+            let err = local.get().await.err().unwrap();
+            assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains("refused"), "the connect error is named: {err}");
+        }
+        let s = local.stats();
+        assert_eq!(s.acquire_timeouts, timeouts + 1, "only the prober waited");
+        assert_eq!(s.opening, 1, "one probe at a time: {s:?}");
         pool.manager()
             .fail_transient
             .store(false, Ordering::Relaxed);
