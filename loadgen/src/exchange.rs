@@ -104,6 +104,11 @@ impl Exchange {
             let front = self.inflight.front().ok_or(Broken)?;
             match parse_response(&buf[pos..], front.head) {
                 Parsed::Partial => break,
+                Parsed::Done { status, len, .. } if is_interim(status) => {
+                    // `100 Continue` and its kin come before the final
+                    // response to the same request.
+                    pos += len;
+                }
                 Parsed::Done { status, len, close } => {
                     pos += len;
                     let f = self.inflight.pop_front().expect("front exists");
@@ -121,6 +126,12 @@ impl Exchange {
         }
         Ok(pos)
     }
+}
+
+/// A 1xx response other than 101 (which ends HTTP on the connection) is
+/// interim: the request's final response is still to come.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 fn record_response(iv: &mut Interval, f: InFlight, status: u16, now: Instant) {
@@ -186,6 +197,26 @@ mod tests {
         ex.feed(&OK[10..], t0, &mut iv).unwrap();
         assert_eq!((completed(&iv), ex.inflight.len()), (3, 0));
         assert_eq!(iv.counters.bytes_in, 3 * OK.len() as u64);
+    }
+
+    #[test]
+    fn an_interim_response_is_not_the_final_one() {
+        let t0 = Instant::now();
+        let (mut ex, mut iv) = (Exchange::with_depth(2), Interval::new(0, 1));
+        sent(&mut ex, t0, false);
+        sent(&mut ex, t0, false);
+        let mut bytes = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        bytes.extend_from_slice(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+        bytes.extend_from_slice(OK);
+        ex.feed(&bytes, t0, &mut iv).unwrap();
+        let c = iv.classes[0].as_ref().unwrap();
+        assert_eq!(c.completed(), 2);
+        assert_eq!(
+            c.status[5], 1,
+            "the first request's final status is its own"
+        );
+        assert_eq!(c.status[1], 0, "no 1xx is counted as a response");
+        assert!(ex.inflight.is_empty());
     }
 
     #[test]
