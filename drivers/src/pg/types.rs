@@ -697,7 +697,7 @@ fn numeric_to_sql(s: &str, out: &mut BytesMut) -> Result<(), BoxError> {
         }
         None => (body, 0),
     };
-    if exp.abs() > 200_000 {
+    if exp.unsigned_abs() > 200_000 {
         return Err(bad());
     }
     let (int_part, frac_part) = match mantissa.split_once('.') {
@@ -886,7 +886,8 @@ impl FromStr for Uuid {
             .bytes()
             .filter(|b| !matches!(b, b'-' | b'{' | b'}'))
             .collect();
-        if hex.len() != 32 {
+        // `from_str_radix` alone would take a sign ("+f" is 15).
+        if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return Err(format!("invalid uuid {s:?}").into());
         }
         let mut out = [0u8; 16];
@@ -1150,8 +1151,27 @@ fn fmt_timestamp(f: &mut fmt::Formatter<'_>, us: i64, tz: bool) -> fmt::Result {
     f.write_str(&s)
 }
 
+/// Microseconds of `date` at `time`. The infinite dates give the infinite
+/// timestamps, and a date too far out for the range saturates to them
+/// rather than overflowing.
 fn ts_from_parts(date: Date, time: Time) -> i64 {
-    i64::from(date.0) * USECS_PER_DAY + time.0
+    match date {
+        Date::INFINITY => i64::MAX,
+        Date::NEG_INFINITY => i64::MIN,
+        Date(d) => i64::from(d)
+            .checked_mul(USECS_PER_DAY)
+            .and_then(|us| us.checked_add(time.0))
+            .unwrap_or(if d < 0 { i64::MIN } else { i64::MAX }),
+    }
+}
+
+/// Moves a timestamp's microseconds by `by`, keeping the infinities
+/// infinite and saturating finite values at them.
+fn shift_micros(us: i64, by: i64) -> i64 {
+    match us {
+        i64::MAX | i64::MIN => us,
+        _ => us.saturating_add(by),
+    }
 }
 
 /// A timestamp without time zone: microseconds since 2000-01-01 00:00:00.
@@ -1166,10 +1186,11 @@ impl Timestamp {
         Timestamp(ts_from_parts(date, time))
     }
     pub fn from_unix_micros(us: i64) -> Timestamp {
-        Timestamp(us - PG_EPOCH_UNIX_DAYS * USECS_PER_DAY)
+        Timestamp(shift_micros(us, -PG_EPOCH_UNIX_DAYS * USECS_PER_DAY))
     }
+    /// Microseconds since 1970; the infinities stay `i64::MAX`/`i64::MIN`.
     pub fn to_unix_micros(self) -> i64 {
-        self.0 + PG_EPOCH_UNIX_DAYS * USECS_PER_DAY
+        shift_micros(self.0, PG_EPOCH_UNIX_DAYS * USECS_PER_DAY)
     }
 }
 
@@ -1193,10 +1214,11 @@ impl TimestampTz {
         TimestampTz(ts_from_parts(date, time))
     }
     pub fn from_unix_micros(us: i64) -> TimestampTz {
-        TimestampTz(us - PG_EPOCH_UNIX_DAYS * USECS_PER_DAY)
+        TimestampTz(shift_micros(us, -PG_EPOCH_UNIX_DAYS * USECS_PER_DAY))
     }
+    /// Microseconds since 1970; the infinities stay `i64::MAX`/`i64::MIN`.
     pub fn to_unix_micros(self) -> i64 {
-        self.0 + PG_EPOCH_UNIX_DAYS * USECS_PER_DAY
+        shift_micros(self.0, PG_EPOCH_UNIX_DAYS * USECS_PER_DAY)
     }
     pub fn now() -> TimestampTz {
         std::time::SystemTime::now().into()
@@ -1562,7 +1584,9 @@ fn render_array(ty: Type, raw: &[u8], s: &mut String) -> Result<(), BoxError> {
     }
     if dims.iter().any(|d| d.lower_bound != 1) {
         for d in &dims {
-            write!(s, "[{}:{}]", d.lower_bound, d.lower_bound + d.len - 1).unwrap();
+            // In i64: a lower bound near i32::MAX must not overflow.
+            let upper = i64::from(d.lower_bound) + i64::from(d.len) - 1;
+            write!(s, "[{}:{upper}]", d.lower_bound).unwrap();
         }
         s.push('=');
     }
@@ -1819,6 +1843,40 @@ mod tests {
         assert_eq!(Timestamp::INFINITY.to_string(), "infinity");
     }
 
+    /// Inputs an external fuzz run found: none may panic or be accepted wrongly.
+    #[test]
+    fn fuzz_found_inputs_are_handled() {
+        assert!(Numeric::new("1e-9223372036854775808").is_err());
+        assert!(Numeric::new("1e9223372036854775807").is_err());
+        assert!("+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f".parse::<Uuid>().is_err());
+        assert!("0123456789abcdef0123456789ABCDEF".parse::<Uuid>().is_ok());
+    }
+
+    /// `'infinity'` is a value databases return every day: it converts and
+    /// combines without overflow, and stays infinite.
+    #[test]
+    fn infinite_timestamps_stay_infinite() {
+        assert_eq!(Timestamp::INFINITY.to_unix_micros(), i64::MAX);
+        assert_eq!(Timestamp::NEG_INFINITY.to_unix_micros(), i64::MIN);
+        assert_eq!(TimestampTz::INFINITY.to_unix_micros(), i64::MAX);
+        assert_eq!(TimestampTz::NEG_INFINITY.to_unix_micros(), i64::MIN);
+        assert_eq!(Timestamp::from_unix_micros(i64::MAX), Timestamp::INFINITY);
+        assert_eq!(Timestamp::new(Date::INFINITY, Time(5)), Timestamp::INFINITY);
+        assert_eq!(
+            TimestampTz::new(Date::NEG_INFINITY, Time(5)),
+            TimestampTz::NEG_INFINITY
+        );
+        // Far but finite: saturates instead of wrapping.
+        assert_eq!(
+            Timestamp::new(Date(i32::MAX - 1), Time(0)),
+            Timestamp::INFINITY
+        );
+        assert_eq!(Timestamp(i64::MAX - 1).to_unix_micros(), i64::MAX);
+        // Ordinary values are unchanged.
+        let t = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        assert_eq!(t.to_unix_micros(), 1_700_000_000_000_000);
+    }
+
     #[test]
     fn intervals() {
         let h = 3_600_000_000i64;
@@ -1911,6 +1969,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(to_text(Type::INT4_ARRAY, &b).unwrap(), "[0:1]={1,2}");
+        // A lower bound at the top of the range: the upper one is past it.
+        let mut b = BytesMut::new();
+        pt::array_to_sql(
+            [pt::ArrayDimension {
+                len: 2,
+                lower_bound: i32::MAX,
+            }],
+            Type::INT4.0,
+            [1, 2],
+            |v, buf| {
+                pt::int4_to_sql(v, buf);
+                Ok(IsNull::No)
+            },
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(
+            to_text(Type::INT4_ARRAY, &b).unwrap(),
+            "[2147483647:2147483648]={1,2}"
+        );
     }
 
     #[test]
