@@ -3,9 +3,15 @@
 //! Each connection belongs to the worker whose ring it lives on; handlers
 //! acquire from their own worker's shard ([`LocalPool`]), so a checkout never
 //! crosses threads or takes a lock. `max_open` is the total across workers:
-//! the shards' caps always sum to it, and [`Pool::set_max_open`] moves it at
+//! the shards' caps never sum to more, and [`Pool::set_max_open`] moves it at
 //! run time (growing lets waiters connect at once; shrinking closes idle
-//! connections first and retires busy ones as they come back).
+//! connections first and retires busy ones as they come back). Capacity
+//! follows demand: a shard with callers waiting and no room borrows a unit
+//! of cap from a shard that is not using it (never opened, or a connection
+//! idle for 200 ms, which it closes), so a machine with more workers than
+//! connections serves every worker's callers instead of timing out those
+//! whose even share was 0. It cannot help where more workers than there
+//! are connections all keep theirs busy: then the borrowers wait.
 //!
 //! Two checkout modes share one implementation:
 //! - exclusive (PostgreSQL): a connection serves one caller at a time;
@@ -152,7 +158,10 @@ pub(crate) struct PoolInner<M: Manager> {
     pub(crate) manager: M,
     max_open: AtomicUsize,
     pub(crate) shards: Vec<Arc<ShardStats>>,
-    workers: Mutex<Vec<Option<WorkerHandle>>>,
+    pub(crate) workers: Mutex<Vec<Option<WorkerHandle>>>,
+    /// Bumped by every `set_max_open`: capacity lent between shards under
+    /// an older split is not applied after a newer one (see `shard::lend`).
+    pub(crate) cap_epoch: AtomicU64,
 }
 
 /// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
@@ -198,6 +207,7 @@ impl<M: Manager> Pool<M> {
                 manager,
                 shards,
                 workers: Mutex::new(vec![None; workers]),
+                cap_epoch: AtomicU64::new(0),
             }),
         })
     }
@@ -238,6 +248,7 @@ impl<M: Manager> Pool<M> {
     pub fn set_max_open(&self, n: usize) {
         let n = n.max(1);
         self.inner.max_open.store(n, Ordering::Relaxed);
+        self.inner.cap_epoch.fetch_add(1, Ordering::SeqCst);
         let caps = split(n, self.inner.shards.len());
         let workers = self.inner.workers.lock().unwrap().clone();
         for (i, cap) in caps.into_iter().enumerate() {

@@ -62,6 +62,8 @@ struct State<C> {
     /// at once (naming the error) instead of each waiting out
     /// `acquire_timeout`; the first connect that succeeds clears it.
     down: bool,
+    /// A request for another shard's unused capacity is out.
+    borrowing: bool,
 }
 
 impl<C> State<C> {
@@ -95,11 +97,19 @@ thread_local! {
 
 trait Resize {
     fn set_cap(self: Rc<Self>, cap: usize);
+    fn lend(self: Rc<Self>, to: usize, epoch: u64);
+    fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
 }
 
-/// Applies a new cap to this worker's shard of pool `id` (posted by
-/// `Pool::set_max_open`).
-pub(crate) fn apply_cap(id: u64, cap: usize) {
+/// How long a connection must have sat idle before its shard gives its
+/// capacity to another shard whose callers wait.
+const LEND_IDLE: Duration = Duration::from_millis(200);
+
+/// How soon a shard whose request for capacity was refused asks again.
+const BORROW_RETRY: Duration = Duration::from_millis(50);
+
+/// Runs `f` on this worker's shard of pool `id`, if it has one.
+fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Resize>)) {
     let shard = SHARDS.with(|s| {
         s.borrow()
             .iter()
@@ -107,8 +117,14 @@ pub(crate) fn apply_cap(id: u64, cap: usize) {
             .and_then(|(_, w)| w.upgrade())
     });
     if let Some(shard) = shard {
-        shard.set_cap(cap);
+        f(shard);
     }
+}
+
+/// Applies a new cap to this worker's shard of pool `id` (posted by
+/// `Pool::set_max_open`).
+pub(crate) fn apply_cap(id: u64, cap: usize) {
+    with_shard(id, |shard| shard.set_cap(cap));
 }
 
 impl<M: Manager> Resize for Shard<M> {
@@ -134,6 +150,79 @@ impl<M: Manager> Resize for Shard<M> {
         // Growing lets waiters connect at once.
         self.maybe_connect();
     }
+
+    /// Another shard's callers wait: give it a unit of cap if this shard is
+    /// not using one (never opened, or a connection idle for `LEND_IDLE`,
+    /// which is closed), and tell it either way.
+    fn lend(self: Rc<Self>, to: usize, epoch: u64) {
+        let current = self
+            .pool
+            .cap_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == epoch;
+        let (granted, victim) = {
+            let mut st = self.state.borrow_mut();
+            let mut victim = None;
+            let spare = st.cap > st.open() + st.opening && st.queue.is_empty();
+            let granted = current
+                && (spare || {
+                    let now = clock();
+                    let key = st
+                        .slots
+                        .iter()
+                        .find(|(_, s)| {
+                            s.in_flight == 0
+                                && now.saturating_duration_since(s.idle_since) >= LEND_IDLE
+                        })
+                        .map(|(k, _)| k);
+                    if let Some(key) = key {
+                        st.idle.retain(|k| *k != key);
+                        victim = st.slots.remove(key).conn;
+                        self.stats.closed(CloseReason::Shrink);
+                    }
+                    key.is_some()
+                });
+            if granted {
+                st.cap -= 1;
+                set(&self.stats.cap, st.cap);
+            }
+            self.publish(&st);
+            (granted, victim)
+        };
+        drop(victim);
+        let id = self.pool.id;
+        if let Some(w) = self.pool.workers.lock().unwrap()[to].clone() {
+            w.post(move || with_shard(id, |s| s.borrowed(granted, epoch)));
+        }
+    }
+
+    /// The answer to this shard's request for capacity.
+    fn borrowed(self: Rc<Self>, granted: bool, epoch: u64) {
+        let current = self
+            .pool
+            .cap_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == epoch;
+        {
+            let mut st = self.state.borrow_mut();
+            st.borrowing = false;
+            // Under a newer split the lender's cap was set anew too: a
+            // unit lent under the old one is not added on top.
+            if granted && current {
+                st.cap += 1;
+                set(&self.stats.cap, st.cap);
+            }
+            self.publish(&st);
+        }
+        self.maybe_connect();
+        if granted {
+            // Callers may still be short of room: ask again at once.
+            self.borrow_capacity();
+        } else {
+            // Nothing to lend yet (its idle connections are too fresh).
+            self.borrow_later();
+        }
+    }
 }
 
 impl<M: Manager> Shard<M> {
@@ -155,6 +244,7 @@ impl<M: Manager> Shard<M> {
                 queue: VecDeque::new(),
                 last_error: None,
                 down: false,
+                borrowing: false,
             }),
             closed: Cell::new(false),
         });
@@ -284,6 +374,71 @@ impl<M: Manager> Shard<M> {
             }
             rt::spawn(connect_task(self.clone()));
         }
+    }
+
+    /// Callers wait and this shard has no room to connect: asks the shard
+    /// with the most unused capacity (or, failing that, an idle connection)
+    /// to lend it a unit. One request at a time; the answer asks again
+    /// while callers still wait.
+    fn borrow_capacity(self: &Rc<Self>) {
+        let donor = {
+            let mut st = self.state.borrow_mut();
+            let short = !st.queue.is_empty() && st.open() + st.opening >= st.cap;
+            if !short || st.borrowing || self.closed.get() || st.down {
+                return;
+            }
+            let load = |c: &std::sync::atomic::AtomicU64| {
+                c.load(std::sync::atomic::Ordering::Relaxed) as usize
+            };
+            let donor = self
+                .pool
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != self.index)
+                .map(|(j, s)| {
+                    let unused = load(&s.cap).saturating_sub(load(&s.open) + load(&s.opening));
+                    (j, unused, load(&s.idle), load(&s.waiting))
+                })
+                .filter(|&(_, unused, idle, waiting)| waiting == 0 && (unused > 0 || idle > 0))
+                .max_by_key(|&(_, unused, idle, _)| (unused, idle))
+                .map(|(j, ..)| j);
+            st.borrowing = true;
+            donor
+        };
+        let worker = donor.and_then(|j| self.pool.workers.lock().unwrap()[j].clone());
+        let Some(worker) = worker else {
+            // Nobody can lend now (or the lender's worker is not up yet).
+            self.state.borrow_mut().borrowing = false;
+            self.borrow_later();
+            return;
+        };
+        let (id, to) = (self.pool.id, self.index);
+        let epoch = self
+            .pool
+            .cap_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        worker.post(move || with_shard(id, |s| s.lend(to, epoch)));
+    }
+
+    /// Asks for capacity again after `BORROW_RETRY`, while callers wait:
+    /// lenders appear as other shards' connections go idle.
+    fn borrow_later(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.borrowing || st.queue.is_empty() {
+                return;
+            }
+            st.borrowing = true;
+        }
+        let weak = Rc::downgrade(self);
+        rt::spawn(async move {
+            time::sleep(BORROW_RETRY).await;
+            if let Some(shard) = weak.upgrade() {
+                shard.state.borrow_mut().borrowing = false;
+                shard.borrow_capacity();
+            }
+        });
     }
 
     /// A connect that ended without a result (its task panicked or was
@@ -536,6 +691,7 @@ impl<M: Manager> Shard<M> {
             done: false,
         };
         self.maybe_connect();
+        self.borrow_capacity();
         match time::timeout_at(deadline, &mut wait).await {
             Ok(Ok(slot)) => Ok(slot),
             Ok(Err(msg)) => Err(AcquireError::Connect {

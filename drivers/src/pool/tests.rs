@@ -470,3 +470,59 @@ fn a_shared_connection_in_steady_use_is_not_reaped_as_idle() {
         assert_eq!(local.stats().closes[CloseReason::Idle as usize], 1);
     });
 }
+
+/// More workers than connections: max_open 2 over 4 workers leaves two
+/// shards an even share of 0. Their callers borrow capacity the others are
+/// not using instead of waiting out `acquire_timeout`, and the caps never
+/// add up to more than max_open.
+#[test]
+fn shards_with_no_share_borrow_capacity_others_do_not_use() {
+    const WORKERS: usize = 4;
+    let mut cfg = config(2);
+    cfg.acquire_timeout = Duration::from_secs(10);
+    let pool = Pool::new("lend", cfg, Fake::default(), WORKERS).unwrap();
+    assert_eq!(
+        (0..WORKERS)
+            .map(|i| pool.inner.shards[i].target_cap.load(Ordering::Relaxed))
+            .collect::<Vec<_>>(),
+        [1, 1, 0, 0]
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (pool, done) = (pool.clone(), done.clone());
+            std::thread::spawn(move || {
+                rt::block_on(async move {
+                    let local = pool.local(i);
+                    let mut served = 0;
+                    for _ in 0..5 {
+                        if local.get().await.is_ok() {
+                            served += 1;
+                        }
+                        time::sleep(Duration::from_millis(2)).await;
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    // Stay up (lending runs on every worker's loop) until
+                    // all are done.
+                    while done.load(Ordering::SeqCst) < WORKERS {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                    (served, local.stats())
+                })
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, (served, s)) in results.iter().enumerate() {
+        assert_eq!(*served, 5, "worker {i}: {s:?}");
+        assert_eq!(s.acquire_timeouts, 0, "worker {i}");
+    }
+    let caps: usize = results.iter().map(|(_, s)| s.cap).sum();
+    assert!(caps <= 2, "caps add up to {caps}");
+    let opened: u64 = results.iter().map(|(_, s)| s.connects).sum();
+    let closed: u64 = results
+        .iter()
+        .map(|(_, s)| s.closes.iter().sum::<u64>())
+        .sum();
+    assert!(opened - closed <= 2, "open at once: {}", opened - closed);
+}
