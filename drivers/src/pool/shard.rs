@@ -92,10 +92,11 @@ pub(crate) struct Shard<M: Manager> {
 thread_local! {
     /// This worker's shards, so a resize posted from another thread finds
     /// its shard by pool id.
-    static SHARDS: RefCell<Vec<(u64, Weak<dyn Resize>)>> = const { RefCell::new(Vec::new()) };
+    static SHARDS: RefCell<Vec<(u64, Weak<dyn Capacity>)>> = const { RefCell::new(Vec::new()) };
 }
 
-trait Resize {
+/// What other workers ask of a shard: a new cap, a unit lent or borrowed.
+trait Capacity {
     fn set_cap(self: Rc<Self>, cap: usize);
     fn lend(self: Rc<Self>, to: usize, epoch: u64);
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
@@ -109,7 +110,7 @@ const LEND_IDLE: Duration = Duration::from_millis(200);
 const BORROW_RETRY: Duration = Duration::from_millis(50);
 
 /// Runs `f` on this worker's shard of pool `id`, if it has one.
-fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Resize>)) {
+fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Capacity>)) {
     let shard = SHARDS.with(|s| {
         s.borrow()
             .iter()
@@ -127,7 +128,7 @@ pub(crate) fn apply_cap(id: u64, cap: usize) {
     with_shard(id, |shard| shard.set_cap(cap));
 }
 
-impl<M: Manager> Resize for Shard<M> {
+impl<M: Manager> Capacity for Shard<M> {
     fn set_cap(self: Rc<Self>, cap: usize) {
         let victims = {
             let mut st = self.state.borrow_mut();
@@ -249,7 +250,7 @@ impl<M: Manager> Shard<M> {
             closed: Cell::new(false),
         });
         let id = shard.pool.id;
-        let weak: Weak<dyn Resize> = Rc::downgrade(&shard) as Weak<dyn Resize>;
+        let weak: Weak<dyn Capacity> = Rc::downgrade(&shard) as Weak<dyn Capacity>;
         SHARDS.with(|s| {
             let mut s = s.borrow_mut();
             s.retain(|(_, w)| w.strong_count() > 0);
