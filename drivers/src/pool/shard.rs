@@ -58,9 +58,9 @@ struct State<C> {
     queue: VecDeque<usize>,
     last_error: Option<String>,
     /// The last connect failed with nothing open: the database is out of
-    /// reach from here. While a connect probes for its return, callers fail
-    /// at once (naming the error) instead of each waiting out
-    /// `acquire_timeout`; the first connect that succeeds clears it.
+    /// reach from here. Callers fail at once (naming the error) instead of
+    /// each waiting out `acquire_timeout`, while one connect at a time
+    /// probes for its return; the first connect that succeeds clears it.
     down: bool,
     /// A request for another shard's unused capacity is out.
     borrowing: bool,
@@ -665,12 +665,20 @@ impl<M: Manager> Shard<M> {
     ) -> Result<usize, AcquireError> {
         let key = {
             let mut st = self.state.borrow_mut();
-            if st.down && st.open() == 0 && st.opening > 0 {
-                // A connect is already probing whether the database is
-                // back: everyone else fails at once instead of piling up
-                // behind it. (With no probe running, this caller waits
-                // like any other, and its wait starts one.)
+            if st.down && st.open() == 0 {
+                // Everyone fails at once instead of waiting out the
+                // timeout, while one connect at a time (its retries paced
+                // by the back-off) probes whether the database is back.
+                let probe = st.opening == 0 && st.cap > 0 && !self.closed.get();
+                if probe {
+                    st.opening += 1;
+                }
                 let last = st.last_error.clone().unwrap_or_default();
+                self.publish(&st);
+                drop(st);
+                if probe {
+                    rt::spawn(connect_task(self.clone()));
+                }
                 return Err(AcquireError::Connect {
                     pool: self.pool.name.clone(),
                     message: format!(
