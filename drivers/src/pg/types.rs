@@ -1953,42 +1953,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(to_text(Type::INT4_ARRAY, &b).unwrap(), "{{1,2},{3,4}}");
-        let mut b = BytesMut::new();
-        pt::array_to_sql(
-            [pt::ArrayDimension {
-                len: 2,
-                lower_bound: 0,
-            }],
-            Type::INT4.0,
-            [1, 2],
-            |v, buf| {
-                pt::int4_to_sql(v, buf);
-                Ok(IsNull::No)
-            },
-            &mut b,
-        )
-        .unwrap();
-        assert_eq!(to_text(Type::INT4_ARRAY, &b).unwrap(), "[0:1]={1,2}");
-        // A lower bound at the top of the range: the upper one is past it.
-        let mut b = BytesMut::new();
-        pt::array_to_sql(
-            [pt::ArrayDimension {
-                len: 2,
-                lower_bound: i32::MAX,
-            }],
-            Type::INT4.0,
-            [1, 2],
-            |v, buf| {
-                pt::int4_to_sql(v, buf);
-                Ok(IsNull::No)
-            },
-            &mut b,
-        )
-        .unwrap();
-        assert_eq!(
-            to_text(Type::INT4_ARRAY, &b).unwrap(),
-            "[2147483647:2147483648]={1,2}"
-        );
+        // One dimension of two int4s from `lower`: text shows the bounds
+        // unless they start at 1; a bound at the top of the range puts the
+        // upper one past it.
+        let one_dim = |lower: i32| {
+            let mut b = BytesMut::new();
+            pt::array_to_sql(
+                [pt::ArrayDimension {
+                    len: 2,
+                    lower_bound: lower,
+                }],
+                Type::INT4.0,
+                [1, 2],
+                |v, buf| {
+                    pt::int4_to_sql(v, buf);
+                    Ok(IsNull::No)
+                },
+                &mut b,
+            )
+            .unwrap();
+            to_text(Type::INT4_ARRAY, &b).unwrap()
+        };
+        assert_eq!(one_dim(0), "[0:1]={1,2}");
+        assert_eq!(one_dim(i32::MAX), "[2147483647:2147483648]={1,2}");
     }
 
     #[test]

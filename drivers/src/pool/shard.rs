@@ -156,11 +156,7 @@ impl<M: Manager> Capacity for Shard<M> {
     /// not using one (never opened, or a connection idle for `LEND_IDLE`,
     /// which is closed), and tell it either way.
     fn lend(self: Rc<Self>, to: usize, epoch: u64) {
-        let current = self
-            .pool
-            .cap_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == epoch;
+        let current = self.split_is(epoch);
         let (granted, victim) = {
             let mut st = self.state.borrow_mut();
             let mut victim = None;
@@ -199,11 +195,7 @@ impl<M: Manager> Capacity for Shard<M> {
 
     /// The answer to this shard's request for capacity.
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64) {
-        let current = self
-            .pool
-            .cap_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == epoch;
+        let current = self.split_is(epoch);
         {
             let mut st = self.state.borrow_mut();
             st.borrowing = false;
@@ -263,6 +255,17 @@ impl<M: Manager> Shard<M> {
 
     pub(crate) fn cap(&self) -> usize {
         self.state.borrow().cap
+    }
+
+    /// Which `set_max_open` split of the caps is current (see `lend`).
+    fn split(&self) -> u64 {
+        self.pool
+            .cap_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn split_is(&self, epoch: u64) -> bool {
+        self.split() == epoch
     }
 
     fn publish(&self, st: &State<M::Conn>) {
@@ -415,10 +418,7 @@ impl<M: Manager> Shard<M> {
             return;
         };
         let (id, to) = (self.pool.id, self.index);
-        let epoch = self
-            .pool
-            .cap_epoch
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let epoch = self.split();
         worker.post(move || with_shard(id, |s| s.lend(to, epoch)));
     }
 
