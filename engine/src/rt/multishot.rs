@@ -161,7 +161,7 @@ impl Driver {
     /// accepted sockets are closed. An operation still armed is cancelled
     /// and keeps `parked` (the fd it works on) until its last completion,
     /// whose results are discarded the same way when reaped.
-    pub(crate) fn release_multi(&mut self, key: usize, parked: Box<dyn Any>) {
+    pub(crate) fn release_multi<P: Any>(&mut self, key: usize, parked: P) {
         let Some(Slot::Multi { queue, ended, .. }) = self.ops.get_mut(key) else {
             return;
         };
@@ -178,7 +178,7 @@ impl Driver {
         if ended {
             self.ops.remove(key);
         } else {
-            self.ops.set(key, Slot::Orphan(Some(parked)));
+            self.ops.set(key, Slot::Orphan(Some(Box::new(parked))));
             self.cancel(key);
         }
     }

@@ -164,7 +164,7 @@ impl Drop for TcpListener {
             // Accepted fds nobody took are closed; the accept, if still
             // armed, keeps the listener's fd until its final completion.
             let fd = self.fd.clone();
-            try_with_core(|core| core.driver.borrow_mut().release_multi(key, Box::new(fd)));
+            try_with_core(|core| core.driver.borrow_mut().release_multi(key, fd));
         }
     }
 }
@@ -177,7 +177,7 @@ impl Drop for TcpStream {
         // Unread completions give their buffers back; a receive still armed
         // is cancelled, its slot keeping the fd until the final completion.
         let fd = self.fd.clone();
-        try_with_core(|core| core.driver.borrow_mut().release_multi(key, Box::new(fd)));
+        try_with_core(|core| core.driver.borrow_mut().release_multi(key, fd));
     }
 }
 
