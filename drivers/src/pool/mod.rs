@@ -234,8 +234,13 @@ impl<M: Manager> Pool<M> {
     /// and warm-up there.
     pub fn local(&self, index: usize) -> LocalPool<M> {
         assert!(index < self.inner.shards.len(), "worker index out of range");
+        // The shard reads its starting cap under the lock that another
+        // shard takes to claim capacity from one not started yet, so a
+        // claimed unit is never counted twice.
+        let mut workers = self.inner.workers.lock().unwrap();
         let shard = Shard::start(self.inner.clone(), index);
-        self.inner.workers.lock().unwrap()[index] = Some(rt::current_worker());
+        workers[index] = Some(rt::current_worker());
+        drop(workers);
         LocalPool { shard }
     }
 

@@ -109,6 +109,21 @@ const LEND_IDLE: Duration = Duration::from_millis(200);
 /// How soon a shard whose request for capacity was refused asks again.
 const BORROW_RETRY: Duration = Duration::from_millis(50);
 
+/// Takes a unit of the starting cap of a shard not started yet (the
+/// caller holds the pool's workers lock); false if it has none.
+fn claim(stats: &ShardStats) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    let taken = stats
+        .target_cap
+        .fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1))
+        .is_ok();
+    if taken {
+        // What other shards read when they look for a lender.
+        let _ = stats.cap.fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1));
+    }
+    taken
+}
+
 /// Runs `f` on this worker's shard of pool `id`, if it has one.
 fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Capacity>)) {
     let shard = SHARDS.with(|s| {
@@ -410,9 +425,33 @@ impl<M: Manager> Shard<M> {
             st.borrowing = true;
             donor
         };
-        let worker = donor.and_then(|j| self.pool.workers.lock().unwrap()[j].clone());
+        let worker = match donor {
+            None => None,
+            Some(j) => {
+                let workers = self.pool.workers.lock().unwrap();
+                match &workers[j] {
+                    Some(w) => Some(w.clone()),
+                    // A shard whose worker never started (a pool declared
+                    // for more workers than run): its capacity is taken
+                    // directly, under the lock its start reads it under.
+                    None if claim(&self.pool.shards[j]) => {
+                        drop(workers);
+                        {
+                            let mut st = self.state.borrow_mut();
+                            st.borrowing = false;
+                            st.cap += 1;
+                            set(&self.stats.cap, st.cap);
+                            self.publish(&st);
+                        }
+                        self.maybe_connect();
+                        return self.borrow_capacity();
+                    }
+                    None => None,
+                }
+            }
+        };
         let Some(worker) = worker else {
-            // Nobody can lend now (or the lender's worker is not up yet).
+            // Nobody can lend now.
             self.state.borrow_mut().borrowing = false;
             self.borrow_later();
             return;

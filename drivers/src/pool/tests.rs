@@ -526,3 +526,30 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
         .sum();
     assert!(opened - closed <= 2, "open at once: {}", opened - closed);
 }
+
+/// A pool declared for more workers than run (4 shards, 1 worker): the
+/// running shard takes the capacity of the shards nobody started, so all
+/// of `max_open` is usable from it.
+#[test]
+fn capacity_of_shards_never_started_is_used() {
+    rt::block_on(async {
+        let mut cfg = config(4);
+        cfg.acquire_timeout = Duration::from_secs(10);
+        let pool = Pool::new("unstarted", cfg, Fake::default(), 4).unwrap();
+        let local = pool.local(0);
+        assert_eq!(local.cap(), 1);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(local.get().await.expect("a connection within max_open"));
+        }
+        assert_eq!(local.cap(), 4);
+        assert_eq!(local.stats().acquire_timeouts, 0);
+        // The units came out of the other shards' starting caps: a worker
+        // that starts now gets nothing on top of max_open.
+        let total: u64 = (1..4)
+            .map(|j| pool.inner.shards[j].target_cap.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(total, 0);
+        drop(held);
+    });
+}
