@@ -36,11 +36,15 @@ pub fn limits(proc_cgroup: &str, root: &Path) -> CpuLimits {
             for base in [root.to_path_buf(), root.join("unified")] {
                 for dir in up_to(&base, rel) {
                     out.quota = min(out.quota, read_cpu_max(&dir));
-                    if out.cpuset.is_none() {
-                        out.cpuset = std::fs::read_to_string(dir.join("cpuset.cpus.effective"))
-                            .ok()
-                            .and_then(|s| count_cpu_list(&s));
-                    }
+                    // Effective sets narrow down the tree: the smallest on
+                    // the path is the process's own.
+                    let set = std::fs::read_to_string(dir.join("cpuset.cpus.effective"))
+                        .ok()
+                        .and_then(|s| count_cpu_list(&s));
+                    out.cpuset = match (out.cpuset, set) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
             }
         } else if controllers.split(',').any(|c| c == "cpu") {
@@ -178,6 +182,7 @@ mod tests {
             "v2nested",
             &[
                 ("cpu.max", "max 100000\n"),
+                ("cpuset.cpus.effective", "0-15\n"),
                 ("kubepods/cpu.max", "150000 100000\n"),
                 ("kubepods/pod1/cpu.max", "max 100000\n"),
                 ("kubepods/pod1/cpuset.cpus.effective", "0-3,8\n"),
