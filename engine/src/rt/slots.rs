@@ -192,6 +192,11 @@ impl Slots {
         let mut fx = Effects::default();
         let key = (ud & u64::from(u32::MAX)) as usize;
         let current = self.meta.get(key).map(|m| m.generation) == Some((ud >> 32) as u32);
+        let unclaimed = if current {
+            self.unclaimed_fd(key, res)
+        } else {
+            None
+        };
         let Some(slot) = self.slots.get_mut(key).filter(|_| current) else {
             // Slots outlive their operations' last completions, so nothing
             // should arrive for an ended one; if it did, it names no task,
@@ -231,7 +236,7 @@ impl Slots {
                 // A receive nobody reads any more still took a buffer; an
                 // accept nobody waits for any more still made a socket.
                 fx.give_back = bid;
-                fx.close = (res >= 0 && self.meta[key].yields_fd).then_some(res);
+                fx.close = unclaimed;
                 if !more {
                     self.slots.remove(key);
                 }
