@@ -71,6 +71,20 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Which I/O backend the workers run on and why
+/// (`tidepool_io_backend{backend="epoll",reason="seccomp_or_sysctl"} 1`).
+pub fn io_backend(e: &mut Exposition) {
+    for sel in tidepool_engine::rt::backend::selections() {
+        e.sample(
+            "tidepool_io_backend",
+            "gauge",
+            "The I/O backend the workers run on (1), with the reason it was chosen.",
+            &[("backend", sel.backend.as_str()), ("reason", sel.reason)],
+            1.0,
+        );
+    }
+}
+
 /// The engine's counters.
 pub fn http(e: &mut Exposition, s: &HttpStats) {
     e.sample(

@@ -12,6 +12,16 @@ fn loopback() -> SocketAddr {
 }
 
 /// Both ends of one loopback TCP connection: (client, accepted).
+/// For tests of what only the io_uring backend has (provided buffers,
+/// multishot operations, held waits), whatever `TIDEPOOL_IO` says.
+fn block_on_uring<F: std::future::Future>(fut: F) -> F::Output {
+    let config = rt::CoreConfig {
+        io: rt::IoChoice::IoUring,
+        ..rt::CoreConfig::default()
+    };
+    rt::block_on_with(&config, fut).unwrap()
+}
+
 async fn connected_pair() -> (TcpStream, TcpStream) {
     let mut listener = TcpListener::bind(loopback(), 128).unwrap();
     let addr = listener.local_addr();
@@ -171,7 +181,7 @@ fn pattern(len: usize) -> Vec<u8> {
 /// the data.
 #[test]
 fn multishot_receive_streams_in_order() {
-    rt::block_on(async {
+    block_on_uring(async {
         let (client, server_side) = connected_pair().await;
         let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
         let data = pattern(8 << 20);
@@ -239,7 +249,7 @@ async fn flood(client: TcpStream, hog: &TcpStream, flood: Vec<u8>) -> rt::JoinHa
 /// there, in order.
 #[test]
 fn a_connection_nobody_reads_holds_a_bounded_share_of_buffers() {
-    rt::block_on(async {
+    block_on_uring(async {
         let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
         let listener = TcpListener::bind(loopback(), 128).unwrap();
         let (mut pairs, _listener) = accept_pairs(listener, 2).await;
@@ -275,7 +285,7 @@ fn a_connection_nobody_reads_holds_a_bounded_share_of_buffers() {
 /// once they get to it; dropping a stream gives its buffers back.
 #[test]
 fn exhausted_buffers_fall_back_and_come_back() {
-    rt::block_on(async {
+    block_on_uring(async {
         let free = rt::recv_buffers_free().expect("this kernel has provided-buffer rings");
         let listener = TcpListener::bind(loopback(), 128).unwrap();
         // Enough hogs that their capped shares add up to every buffer.
@@ -336,6 +346,7 @@ fn held_waits_lose_nothing() {
     let server = std::thread::spawn(move || {
         let config = rt::CoreConfig {
             coalesce_mode: rt::CoalesceMode::Always,
+            io: rt::IoChoice::IoUring,
             ..rt::CoreConfig::default()
         };
         rt::block_on_with(&config, async move {
@@ -457,7 +468,7 @@ fn close_wait_on(port: u16) -> usize {
 /// socket must be closed, not leaked.
 #[test]
 fn a_dropped_listener_leaks_no_accepted_socket() {
-    let port = rt::block_on(async {
+    let port = block_on_uring(async {
         let mut listener = TcpListener::bind(loopback(), 128).unwrap();
         let addr = listener.local_addr();
         let clients: Vec<_> = (0..20)

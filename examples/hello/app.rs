@@ -239,6 +239,7 @@ fn render_metrics(shared: &Shared) -> Response {
     let mut e = Exposition::new();
     if let Some(stats) = shared.http_stats.get() {
         metrics::http(&mut e, &HttpStats::sum(stats.iter().map(|s| &**s)));
+        metrics::io_backend(&mut e);
     }
     let mut pools = Vec::new();
     if let Some(p) = &shared.pg {

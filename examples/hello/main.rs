@@ -198,9 +198,14 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let _ = shared.supervisor.set(supervisor.state());
+    let io: Vec<String> = tidepool::engine::rt::backend::selections()
+        .iter()
+        .map(|s| format!("{} ({})", s.backend, s.reason))
+        .collect();
     eprintln!(
-        "hello: listening on http://{} with {workers} workers",
-        server.local_addr()
+        "hello: listening on http://{} with {workers} workers, I/O on {}",
+        server.local_addr(),
+        io.join(", ")
     );
     let _ = rx.recv();
     eprintln!("hello: shutting down");

@@ -26,6 +26,7 @@ pub mod lookup;
 mod pg;
 mod process;
 mod redis;
+pub mod seccomp;
 mod sys;
 
 use std::collections::HashSet;

@@ -70,16 +70,22 @@ pub struct App {
 
 impl App {
     pub fn start(args: &[&str]) -> App {
+        Self::start_with(args, |_| {})
+    }
+
+    /// Like `start`, with `configure` applied to the command first (its
+    /// environment, a seccomp filter).
+    pub fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> App {
         let port = tidepool_testkit::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(example_path())
-            .arg("--listen")
+        let mut cmd = Command::new(example_path());
+        cmd.arg("--listen")
             .arg(addr.to_string())
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start example");
+            .stderr(Stdio::inherit());
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("start example");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(addr).is_err() {
             assert!(

@@ -90,7 +90,6 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
     shared.open.set(shared.open.get() + 1);
     add(&shared.stats.connections_open, 1);
     add(&shared.stats.connections_accepted, 1);
-    let _guard = OpenGuard { shared };
     let mut conn = Conn {
         stream,
         shared,
@@ -99,6 +98,10 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
         timer: sleep_until(Instant::now() + shared.config.idle_timeout),
         shutdown: shutdown_signal(),
     };
+    // Declared after `conn`, so dropped before it: the count is down
+    // before the socket closes (on epoll the close is immediate, and a
+    // client that saw it may read the count at once).
+    let _guard = OpenGuard { shared };
     conn.run().await;
 }
 

@@ -94,6 +94,14 @@ impl Server {
         self
     }
 
+    /// The I/O backend ([`IoChoice`](crate::rt::IoChoice)): `Auto`, the
+    /// default, follows `TIDEPOOL_IO` and otherwise uses io_uring where the
+    /// kernel allows it and epoll where not.
+    pub fn io(mut self, choice: crate::rt::IoChoice) -> Server {
+        self.runtime.core.io = choice;
+        self
+    }
+
     pub fn pin_workers(mut self, pin: bool) -> Server {
         self.runtime.pin = pin;
         self

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::coalesce::{self, Coalesce};
-
-use super::driver::{Driver, Wait};
+use super::backend::{self, Backend, IoChoice, Selection};
+use super::epoll::Poller;
 use super::remote::{Remote, RemoteMsg};
 use super::time::Timers;
+use super::uring::coalesce::{self, Coalesce};
+use super::uring::driver::{self as uring_driver, Driver, Wait};
 
 /// Tasks polled per loop turn before the ring is entered again, so a flood
 /// of ready tasks cannot starve I/O completions and timers.
@@ -42,6 +43,10 @@ pub struct CoreConfig {
     /// Whether holding follows the saturation policy or every wait is held
     /// (for tests and for measuring what holding does). Default adaptive.
     pub coalesce_mode: CoalesceMode,
+    /// The I/O backend: `Auto` (the default) follows `TIDEPOOL_IO`, else
+    /// probes and uses io_uring where it is available, epoll where not
+    /// (see [`rt::backend`](super::backend)).
+    pub io: IoChoice,
 }
 
 /// When waits are held (see [`CoreConfig::coalesce_window`]).
@@ -61,6 +66,7 @@ impl Default for CoreConfig {
             coalesce_window: Duration::from_micros(50),
             coalesce_max: 32,
             coalesce_mode: CoalesceMode::Adaptive,
+            io: IoChoice::Auto,
         }
     }
 }
@@ -73,9 +79,18 @@ struct Task {
     queued: Cell<bool>,
 }
 
-/// Everything a worker thread owns: its ring, timers, tasks.
+/// The worker's I/O backend. One per worker, so the size difference costs
+/// nothing, and boxing the ring would add a pointer hop to every operation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Reactor {
+    Uring(RefCell<Driver>),
+    Epoll(RefCell<Poller>),
+}
+
+/// Everything a worker thread owns: its reactor, timers, tasks.
 pub(crate) struct Core {
-    pub(crate) driver: RefCell<Driver>,
+    pub(crate) reactor: Reactor,
+    pub(crate) selection: Selection,
     pub(crate) timers: RefCell<Timers>,
     tasks: RefCell<Slab<Rc<Task>>>,
     ready: RefCell<VecDeque<usize>>,
@@ -149,10 +164,11 @@ const MAIN_TASK: usize = usize::MAX;
 
 impl Core {
     fn new(config: &CoreConfig) -> std::io::Result<(Rc<Core>, super::remote::Inbox)> {
-        let driver = Driver::new(config.ring_entries)?;
+        let (reactor, selection) = new_reactor(config)?;
         let (remote, inbox) = Remote::new()?;
         let core = Rc::new(Core {
-            driver: RefCell::new(driver),
+            reactor,
+            selection,
             timers: RefCell::new(Timers::default()),
             tasks: RefCell::new(Slab::with_capacity(64)),
             ready: RefCell::new(VecDeque::with_capacity(64)),
@@ -174,6 +190,38 @@ impl Core {
     /// This core's process-unique id.
     pub(crate) fn id(&self) -> usize {
         self.id
+    }
+
+    /// The backend this worker runs on.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.reactor {
+            Reactor::Uring(_) => Backend::IoUring,
+            Reactor::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// The ring; only io_uring code paths ask for it.
+    pub(crate) fn driver(&self) -> &RefCell<Driver> {
+        match &self.reactor {
+            Reactor::Uring(d) => d,
+            Reactor::Epoll(_) => unreachable!("tidepool: io_uring operation on an epoll worker"),
+        }
+    }
+
+    /// The ring, when this worker has one.
+    pub(crate) fn uring(&self) -> Option<&RefCell<Driver>> {
+        match &self.reactor {
+            Reactor::Uring(d) => Some(d),
+            Reactor::Epoll(_) => None,
+        }
+    }
+
+    /// The epoll instance, when this worker runs on readiness.
+    pub(crate) fn poller(&self) -> Option<&RefCell<Poller>> {
+        match &self.reactor {
+            Reactor::Uring(_) => None,
+            Reactor::Epoll(p) => Some(p),
+        }
     }
 
     pub(crate) fn schedule(&self, task: usize) {
@@ -258,8 +306,11 @@ impl Core {
             remote: self.remote.clone(),
         }));
         let mut fut = std::pin::pin!(fut);
-        inbox.arm();
-        let (mut epoch_start, mut epoch_cpu) = (Instant::now(), thread_cpu_time());
+        inbox.arm(self);
+        let mut epoch = Epoch {
+            start: Instant::now(),
+            cpu: thread_cpu_time(),
+        };
         loop {
             self.now.set(Instant::now());
             if self.main_woken.replace(false) {
@@ -279,44 +330,104 @@ impl Core {
             let now = Instant::now();
             self.timers.borrow_mut().fire(now);
             let idle = self.ready.borrow().is_empty() && !self.main_woken.get();
-            let mut driver = self.driver.borrow_mut();
-            if !idle {
-                enter(&mut driver, None);
-                driver.reap();
-                continue;
+            match &self.reactor {
+                Reactor::Uring(driver) => {
+                    self.turn_uring(&mut driver.borrow_mut(), now, idle, &mut epoch)
+                }
+                Reactor::Epoll(poller) => {
+                    // Busy: only look for edges; idle: sleep until one or
+                    // the next timer.
+                    let timeout = if idle {
+                        self.timers
+                            .borrow()
+                            .next_deadline()
+                            .map(|d| d.saturating_duration_since(now))
+                    } else {
+                        Some(Duration::ZERO)
+                    };
+                    let woken = poller
+                        .borrow_mut()
+                        .wait(timeout)
+                        .unwrap_or_else(|e| panic!("tidepool: epoll_wait failed: {e}"));
+                    let mut woken = woken;
+                    for w in woken.drain(..) {
+                        w.wake();
+                    }
+                    poller.borrow_mut().recycle(woken);
+                }
             }
-            let mut coalesce = self.coalesce.borrow_mut();
-            let epoch = now.duration_since(epoch_start);
-            if epoch >= coalesce::EPOCH {
-                let cpu = thread_cpu_time();
-                let (sources, completions) = driver.take_epoch();
-                coalesce.epoch_ended(sources, completions, epoch, cpu.saturating_sub(epoch_cpu));
-                (epoch_start, epoch_cpu) = (now, cpu);
-            }
-            let (want, window) = coalesce.next();
-            // What goes out with this wait mostly completes inline (sends):
-            // those completions are ours, not arrivals, so a held wait asks
-            // for that many more and does not count them as gathered.
-            let queued = driver.queued();
-            let wait = Wait {
-                timeout: self
-                    .timers
-                    .borrow()
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now)),
-                want: if window.is_some() {
-                    want + queued as u32
-                } else {
-                    want
-                },
-                window,
-            };
-            enter(&mut driver, Some(wait));
-            let reaped = driver.reap().saturating_sub(queued);
-            // From `now`: what ran since is a few field reads, not worth a clock read.
-            coalesce.observe(now.elapsed(), reaped);
         }
     }
+
+    /// One io_uring turn: submit, and wait (held when saturated) if idle.
+    fn turn_uring(&self, driver: &mut Driver, now: Instant, idle: bool, epoch: &mut Epoch) {
+        if !idle {
+            enter(driver, None);
+            driver.reap();
+            return;
+        }
+        let mut coalesce = self.coalesce.borrow_mut();
+        let elapsed = now.duration_since(epoch.start);
+        if elapsed >= coalesce::EPOCH {
+            let cpu = thread_cpu_time();
+            let (sources, completions) = driver.take_epoch();
+            coalesce.epoch_ended(sources, completions, elapsed, cpu.saturating_sub(epoch.cpu));
+            *epoch = Epoch { start: now, cpu };
+        }
+        let (want, window) = coalesce.next();
+        // What goes out with this wait mostly completes inline (sends):
+        // those completions are ours, not arrivals, so a held wait asks
+        // for that many more and does not count them as gathered.
+        let queued = driver.queued();
+        let wait = Wait {
+            timeout: self
+                .timers
+                .borrow()
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now)),
+            want: if window.is_some() {
+                want + queued as u32
+            } else {
+                want
+            },
+            window,
+        };
+        enter(driver, Some(wait));
+        let reaped = driver.reap().saturating_sub(queued);
+        // From `now`: what ran since is a few field reads, not worth a clock read.
+        coalesce.observe(now.elapsed(), reaped);
+    }
+}
+
+/// The coalescing policy's current measurement epoch.
+struct Epoch {
+    start: Instant,
+    cpu: Duration,
+}
+
+/// Sets up the backend `config` selects. An auto-selected ring that a
+/// worker cannot set up for an "unavailable" cause (locked memory running
+/// out after the probe, say) makes that worker run on epoll instead.
+fn new_reactor(config: &CoreConfig) -> std::io::Result<(Reactor, Selection)> {
+    let sel = backend::select(config.io, config.ring_entries)?;
+    if sel.backend == Backend::IoUring {
+        match Driver::new(sel.entries) {
+            Ok(d) => return Ok((Reactor::Uring(RefCell::new(d)), sel)),
+            Err(e) => match backend::unavailable(&e) {
+                Some(reason) if sel.reason == "probe_ok" => {
+                    let fallback = Selection {
+                        backend: Backend::Epoll,
+                        reason,
+                        entries: 0,
+                    };
+                    backend::record_fallback(fallback);
+                    return Ok((Reactor::Epoll(RefCell::new(Poller::new()?)), fallback));
+                }
+                _ => return Err(uring_driver::ring_unavailable(e)),
+            },
+        }
+    }
+    Ok((Reactor::Epoll(RefCell::new(Poller::new()?)), sel))
 }
 
 /// CPU time this thread has used (a syscall: read once per coalescing epoch).
@@ -449,7 +560,9 @@ pub fn block_on_with<F: Future>(config: &CoreConfig, fut: F) -> std::io::Result<
             for t in tasks {
                 drop(t.fut.borrow_mut().take());
             }
-            self.0.driver.borrow_mut().drain(Duration::from_secs(1));
+            if let Some(driver) = self.0.uring() {
+                driver.borrow_mut().drain(Duration::from_secs(1));
+            }
             CURRENT.with(|c| c.borrow_mut().take());
         }
     }

@@ -1,44 +1,55 @@
 //! The runtime: one single-threaded executor per worker whose reactor is
-//! the worker's io_uring.
+//! the worker's io_uring, or epoll where io_uring is unavailable.
 //!
-//! - `slots`: the table of operations in flight and what a completion means (sans-IO);
-//! - `driver`: the ring, probing, submission batching, carrying out completions;
-//! - `bufring`: the provided buffers multishot receives fill (public: the
-//!   load generator drives its own ring with it);
-//! - `op`: an operation as a future that owns what the kernel points into;
-//! - `multishot`: accepts and receives armed once and completing many times;
-//! - `executor`: local tasks and the loop (poll ready tasks, one `io_uring_enter`);
-//! - `coalesce`: when a saturated worker holds its wait to gather completions;
-//! - `time`: per-worker timers waited on through the enter timeout;
-//! - `net`: TCP and unix sockets;
+//! - `backend`: which backend a worker runs on, and why (probe, `TIDEPOOL_IO`);
+//! - `uring/`: the only code that touches a ring (operations in flight,
+//!   provided buffers, multishot, held waits);
+//! - `epoll/`: the readiness backend with the same contract;
+//! - `executor`: local tasks and the loop (poll ready tasks, then one
+//!   `io_uring_enter` or `epoll_wait`);
+//! - `time`: per-worker timers waited on through that wait's timeout;
+//! - `net`: TCP and unix sockets over either backend;
 //! - `remote`: how other threads post work to a worker.
 
-pub mod bufring;
-mod coalesce;
-mod driver;
+pub mod backend;
+mod epoll;
 mod executor;
-mod multishot;
 pub mod net;
-mod op;
 pub(crate) mod remote;
-mod slots;
 pub mod time;
+mod uring;
 
-pub use driver::RingMode;
+pub use backend::{Backend, IoChoice, Selection};
 pub use executor::{
     block_on, block_on_with, current_worker, request_shutdown, shutdown_requested, shutdown_signal,
     spawn, yield_now, CoalesceMode, CoreConfig, JoinError, JoinHandle, ShutdownSignal,
     WorkerHandle,
 };
+pub use uring::bufring;
+pub use uring::driver::RingMode;
 
-/// How this worker's ring was set up.
-pub fn ring_mode() -> RingMode {
-    executor::with_core(|core| core.driver.borrow().mode())
+/// The backend this worker runs on.
+pub fn io_backend() -> Backend {
+    executor::with_core(|core| core.backend())
 }
 
-/// Operations the kernel owns right now on this worker (diagnostics and tests).
+/// The backend this worker runs on and why.
+pub fn io_selection() -> Selection {
+    executor::with_core(|core| core.selection)
+}
+
+/// How this worker's ring was set up; `None` on epoll.
+pub fn ring_mode() -> Option<RingMode> {
+    executor::with_core(|core| core.uring().map(|d| d.borrow().mode()))
+}
+
+/// Operations the kernel owns right now on this worker (diagnostics and
+/// tests); on epoll, where the kernel owns nothing, the sockets registered.
 pub fn ops_in_flight() -> usize {
-    executor::with_core(|core| core.driver.borrow().in_flight())
+    executor::with_core(|core| match core.uring() {
+        Some(d) => d.borrow().in_flight(),
+        None => core.poller().map_or(0, |p| p.borrow().registered()),
+    })
 }
 
 /// Live tasks on this worker.
@@ -49,7 +60,10 @@ pub fn task_count() -> usize {
 /// Provided receive buffers the kernel can still fill on this worker
 /// (diagnostics and tests); `None` without provided-buffer rings.
 pub fn recv_buffers_free() -> Option<usize> {
-    executor::with_core(|core| core.driver.borrow().bufring.as_ref().map(|b| b.free()))
+    executor::with_core(|core| {
+        core.uring()
+            .and_then(|d| d.borrow().bufring.as_ref().map(|b| b.free()))
+    })
 }
 
 /// Items in this worker's timer heap, live and stale (diagnostics and

@@ -1,8 +1,10 @@
-//! Sockets whose every operation is a ring operation.
+//! Sockets over the worker's backend: ring operations on io_uring,
+//! readiness-driven syscalls on epoll (`epoll::ops`).
 //!
-//! Each socket's fd lives in an `Rc<Fd>`; every operation in flight holds a
-//! clone, so the fd is closed only after the last completion on it arrived,
-//! never while the kernel may still act on that fd number.
+//! Each socket's fd lives in an `Rc<Fd>`; every ring operation in flight
+//! holds a clone, so the fd is closed only after the last completion on it
+//! arrived, never while the kernel may still act on that fd number. On
+//! epoll the `Fd` also holds the socket's registration.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -15,35 +17,80 @@ use std::rc::Rc;
 use io_uring::{opcode, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::epoll::ops::{self as readiness, Io};
+use super::epoll::set_nonblocking;
 use super::executor::{try_with_core, with_core};
-use super::multishot::Received;
-use super::op::Op;
+use super::uring::multishot::Received;
+use super::uring::op::Op;
 
 /// io_uring recv/send flag (5.19+): arm the poll before trying the I/O.
 const IORING_RECVSEND_POLL_FIRST: u16 = 1;
 
-/// An owned fd, closed through the ring when the last handle goes.
-pub(crate) struct Fd(RawFd);
+/// An owned fd, closed through the ring when the last handle goes (on
+/// epoll: deregistered and closed).
+pub(crate) struct Fd {
+    raw: RawFd,
+    /// The epoll registration; `None` on io_uring.
+    reg: Option<usize>,
+}
 
 impl Fd {
     pub(crate) fn raw(&self) -> RawFd {
-        self.0
+        self.raw
+    }
+
+    /// Takes ownership of `raw` on the current worker: on epoll it is made
+    /// non-blocking and registered.
+    fn adopt(raw: RawFd) -> io::Result<Rc<Fd>> {
+        let reg = with_core(|core| match core.poller() {
+            None => Ok(None),
+            Some(p) => set_nonblocking(raw)
+                .and_then(|()| p.borrow_mut().register(raw))
+                .map(Some),
+        });
+        match reg {
+            Ok(reg) => Ok(Rc::new(Fd { raw, reg })),
+            Err(e) => {
+                // SAFETY: `raw` was handed to us and nothing else refers to it.
+                unsafe { libc::close(raw) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The readiness handle, on an epoll worker.
+    fn io(&self) -> Option<Io> {
+        self.reg.map(|key| Io { fd: self.raw, key })
     }
 }
 
 impl Drop for Fd {
     fn drop(&mut self) {
-        let fd = self.0;
+        let fd = self.raw;
+        if let Some(key) = self.reg {
+            // No syscall is in flight on readiness: forget the
+            // registration, then close (which leaves the epoll set).
+            try_with_core(|core| {
+                if let Some(p) = core.poller() {
+                    if let Ok(mut p) = p.try_borrow_mut() {
+                        p.deregister(key);
+                    }
+                }
+            });
+            // SAFETY: we own `fd`; nothing else refers to it.
+            unsafe { libc::close(fd) };
+            return;
+        }
         // Closing through the ring batches the close with other submissions.
         // When the last handle goes while the driver itself is busy (an
         // orphaned op's final completion being reaped), no SQE can still
         // name this fd, so a direct close is safe.
-        let queued = try_with_core(|core| match core.driver.try_borrow_mut() {
-            Ok(mut d) => {
+        let queued = try_with_core(|core| match core.uring().map(|d| d.try_borrow_mut()) {
+            Some(Ok(mut d)) => {
                 d.close_fd(fd);
                 true
             }
-            Err(_) => false,
+            _ => false,
         });
         if queued != Some(true) {
             // SAFETY: we own `fd`, and no queued or in-flight op refers to it
@@ -53,8 +100,8 @@ impl Drop for Fd {
     }
 }
 
-fn sock_fd(socket: Socket) -> Rc<Fd> {
-    Rc::new(Fd(socket.into_raw_fd()))
+fn sock_fd(socket: Socket) -> io::Result<Rc<Fd>> {
+    Fd::adopt(socket.into_raw_fd())
 }
 
 /// A listening TCP socket (SO_REUSEPORT, so every worker can own one on the same port).
@@ -79,7 +126,7 @@ impl TcpListener {
             .as_socket()
             .ok_or_else(|| io::Error::other("listener has no inet address"))?;
         Ok(TcpListener {
-            fd: sock_fd(socket),
+            fd: sock_fd(socket)?,
             local,
             multishot: None,
             multishot_supported: true,
@@ -104,6 +151,10 @@ impl TcpListener {
     /// Accepts one connection. The first call arms a multishot accept (one
     /// SQE for many connections); later calls take its queued completions.
     pub async fn accept(&mut self) -> io::Result<TcpStream> {
+        if let Some(io) = self.fd.io() {
+            let fd = io.accept().await?;
+            return Ok(TcpStream::from_fd(Fd::adopt(fd)?));
+        }
         loop {
             if !self.multishot_supported {
                 let sqe = opcode::Accept::new(
@@ -117,7 +168,7 @@ impl TcpListener {
                 // the listener's fd stays open with the handle parked in it.
                 let (c, _fd) = unsafe { Op::submit(sqe, self.fd.clone(), true) }.await;
                 let fd = c.into_result()? as RawFd;
-                return Ok(TcpStream::from_fd(Rc::new(Fd(fd))));
+                return Ok(TcpStream::from_fd(Rc::new(Fd { raw: fd, reg: None })));
             }
             let key = match self.multishot {
                 Some(k) => k,
@@ -125,22 +176,26 @@ impl TcpListener {
                     // The listener's fd outlives the accept: on drop, a
                     // handle to it is parked until the last completion.
                     let fd = self.fd.raw();
-                    let k = with_core(|core| core.driver.borrow_mut().arm_accept(fd));
+                    let k = with_core(|core| core.driver().borrow_mut().arm_accept(fd));
                     self.multishot = Some(k);
                     k
                 }
             };
             let (res, ended) =
-                poll_fn(|cx| with_core(|core| core.driver.borrow_mut().poll_multi(key, cx))).await;
+                poll_fn(|cx| with_core(|core| core.driver().borrow_mut().poll_multi(key, cx)))
+                    .await;
             if ended {
                 // The kernel ended the multishot (an error, or CQ overflow):
                 // re-arm on the next call.
-                with_core(|core| core.driver.borrow_mut().remove_multi(key));
+                with_core(|core| core.driver().borrow_mut().remove_multi(key));
                 self.multishot = None;
             }
             match res {
                 Some(res) if res >= 0 => {
-                    return Ok(TcpStream::from_fd(Rc::new(Fd(res))));
+                    return Ok(TcpStream::from_fd(Rc::new(Fd {
+                        raw: res,
+                        reg: None,
+                    })));
                 }
                 Some(res) if -res == libc::EINVAL && ended => {
                     // Kernel without multishot accept (before 5.19).
@@ -164,7 +219,7 @@ impl Drop for TcpListener {
             // Accepted fds nobody took are closed; the accept, if still
             // armed, keeps the listener's fd until its final completion.
             let fd = self.fd.clone();
-            try_with_core(|core| core.driver.borrow_mut().release_multi(key, fd));
+            try_with_core(|core| core.driver().borrow_mut().release_multi(key, fd));
         }
     }
 }
@@ -177,7 +232,7 @@ impl Drop for TcpStream {
         // Unread completions give their buffers back; a receive still armed
         // is cancelled, its slot keeping the fd until the final completion.
         let fd = self.fd.clone();
-        try_with_core(|core| core.driver.borrow_mut().release_multi(key, fd));
+        try_with_core(|core| core.driver().borrow_mut().release_multi(key, fd));
     }
 }
 
@@ -215,7 +270,16 @@ impl TcpStream {
     }
 
     async fn connect_socket(socket: Socket, addr: SockAddr) -> io::Result<TcpStream> {
-        let fd = sock_fd(socket);
+        if with_core(|core| core.poller().is_some()) {
+            // Registered after the connect starts: see `finish_connect`.
+            let done = readiness::start_connect(&socket, &addr)?;
+            let fd = sock_fd(socket)?;
+            if !done {
+                readiness::finish_connect(fd.io().expect("registered")).await?;
+            }
+            return Ok(TcpStream::from_fd(fd));
+        }
+        let fd = sock_fd(socket)?;
         let addr = Box::new(addr);
         let sqe =
             opcode::Connect::new(types::Fd(fd.raw()), addr.as_ptr().cast(), addr.len()).build();
@@ -256,13 +320,45 @@ impl TcpStream {
     /// poll at once instead of first trying a receive that would fail.
     pub fn read_hinted(
         &self,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         expect_empty: bool,
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        // Started now, not at the first poll: a ring read goes out with
+        // this turn's other submissions.
+        let started = self.start_read(buf, expect_empty);
+        async move {
+            match started {
+                Started::Ring(op) => {
+                    let (c, (_fd, mut buf)) = op.await;
+                    match c.into_result() {
+                        Ok(n) => {
+                            let len = buf.len();
+                            // SAFETY: the kernel initialised `n` bytes after
+                            // `len` (the Vec's length is unchanged since the
+                            // submission: nothing can reach it meanwhile).
+                            unsafe { buf.set_len(len + n as usize) };
+                            (Ok(n as usize), buf)
+                        }
+                        Err(e) => (Err(e), buf),
+                    }
+                }
+                Started::Readiness(io, mut buf) => {
+                    let res = io.recv(&mut buf).await;
+                    (res, buf)
+                }
+            }
+        }
+    }
+
+    fn start_read(&self, mut buf: Vec<u8>, expect_empty: bool) -> Started {
         if buf.capacity() == buf.len() {
             buf.reserve(4096);
         }
         let len = buf.len();
+        if let Some(io) = self.fd.io() {
+            // The hint is for the ring; readiness knows whether data waits.
+            return Started::Readiness(io, buf);
+        }
         let spare = buf.capacity() - len;
         // SAFETY: `len <= capacity`, so the pointer stays inside the allocation.
         let ptr = unsafe { buf.as_mut_ptr().add(len) };
@@ -277,18 +373,7 @@ impl TcpStream {
         // SAFETY: the SQE points into `buf`'s heap allocation, which moves
         // with the op (and is parked with it if the future is dropped); no
         // one else can reach `buf` until the op gives it back.
-        let op = unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) };
-        async move {
-            let (c, (_fd, mut buf)) = op.await;
-            match c.into_result() {
-                Ok(n) => {
-                    // SAFETY: the kernel initialised `n` bytes after `len`.
-                    unsafe { buf.set_len(len + n as usize) };
-                    (Ok(n as usize), buf)
-                }
-                Err(e) => (Err(e), buf),
-            }
-        }
+        Started::Ring(unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) })
     }
 
     /// Receives whatever arrived, appending it to `buf`; 0 means the peer
@@ -301,6 +386,14 @@ impl TcpStream {
     /// Without provided-buffer rings this is a one-shot receive.
     pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let mut buf = buf;
+        if let Some(io) = self.fd.io() {
+            // Room for what a ring receive would deliver at once.
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let res = io.recv(&mut buf).await;
+            return (res, buf);
+        }
         loop {
             let key = match self.multi.get() {
                 Some(k) => k,
@@ -308,7 +401,7 @@ impl TcpStream {
                     // The fd outlives the receive: on drop, a handle to it
                     // is parked until the last completion.
                     let fd = self.fd.raw();
-                    let armed = with_core(|core| core.driver.borrow_mut().arm_recv(fd));
+                    let armed = with_core(|core| core.driver().borrow_mut().arm_recv(fd));
                     match armed {
                         Some(k) => {
                             self.multi.set(Some(k));
@@ -319,14 +412,14 @@ impl TcpStream {
                 }
             };
             let step = poll_fn(|cx| {
-                with_core(|core| core.driver.borrow_mut().poll_received(key, &mut buf, cx))
+                with_core(|core| core.driver().borrow_mut().poll_received(key, &mut buf, cx))
             })
             .await;
             match step {
                 Received::Data(n) => return (Ok(n), buf),
                 Received::Failed(e) => return (Err(e), buf),
                 Received::Ended { no_buffers } => {
-                    with_core(|core| core.driver.borrow_mut().remove_multi(key));
+                    with_core(|core| core.driver().borrow_mut().remove_multi(key));
                     self.multi.set(None);
                     if no_buffers {
                         // Every provided buffer is taken: this read goes
@@ -335,7 +428,7 @@ impl TcpStream {
                     }
                 }
                 Received::Unsupported => {
-                    with_core(|core| core.driver.borrow_mut().recv_unsupported(key));
+                    with_core(|core| core.driver().borrow_mut().recv_unsupported(key));
                     self.multi.set(None);
                 }
             }
@@ -348,7 +441,26 @@ impl TcpStream {
         buf: Vec<u8>,
         from: usize,
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        let started = self.start_write(buf, from);
+        async move {
+            match started {
+                Started::Ring(op) => {
+                    let (c, (_fd, buf)) = op.await;
+                    (c.into_result().map(|n| n as usize), buf)
+                }
+                Started::Readiness(io, buf) => {
+                    let res = io.send(&buf[from.min(buf.len())..]).await;
+                    (res, buf)
+                }
+            }
+        }
+    }
+
+    fn start_write(&self, buf: Vec<u8>, from: usize) -> Started {
         let from = from.min(buf.len());
+        if let Some(io) = self.fd.io() {
+            return Started::Readiness(io, buf);
+        }
         // SAFETY: `from <= len`.
         let ptr = unsafe { buf.as_ptr().add(from) };
         let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, (buf.len() - from) as u32)
@@ -356,11 +468,7 @@ impl TcpStream {
             .build();
         // SAFETY: as for `read_hinted`: the SQE points into `buf`, which
         // travels with the op.
-        let op = unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) };
-        async move {
-            let (c, (_fd, buf)) = op.await;
-            (c.into_result().map(|n| n as usize), buf)
-        }
+        Started::Ring(unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) })
     }
 
     /// Sends all of `buf`.
@@ -444,4 +552,11 @@ impl std::os::fd::AsFd for TcpStream {
         // SAFETY: the fd stays open for as long as `self` (and its Rc) lives.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.raw()) }
     }
+}
+
+/// A read or write as started: submitted to the ring, or (readiness) to be
+/// tried when first polled.
+enum Started {
+    Ring(Op<(Rc<Fd>, Vec<u8>)>),
+    Readiness(Io, Vec<u8>),
 }

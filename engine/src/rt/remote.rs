@@ -1,5 +1,6 @@
 //! Reaching a worker from other threads: a channel plus an eventfd that the
-//! worker keeps a read armed on, so a message wakes a sleeping ring.
+//! worker keeps a read armed on (io_uring) or registered (epoll), so a
+//! message wakes a sleeping worker.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -8,8 +9,9 @@ use std::task::{Context, Waker};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{opcode, types};
 
+use super::epoll::Dir;
 use super::executor::Core;
-use super::op::Op;
+use super::uring::op::Op;
 
 pub(crate) enum RemoteMsg {
     Wake(usize),
@@ -38,6 +40,7 @@ impl Remote {
                 rx,
                 efd: raw,
                 read: None,
+                reg: None,
             },
         ))
     }
@@ -64,10 +67,24 @@ pub(crate) struct Inbox {
     rx: Receiver<RemoteMsg>,
     efd: i32,
     read: Option<Op<Box<u64>>>,
+    /// The eventfd's registration, on an epoll worker.
+    reg: Option<usize>,
 }
 
 impl Inbox {
-    pub(crate) fn arm(&mut self) {
+    pub(crate) fn arm(&mut self, core: &Core) {
+        if let Some(poller) = core.poller() {
+            let key = poller
+                .borrow_mut()
+                .register(self.efd)
+                .unwrap_or_else(|e| panic!("tidepool: cannot register the worker's eventfd: {e}"));
+            self.reg = Some(key);
+            return;
+        }
+        self.arm_read();
+    }
+
+    fn arm_read(&mut self) {
         let mut buf = Box::new(0u64);
         let ptr = (&mut *buf as *mut u64).cast::<u8>();
         let sqe = opcode::Read::new(types::Fd(self.efd), ptr, 8).build();
@@ -80,7 +97,25 @@ impl Inbox {
             let mut cx = Context::from_waker(Waker::noop());
             if std::pin::Pin::new(op).poll(&mut cx).is_ready() {
                 self.read = None;
-                self.arm();
+                self.arm_read();
+            }
+        }
+        if let (Some(key), Some(poller)) = (self.reg, core.poller()) {
+            let mut poller = poller.borrow_mut();
+            if poller.is_ready(key, Dir::Read) {
+                // Reset the counter: every later write is a new edge.
+                let mut n = 0u64;
+                // SAFETY: reads 8 bytes into a live u64 from our own
+                // non-blocking eventfd; the result does not matter (empty
+                // is as good as reset).
+                unsafe {
+                    libc::read(
+                        self.efd,
+                        (&mut n as *mut u64).cast(),
+                        std::mem::size_of::<u64>(),
+                    )
+                };
+                poller.clear(key, Dir::Read);
             }
         }
         while let Ok(msg) = self.rx.try_recv() {

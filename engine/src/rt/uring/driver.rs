@@ -103,7 +103,8 @@ pub(crate) struct Wait {
 /// kernel needs one to turn the window into "any completion will do".
 const HELD_WAIT_BOUND: Duration = Duration::from_secs(1);
 
-fn ring_unavailable(err: io::Error) -> io::Error {
+/// The error a worker reports when its ring cannot be set up, naming the cause.
+pub(crate) fn ring_unavailable(err: io::Error) -> io::Error {
     let why = match err.raw_os_error() {
         Some(libc::ENOSYS) => "the kernel was built without io_uring (ENOSYS)",
         Some(libc::EPERM) => {
@@ -128,6 +129,8 @@ fn ring_unavailable(err: io::Error) -> io::Error {
 type SetupFlags = fn(&mut io_uring::Builder);
 
 impl Driver {
+    /// Sets up a ring; the error is the kernel's, unwrapped, so the
+    /// backend selection can tell "unavailable" from a real failure.
     pub(crate) fn new(entries: u32) -> io::Result<Driver> {
         // Try the best setup first; each fallback is what an older kernel accepts.
         let attempts: [(RingMode, SetupFlags); 3] = [
@@ -163,10 +166,15 @@ impl Driver {
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
-                Err(e) => return Err(ring_unavailable(e)),
+                Err(e) => return Err(e),
             }
         }
-        Err(ring_unavailable(last_err.expect("at least one attempt")))
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// The ring itself (the backend probe runs a NOP through it).
+    pub(crate) fn ring(&self) -> &IoUring {
+        &self.ring
     }
 
     pub(crate) fn mode(&self) -> RingMode {

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::executor::{try_with_core, with_core};
 use super::slots::Slot;
+use crate::rt::executor::{try_with_core, with_core};
 
 /// The raw completion of an operation: `res` is the kernel's result
 /// (negative errno on failure), `flags` the CQE flags.
@@ -55,7 +55,7 @@ impl<T: 'static> Op<T> {
     pub(crate) unsafe fn submit(sqe: squeue::Entry, data: T, yields_fd: bool) -> Op<T> {
         let (key, core) = with_core(|core| {
             // SAFETY: the caller's guarantee; `data` is parked with the slot.
-            let key = unsafe { core.driver.borrow_mut().submit_op(sqe, yields_fd) };
+            let key = unsafe { core.driver().borrow_mut().submit_op(sqe, yields_fd) };
             (key, core.id())
         });
         Op {
@@ -83,7 +83,7 @@ impl<T: 'static> Future for Op<T> {
                 this.core,
                 "tidepool: an operation was polled on a worker other than its own"
             );
-            let mut driver = core.driver.borrow_mut();
+            let mut driver = core.driver().borrow_mut();
             let slot = driver.ops.get_mut(key).expect("op slot vanished");
             match slot {
                 Slot::Done { res, flags } => {
@@ -124,7 +124,7 @@ impl<T: 'static> Drop for Op<T> {
                 // Its own ring is gone or elsewhere: nothing here may be touched.
                 return false;
             }
-            let mut driver = core.driver.borrow_mut();
+            let mut driver = core.driver().borrow_mut();
             match driver.ops.get_mut(key) {
                 Some(Slot::Done { .. }) => {
                     // Finished, never read: an accepted fd in it is closed.
