@@ -9,6 +9,9 @@ pub struct Opts {
     pub repeat: usize,
     pub server_cpu: usize,
     pub client_cpu: usize,
+    /// `--io BACKEND`: Tidepool's example runs on this I/O backend
+    /// (`io_uring` or `epoll`; default: what it probes).
+    pub io: Option<String>,
 }
 
 impl Opts {
@@ -18,6 +21,7 @@ impl Opts {
             repeat: 3,
             server_cpu: 1,
             client_cpu: 0,
+            io: None,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
@@ -31,10 +35,19 @@ impl Opts {
                 "--repeat" => o.repeat = n(),
                 "--server-cpu" => o.server_cpu = n(),
                 "--client-cpu" => o.client_cpu = n(),
+                "--io" => o.io = Some(v.to_string()),
                 other => panic!("unknown argument {other}"),
             }
         }
         o
+    }
+
+    /// Arguments that put Tidepool's example on the chosen backend.
+    pub fn io_args(&self) -> Vec<String> {
+        match &self.io {
+            Some(b) => vec!["--io".into(), b.clone()],
+            None => Vec::new(),
+        }
     }
 
     pub fn footer(&self) {

@@ -16,13 +16,14 @@ pub struct Args {
     pub fault_injection: bool,
     pub coalesce_us: Option<u64>,
     pub pin: bool,
+    pub io: tidepool::engine::rt::IoChoice,
 }
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
-             [--coalesce-us N] [--fault-injection]
+             [--coalesce-us N] [--io auto|io_uring|epoll] [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
   --workers N               worker threads (default: one per CPU the process may
@@ -42,6 +43,8 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
   --coalesce-us N           most microseconds a saturated worker holds a wait to gather
                             completions; 0 turns it off (default 50)
+  --io auto|io_uring|epoll  I/O backend (default auto: TIDEPOOL_IO if set, else io_uring
+                            where the kernel allows it, epoll where it does not)
   --fault-injection         enable POST /debug/supervisor-panic (tests and drills)";
 
 fn rails(flag: &str, v: &str) -> Result<(usize, usize), String> {
@@ -71,6 +74,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         fault_injection: false,
         coalesce_us: None,
         pin: true,
+        io: Default::default(),
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -104,6 +108,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
             "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),
+            "--io" => a.io = v.parse().map_err(|e| format!("--io: {e}"))?,
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }

@@ -160,7 +160,8 @@ fn main() -> ExitCode {
     let for_workers = shared.clone();
     let mut server = Server::bind(args.listen)
         .workers(workers)
-        .pin_workers(args.pin);
+        .pin_workers(args.pin)
+        .io(args.io);
     if let Some(us) = args.coalesce_us {
         server = server.coalesce_window(Duration::from_micros(us));
     }

@@ -8,6 +8,7 @@
 //! then the ratios. Run through `benches/compare-http.sh`, which builds both.
 //!
 //! usage: compare_http [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
+//!                     [--io io_uring|epoll]
 
 use tidepool_benches::{compare_pair, print_table, Contestant, Opts};
 
@@ -19,12 +20,14 @@ fn main() {
         ("plaintext pipelined x16, 256 connections", 256, true),
     ];
     let tidepool = |addr: &str| {
-        vec![
+        let mut v = vec![
             "--listen".to_string(),
             addr.to_string(),
             "--workers".into(),
             "1".into(),
-        ]
+        ];
+        v.extend(o.io_args());
+        v
     };
     let hyper = |addr: &str| vec![addr.to_string()];
     let pair = [

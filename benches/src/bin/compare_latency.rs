@@ -16,6 +16,7 @@
 //! median is the figure to read. Run through `benches/compare-latency.sh`.
 //!
 //! usage: compare_latency [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
+//!                        [--io io_uring|epoll]
 
 use std::path::Path;
 
@@ -43,17 +44,19 @@ struct Run {
     errors: u64,
 }
 
-fn contestants() -> Vec<Contestant> {
+fn contestants(o: &Opts) -> Vec<Contestant> {
+    let mut tidepool = vec![
+        "--listen".into(),
+        "127.0.0.1:18090".into(),
+        "--workers".into(),
+        "1".into(),
+    ];
+    tidepool.extend(o.io_args());
     let mut v = vec![
         Contestant {
             name: "tidepool",
             program: "target/release/examples/hello",
-            args: vec![
-                "--listen".into(),
-                "127.0.0.1:18090".into(),
-                "--workers".into(),
-                "1".into(),
-            ],
+            args: tidepool,
             addr: "127.0.0.1:18090".into(),
         },
         Contestant {
@@ -149,7 +152,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = Opts::from_args();
-    let all = contestants();
+    let all = contestants(&o);
     let floor = all.iter().find(|c| c.name == "floor").expect("floor");
     let capacity = {
         let server = start_pinned(floor.program, &floor.args, o.server_cpu, &floor.addr);

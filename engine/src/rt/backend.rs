@@ -44,7 +44,7 @@ impl FromStr for IoChoice {
             "epoll" => Ok(IoChoice::Epoll),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("tidepool: {IO_ENV}={other:?} is not one of auto, io_uring, epoll"),
+                format!("{other:?} is not an I/O backend: auto, io_uring or epoll"),
             )),
         }
     }
@@ -106,7 +106,9 @@ static CHOSEN: Mutex<Option<HashMap<(IoChoice, u32), Selection>>> = Mutex::new(N
 pub(crate) fn select(choice: IoChoice, entries: u32) -> io::Result<Selection> {
     let choice = match choice {
         IoChoice::Auto => match std::env::var(IO_ENV) {
-            Ok(v) => v.parse()?,
+            Ok(v) => v.parse().map_err(|e: io::Error| {
+                io::Error::new(e.kind(), format!("tidepool: {IO_ENV}: {e}"))
+            })?,
             Err(_) => IoChoice::Auto,
         },
         c => c,
@@ -255,7 +257,10 @@ mod tests {
         assert_eq!("io_uring".parse::<IoChoice>().unwrap(), IoChoice::IoUring);
         assert_eq!(" epoll ".parse::<IoChoice>().unwrap(), IoChoice::Epoll);
         let e = "kqueue".parse::<IoChoice>().unwrap_err();
-        assert!(e.to_string().contains("TIDEPOOL_IO"), "{e}");
+        assert!(
+            e.to_string().contains("\"kqueue\" is not an I/O backend"),
+            "{e}"
+        );
     }
 
     #[test]

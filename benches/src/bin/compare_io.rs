@@ -1,0 +1,75 @@
+//! Tidepool on epoll against Tidepool on io_uring, the same example binary
+//! with `--io epoll` and `--io io_uring`: plaintext (64 and 256 keep-alive
+//! connections, 256 pipelined x16), then `GET /db` and `GET /redis` on an
+//! ephemeral PostgreSQL and Redis. Alternating rounds; the ratios are
+//! epoll / io_uring (req/s, and server CPU per request), paired per round.
+//! The app server is pinned to one CPU; wrk and the databases share the
+//! other. Run through `benches/compare-io.sh`.
+//!
+//! usage: compare_io [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
+
+use tidepool_benches::{compare_pair, pin_pid, print_table, Contestant, Opts};
+use tidepool_testkit::{PgServer, PgUser, RedisServer};
+
+fn main() {
+    let o = Opts::from_args();
+    let pg = PgServer::start().expect("PostgreSQL for the comparison");
+    let redis = RedisServer::start().expect("redis-server for the comparison");
+    for pid in [pg.pid(), redis.pid()].into_iter().flatten() {
+        pin_pid(pid, o.client_cpu);
+    }
+    let (pg_url, redis_url) = (pg.url(PgUser::Md5), redis.url());
+    let hello = |addr: &str, io: &str| -> Vec<String> {
+        [
+            "--listen",
+            addr,
+            "--workers",
+            "1",
+            "--io",
+            io,
+            "--pg",
+            &pg_url,
+            "--pg-max-open",
+            "8",
+            "--pg-shared-max-open",
+            "8",
+            "--redis",
+            &redis_url,
+            "--redis-max-open",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let pair = [
+        Contestant {
+            program: "target/release/examples/hello",
+            args: hello("127.0.0.1:18084", "epoll"),
+            addr: "127.0.0.1:18084".into(),
+        },
+        Contestant {
+            program: "target/release/examples/hello",
+            args: hello("127.0.0.1:18085", "io_uring"),
+            addr: "127.0.0.1:18085".into(),
+        },
+    ];
+    let mut rows = Vec::new();
+    for (label, path, conns, pipelined) in [
+        ("plaintext, 64 connections", "/plaintext", 64, false),
+        ("plaintext, 256 connections", "/plaintext", 256, false),
+        (
+            "plaintext pipelined x16, 256 connections",
+            "/plaintext",
+            256,
+            true,
+        ),
+        ("GET /db, pool 8, 64 connections", "/db", 64, false),
+        ("GET /redis, 64 connections", "/redis", 64, false),
+    ] {
+        rows.push(compare_pair(&o, label, &pair, path, conns, pipelined));
+    }
+    println!("\n(\"tidepool\" is the epoll backend, the peer the io_uring backend)");
+    print_table("io_uring", &rows);
+    o.footer();
+}
