@@ -501,3 +501,47 @@ fn a_dropped_listener_leaks_no_accepted_socket() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+fn block_on_epoll<F: std::future::Future>(fut: F) -> F::Output {
+    let config = rt::CoreConfig {
+        io: rt::IoChoice::Epoll,
+        ..rt::CoreConfig::default()
+    };
+    rt::block_on_with(&config, fut).unwrap()
+}
+
+/// On the epoll backend, 8 MiB each way through one connection fills the
+/// socket buffers, so both directions wait on EAGAIN and are woken by
+/// edges; the data arrives intact and in order, and the end of stream is
+/// reported on every read after it (a read that found EOF must not leave
+/// the socket waiting for an edge that never comes).
+#[test]
+fn epoll_streams_through_backpressure_and_reports_eof_twice() {
+    block_on_epoll(async {
+        assert_eq!(rt::io_backend(), rt::Backend::Epoll);
+        assert_eq!(rt::io_selection().reason, "requested");
+        assert_eq!(rt::ring_mode(), None);
+        const LEN: usize = 8 << 20;
+        let (a, b) = connected_pair().await;
+        let (a, b) = (std::rc::Rc::new(a), std::rc::Rc::new(b));
+        let pump = |from: std::rc::Rc<TcpStream>| {
+            rt::spawn(async move {
+                let (r, _) = from.write_all(pattern(LEN)).await;
+                r.unwrap();
+                from.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let (wa, wb) = (pump(a.clone()), pump(b.clone()));
+        let (ga, gb) = (recv_exactly(&a, LEN).await, recv_exactly(&b, LEN).await);
+        assert!(ga == pattern(LEN) && gb == pattern(LEN), "data corrupted");
+        wa.await.unwrap();
+        wb.await.unwrap();
+        for _ in 0..2 {
+            // Bounded only so that the failure is an assertion, not a hang.
+            let (n, _) = time::timeout(Duration::from_secs(10), b.recv(Vec::new()))
+                .await
+                .expect("a second read after the end of stream waited for an edge");
+            assert_eq!(n.unwrap(), 0);
+        }
+    });
+}

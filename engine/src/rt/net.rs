@@ -42,11 +42,22 @@ impl Fd {
     /// Takes ownership of `raw` on the current worker: on epoll it is made
     /// non-blocking and registered.
     fn adopt(raw: RawFd) -> io::Result<Rc<Fd>> {
+        Self::adopt_as(raw, false)
+    }
+
+    /// Like `adopt`, for an fd already non-blocking (`accept4` with
+    /// `SOCK_NONBLOCK`, a started connect): saves two `fcntl` calls.
+    fn adopt_as(raw: RawFd, nonblocking: bool) -> io::Result<Rc<Fd>> {
         let reg = with_core(|core| match core.poller() {
             None => Ok(None),
-            Some(p) => set_nonblocking(raw)
-                .and_then(|()| p.borrow_mut().register(raw))
-                .map(Some),
+            Some(p) => {
+                let set = if nonblocking {
+                    Ok(())
+                } else {
+                    set_nonblocking(raw)
+                };
+                set.and_then(|()| p.borrow_mut().register(raw)).map(Some)
+            }
         });
         match reg {
             Ok(reg) => Ok(Rc::new(Fd { raw, reg })),
@@ -153,7 +164,7 @@ impl TcpListener {
     pub async fn accept(&mut self) -> io::Result<TcpStream> {
         if let Some(io) = self.fd.io() {
             let fd = io.accept().await?;
-            return Ok(TcpStream::from_fd(Fd::adopt(fd)?));
+            return Ok(TcpStream::from_fd(Fd::adopt_as(fd, true)?));
         }
         loop {
             if !self.multishot_supported {
@@ -273,7 +284,7 @@ impl TcpStream {
         if with_core(|core| core.poller().is_some()) {
             // Registered after the connect starts: see `finish_connect`.
             let done = readiness::start_connect(&socket, &addr)?;
-            let fd = sock_fd(socket)?;
+            let fd = Fd::adopt_as(socket.into_raw_fd(), true)?;
             if !done {
                 readiness::finish_connect(fd.io().expect("registered")).await?;
             }
