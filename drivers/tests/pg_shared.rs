@@ -133,6 +133,58 @@ fn a_transaction_breaks_the_shared_connection() {
     });
 }
 
+/// Two callers in one turn: A's BEGIN and B's INSERT leave in one send, so
+/// the server runs B's INSERT inside A's transaction. B must not hear
+/// `Ok` for a row that closing the connection rolls back; with C's ROLLBACK
+/// in the same batch too. Either way the row is not there afterwards.
+#[test]
+fn a_transaction_never_acknowledges_another_callers_write() {
+    block_on(async {
+        let admin = shared().await;
+        admin
+            .execute(
+                "create table if not exists shared_tx_leak (k text primary key)",
+                &[],
+            )
+            .await
+            .unwrap();
+        for (case, rollback) in [("pair", false), ("triple", true)] {
+            let db = shared().await;
+            let (a, b, c) = (db.clone(), db.clone(), db.clone());
+            let begin = spawn(async move { a.execute("begin", &[]).await });
+            let insert = spawn(async move {
+                b.execute("insert into shared_tx_leak values ($1)", &[&case])
+                    .await
+            });
+            let end = rollback.then(|| spawn(async move { c.execute("rollback", &[]).await }));
+            let begin = begin.await.unwrap();
+            let insert = insert.await.unwrap();
+            assert!(
+                matches!(&begin, Err(Error::Usage(m)) if m.contains("transaction")),
+                "{case}: BEGIN answered {begin:?}"
+            );
+            assert!(
+                matches!(insert, Err(Error::Closed)),
+                "{case}: the INSERT inside another caller's transaction answered {insert:?}"
+            );
+            if let Some(end) = end {
+                let end = end.await.unwrap();
+                assert!(matches!(end, Err(Error::Closed)), "{case}: {end:?}");
+            }
+            assert!(db.is_broken());
+            let n = admin
+                .query_one(
+                    "select count(*)::int8 from shared_tx_leak where k = $1",
+                    &[&case],
+                )
+                .await
+                .unwrap()
+                .get::<i64>(0);
+            assert_eq!(n, 0, "{case}: a rolled-back row was acknowledged");
+        }
+    });
+}
+
 #[test]
 fn timed_out_and_dropped_callers_leave_replies_matched() {
     block_on(async {

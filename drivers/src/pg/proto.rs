@@ -140,6 +140,9 @@ pub struct Protocol {
     copy_chunks: VecDeque<(ReqId, Bytes)>,
     dead: bool,
     fatal: Option<Error>,
+    /// Shared between callers: every request must leave the session idle
+    /// (see [`Protocol::require_idle_sessions`]).
+    idle_only: bool,
 }
 
 fn columns_from(body: &RowDescriptionBody, text_only: bool) -> Result<Vec<Column>> {
@@ -187,7 +190,18 @@ impl Protocol {
             copy_chunks: VecDeque::new(),
             dead: false,
             fatal: None,
+            idle_only: false,
         })
+    }
+
+    /// For a connection shared between callers: a request after which the
+    /// session is not idle (it opened a transaction, or failed inside one)
+    /// fails, and so does every request queued behind it, before any of
+    /// them is answered; the connection is dead from then on. The requests
+    /// behind it ran inside another caller's transaction, which closing
+    /// the session rolls back, so none of them may be acknowledged.
+    pub fn require_idle_sessions(&mut self) {
+        self.idle_only = true;
     }
 
     /// True once authentication finished and the first ReadyForQuery arrived.
@@ -619,6 +633,19 @@ impl Protocol {
                         Kind::CopyIn { tag, .. } | Kind::CopyOut { tag } => Response::Copy { tag },
                     }),
                 };
+                if self.idle_only && self.tx != TxStatus::Idle {
+                    self.done.push_back((
+                        p.id,
+                        Err(Error::Usage(
+                            "a statement opened a transaction on a shared connection; \
+                             transactions need an exclusive Client (the connection is \
+                             closed, and the statements queued behind this one on it fail)"
+                                .into(),
+                        )),
+                    ));
+                    self.fail(Error::Closed);
+                    return Ok(());
+                }
                 self.done.push_back((p.id, res));
                 return Ok(());
             }

@@ -13,9 +13,11 @@
 //! another's statement. What a shared connection cannot offer is session
 //! state: transactions, `SET`, temporary tables, COPY and LISTEN need an
 //! exclusive [`Client`]. A statement that leaves the session inside a
-//! transaction block breaks the connection (every caller sees an error and
-//! the pool replaces it) rather than leaking that transaction into other
-//! callers' statements. A query that times out returns
+//! transaction block breaks the connection: the protocol state fails it and
+//! every statement queued behind it (they ran inside that transaction,
+//! which closing the session rolls back) before any of them is answered,
+//! and the pool replaces the connection. No caller is told a write
+//! succeeded that the rollback then undoes. A query that times out returns
 //! [`Error::Timeout`] to its caller; no CancelRequest is sent (it would
 //! cancel whichever caller's statement happens to be running), and its reply
 //! is read and discarded when it comes, so later replies stay matched.
@@ -33,7 +35,7 @@ use tidepool_engine::rt::{self, time};
 use super::client::{one_row, opt_row, AsQuery, Client, QueryResult, Stats};
 use super::config::Config;
 use super::error::{Error, Result};
-use super::proto::{ReqId, Response, TxStatus};
+use super::proto::{ReqId, Response};
 use super::row::Row;
 use super::stmt_cache::Statement;
 use super::types::ToSql;
@@ -111,7 +113,8 @@ impl SharedClient {
     /// Connects and authenticates, then starts the connection's driver task
     /// on the current worker.
     pub async fn connect(cfg: &Config) -> Result<SharedClient> {
-        let client = Client::connect(cfg).await?;
+        let mut client = Client::connect(cfg).await?;
+        client.proto.require_idle_sessions();
         let inner = Rc::new(Inner {
             st: RefCell::new(State {
                 client,
@@ -237,6 +240,7 @@ impl SharedClient {
             let id = {
                 let mut s = self.inner().st.borrow_mut();
                 let id = s.queue_execute(&st, params)?;
+
                 s.wake_driver();
                 id
             };
@@ -411,20 +415,15 @@ async fn drive(inner: Rc<Inner>) {
                     }
                 }
             }
-            if s.client.proto.tx_status() != TxStatus::Idle && !s.client.proto.is_dead() {
-                s.client.proto.fail(Error::Usage(
-                    "a statement opened a transaction on a shared connection; \
-                     transactions need an exclusive Client"
-                        .into(),
-                ));
-                continue;
-            }
             if s.client.proto.is_dead() {
-                // Nothing more will arrive: whoever still waits hears it now.
+                // Nothing more will arrive: whoever still waits hears it
+                // now. Replies that arrived before the end stay as they
+                // are: a caller whose statement completed learns its
+                // outcome, not that the connection closed afterwards.
                 for slot in s.replies.values_mut() {
-                    if let Reply::Waiting(w) =
-                        std::mem::replace(slot, Reply::Ready(Err(Error::Closed)))
-                    {
+                    if let Reply::Waiting(w) = slot {
+                        let w = w.take();
+                        *slot = Reply::Ready(Err(Error::Closed));
                         w.into_iter().for_each(Waker::wake);
                     }
                 }

@@ -821,3 +821,48 @@ fn notices_stay_capped_even_after_a_startup_that_sent_many() {
         "the cap holds afterwards too"
     );
 }
+
+/// Shared connection: caller A's BEGIN, B's INSERT and C's SELECT arrive in
+/// one read. B's INSERT ran inside A's transaction (its ReadyForQuery says
+/// 'T'), so it must not be acknowledged: A fails with the reason, B and C
+/// with `Closed`, all before anyone is answered, and the connection is dead.
+#[test]
+fn an_idle_only_session_fails_a_transaction_and_everything_behind_it() {
+    let mut p = ready();
+    p.require_idle_sessions();
+    let a = p.simple_query("begin").unwrap();
+    let b = p.simple_query("insert into t values (1)").unwrap();
+    let c = p.simple_query("rollback").unwrap();
+    p.receive(&be::cat(&[
+        be::complete("BEGIN"),
+        be::rfq(b'T'),
+        be::complete("INSERT 0 1"),
+        be::rfq(b'T'),
+        be::complete("ROLLBACK"),
+        be::rfq(b'I'),
+    ]));
+    let (id, r) = p.poll_response().unwrap();
+    assert_eq!(id, a);
+    assert!(
+        matches!(&r, Err(Error::Usage(m)) if m.contains("transaction")),
+        "{r:?}"
+    );
+    for want in [b, c] {
+        let (id, r) = p.poll_response().unwrap();
+        assert_eq!(id, want);
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    }
+    assert!(p.poll_response().is_none());
+    assert!(p.is_dead());
+}
+
+/// The same rule on a connection that is not shared would be wrong: an
+/// exclusive client's transaction is its own.
+#[test]
+fn an_exclusive_session_may_stay_in_a_transaction() {
+    let mut p = ready();
+    p.simple_query("begin").unwrap();
+    p.receive(&be::cat(&[be::complete("BEGIN"), be::rfq(b'T')]));
+    assert!(p.poll_response().unwrap().1.is_ok());
+    assert!(!p.is_dead());
+}
