@@ -10,6 +10,7 @@ use crate::run::{execute, RunOptions, Second};
 use crate::summary::{summarize, Summary};
 use crate::threshold::Threshold;
 use crate::util::{parse_duration, parse_seconds};
+use tidepool_engine::rt::IoChoice;
 
 pub const USAGE: &str = "\
 tidepool-loadgen: open-loop HTTP/1.1 load with rate curves, corrected latency and pool metrics
@@ -55,6 +56,9 @@ OPTIONS:
   --quantum D                send on a grid of D (e.g. 100us): fewer wake-ups at high rates,
                              up to D of added lateness (counted in corrected latency); default 0
   --metrics PATH | --no-metrics   Prometheus endpoint scraped each second (default /metrics)
+  --io auto|io_uring|epoll   the generator's I/O: auto (default) uses io_uring and falls back to
+                             epoll where io_uring is unavailable (seccomp, kernel.io_uring_disabled);
+                             without --io, TIDEPOOL_IO decides (as it does for the server)
   --out DIR                  where series.jsonl, summary.json, report.html go (default loadgen-out)
   --dry-run                  print the rate and mix of every second; send nothing
   --quiet                    no live progress line
@@ -84,6 +88,7 @@ pub struct RunArgs {
     pub quantum: Option<Duration>,
     pub max_queue: Option<usize>,
     pub metrics: Option<Option<String>>,
+    pub io: Option<IoChoice>,
     pub out: Option<PathBuf>,
     pub dry_run: bool,
     pub quiet: bool,
@@ -166,6 +171,13 @@ pub fn parse_run_args(args: &[String]) -> Result<RunArgs, String> {
             "--max-queue" => a.max_queue = Some(parse_num(&flag, &value()?)?),
             "--metrics" => a.metrics = Some(Some(value()?)),
             "--no-metrics" => a.metrics = Some(None),
+            "--io" => {
+                let v = value()?;
+                a.io = Some(
+                    v.parse()
+                        .map_err(|_| format!("--io {v:?}: not one of auto, io_uring, epoll"))?,
+                );
+            }
             "--out" => a.out = Some(PathBuf::from(value()?)),
             "--dry-run" => a.dry_run = true,
             "--quiet" | "-q" => a.quiet = true,
@@ -259,6 +271,7 @@ impl RunArgs {
         if let Some(m) = &self.metrics {
             o.metrics_path = m.clone();
         }
+        o.io = self.io;
         o.validate()?;
         Ok(o)
     }
@@ -444,6 +457,14 @@ pub fn run_to_dir(
         report_path.display()
     );
     drop(o);
+    if summary.sent == 0 && collected.io.is_empty() {
+        // No generator thread got going (e.g. io_uring required where it
+        // is blocked): the run was not done, rather than not kept up with.
+        let why = collected.totals.fatal.first().cloned();
+        return Err(RunError::Failed(
+            why.unwrap_or_else(|| "no generator thread could start".into()),
+        ));
+    }
     if summary.generator.saturated {
         eprintln!("\n!!! WARNING: THE GENERATOR COULD NOT KEEP UP — results understate the offered load !!!");
         for m in &summary.generator.messages {
@@ -558,6 +579,9 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
         s.generator.worker_cpu_max * 100.0,
         if s.generator.saturated { "  << COULD NOT KEEP UP" } else { "" }
     );
+    if !s.generator.io.is_empty() {
+        let _ = writeln!(o, "I/O: {}", s.generator.io);
+    }
     for t in &s.thresholds {
         let _ = writeln!(
             o,

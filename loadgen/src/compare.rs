@@ -215,6 +215,15 @@ pub fn compare(a: &Summary, b: &Summary, name_a: &str, name_b: &str) -> String {
             }
         );
     }
+    if a.generator.io != b.generator.io && !a.generator.io.is_empty() && !b.generator.io.is_empty()
+    {
+        // A different generator can cap closed-loop throughput differently.
+        let _ = writeln!(
+            out,
+            "NOTE: the generators ran on different I/O: {name_a} {}, {name_b} {}",
+            a.generator.io, b.generator.io
+        );
+    }
     out
 }
 

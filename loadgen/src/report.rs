@@ -604,7 +604,7 @@ table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padd
 .note{{color:#555;font-size:13px}}
 </style></head><body>
 <h1>tidepool-loadgen: {target}</h1>
-<p class="note">{mode} loop, {arrivals} arrivals, {conns} connections, pipeline {pipe}, {threads} thread(s), seed {seed}, {dur:.0} s schedule.</p>
+<p class="note">{mode} loop, {arrivals} arrivals, {conns} connections, pipeline {pipe}, {threads} thread(s), seed {seed}, {dur:.0} s schedule{io}.</p>
 "#,
         target = esc(&s.target),
         mode = esc(&s.mode),
@@ -614,6 +614,11 @@ table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padd
         threads = s.threads,
         seed = s.seed,
         dur = s.duration_s,
+        io = if s.generator.io.is_empty() {
+            String::new()
+        } else {
+            format!(", I/O {}", esc(&s.generator.io))
+        },
     );
     if s.generator.saturated {
         let _ = write!(

@@ -15,7 +15,9 @@ use crate::http::{RequestTemplate, Target};
 use crate::sampler::{run_sampler, PoolGauges, Scraper, Tick};
 use crate::schedule::Phase;
 use crate::stats::{new_hist, ClassInterval, Counters, Interval, Latency};
-use crate::worker::{run_worker, Msg, Shared};
+use crate::worker::{run_worker, IoUsed, Msg, Shared};
+use tidepool_engine::rt::backend::IO_ENV;
+use tidepool_engine::rt::IoChoice;
 
 /// How to run (everything but the pattern itself).
 #[derive(Clone, Debug)]
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub quantum: Duration,
     /// Path of the server's Prometheus endpoint; None turns scraping off.
     pub metrics_path: Option<String>,
+    /// The generator's I/O backend (`--io`); None: `TIDEPOOL_IO`, else auto.
+    pub io: Option<IoChoice>,
 }
 
 impl RunOptions {
@@ -61,6 +65,21 @@ impl RunOptions {
             drain: Duration::from_secs(2),
             quantum: Duration::ZERO,
             metrics_path: Some("/metrics".into()),
+            io: None,
+        }
+    }
+
+    /// The backend asked for: `--io`, else `TIDEPOOL_IO` (the engine's
+    /// variable, so one setting covers server and generator), else auto.
+    pub fn io_choice(&self) -> Result<IoChoice, String> {
+        if let Some(c) = self.io {
+            return Ok(c);
+        }
+        match std::env::var(IO_ENV) {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| format!("{IO_ENV}={v:?} is not one of auto, io_uring, epoll")),
+            Err(_) => Ok(IoChoice::Auto),
         }
     }
 
@@ -88,6 +107,7 @@ impl RunOptions {
                 return Err("--cpus is empty".into());
             }
         }
+        self.io_choice()?;
         Ok(())
     }
 }
@@ -173,6 +193,9 @@ pub struct Collected {
     pub totals: Totals,
     pub class_names: Vec<String>,
     pub wall: Duration,
+    /// The backend of each generator thread that got as far as setting
+    /// one up, in thread order.
+    pub io: Vec<IoUsed>,
 }
 
 impl Collected {
@@ -268,6 +291,7 @@ pub fn execute(
         max_queue: opts.max_queue,
         drain: opts.drain.min(opts.timeout),
         quantum: opts.quantum,
+        io: opts.io_choice()?,
     });
     let cpus: Vec<Option<usize>> = if !opts.pin {
         vec![None; opts.threads]
@@ -322,6 +346,7 @@ pub fn execute(
         let Ok(msg) = rx.recv() else { break };
         match msg {
             Msg::Started(_, tid) => tids.lock().expect("tids").push(tid),
+            Msg::Io(th, used) => c.io[th] = Some(used),
             Msg::Interval(th, iv) => c.interval(th, *iv),
             Msg::Tick(t) => c.tick(*t),
             Msg::Done(th) => {
@@ -360,6 +385,7 @@ pub fn execute(
         },
         class_names: plan.classes.iter().map(|c| c.name.clone()).collect(),
         wall,
+        io: c.io.into_iter().flatten().collect(),
     })
 }
 
@@ -379,6 +405,7 @@ struct Collector<'a> {
     lag: Histogram<u64>,
     fatal: Vec<String>,
     progress: Progress,
+    io: Vec<Option<IoUsed>>,
 }
 
 impl<'a> Collector<'a> {
@@ -401,6 +428,7 @@ impl<'a> Collector<'a> {
                 enabled: progress,
                 duration: opts.plan.duration(),
             },
+            io: vec![None; opts.threads],
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::pattern::Edge;
 use crate::run::{Collected, RunOptions, Second};
 use crate::stats::Latency;
+use crate::worker::IoUsed;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -78,6 +79,10 @@ pub struct Generator {
     pub worker_cpu_max: f64,
     pub worker_cpu_mean: f64,
     pub messages: Vec<String>,
+    /// The generator's I/O backend and why, e.g. `io_uring` or `epoll
+    /// (seccomp_or_sysctl)`; per backend with thread counts when threads
+    /// differ. Empty when no thread got as far as setting one up.
+    pub io: String,
 }
 
 /// Per-second values, the raw material for significance tests in `compare`.
@@ -337,6 +342,7 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
             worker_cpu_max,
             worker_cpu_mean: mean(inside.iter().map(|s| s.worker_cpu)),
             messages,
+            io: describe_io(&c.io),
         },
         samples: Samples {
             throughput: inside.iter().map(|s| s.completed as f64).collect(),
@@ -359,6 +365,27 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         },
         thresholds: Vec::new(),
     }
+}
+
+/// The backends the generator threads ran on, as one line: `epoll
+/// (seccomp_or_sysctl)` when they agree, else e.g. `io_uring on 3 threads,
+/// epoll (memlock) on 1 thread`.
+pub fn describe_io(used: &[IoUsed]) -> String {
+    let mut kinds: Vec<(IoUsed, usize)> = Vec::new();
+    for u in used {
+        match kinds.iter_mut().find(|(k, _)| k == u) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((*u, 1)),
+        }
+    }
+    if let [(only, _)] = kinds.as_slice() {
+        return only.to_string();
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k} on {n} thread{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -498,6 +525,25 @@ mod tests {
         assert!((pg.overshoot_pct.unwrap() - 40.0).abs() < 1e-9);
         // 11 at t=13 is within the band (max(1, 10 %) of 10); 13 at t=12 is not.
         assert_eq!(pg.settle_s, Some(3.0));
+    }
+
+    #[test]
+    fn the_io_line_names_one_backend_or_counts_threads_per_backend() {
+        use tidepool_engine::rt::Backend;
+        let ring = IoUsed {
+            backend: Backend::IoUring,
+            reason: "probe_ok",
+        };
+        let epoll = IoUsed {
+            backend: Backend::Epoll,
+            reason: "memlock",
+        };
+        assert_eq!(describe_io(&[]), "");
+        assert_eq!(describe_io(&[epoll, epoll]), "epoll (memlock)");
+        assert_eq!(
+            describe_io(&[ring, epoll, ring, ring]),
+            "io_uring on 3 threads, epoll (memlock) on 1 thread"
+        );
     }
 
     #[test]

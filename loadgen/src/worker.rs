@@ -1,15 +1,24 @@
-//! One generator thread: a pinned loop over its own io_uring that owns a
-//! share of the connections and of the schedule.
+//! One generator thread: a pinned event loop that owns a share of the
+//! connections and of the schedule, over its own io_uring (`ring.rs`) or,
+//! where io_uring is unavailable, edge-triggered epoll (`epoll.rs`).
 //!
 //! The loop is the whole client, as an event loop is in wrk: a connection
 //! is a slot in a table whose phase says what it waits for, and there is
 //! no task, waker or timer per request. Each turn:
-//! - reaps completions: a response is parsed where the kernel put it (a
-//!   provided buffer of the multishot receive) and a connection with room
-//!   takes its next request at once;
-//! - dispatches the arrivals that came due, checks deadlines once a
-//!   millisecond, (re)connects;
-//! - submits every send of the turn and waits, in one `io_uring_enter`.
+//! - handles what the kernel reported since the last wait (completions, or
+//!   readiness): a response is parsed where its bytes landed and a
+//!   connection with room takes its next request at once;
+//! - dispatches the arrivals that came due, looks the connections over when
+//!   their earliest deadline passes, (re)connects;
+//! - sends every request of the turn and waits, in one `io_uring_enter` or
+//!   one `epoll_wait`.
+//!
+//! Everything but moving bytes is written once, here: the connection state
+//! machine, the dispatch, the deadlines and the bookkeeping. A backend
+//! ([`Io`]) starts connects and sends, stops what it does for a closing
+//! connection, and reports what happened through the handlers below. The
+//! worker is generic over it, so the ring's loop is compiled as before,
+//! with no dynamic dispatch or allocation per request.
 //!
 //! A request that finds no free connection waits in the queue, and that wait
 //! counts in its corrected latency because latency is measured from the
@@ -18,16 +27,18 @@
 //! (it leaves at the end of that turn). Every second the thread hands its
 //! interval (histograms and counters) to the collector.
 
+mod epoll;
+mod ring;
+
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::os::fd::AsRawFd;
-use tidepool_engine::rt::bufring::{BufRing, GROUP};
+use tidepool_engine::rt::{Backend, IoChoice};
 
 use crate::config::Plan;
 use crate::exchange::{Exchange, InFlight};
@@ -35,6 +46,9 @@ use crate::http::{render_fixed_into, RequestTemplate, Target};
 use crate::schedule::{Arrivals, Phase, What};
 use crate::stats::{record, Interval};
 use crate::util::Rng;
+
+use epoll::Epoll;
+use ring::Ring;
 
 /// What every worker shares (read-only).
 pub struct Shared {
@@ -50,6 +64,9 @@ pub struct Shared {
     pub drain: Duration,
     /// Dispatch on a grid of this step (zero: at each intended time).
     pub quantum: Duration,
+    /// The I/O backend asked for, the environment already applied: `Auto`
+    /// tries io_uring and falls back to epoll where it is unavailable.
+    pub io: IoChoice,
 }
 
 /// Messages from the workers to the collector.
@@ -57,11 +74,38 @@ pub enum Msg {
     Interval(usize, Box<Interval>),
     /// The worker's kernel thread id (for its CPU time).
     Started(usize, i32),
+    /// The backend the worker runs on, once it is set up.
+    Io(usize, IoUsed),
     Done(usize),
     Fatal(usize, String),
     /// From the sampler thread, once a second.
     Tick(Box<crate::sampler::Tick>),
 }
+
+/// The backend a generator thread runs on, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IoUsed {
+    pub backend: Backend,
+    /// The engine's labels (`tidepool_io_backend{reason}`): `probe_ok`
+    /// (io_uring set up under `auto`), `required`, `requested`, or why
+    /// io_uring is unavailable: `seccomp_or_sysctl`, `not_in_kernel`,
+    /// `setup_flags`, `memlock`.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for IoUsed {
+    /// `io_uring` when it simply worked; otherwise the backend and why.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.backend, self.reason) {
+            (Backend::IoUring, "probe_ok") => f.write_str("io_uring"),
+            (b, reason) => write!(f, "{b} ({reason})"),
+        }
+    }
+}
+
+/// The engine's classification, so the generator and the server name a
+/// cause alike.
+use tidepool_engine::rt::backend::unavailable;
 
 struct Pending {
     intended: Instant,
@@ -69,32 +113,11 @@ struct Pending {
     what: What,
 }
 
-/// What a completion's `user_data` names: connection index << 2 | operation.
-const RECV: u64 = 0;
-const SEND: u64 = 1;
-const CONNECT: u64 = 2;
-const CANCEL: u64 = 3;
-
-fn user_data(conn: usize, op: u64) -> u64 {
-    ((conn as u64) << 2) | op
-}
-
-/// Connection `i`'s registered file slot.
-fn slot(i: usize) -> types::Fixed {
-    types::Fixed(i as u32)
-}
-
-/// How long a held wait may gather completions (closed loop only).
-const HOLD_WINDOW: Duration = Duration::from_micros(50);
-/// Connections with a request out before a wait is held: with fewer, a
-/// held wait would mostly sit out its window.
-const HOLD_MIN_BUSY: usize = 16;
 /// After a failed connect, the pause before the next try, so a dead target
 /// is not hammered with connects.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait: an interrupt is noticed within it.
 const MAX_WAIT: Duration = Duration::from_millis(200);
-const RECV_BUFFER_SIZE: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -104,7 +127,8 @@ enum State {
     Connecting(Instant),
     Open,
     /// Being torn down: waits for the kernel to let go of its operations
-    /// before the socket is closed and the slot reused.
+    /// before the socket is closed and the slot reused (on the ring; on
+    /// epoll nothing is left with the kernel, and this lasts no time).
     Closing(After),
     Finished,
 }
@@ -118,17 +142,75 @@ enum After {
 struct Conn {
     state: State,
     socket: Option<Socket>,
-    /// Operations the kernel holds for this connection (connect, receive, send).
+    /// Operations the kernel holds for this connection (connect, receive,
+    /// send); always 0 on epoll, where a syscall leaves nothing behind.
     ops: u8,
+    /// A write of `out` is under way: on the ring the kernel reads `out`
+    /// until the send completes; on epoll the bytes wait for the end of
+    /// the turn or for room in the socket. No request is added meanwhile.
     sending: bool,
     ex: Exchange,
-    /// Requests being written; the kernel reads it until the send completes.
+    /// Requests being written.
     out: Vec<u8>,
     written: usize,
     rng: Rng,
     connected_before: bool,
     /// Listed among the connections waiting for work (open loop).
     waiting: bool,
+}
+
+/// What a receive brought, for [`Worker::got`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Got {
+    /// Bytes, fed to the exchange already (or none: nothing to do but
+    /// take more requests if there is room).
+    Data,
+    /// Nothing that changes the connection.
+    Nothing,
+    /// The server closed its side.
+    Eof,
+    /// The bytes did not fit the requests in flight.
+    Broken,
+    /// The receive failed.
+    Failed,
+}
+
+/// How a worker's connections reach the kernel: the io_uring ring or
+/// epoll. The worker calls these statically (it is generic over its
+/// backend); a backend reports back through [`Worker::connected`],
+/// [`Worker::got`], [`Worker::sent`] and [`Worker::send_failed`].
+trait Io: Sized {
+    /// A new TCP socket for connection `i`, in place for this backend.
+    fn socket(&mut self, i: usize, domain: Domain) -> io::Result<Socket>;
+    /// Starts connecting connection `i`, whose socket is in place and whose
+    /// state is `Connecting`.
+    fn start_connect(w: &mut Worker<Self>, i: usize, now: Instant);
+    /// Connection `i` just opened.
+    fn opened(w: &mut Worker<Self>, i: usize);
+    /// Writes connection `i`'s `out` from `written` on, setting `sending`
+    /// until the bytes are all out ([`Worker::sent`]) or the write failed.
+    fn send(w: &mut Worker<Self>, i: usize);
+    /// Connection `i` is closing: stops what the kernel still does for it.
+    fn cancel(w: &mut Worker<Self>, i: usize);
+    /// Connection `i`'s socket is about to be closed.
+    fn detach(&mut self, i: usize);
+    /// Handles what the kernel reported during the last wait.
+    fn reap(w: &mut Worker<Self>, now: Instant);
+    /// The turn's last work before its wait is planned.
+    fn flush(w: &mut Worker<Self>, now: Instant);
+    /// Submits what is queued and waits until the kernel reports something
+    /// or `deadline`. `busy` connections have a request out.
+    fn wait(w: &mut Worker<Self>, now: Instant, deadline: Instant, busy: usize) -> io::Result<()>;
+    /// The loop ended; `clean` when no operation can be in flight.
+    fn finish(w: &mut Worker<Self>, clean: bool);
+}
+
+/// A TCP socket to `domain`, without Nagle: requests are small and each
+/// must leave at once.
+fn tcp_socket(domain: Domain, ty: Type) -> io::Result<Socket> {
+    let s = Socket::new(domain, ty.cloexec(), Some(Protocol::TCP))?;
+    s.set_tcp_nodelay(true)?;
+    Ok(s)
 }
 
 /// The thread's interval bookkeeping: rolls to a new interval at each second.
@@ -239,11 +321,9 @@ impl Work {
     }
 }
 
-struct Worker {
+struct Worker<B> {
     shared: Arc<Shared>,
-    ring: IoUring,
-    /// Kept in an Option so teardown can hand it back to the kernel.
-    bufs: Option<BufRing>,
+    io: B,
     /// The target, which every connect points the kernel at.
     addr: SockAddr,
     conns: Vec<Conn>,
@@ -264,11 +344,14 @@ struct Worker {
     /// timeout, reconnect time, the end of the run): the connections are
     /// looked over when it passes, not per request.
     next_sweep: Instant,
-    /// Whether waits may be held (closed loop, and the kernel has min_wait).
-    hold: bool,
-    /// Sends submitted with the next enter: their completions come inline.
-    sends_queued: u32,
-    cqes: Vec<(u64, i32, u32)>,
+}
+
+/// Where a worker sits in the run.
+struct Seat {
+    thread: usize,
+    threads: usize,
+    connections: usize,
+    start: Instant,
 }
 
 /// Runs one worker to the end of the run (blocking the calling thread).
@@ -290,64 +373,77 @@ pub fn run_worker(
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     let _ = tx.send(Msg::Started(thread, tid));
-    let res =
-        Worker::new(shared, thread, threads, connections, start, tx.clone()).and_then(|w| w.run());
-    let _ = match res {
+    let seat = Seat {
+        thread,
+        threads,
+        connections,
+        start,
+    };
+    let _ = match run_chosen(shared, &seat, &tx) {
         Ok(()) => tx.send(Msg::Done(thread)),
         Err(e) => tx.send(Msg::Fatal(thread, e.to_string())),
     };
 }
 
-fn new_ring(entries: u32) -> io::Result<IoUring> {
-    // Deferred task work runs only when this thread enters the ring, so
-    // completions gather while it works instead of interrupting it.
-    let mut b = IoUring::builder();
-    b.setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(entries * 4);
-    match b.build(entries) {
-        Ok(r) => Ok(r),
-        Err(_) => IoUring::builder().setup_cqsize(entries * 4).build(entries),
+/// Sets up the backend `shared.io` asks for and runs the worker on it.
+fn run_chosen(shared: Arc<Shared>, seat: &Seat, tx: &Sender<Msg>) -> io::Result<()> {
+    let epoll = |reason| IoUsed {
+        backend: Backend::Epoll,
+        reason,
+    };
+    if shared.io == IoChoice::Epoll {
+        let io = Epoll::new(seat.connections)?;
+        return drive(io, epoll("requested"), shared, seat, tx);
+    }
+    let closed_loop = shared.plan.schedule.is_none();
+    match Ring::new(seat.connections, closed_loop) {
+        Ok(ring) => {
+            let reason = if shared.io == IoChoice::IoUring {
+                "required"
+            } else {
+                "probe_ok"
+            };
+            let used = IoUsed {
+                backend: Backend::IoUring,
+                reason,
+            };
+            drive(ring, used, shared, seat, tx)
+        }
+        Err(e) => match (shared.io, unavailable(&e.cause)) {
+            (IoChoice::Auto, Some(reason)) => {
+                let io = Epoll::new(seat.connections)?;
+                drive(io, epoll(reason), shared, seat, tx)
+            }
+            (_, Some(reason)) => Err(io::Error::new(
+                e.cause.kind(),
+                format!(
+                    "{e}; io_uring is unavailable here ({reason}): --io epoll \
+                     (or {}=epoll) runs the generator on epoll",
+                    tidepool_engine::rt::backend::IO_ENV
+                ),
+            )),
+            (_, None) => Err(io::Error::new(e.cause.kind(), e.to_string())),
+        },
     }
 }
 
-impl Worker {
-    fn new(
-        shared: Arc<Shared>,
-        thread: usize,
-        threads: usize,
-        connections: usize,
-        start: Instant,
-        tx: Sender<Msg>,
-    ) -> io::Result<Worker> {
+fn drive<B: Io>(
+    io: B,
+    used: IoUsed,
+    shared: Arc<Shared>,
+    seat: &Seat,
+    tx: &Sender<Msg>,
+) -> io::Result<()> {
+    let _ = tx.send(Msg::Io(seat.thread, used));
+    Worker::new(shared, seat, tx.clone(), io).run()
+}
+
+impl<B: Io> Worker<B> {
+    fn new(shared: Arc<Shared>, seat: &Seat, tx: Sender<Msg>, io: B) -> Worker<B> {
+        let (thread, start) = (seat.thread, seat.start);
         let plan = &shared.plan;
         let end = start + Duration::from_secs_f64(plan.duration());
-        let entries = (connections as u32 * 4)
-            .next_power_of_two()
-            .clamp(256, 4096);
-        let ring = new_ring(entries)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot set up io_uring: {e}")))?;
-        let count = (connections * 2).next_power_of_two().clamp(64, 4096) as u16;
-        let bufs = BufRing::register(&ring, count, RECV_BUFFER_SIZE).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("io_uring provided-buffer rings are unavailable (Linux 6.0 or later is needed): {e}"),
-            )
-        })?;
-        // Each connection's socket sits in a registered slot (its index), so
-        // operations on it skip the file-table lookup.
-        ring.submitter()
-            .register_files_sparse(connections as u32)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot register io_uring file slots (Linux 6.0 or later is needed): {e}"
-                    ),
-                )
-            })?;
-        let hold = plan.schedule.is_none() && ring.params().is_feature_min_timeout();
-        let conns = (0..connections)
+        let conns = (0..seat.connections)
             .map(|id| Conn {
                 state: State::Down(start.min(Instant::now())),
                 socket: None,
@@ -366,7 +462,7 @@ impl Worker {
         let mut arrivals = plan
             .schedule
             .as_ref()
-            .map(|s| Arrivals::new(s.clone(), thread, threads, plan.poisson, plan.seed));
+            .map(|s| Arrivals::new(s.clone(), thread, seat.threads, plan.poisson, plan.seed));
         let next_arrival = arrivals.as_mut().and_then(Iterator::next);
         let work = Work {
             closed_loop: plan.schedule.is_none(),
@@ -388,13 +484,12 @@ impl Worker {
         };
         let dispatch_rng = Rng::derive(plan.seed, 0xD15C_0000 + thread as u64);
         let addr = SockAddr::from(shared.target.addr);
-        Ok(Worker {
+        Worker {
             shared,
-            ring,
-            bufs: Some(bufs),
+            io,
             addr,
             conns,
-            waiting: VecDeque::with_capacity(connections),
+            waiting: VecDeque::with_capacity(seat.connections),
             work,
             book,
             arrivals,
@@ -404,23 +499,13 @@ impl Worker {
             dispatch_scratch: Vec::new(),
             started: false,
             next_sweep: Instant::now(),
-            hold,
-            sends_queued: 0,
-            cqes: Vec::with_capacity(entries as usize * 4),
-        })
+        }
     }
 
     fn run(mut self) -> io::Result<()> {
         let res = self.turns();
-        if res.is_err() {
-            // Operations may still be in flight: the kernel could yet write
-            // into the receive buffers, so they are never freed.
-            std::mem::forget(self.bufs.take());
-            return res;
-        }
-        if let Some(b) = self.bufs.take() {
-            b.release(&self.ring);
-        }
+        B::finish(&mut self, res.is_ok());
+        res?;
         self.last_interval();
         Ok(())
     }
@@ -428,8 +513,9 @@ impl Worker {
     fn turns(&mut self) -> io::Result<()> {
         loop {
             let now = Instant::now();
-            self.reap(now);
+            B::reap(self, now);
             self.keep_time(now);
+            B::flush(self, now);
             if self.conns.iter().all(|c| c.state == State::Finished) {
                 return Ok(());
             }
@@ -458,111 +544,14 @@ impl Worker {
             .send(Msg::Interval(self.book.thread, Box::new(iv)));
     }
 
-    /// Queues `sqe`, submitting what is queued first when the ring is full.
-    ///
-    /// # Safety
-    /// Whatever `sqe` points the kernel at must stay valid until its
-    /// completion arrives.
-    unsafe fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: the caller keeps what `sqe` points at alive.
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
-    }
-
-    fn reap(&mut self, now: Instant) {
-        self.cqes.clear();
-        self.cqes.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        for k in 0..self.cqes.len() {
-            let (ud, res, flags) = self.cqes[k];
-            let i = (ud >> 2) as usize;
-            match ud & 3 {
-                RECV => self.on_recv(i, res, flags, now),
-                SEND => self.on_send(i, res, now),
-                CONNECT => self.on_connect(i, res, now),
-                _ => {}
-            }
-        }
-    }
-
-    fn on_recv(&mut self, i: usize, res: i32, flags: u32, now: Instant) {
-        let more = cqueue::more(flags);
+    /// A connect ended; `ok` when the connection is up.
+    fn connected(&mut self, i: usize, ok: bool, now: Instant) {
         let c = &mut self.conns[i];
-        if !more {
-            c.ops -= 1;
-        }
-        let mut broken = false;
-        if let Some(bid) = cqueue::buffer_select(flags) {
-            let bufs = self.bufs.as_mut().expect("buffers live until teardown");
-            // SAFETY: this completion handed `bid` over just now; the guard
-            // gives it back once, when it drops.
-            let data = unsafe { bufs.take(bid, res.max(0) as usize) };
-            if res > 0 && c.state == State::Open {
-                broken = c.ex.feed(&data, now, self.book.at(now)).is_err();
-            }
-        }
-        if c.state != State::Open {
-            self.settle(i);
-            return;
-        }
-        if broken {
-            c.ex.fail_all(self.book.at(now), false);
-            self.close(i, now);
-        } else if res > 0 {
-            if !more {
-                self.arm_recv(i);
-            }
-            self.fill(i, now);
-        } else if res == 0 {
-            c.ex.eof(now, self.book.at(now));
-            self.close(i, now);
-        } else if res == -libc::ENOBUFS {
-            // Every buffer was taken at once; they are all back by now.
-            self.arm_recv(i);
-        } else {
-            c.ex.fail_all(self.book.at(now), false);
-            self.close(i, now);
-        }
-    }
-
-    fn on_send(&mut self, i: usize, res: i32, now: Instant) {
-        let c = &mut self.conns[i];
-        c.ops -= 1;
-        c.sending = false;
-        if c.state != State::Open {
-            self.settle(i);
-            return;
-        }
-        if res <= 0 {
-            c.ex.fail_all(self.book.at(now), false);
-            self.close(i, now);
-            return;
-        }
-        c.written += res as usize;
-        if c.written < c.out.len() {
-            self.send(i);
-            return;
-        }
-        c.out.clear();
-        c.written = 0;
-        self.fill(i, now);
-    }
-
-    fn on_connect(&mut self, i: usize, res: i32, now: Instant) {
-        let c = &mut self.conns[i];
-        c.ops -= 1;
         if !matches!(c.state, State::Connecting(_)) {
             self.settle(i);
             return;
         }
-        if res < 0 {
+        if !ok {
             self.book.at(now).counters.connect_errors += 1;
             let retry = (now + CONNECT_BACKOFF).min(self.work.hard_stop);
             c.state = State::Closing(After::Reconnect(retry));
@@ -575,56 +564,52 @@ impl Worker {
             self.book.at(now).counters.reconnects += 1;
         }
         c.connected_before = true;
-        self.arm_recv(i);
+        B::opened(self, i);
         self.fill(i, now);
     }
 
-    fn arm_recv(&mut self, i: usize) {
+    /// What a receive on connection `i` brought (its bytes already fed to
+    /// the exchange).
+    fn got(&mut self, i: usize, got: Got, now: Instant) {
         let c = &mut self.conns[i];
-        let sqe = opcode::RecvMulti::new(slot(i), GROUP)
-            .build()
-            .user_data(user_data(i, RECV));
-        c.ops += 1;
-        // SAFETY: the receive writes only into provided buffers, which live
-        // until teardown, after every operation completed.
-        if unsafe { self.push(&sqe) }.is_err() {
-            self.conns[i].ops -= 1;
+        if c.state != State::Open {
+            self.settle(i);
+            return;
+        }
+        match got {
+            Got::Data => self.fill(i, now),
+            Got::Nothing => {}
+            Got::Eof => {
+                c.ex.eof(now, self.book.at(now));
+                self.close(i, now);
+            }
+            Got::Broken | Got::Failed => {
+                c.ex.fail_all(self.book.at(now), false);
+                self.close(i, now);
+            }
         }
     }
 
-    fn send(&mut self, i: usize) {
+    /// Connection `i`'s requests are all out: it may take more.
+    fn sent(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
-        let rest = &c.out[c.written..];
-        let sqe = opcode::Send::new(slot(i), rest.as_ptr(), rest.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data(i, SEND));
-        c.ops += 1;
-        c.sending = true;
-        self.sends_queued += 1;
-        // SAFETY: `out` is neither touched nor freed while `sending` is set
-        // (until this send's completion), and the connection table is never
-        // resized, so the bytes stay where they are.
-        if unsafe { self.push(&sqe) }.is_err() {
-            self.conns[i].ops -= 1;
-            self.conns[i].sending = false;
-        }
+        c.sending = false;
+        c.out.clear();
+        c.written = 0;
+        self.fill(i, now);
+    }
+
+    /// Writing connection `i`'s requests failed: the connection is lost.
+    fn send_failed(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        c.sending = false;
+        c.ex.fail_all(self.book.at(now), false);
+        self.close(i, now);
     }
 
     fn connect(&mut self, i: usize, now: Instant) {
-        let socket = Socket::new(
-            Domain::for_address(self.shared.target.addr),
-            Type::STREAM.cloexec(),
-            Some(Protocol::TCP),
-        )
-        .and_then(|s| s.set_tcp_nodelay(true).map(|()| s))
-        .and_then(|s| {
-            self.ring
-                .submitter()
-                .register_files_update(i as u32, &[s.as_raw_fd()])
-                .map(|_| s)
-        });
-        let socket = match socket {
+        let domain = Domain::for_address(self.shared.target.addr);
+        let socket = match self.io.socket(i, domain) {
             Ok(s) => s,
             Err(_) => {
                 self.book.at(now).counters.connect_errors += 1;
@@ -633,9 +618,6 @@ impl Worker {
                 return;
             }
         };
-        let sqe = opcode::Connect::new(slot(i), self.addr.as_ptr().cast(), self.addr.len())
-            .build()
-            .user_data(user_data(i, CONNECT));
         let budget = self
             .shared
             .connect_timeout
@@ -643,14 +625,7 @@ impl Worker {
         let c = &mut self.conns[i];
         c.socket = Some(socket);
         c.state = State::Connecting(now + budget);
-        c.ops += 1;
-        // SAFETY: `addr` belongs to the worker and outlives every operation
-        // (teardown waits for all of them).
-        if unsafe { self.push(&sqe) }.is_err() {
-            self.conns[i].ops -= 1;
-            self.conns[i].state = State::Closing(After::Reconnect(now + CONNECT_BACKOFF));
-            self.settle(i);
-        }
+        B::start_connect(self, i, now);
     }
 
     /// Tears connection `i` down; what was in flight was accounted for by
@@ -670,13 +645,7 @@ impl Worker {
             self.book.open -= 1;
         }
         c.state = State::Closing(after);
-        if c.ops > 0 {
-            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(slot(i)).all())
-                .build()
-                .user_data(user_data(i, CANCEL));
-            // SAFETY: a cancel points the kernel at nothing of ours.
-            let _ = unsafe { self.push(&sqe) };
-        }
+        B::cancel(self, i);
         self.settle(i);
     }
 
@@ -691,8 +660,7 @@ impl Worker {
             return;
         }
         if c.socket.take().is_some() {
-            // The slot holds the socket open too: empty it so it closes now.
-            let _ = self.ring.submitter().register_files_update(i as u32, &[-1]);
+            self.io.detach(i);
         }
         let c = &mut self.conns[i];
         c.ex.reset();
@@ -779,7 +747,7 @@ impl Worker {
             let counters = &mut book.at(now).counters;
             counters.sent += sent;
             counters.late += late;
-            self.send(i);
+            B::send(self, i);
         } else if no_more && self.conns[i].ex.inflight.is_empty() {
             self.close_then(i, After::Finish);
         }
@@ -921,8 +889,9 @@ impl Worker {
         }
     }
 
-    /// Submits the turn's operations and waits for completions or the next
-    /// deadline, in one `io_uring_enter`.
+    /// Plans the wait: until the earliest of a connection's deadline, the
+    /// next arrival, the next second and the start; then hands it to the
+    /// backend, which submits the turn's work and waits.
     fn enter(&mut self, now: Instant) -> io::Result<()> {
         let mut busy = 0;
         let mut sweep = self.work.hard_stop;
@@ -950,29 +919,22 @@ impl Worker {
         if !self.started {
             deadline = deadline.min(self.work.start);
         }
-        let wait = deadline.saturating_duration_since(now);
-        let ts = types::Timespec::from(wait);
-        let mut args = types::SubmitArgs::new().timespec(&ts);
-        let mut want = 1;
-        if self.hold && busy >= HOLD_MIN_BUSY {
-            // A held wait gathers up to `want` arrivals for at most the
-            // window; the sends going out now complete inline, so they are
-            // not counted as arrivals.
-            want = (busy / 2).min(32) + self.sends_queued as usize;
-            args = args.min_wait_usec(HOLD_WINDOW.as_micros() as u32);
-        }
-        self.sends_queued = 0;
-        match self.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        B::wait(self, now, deadline, busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_named_with_its_reason_unless_io_uring_simply_worked() {
+        let used = |backend, reason| IoUsed { backend, reason }.to_string();
+        assert_eq!(used(Backend::IoUring, "probe_ok"), "io_uring");
+        assert_eq!(used(Backend::IoUring, "required"), "io_uring (required)");
+        assert_eq!(
+            used(Backend::Epoll, "seccomp_or_sysctl"),
+            "epoll (seccomp_or_sysctl)"
+        );
     }
 }

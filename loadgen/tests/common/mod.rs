@@ -12,7 +12,21 @@ use std::time::Duration;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
+    /// The most requests one read brought on any connection: above 1 when
+    /// the client pipelines.
+    pub max_batch: Arc<AtomicU64>,
+    /// Request body bytes received, over all connections.
+    pub body_bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+}
+
+/// What every connection's thread counts into.
+#[derive(Clone)]
+struct Tally {
+    requests: Arc<AtomicU64>,
+    stalled: Arc<AtomicBool>,
+    max_batch: Arc<AtomicU64>,
+    body_bytes: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Default)]
@@ -29,18 +43,22 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(AtomicU64::new(0));
-        let stalled = Arc::new(AtomicBool::new(false));
+        let tally = Tally {
+            requests: Arc::new(AtomicU64::new(0)),
+            stalled: Arc::new(AtomicBool::new(false)),
+            max_batch: Arc::new(AtomicU64::new(0)),
+            body_bytes: Arc::new(AtomicU64::new(0)),
+        };
         {
-            let (stop, requests) = (stop.clone(), requests.clone());
+            let (stop, tally) = (stop.clone(), tally.clone());
             thread::spawn(move || loop {
                 match listener.accept() {
                     // Drop wakes the acceptor with a connection of its own.
                     Ok(_) if stop.load(Ordering::Acquire) => return,
                     Ok((s, _)) => {
                         s.set_nodelay(true).unwrap();
-                        let (b, requests, stalled) = (b.clone(), requests.clone(), stalled.clone());
-                        thread::spawn(move || serve(s, b, requests, stalled));
+                        let (b, tally) = (b.clone(), tally.clone());
+                        thread::spawn(move || serve(s, b, tally));
                     }
                     Err(_) => return,
                 }
@@ -48,7 +66,9 @@ impl TestServer {
         }
         TestServer {
             addr,
-            requests,
+            requests: tally.requests,
+            max_batch: tally.max_batch,
+            body_bytes: tally.body_bytes,
             stop,
         }
     }
@@ -65,7 +85,13 @@ impl Drop for TestServer {
     }
 }
 
-fn serve(mut s: TcpStream, b: Behaviour, requests: Arc<AtomicU64>, stalled: Arc<AtomicBool>) {
+fn serve(mut s: TcpStream, b: Behaviour, t: Tally) {
+    let Tally {
+        requests,
+        stalled,
+        max_batch,
+        body_bytes,
+    } = t;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -76,9 +102,24 @@ fn serve(mut s: TcpStream, b: Behaviour, requests: Arc<AtomicU64>, stalled: Arc<
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut out = Vec::new();
+        let mut batch = 0;
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             buf.drain(..end + 4);
+            batch += 1;
+            // The body is read (and dropped) before the response, so the
+            // response says the whole request arrived.
+            let len = content_length(&head);
+            let from_buf = len.min(buf.len());
+            buf.drain(..from_buf);
+            let mut left = len - from_buf;
+            while left > 0 {
+                match s.read(&mut chunk[..left.min(8192)]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left -= n,
+                }
+            }
+            body_bytes.fetch_add(len as u64, Ordering::Relaxed);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             if path == "/metrics" {
                 let body = if b.metrics {
@@ -98,6 +139,14 @@ fn serve(mut s: TcpStream, b: Behaviour, requests: Arc<AtomicU64>, stalled: Arc<
                 continue;
             }
             let k = requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if path.starts_with("/close") {
+                // A body that runs until the server closes the connection.
+                out.extend_from_slice(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+                );
+                let _ = s.write_all(&out);
+                return;
+            }
             if let Some((at, d)) = b.stall_once_at {
                 if k >= at && !stalled.swap(true, Ordering::AcqRel) {
                     // The stall under test: the server stops answering for `d`.
@@ -122,10 +171,19 @@ fn serve(mut s: TcpStream, b: Behaviour, requests: Arc<AtomicU64>, stalled: Arc<
                 .as_bytes(),
             );
         }
+        max_batch.fetch_max(batch, Ordering::Relaxed);
         if !out.is_empty() && s.write_all(&out).is_err() {
             return;
         }
     }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Pool gauges that grow with the requests served, and decision counters
