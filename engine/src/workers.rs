@@ -20,6 +20,17 @@ pub struct WorkerInfo {
     pub cpu: Option<usize>,
 }
 
+thread_local! {
+    static CURRENT_INFO: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The (index, count) of the runtime worker this thread is, if it is one:
+/// per-worker state (a pool's shard) checks it was declared for the
+/// runtime it runs in.
+pub fn current_worker_index() -> Option<(usize, usize)> {
+    CURRENT_INFO.with(|c| c.get())
+}
+
 /// How many workers and how they run.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -126,6 +137,7 @@ impl Runtime {
                         // Best effort: a restricted cgroup may refuse.
                         let _ = pin_current_thread(cpu);
                     }
+                    CURRENT_INFO.with(|c| c.set(Some((info.index, info.count))));
                     let started = ready_tx.clone();
                     let res = rt::block_on_with(&core, async move {
                         // Building the worker (its router, pools, state) is

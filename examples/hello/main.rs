@@ -13,6 +13,7 @@
 
 mod app;
 mod args;
+mod log;
 mod setup;
 
 use std::process::ExitCode;
@@ -73,6 +74,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    log::install();
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

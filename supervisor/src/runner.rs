@@ -239,7 +239,7 @@ fn watchdog(
             .name("tidepool-supervisor".into())
             .spawn(move || tick_loop(cfg, st, en));
         let Ok(ticker) = ticker else {
-            eprintln!("tidepool: supervisor: cannot start its thread; pools keep their size");
+            tracing::error!("tidepool: supervisor: cannot start its thread; pools keep their size");
             return;
         };
         while !ticker.is_finished() {
@@ -251,7 +251,7 @@ fn watchdog(
                 && warned_at != last
             {
                 warned_at = last;
-                eprintln!(
+                tracing::warn!(
                     "tidepool: supervisor heartbeat stale: last tick {:.1}s ago",
                     (now - last) as f64 / 1000.0
                 );
@@ -267,7 +267,7 @@ fn watchdog(
                 // It ran fine for a while: start the back-off over.
                 backoff = config.restart_min;
             }
-            eprintln!(
+            tracing::error!(
                 "tidepool: supervisor panicked; restarting in {backoff:?} (pools keep their size)"
             );
             thread::sleep(backoff);
@@ -318,7 +318,8 @@ fn tick_loop(
                 match d {
                     Ok(d) => Some(d),
                     Err(_) => {
-                        eprintln!(
+                        tracing::error!(
+                            pool = e.pool.name(),
                             "tidepool: supervisor: controller of pool {} panicked; rebuilt",
                             e.pool.name()
                         );
@@ -350,7 +351,7 @@ fn tick_loop(
                     });
                     drop(log);
                     if let Some(line) = describe(e.pool.name(), &d) {
-                        eprintln!("tidepool: supervisor: {line}");
+                        tracing::info!(pool = e.pool.name(), "tidepool: supervisor: {line}");
                     }
                     e.pool.set_max_open(to);
                 }

@@ -232,8 +232,24 @@ impl<M: Manager> Pool<M> {
     /// This worker's shard. Call it on worker `index`'s thread (for example
     /// in the server's per-worker app builder); it starts the shard's reaper
     /// and warm-up there.
+    ///
+    /// # Panics
+    /// When the pool was declared for a different number of workers than
+    /// the runtime this thread belongs to runs, or `index` is not this
+    /// worker's: in the server's app builder that fails `serve` with this
+    /// message, at startup.
     pub fn local(&self, index: usize) -> LocalPool<M> {
-        assert!(index < self.inner.shards.len(), "worker index out of range");
+        let shards = self.inner.shards.len();
+        if let Some((here, count)) = tidepool_engine::workers::current_worker_index() {
+            assert!(
+                count == shards && index == here,
+                "tidepool: pool {:?} was declared for {shards} workers and asked for shard \
+                 {index}, but this is worker {here} of a runtime with {count}: declare the \
+                 pool with the server's worker count and call local(info.index)",
+                self.inner.name
+            );
+        }
+        assert!(index < shards, "worker index out of range");
         // The shard reads its starting cap under the lock that another
         // shard takes to claim capacity from one not started yet, so a
         // claimed unit is never counted twice.

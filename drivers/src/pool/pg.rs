@@ -88,11 +88,11 @@ pub async fn wait_warmup_slot(config: &Config, slots: &WarmupSlots) -> Option<Wa
         match try_warmup_slot(config, slots).await {
             Ok(Some(s)) => return Some(s),
             Ok(None) => {}
-            Err(e) => eprintln!("tidepool: warm-up slot: {e}"),
+            Err(e) => tracing::warn!("tidepool: warm-up slot: {e}"),
         }
         let pause = Duration::from_millis(50).mul_f64(1.0 + 3.0 * random_unit());
         if Instant::now() + pause >= deadline {
-            eprintln!(
+            tracing::warn!(
                 "tidepool: no warm-up slot free after {:?}; warming up anyway",
                 slots.wait_max
             );

@@ -878,7 +878,9 @@ impl<M: Manager> Shard<M> {
                     {
                         slot.leak_reported = true;
                         add(&self.stats.leaks, 1);
-                        eprintln!(
+                        tracing::warn!(
+                            pool = %self.pool.name,
+                            route = slot.route,
                             "tidepool: pool {}: a connection has been held for {:?} by route {:?} (leak threshold {:?})",
                             self.pool.name,
                             now.saturating_duration_since(slot.checked_out_at),

@@ -553,3 +553,32 @@ fn capacity_of_shards_never_started_is_used() {
         drop(held);
     });
 }
+
+/// A pool declared for 1 worker under a 2-worker runtime: starting the
+/// runtime fails with a message naming both counts, instead of a worker
+/// panicking (or starving) after a start that looked fine.
+#[test]
+fn a_worker_count_mismatch_fails_the_start() {
+    use tidepool_engine::workers::{Runtime, RuntimeConfig};
+    let pool = Pool::new("mismatch", config(2), Fake::default(), 1).unwrap();
+    let config = RuntimeConfig {
+        workers: 2,
+        pin: false,
+        ..RuntimeConfig::default()
+    };
+    let started = Runtime::start(config, move |info| {
+        let local = pool.local(info.index);
+        async move { drop(local) }
+    });
+    let err = match started {
+        Ok(rt) => {
+            rt.join();
+            panic!("the runtime started with a pool declared for another worker count");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("declared for 1 workers") && err.contains("runtime with 2"),
+        "{err}"
+    );
+}

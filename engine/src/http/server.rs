@@ -163,7 +163,11 @@ impl Server {
                 let Some(socket) = socket else { return };
                 match TcpListener::from_socket(socket) {
                     Ok(listener) => accept_loop(listener, shared).await,
-                    Err(e) => eprintln!("tidepool: worker {}: {e}", info.index),
+                    Err(e) => tracing::error!(
+                        worker = info.index,
+                        "tidepool: worker {}: cannot take over its listener: {e}",
+                        info.index
+                    ),
                 }
             }
         })?;
