@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --example hello
-cargo build --release -p tidepool-benches --bin compare_io
+cargo build --release -p tidepool-benches --bin compare_io --bin floor_epoll --bin floor_uring
 exec target/release/compare_io "$@"

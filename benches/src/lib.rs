@@ -58,6 +58,28 @@ impl Opts {
     }
 }
 
+/// The floor responders' canned answer (`floor_uring`, `floor_epoll`).
+pub const FLOOR_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nHello, World!";
+
+/// Counts request ends (`\r\n\r\n`) in `data`, carrying a partial match
+/// across reads: all the parsing the floor responders do.
+pub fn count_ends(data: &[u8], matched: &mut usize) -> usize {
+    const END: &[u8] = b"\r\n\r\n";
+    let mut n = 0;
+    for &b in data {
+        if b == END[*matched] {
+            *matched += 1;
+            if *matched == END.len() {
+                n += 1;
+                *matched = 0;
+            }
+        } else {
+            *matched = usize::from(b == END[0]);
+        }
+    }
+    n
+}
+
 /// One measured run.
 #[derive(Clone, Debug, Default)]
 pub struct Measured {
@@ -333,6 +355,17 @@ pub fn median(runs: &[Measured]) -> Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ends_are_counted_across_reads() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut m = 0;
+        assert_eq!(count_ends(&req.repeat(3), &mut m), 3);
+        let (a, b) = req.split_at(req.len() - 2);
+        assert_eq!(count_ends(a, &mut m), 0);
+        assert_eq!(count_ends(b, &mut m), 1);
+        assert_eq!(count_ends(b"\r\n\r\r\n\r\n", &mut m), 1);
+    }
 
     #[test]
     fn parses_wrk_output() {

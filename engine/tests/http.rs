@@ -17,6 +17,11 @@ struct State {
 fn app(started: mpsc::Sender<()>) -> Router<State> {
     Router::new(State { started })
         .get_sync("/plaintext", |_, _| Response::text("Hello, World!"))
+        .get_sync("/last-header", |req, _| {
+            Response::text_owned(
+                String::from_utf8_lossy(req.header("x-last").unwrap_or(b"none")).into_owned(),
+            )
+        })
         .get_sync("/big", |_, _| {
             Response::bytes("application/octet-stream", vec![b'x'; 4 << 20])
         })
@@ -251,6 +256,28 @@ fn bodies_chunked_and_expect_continue() {
     let r = read_responses(&mut s, 2);
     assert_eq!(r[0].body, vec![b'z'; 10000]);
     assert_eq!(r[1].body, b"Hello, World!");
+    server.shutdown();
+}
+
+/// Requests with more fields than the slots tried first are parsed whole
+/// (up to the limit, 64 by default); one field more is a 431.
+#[test]
+fn requests_with_many_header_fields_are_served_up_to_the_limit() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    for fields in [3usize, 16, 17, 40, 64] {
+        // `fields` lines in all: Host, fillers, and X-Last at the end.
+        let fill = "A: b\r\n".repeat(fields - 2);
+        let req = format!("GET /last-header HTTP/1.1\r\nHost: x\r\n{fill}X-Last: {fields}\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let r = &read_responses(&mut s, 1)[0];
+        assert_eq!(r.status, 200, "{fields} fields");
+        assert_eq!(r.body, fields.to_string().as_bytes(), "{fields} fields");
+    }
+    let fill = "A: b\r\n".repeat(63);
+    let req = format!("GET /last-header HTTP/1.1\r\nHost: x\r\n{fill}X-Last: 65\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    assert_eq!(parse_resp(&read_to_close(&mut s)).unwrap().0.status, 431);
     server.shutdown();
 }
 

@@ -351,7 +351,7 @@ fn tick_loop(
                     });
                     drop(log);
                     if let Some(line) = describe(e.pool.name(), &d) {
-                        tracing::info!(pool = e.pool.name(), "tidepool: supervisor: {line}");
+                        tracing::info!("tidepool: supervisor: {line}");
                     }
                     e.pool.set_max_open(to);
                 }

@@ -1,8 +1,10 @@
 //! Tidepool on epoll against Tidepool on io_uring, the same example binary
 //! with `--io epoll` and `--io io_uring`: plaintext (64 and 256 keep-alive
 //! connections, 256 pipelined x16), then `GET /db` and `GET /redis` on an
-//! ephemeral PostgreSQL and Redis. Alternating rounds; the ratios are
-//! epoll / io_uring (req/s, and server CPU per request), paired per round.
+//! ephemeral PostgreSQL and Redis; then the bare epoll responder against
+//! the bare io_uring one (the floor of the first ratio). Alternating rounds;
+//! the ratios are epoll / io_uring (req/s, and server CPU per request),
+//! paired per round.
 //! The app server is pinned to one CPU; wrk and the databases share the
 //! other. Run through `benches/compare-io.sh`.
 //!
@@ -71,5 +73,31 @@ fn main() {
     }
     println!("\n(\"tidepool\" is the epoll backend, the peer the io_uring backend)");
     print_table("io_uring", &rows);
+    // The same question for bare responders: what epoll costs any server
+    // against io_uring, below which the backend's ratio cannot go.
+    let floors = [
+        Contestant {
+            program: "target/release/floor_epoll",
+            args: vec!["127.0.0.1:18086".into()],
+            addr: "127.0.0.1:18086".into(),
+        },
+        Contestant {
+            program: "target/release/floor_uring",
+            args: vec!["127.0.0.1:18087".into()],
+            addr: "127.0.0.1:18087".into(),
+        },
+    ];
+    let rows: Vec<_> = [
+        ("plaintext, 64 connections", 64, false),
+        ("plaintext, 256 connections", 256, false),
+        ("plaintext pipelined x16, 256 connections", 256, true),
+    ]
+    .iter()
+    .map(|&(label, conns, pipelined)| {
+        compare_pair(&o, label, &floors, "/plaintext", conns, pipelined)
+    })
+    .collect();
+    println!("\n(bare responders: \"tidepool\" is floor_epoll, the peer floor_uring)");
+    print_table("floor_uring", &rows);
     o.footer();
 }

@@ -13,8 +13,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
-
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nHello, World!";
+use tidepool_benches::{count_ends, FLOOR_RESPONSE as RESPONSE};
 
 const ACCEPT: u64 = u64::MAX;
 const BUF: usize = 16 * 1024;
@@ -29,24 +28,6 @@ struct Conn {
 
 /// user_data: the connection's key, with the top bit set for sends.
 const SEND: u64 = 1 << 62;
-
-/// Counts request ends in `data`, carrying a partial match across reads.
-fn count_ends(data: &[u8], matched: &mut usize) -> usize {
-    const END: &[u8] = b"\r\n\r\n";
-    let mut n = 0;
-    for &b in data {
-        if b == END[*matched] {
-            *matched += 1;
-            if *matched == END.len() {
-                n += 1;
-                *matched = 0;
-            }
-        } else {
-            *matched = usize::from(b == END[0]);
-        }
-    }
-    n
-}
 
 fn push(ring: &mut IoUring, sqe: &squeue::Entry) {
     loop {
@@ -156,21 +137,5 @@ fn main() {
                 .user_data(key as u64 | SEND);
             push(&mut ring, &sqe);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count_ends;
-
-    #[test]
-    fn request_ends_are_counted_across_reads() {
-        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut m = 0;
-        assert_eq!(count_ends(&req.repeat(3), &mut m), 3);
-        let (a, b) = req.split_at(req.len() - 2);
-        assert_eq!(count_ends(a, &mut m), 0);
-        assert_eq!(count_ends(b, &mut m), 1);
-        assert_eq!(count_ends(b"\r\n\r\r\n\r\n", &mut m), 1);
     }
 }
