@@ -102,14 +102,10 @@ fn check(workers: usize, max_open: usize) {
 /// One test, so the servers run one after another (each creates the
 /// example's schema in the shared database at startup).
 ///
-/// Not met yet: a worker without a connection borrows capacity from one
-/// that has been idle for 200 ms and then connects, so under a burst the
-/// capacity walks from worker to worker in ~250 ms steps and some requests
-/// take 1.1-1.6 s (8 workers with max_open 1 or 2, 16 with 4; 8 with 4
-/// passes). Delegating statements to a worker that holds a connection is
-/// the fix this test waits for.
+/// Before statements were delegated, a worker without a connection waited
+/// for capacity to walk over from an idle one (~250 ms a step), and some
+/// requests here took 1.1-1.6 s (8 workers with max_open 1 or 2).
 #[test]
-#[ignore = "needs statement delegation between workers (issue 16)"]
 fn eight_and_sixteen_workers_serve_every_route() {
     for (workers, max_open) in [(8, 1), (8, 2), (8, 4), (16, 1), (16, 4)] {
         check(workers, max_open);

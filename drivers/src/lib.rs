@@ -1,6 +1,7 @@
-//! Database clients that live on a worker's io_uring.
+//! Database clients that live on a worker's ring (or epoll instance).
 
 pub mod cache;
+mod delegate;
 pub mod pg;
 pub mod pool;
 pub mod redis;

@@ -354,3 +354,83 @@ fn schema_changes_under_load_fail_no_caller() {
         assert_eq!(db.query(sql, &[]).await.unwrap()[0].len(), 3);
     });
 }
+
+/// A worker without a connection runs statements on another worker's
+/// shared connection: point queries, a pipeline, writes; the rows and
+/// errors come back to the caller. Once the owner drops the connection,
+/// delegated statements fail with `Closed` (and the handle says broken)
+/// instead of waiting forever, also after the owner's worker has exited.
+#[test]
+fn statements_are_delegated_to_a_connection_on_another_worker() {
+    use std::sync::mpsc;
+    use tidepool_drivers::pg::Exported;
+    let (tx, rx) = mpsc::channel::<(Exported, tidepool_engine::rt::WorkerHandle)>();
+    let owner = std::thread::spawn(move || {
+        block_on(async move {
+            let db = shared().await;
+            db.execute(
+                "create table if not exists delegated (k int4 primary key, v text)",
+                &[],
+            )
+            .await
+            .unwrap();
+            tx.send((db.export().unwrap(), tidepool_engine::rt::current_worker()))
+                .unwrap();
+            tidepool_engine::rt::shutdown_signal().await;
+            db.statements()
+        })
+    });
+    let (exported, owner_worker) = rx.recv().unwrap();
+    block_on(async move {
+        let db = SharedClient::import(exported);
+        assert!(db.is_remote() && !db.is_broken());
+        db.execute("delete from delegated", &[]).await.unwrap();
+        let n = db
+            .execute("insert into delegated values ($1, $2)", &[&7i32, &"seven"])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let row = db
+            .query_one("select v from delegated where k = $1", &[&7i32])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String>(0), "seven");
+        // Several callers at once, and one pipeline of many.
+        let (a, b) = (db.clone(), db.clone());
+        let one = spawn(async move { a.query_one("select $1::int4 + 1", &[&1i32]).await });
+        let two = spawn(async move { b.query_one("select $1::int4 + 1", &[&2i32]).await });
+        assert_eq!(one.await.unwrap().unwrap().get::<i32>(0), 2);
+        assert_eq!(two.await.unwrap().unwrap().get::<i32>(0), 3);
+        let ids: Vec<i32> = (0..50).collect();
+        let params: Vec<[&dyn tidepool_drivers::pg::ToSql; 1]> = ids
+            .iter()
+            .map(|i| [i as &dyn tidepool_drivers::pg::ToSql])
+            .collect();
+        let sets: Vec<&[&dyn tidepool_drivers::pg::ToSql]> =
+            params.iter().map(|p| &p[..]).collect();
+        let many = db.query_many("select $1::int4 * 2", &sets).await.unwrap();
+        for (i, r) in many.into_iter().enumerate() {
+            assert_eq!(r.unwrap().rows[0].get::<i32>(0), 2 * i as i32);
+        }
+        // A server error reaches its caller and leaves the connection usable.
+        let e = db
+            .query("select * from no_such_table", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(e.as_db().map(|d| d.code.as_str()), Some("42P01"), "{e:?}");
+        assert_eq!(
+            db.query_one("select 5::int4", &[])
+                .await
+                .unwrap()
+                .get::<i32>(0),
+            5
+        );
+        // The owner lets go: its worker ends, and with it the connection.
+        owner_worker.shutdown();
+        let ran = owner.join().unwrap();
+        assert!(ran >= 55, "the owner ran the delegated statements: {ran}");
+        let e = db.query_one("select 1::int4", &[]).await.unwrap_err();
+        assert!(matches!(e, Error::Closed), "{e:?}");
+        assert!(db.is_broken());
+    });
+}

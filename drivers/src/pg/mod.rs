@@ -47,6 +47,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod proto;
+mod remote;
 pub mod row;
 pub mod shared;
 pub mod startup;
@@ -59,6 +60,7 @@ pub use client::{
 pub use config::{Config, Host};
 pub use error::{DbError, Error, Result};
 pub use proto::{Notification, SimpleQueryResult, TxStatus};
+pub use remote::Exported;
 pub use row::{Column, Row, RowIndex};
 pub use shared::SharedClient;
 pub use stmt_cache::Statement;

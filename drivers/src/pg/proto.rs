@@ -340,62 +340,7 @@ impl Protocol {
     /// Nothing is queued when a parameter fails to encode.
     pub fn execute(&mut self, stmt: &Statement, params: &[&dyn ToSql]) -> Result<ReqId> {
         self.usable()?;
-        let types = stmt.params();
-        if params.len() != types.len() {
-            return Err(Error::Usage(format!(
-                "statement expects {} parameters but {} were given",
-                types.len(),
-                params.len()
-            )));
-        }
-        let start = self.out.len();
-        let cols = stmt.columns();
-        // One format code applies to all columns when they agree.
-        let all_binary = cols.iter().all(|c| c.format == FORMAT_BINARY);
-        let result_formats: &mut dyn Iterator<Item = i16> = if all_binary {
-            &mut (!cols.is_empty()).then_some(FORMAT_BINARY).into_iter()
-        } else {
-            &mut cols.iter().map(|c| c.format)
-        };
-        let mut bad: Option<Error> = None;
-        let r = frontend::bind(
-            "",
-            stmt.name(),
-            params.iter().zip(types).map(|(p, t)| p.format(*t)),
-            params.iter().zip(types).enumerate(),
-            |(i, (p, t)), buf| {
-                p.to_sql(*t, buf).inspect_err(|e| {
-                    let column = format!("${}", i + 1);
-                    bad = Some(match e.downcast_ref::<WrongType>() {
-                        Some(_) => Error::TypeMismatch {
-                            column,
-                            rust_type: p.type_name(),
-                            pg_type: t.to_string(),
-                        },
-                        None => Error::Conversion {
-                            column,
-                            message: e.to_string(),
-                        },
-                    });
-                })
-            },
-            result_formats,
-            &mut self.out,
-        );
-        if let Err(e) = r {
-            self.out.truncate(start);
-            return Err(bad.unwrap_or_else(|| match e {
-                frontend::BindError::Conversion(e) => Error::Conversion {
-                    column: "parameters".into(),
-                    message: e.to_string(),
-                },
-                frontend::BindError::Serialization(e) => {
-                    Error::Usage(format!("cannot send parameters: {e}"))
-                }
-            }));
-        }
-        frontend::execute("", 0, &mut self.out).expect("empty portal name is valid");
-        frontend::sync(&mut self.out);
+        encode_execute(stmt, params, &mut self.out)?;
         self.push(Kind::Execute {
             columns: stmt.columns_arc().clone(),
             rows: Vec::new(),
@@ -403,6 +348,87 @@ impl Protocol {
         })
     }
 
+    /// Queues a Bind/Execute/Sync that [`encode_execute`] made for `stmt`
+    /// elsewhere (another worker delegating a statement to this
+    /// connection, where `stmt` was prepared).
+    pub(crate) fn execute_encoded(&mut self, stmt: &Statement, msg: &[u8]) -> Result<ReqId> {
+        self.usable()?;
+        self.out.extend_from_slice(msg);
+        self.push(Kind::Execute {
+            columns: stmt.columns_arc().clone(),
+            rows: Vec::new(),
+            tag: String::new(),
+        })
+    }
+}
+
+/// Appends Bind/Execute/Sync of `stmt` with `params` to `out`; on an error
+/// nothing is appended.
+pub(crate) fn encode_execute(
+    stmt: &Statement,
+    params: &[&dyn ToSql],
+    out: &mut BytesMut,
+) -> Result<()> {
+    let types = stmt.params();
+    if params.len() != types.len() {
+        return Err(Error::Usage(format!(
+            "statement expects {} parameters but {} were given",
+            types.len(),
+            params.len()
+        )));
+    }
+    let start = out.len();
+    let cols = stmt.columns();
+    // One format code applies to all columns when they agree.
+    let all_binary = cols.iter().all(|c| c.format == FORMAT_BINARY);
+    let result_formats: &mut dyn Iterator<Item = i16> = if all_binary {
+        &mut (!cols.is_empty()).then_some(FORMAT_BINARY).into_iter()
+    } else {
+        &mut cols.iter().map(|c| c.format)
+    };
+    let mut bad: Option<Error> = None;
+    let r = frontend::bind(
+        "",
+        stmt.name(),
+        params.iter().zip(types).map(|(p, t)| p.format(*t)),
+        params.iter().zip(types).enumerate(),
+        |(i, (p, t)), buf| {
+            p.to_sql(*t, buf).inspect_err(|e| {
+                let column = format!("${}", i + 1);
+                bad = Some(match e.downcast_ref::<WrongType>() {
+                    Some(_) => Error::TypeMismatch {
+                        column,
+                        rust_type: p.type_name(),
+                        pg_type: t.to_string(),
+                    },
+                    None => Error::Conversion {
+                        column,
+                        message: e.to_string(),
+                    },
+                });
+            })
+        },
+        result_formats,
+        out,
+    );
+    if let Err(e) = r {
+        out.truncate(start);
+        return Err(bad.unwrap_or_else(|| match e {
+            frontend::BindError::Conversion(e) => Error::Conversion {
+                column: "parameters".into(),
+                message: e.to_string(),
+            },
+            frontend::BindError::Serialization(e) => {
+                Error::Usage(format!("cannot send parameters: {e}"))
+            }
+        }));
+    }
+    frontend::execute("", 0, out).expect("empty portal name is valid");
+    frontend::sync(out);
+    Ok(())
+}
+
+impl Protocol {
     fn query_msg(&mut self, sql: &str) -> Result<()> {
         self.usable()?;
         let start = self.out.len();

@@ -30,12 +30,17 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
 use tidepool_engine::rt::{self, time};
 
 use super::client::{one_row, opt_row, AsQuery, Client, QueryResult, Stats};
 use super::config::Config;
 use super::error::{Error, Result};
 use super::proto::{ReqId, Response};
+use super::remote::{self, Exported, Remote};
 use super::row::Row;
 use super::stmt_cache::Statement;
 use super::types::ToSql;
@@ -60,6 +65,10 @@ struct State {
 struct Inner {
     st: RefCell<State>,
     query_timeout: Option<Duration>,
+    /// Set when the connection dies, for the workers it was exported to.
+    broken: Arc<AtomicBool>,
+    /// Its number among this worker's exported connections, once exported.
+    export_id: std::cell::Cell<Option<u64>>,
 }
 
 impl State {
@@ -80,7 +89,7 @@ impl State {
 }
 
 /// Closes the connection when the last [`SharedClient`] clone goes.
-struct Handle {
+pub(crate) struct Handle {
     inner: Rc<Inner>,
 }
 
@@ -97,7 +106,15 @@ impl Drop for Handle {
 /// documentation for what sharing allows.
 #[derive(Clone)]
 pub struct SharedClient {
-    handle: Rc<Handle>,
+    conn: Conn,
+}
+
+/// This worker's connection, or one on another worker that statements are
+/// delegated to (see `remote.rs`).
+#[derive(Clone)]
+enum Conn {
+    Local(Rc<Handle>),
+    Remote(Rc<Remote>),
 }
 
 impl std::fmt::Debug for SharedClient {
@@ -125,40 +142,96 @@ impl SharedClient {
                 statements: 0,
             }),
             query_timeout: cfg.query_timeout,
+            broken: Arc::new(AtomicBool::new(false)),
+            export_id: std::cell::Cell::new(None),
         });
         rt::spawn(drive(inner.clone()));
-        Ok(SharedClient {
-            handle: Rc::new(Handle { inner }),
-        })
+        Ok(SharedClient::from_handle(Rc::new(Handle { inner })))
+    }
+
+    pub(crate) fn from_handle(handle: Rc<Handle>) -> SharedClient {
+        SharedClient {
+            conn: Conn::Local(handle),
+        }
+    }
+
+    /// A handle other workers can use this connection through
+    /// ([`SharedClient::import`]); `None` for a handle that is itself
+    /// imported (a connection is delegated to only by its owner).
+    pub fn export(&self) -> Option<Exported> {
+        match &self.conn {
+            Conn::Local(h) => Some(remote::export(
+                h,
+                &h.inner.export_id,
+                h.inner.broken.clone(),
+                h.inner.query_timeout,
+            )),
+            Conn::Remote(_) => None,
+        }
+    }
+
+    /// This worker's handle to a connection another worker exported: its
+    /// statements run on that connection, sent there by the owner's
+    /// worker. Session-less by nature, like every shared connection.
+    pub fn import(exported: Exported) -> SharedClient {
+        SharedClient {
+            conn: Conn::Remote(Rc::new(Remote::import(exported))),
+        }
+    }
+
+    /// Whether statements are delegated to another worker's connection.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.conn, Conn::Remote(_))
     }
 
     fn inner(&self) -> &Inner {
-        &self.handle.inner
+        match &self.conn {
+            Conn::Local(h) => &h.inner,
+            Conn::Remote(_) => unreachable!("a local operation on an imported connection"),
+        }
     }
 
     /// Whether the connection failed; a broken connection never recovers.
     pub fn is_broken(&self) -> bool {
-        self.inner().st.borrow().client.is_broken()
+        match &self.conn {
+            Conn::Local(_) => self.inner().st.borrow().client.is_broken(),
+            Conn::Remote(r) => r.is_broken(),
+        }
     }
 
-    /// Statements sent whose replies have not arrived.
+    /// Statements sent whose replies have not arrived (for an imported
+    /// connection: this worker's delegated requests not yet answered).
     pub fn in_flight(&self) -> usize {
-        self.inner().st.borrow().client.proto.in_flight()
+        match &self.conn {
+            Conn::Local(_) => self.inner().st.borrow().client.proto.in_flight(),
+            Conn::Remote(r) => r.in_flight(),
+        }
     }
 
-    /// Socket counters of the connection.
+    /// Socket counters of the connection (zero for an imported one: the
+    /// socket is the owner's).
     pub fn stats(&self) -> Stats {
-        self.inner().st.borrow().client.stats()
+        match &self.conn {
+            Conn::Local(_) => self.inner().st.borrow().client.stats(),
+            Conn::Remote(_) => Stats::default(),
+        }
     }
 
-    /// Statements executed (prepares excluded) since the connection opened.
+    /// Statements executed (prepares excluded) since the connection opened
+    /// (on the owner's worker, delegated ones included).
     pub fn statements(&self) -> u64 {
-        self.inner().st.borrow().statements
+        match &self.conn {
+            Conn::Local(_) => self.inner().st.borrow().statements,
+            Conn::Remote(_) => 0,
+        }
     }
 
     /// The server's process id for this session.
     pub fn backend_pid(&self) -> Option<i32> {
-        self.inner().st.borrow().client.backend_pid()
+        match &self.conn {
+            Conn::Local(_) => self.inner().st.borrow().client.backend_pid(),
+            Conn::Remote(_) => None,
+        }
     }
 
     /// Runs a statement with binary parameters; returns all rows.
@@ -209,6 +282,9 @@ impl SharedClient {
         sql: &str,
         param_sets: &[&[&dyn ToSql]],
     ) -> Result<Vec<Result<QueryResult>>> {
+        if let Conn::Remote(r) = &self.conn {
+            return r.run_many(sql, param_sets).await;
+        }
         let st = self.statement(sql).await?;
         let mut waits = Vec::with_capacity(param_sets.len());
         {
@@ -234,6 +310,10 @@ impl SharedClient {
     }
 
     async fn run(&self, sql: &str, params: &[&dyn ToSql]) -> Result<QueryResult> {
+        if let Conn::Remote(r) = &self.conn {
+            let mut all = r.run_many(sql, &[params]).await?;
+            return all.pop().unwrap_or(Err(Error::Closed));
+        }
         let mut retried = false;
         loop {
             let st = self.statement(sql).await?;
@@ -259,9 +339,46 @@ impl SharedClient {
         }
     }
 
+    /// Runs Bind/Execute/Sync messages another worker encoded for `st`
+    /// (prepared here), in one pipeline; each has its own result.
+    pub(crate) async fn run_encoded(
+        &self,
+        st: &Statement,
+        msgs: Vec<BytesMut>,
+    ) -> Vec<Result<QueryResult>> {
+        let mut waits = Vec::with_capacity(msgs.len());
+        let mut out = Vec::with_capacity(msgs.len());
+        {
+            let mut s = self.inner().st.borrow_mut();
+            for msg in &msgs {
+                match s.client.proto.execute_encoded(st, msg) {
+                    Ok(id) => {
+                        s.statements += 1;
+                        s.replies.insert(id, Reply::Waiting(None));
+                        waits.push(Some(ReplyFuture::new(self.inner(), id)));
+                    }
+                    Err(e) => {
+                        waits.push(None);
+                        out.push(Some(Err(e)));
+                    }
+                }
+            }
+            s.wake_driver();
+        }
+        let mut errors = out.into_iter();
+        let mut results = Vec::with_capacity(waits.len());
+        for w in waits {
+            results.push(match w {
+                Some(w) => self.with_timeout(w).await.and_then(rows),
+                None => errors.next().flatten().unwrap_or(Err(Error::Closed)),
+            });
+        }
+        results
+    }
+
     /// The cached statement for `sql`; on a miss one caller prepares it and
     /// the others wait for that rather than preparing it again.
-    async fn statement(&self, sql: &str) -> Result<Statement> {
+    pub(crate) async fn statement(&self, sql: &str) -> Result<Statement> {
         loop {
             let id = {
                 let mut s = self.inner().st.borrow_mut();
@@ -439,6 +556,8 @@ async fn drive(inner: Rc<Inner>) {
         }
     })
     .await;
+    // Workers this connection was exported to stop delegating to it.
+    inner.broken.store(true, Ordering::Relaxed);
     if closing {
         inner.st.borrow_mut().client.proto.terminate();
         let flushed = poll_fn(|cx| {

@@ -90,6 +90,18 @@ pub trait Manager: Send + Sync + 'static {
         unreachable!("share() is only called on multiplexed pools")
     }
 
+    /// A handle to shared connection `conn` that another worker can use,
+    /// its operations delegated to this worker (multiplexed pools whose
+    /// connections support it); `None` if this kind cannot.
+    fn export(&self, _conn: &Self::Conn) -> Option<Box<dyn Any + Send>> {
+        None
+    }
+
+    /// The other worker's side of [`Manager::export`].
+    fn import(&self, _exported: Box<dyn Any + Send>) -> Option<Self::Conn> {
+        None
+    }
+
     /// An optional cluster-wide gate held while this shard warms up (for
     /// example one of N advisory-lock slots); dropped when warm-up ends.
     fn warmup_gate(&self) -> impl Future<Output = Option<Box<dyn Any>>> {

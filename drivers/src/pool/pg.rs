@@ -8,7 +8,7 @@ use tidepool_engine::rt::time;
 
 use super::backoff::random_unit;
 use super::{Manager, PoolError};
-use crate::pg::{Client, Config, Error, SharedClient, TxStatus};
+use crate::pg::{Client, Config, Error, Exported, SharedClient, TxStatus};
 
 impl PoolError for Error {
     fn is_transient(&self) -> bool {
@@ -183,6 +183,17 @@ impl Manager for PgSharedManager {
 
     fn share(&self, conn: &SharedClient) -> SharedClient {
         conn.clone()
+    }
+
+    fn export(&self, conn: &SharedClient) -> Option<Box<dyn Any + Send>> {
+        conn.export().map(|e| Box::new(e) as Box<dyn Any + Send>)
+    }
+
+    fn import(&self, exported: Box<dyn Any + Send>) -> Option<SharedClient> {
+        exported
+            .downcast::<Exported>()
+            .ok()
+            .map(|e| SharedClient::import(*e))
     }
 
     async fn warmup_gate(&self) -> Option<Box<dyn Any>> {

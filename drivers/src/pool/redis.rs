@@ -2,8 +2,10 @@
 //! many callers with auto-pipelining; the pool counts connections, and a
 //! caller's "acquire" is an in-flight slot on one of them.
 
+use std::any::Any;
+
 use super::{Manager, PoolError};
-use crate::redis::{Config, Connection, Error};
+use crate::redis::{Config, Connection, Error, Exported};
 
 impl PoolError for Error {
     fn is_transient(&self) -> bool {
@@ -49,5 +51,16 @@ impl Manager for RedisManager {
 
     fn share(&self, conn: &Connection) -> Connection {
         conn.clone()
+    }
+
+    fn export(&self, conn: &Connection) -> Option<Box<dyn Any + Send>> {
+        conn.export().map(|e| Box::new(e) as Box<dyn Any + Send>)
+    }
+
+    fn import(&self, exported: Box<dyn Any + Send>) -> Option<Connection> {
+        exported
+            .downcast::<Exported>()
+            .ok()
+            .map(|e| Connection::import(*e))
     }
 }

@@ -6,6 +6,7 @@
 //! the stats) before the connection is acted on — before a connect is
 //! started, before a connection is closed or handed over.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -34,6 +35,10 @@ struct Slot<C> {
     checked_out_at: Instant,
     route: &'static str,
     leak_reported: bool,
+    /// A handle to a connection another worker owns (multiplexed pools):
+    /// operations on it are delegated there. Not a connection of this
+    /// shard: it takes no capacity and closing it closes nothing.
+    remote: bool,
 }
 
 enum Grant {
@@ -64,11 +69,25 @@ struct State<C> {
     down: bool,
     /// A request for another shard's unused capacity is out.
     borrowing: bool,
+    /// Slots that are remote handles (see `Slot::remote`).
+    remote: usize,
+    /// A request for a handle to another worker's connection is out.
+    sharing: bool,
 }
 
 impl<C> State<C> {
+    /// Connections this shard opened (remote handles are not).
     fn open(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.remote
+    }
+
+    /// Removes slot `key`, keeping the count of remote handles.
+    fn remove(&mut self, key: usize) -> Slot<C> {
+        let slot = self.slots.remove(key);
+        if slot.remote {
+            self.remote -= 1;
+        }
+        slot
     }
 
     fn idle_count(&self, multiplexed: bool) -> usize {
@@ -100,6 +119,8 @@ trait Capacity {
     fn set_cap(self: Rc<Self>, cap: usize);
     fn lend(self: Rc<Self>, to: usize, epoch: u64);
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
+    fn share_to(self: Rc<Self>, to: usize);
+    fn shared(self: Rc<Self>, exported: Option<Box<dyn Any + Send>>);
 }
 
 /// How long a connection must have sat idle before its shard gives its
@@ -156,7 +177,7 @@ impl<M: Manager> Capacity for Shard<M> {
                 let Some(key) = self.pop_idle_lru(&mut st) else {
                     break;
                 };
-                victims.push(st.slots.remove(key).conn);
+                victims.push(st.remove(key).conn);
                 self.stats.closed(CloseReason::Shrink);
             }
             self.publish(&st);
@@ -184,12 +205,13 @@ impl<M: Manager> Capacity for Shard<M> {
                         .iter()
                         .find(|(_, s)| {
                             s.in_flight == 0
+                                && !s.remote
                                 && now.saturating_duration_since(s.idle_since) >= LEND_IDLE
                         })
                         .map(|(k, _)| k);
                     if let Some(key) = key {
                         st.idle.retain(|k| *k != key);
-                        victim = st.slots.remove(key).conn;
+                        victim = st.remove(key).conn;
                         self.stats.closed(CloseReason::Shrink);
                     }
                     key.is_some()
@@ -205,6 +227,61 @@ impl<M: Manager> Capacity for Shard<M> {
         let id = self.pool.id;
         if let Some(w) = self.pool.workers.lock().unwrap()[to].clone() {
             w.post(move || with_shard(id, |s| s.borrowed(granted, epoch)));
+        }
+    }
+
+    /// Another shard's callers wait and it has no connection: hand it a
+    /// handle to one of ours (the least busy), so its statements run here
+    /// at once instead of waiting for capacity to move (multiplexed pools
+    /// whose connections can be delegated to).
+    fn share_to(self: Rc<Self>, to: usize) {
+        let exported = {
+            let st = self.state.borrow();
+            st.slots
+                .iter()
+                .filter(|(_, s)| !s.remote)
+                .filter_map(|(_, s)| s.conn.as_ref().map(|c| (s.in_flight, c)))
+                .min_by_key(|(n, _)| *n)
+                .and_then(|(_, c)| self.pool.manager.export(c))
+        };
+        let id = self.pool.id;
+        if let Some(w) = self.pool.workers.lock().unwrap()[to].clone() {
+            w.post(move || with_shard(id, |s| s.shared(exported)));
+        }
+    }
+
+    /// The answer to this shard's request for a handle to another worker's
+    /// connection: filed as a slot and handed to the waiting callers.
+    fn shared(self: Rc<Self>, exported: Option<Box<dyn Any + Send>>) {
+        let conn = exported.and_then(|e| self.pool.manager.import(e));
+        let got = conn.is_some();
+        {
+            let mut st = self.state.borrow_mut();
+            st.sharing = false;
+            if let Some(conn) = conn {
+                if !self.closed.get() {
+                    let now = clock();
+                    let key = st.slots.insert(Slot {
+                        conn: Some(conn),
+                        in_flight: 0,
+                        expires: None,
+                        idle_since: now,
+                        checked_out_at: now,
+                        route: "",
+                        leak_reported: false,
+                        remote: true,
+                    });
+                    st.remote += 1;
+                    self.hand_off(&mut st, key);
+                }
+            }
+            self.publish(&st);
+        }
+        if !got {
+            // Nothing to share there (its connection just closed): callers
+            // still waiting ask again shortly.
+            self.state.borrow_mut().sharing = true;
+            self.share_later();
         }
     }
 
@@ -253,6 +330,8 @@ impl<M: Manager> Shard<M> {
                 last_error: None,
                 down: false,
                 borrowing: false,
+                remote: 0,
+                sharing: false,
             }),
             closed: Cell::new(false),
         });
@@ -314,7 +393,7 @@ impl<M: Manager> Shard<M> {
             let key = st
                 .slots
                 .iter()
-                .find(|(_, s)| s.in_flight == 0)
+                .find(|(_, s)| s.in_flight == 0 && !s.remote)
                 .map(|(k, _)| k)?;
             Some(key)
         } else {
@@ -334,10 +413,12 @@ impl<M: Manager> Shard<M> {
         let key = if M::MULTIPLEXED {
             // Pack, don't spread: the busiest connection with room batches best.
             let max = self.pool.config.max_in_flight;
+            // A connection of this worker before a remote handle: a
+            // delegated statement costs two hops between workers.
             st.slots
                 .iter()
                 .filter(|(_, s)| s.conn.is_some() && s.in_flight < max)
-                .max_by_key(|(_, s)| s.in_flight)
+                .max_by_key(|(_, s)| (!s.remote, s.in_flight))
                 .map(|(k, _)| k)
         } else {
             loop {
@@ -461,6 +542,60 @@ impl<M: Manager> Shard<M> {
         worker.post(move || with_shard(id, |s| s.lend(to, epoch)));
     }
 
+    /// Callers wait and this shard has no connection, opening or open, nor
+    /// a remote handle: asks the shard with the most connections for a
+    /// handle to one (multiplexed pools). Capacity may still move here
+    /// later (`borrow_capacity`); until then, statements are delegated.
+    fn ask_share(self: &Rc<Self>) {
+        if !M::MULTIPLEXED {
+            return;
+        }
+        let donor = {
+            let mut st = self.state.borrow_mut();
+            if st.queue.is_empty()
+                || st.open() + st.opening + st.remote > 0
+                || st.sharing
+                || self.closed.get()
+            {
+                return;
+            }
+            let donor = self
+                .pool
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != self.index)
+                .map(|(j, s)| (j, s.open.load(std::sync::atomic::Ordering::Relaxed)))
+                .filter(|&(_, open)| open > 0)
+                .max_by_key(|&(_, open)| open)
+                .map(|(j, _)| j);
+            let worker = donor.and_then(|j| self.pool.workers.lock().unwrap()[j].clone());
+            // Out until answered, or until the retry below looks again.
+            st.sharing = true;
+            worker
+        };
+        let Some(worker) = donor else {
+            // No worker has a connection yet (they are still opening, or
+            // capacity is on its way here): look again shortly.
+            self.share_later();
+            return;
+        };
+        let (id, to) = (self.pool.id, self.index);
+        worker.post(move || with_shard(id, |s| s.share_to(to)));
+    }
+
+    /// `ask_share` again after `BORROW_RETRY` (`sharing` is set meanwhile).
+    fn share_later(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        rt::spawn(async move {
+            time::sleep(BORROW_RETRY).await;
+            if let Some(shard) = weak.upgrade() {
+                shard.state.borrow_mut().sharing = false;
+                shard.ask_share();
+            }
+        });
+    }
+
     /// Asks for capacity again after `BORROW_RETRY`, while callers wait:
     /// lenders appear as other shards' connections go idle.
     fn borrow_later(self: &Rc<Self>) {
@@ -519,6 +654,7 @@ impl<M: Manager> Shard<M> {
                             checked_out_at: now,
                             route: "",
                             leak_reported: false,
+                            remote: false,
                         });
                         self.hand_off(&mut st, key);
                     }
@@ -740,6 +876,7 @@ impl<M: Manager> Shard<M> {
         };
         self.maybe_connect();
         self.borrow_capacity();
+        self.ask_share();
         match time::timeout_at(deadline, &mut wait).await {
             Ok(Ok(slot)) => Ok(slot),
             Ok(Err(msg)) => Err(AcquireError::Connect {
@@ -806,12 +943,15 @@ impl<M: Manager> Shard<M> {
                     .expires
                     .is_some_and(|e| e <= now)
                     .then_some(CloseReason::Expired))
-                .or((st.open() > st.cap).then_some(CloseReason::Shrink));
+                .or((st.open() > st.cap && !st.slots[key].remote).then_some(CloseReason::Shrink));
             match why {
                 Some(why) if st.slots[key].in_flight == 0 => {
                     // Books first, then the close.
-                    closing = st.slots.remove(key).conn;
-                    self.stats.closed(why);
+                    let slot = st.remove(key);
+                    if !slot.remote {
+                        self.stats.closed(why);
+                    }
+                    closing = slot.conn;
                 }
                 Some(CloseReason::Broken) => {
                     // A shared connection broke while others still use it:
@@ -821,8 +961,7 @@ impl<M: Manager> Shard<M> {
                 _ => {
                     if st.slots[key].conn.is_some() {
                         self.hand_off(&mut st, key);
-                    } else if st.slots[key].in_flight == 0 {
-                        st.slots.remove(key);
+                    } else if st.slots[key].in_flight == 0 && !st.remove(key).remote {
                         self.stats.closed(CloseReason::Broken);
                     }
                 }
@@ -853,7 +992,13 @@ impl<M: Manager> Shard<M> {
             };
             for key in keys {
                 let slot = &st.slots[key];
-                let why = if slot.expires.is_some_and(|e| e <= now) {
+                let why = if slot.remote {
+                    // A remote handle is let go once this shard has a
+                    // connection of its own, or nobody used it for a while.
+                    (st.open() > 0
+                        || now.saturating_duration_since(slot.idle_since) >= cfg.idle_timeout)
+                        .then_some(CloseReason::Idle)
+                } else if slot.expires.is_some_and(|e| e <= now) {
                     Some(CloseReason::Expired)
                 } else if now.saturating_duration_since(slot.idle_since) >= cfg.idle_timeout
                     && st.open() > keep
@@ -864,10 +1009,13 @@ impl<M: Manager> Shard<M> {
                 };
                 if let Some(why) = why {
                     st.idle.retain(|k| *k != key);
-                    if let Some(c) = st.slots.remove(key).conn {
+                    let slot = st.remove(key);
+                    if !slot.remote {
+                        self.stats.closed(why);
+                    }
+                    if let Some(c) = slot.conn {
                         closing.push(c);
                     }
-                    self.stats.closed(why);
                 }
             }
             if let Some(limit) = cfg.leak_threshold {

@@ -16,6 +16,7 @@ use super::encode::{Enc, IntoCommand};
 use super::error::{Error, Result};
 use super::handshake::{Handshake, Progress};
 use super::mux::{ConnStats, Mux, Reply};
+use super::remote::{self, Exported, Remote};
 use super::value::{FromValue, Value};
 
 /// Resolves the configured host. IP literals need no lookup; a host name
@@ -113,8 +114,10 @@ pub(crate) struct Shared {
 }
 
 /// Closes the connection when the last [`Connection`] clone goes.
-struct Handle {
+pub(crate) struct Handle {
     shared: Rc<Shared>,
+    /// Its number among this worker's exported connections, once exported.
+    export_id: std::cell::Cell<Option<u64>>,
 }
 
 impl Drop for Handle {
@@ -150,16 +153,25 @@ impl Drop for Handle {
 /// work but hold up every command queued behind them.
 #[derive(Clone)]
 pub struct Connection {
-    handle: Rc<Handle>,
+    conn: Conn,
+}
+
+/// This worker's connection, or one on another worker that requests are
+/// delegated to (see `remote.rs`).
+#[derive(Clone)]
+enum Conn {
+    Local(Rc<Handle>),
+    Remote(Rc<Remote>),
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("host", &self.shared().cfg.host())
-            .field("port", &self.shared().cfg.port())
-            .field("unix_path", &self.shared().cfg.unix_path())
-            .field("resp3", &self.shared().resp3)
+            .field("host", &self.config().host())
+            .field("port", &self.config().port())
+            .field("unix_path", &self.config().unix_path())
+            .field("resp3", &self.is_resp3())
+            .field("remote", &self.is_remote())
             .field("broken", &self.is_broken())
             .finish()
     }
@@ -178,9 +190,43 @@ impl Connection {
         });
         rt::spawn(reader(shared.clone(), stream.clone(), dec));
         rt::spawn(writer(shared.clone(), stream));
-        Ok(Connection {
-            handle: Rc::new(Handle { shared }),
-        })
+        Ok(Connection::from_handle(Rc::new(Handle {
+            shared,
+            export_id: std::cell::Cell::new(None),
+        })))
+    }
+
+    pub(crate) fn from_handle(handle: Rc<Handle>) -> Connection {
+        Connection {
+            conn: Conn::Local(handle),
+        }
+    }
+
+    /// A handle other workers can use this connection through
+    /// ([`Connection::import`]); `None` for an imported handle.
+    pub fn export(&self) -> Option<Exported> {
+        match &self.conn {
+            Conn::Local(h) => Some(remote::export(
+                h,
+                &h.export_id,
+                &h.shared.cfg,
+                h.shared.resp3,
+            )),
+            Conn::Remote(_) => None,
+        }
+    }
+
+    /// This worker's handle to a connection another worker exported: its
+    /// requests run on that connection, sent there by the owner's worker.
+    pub fn import(exported: Exported) -> Connection {
+        Connection {
+            conn: Conn::Remote(Rc::new(Remote::import(exported))),
+        }
+    }
+
+    /// Whether requests are delegated to another worker's connection.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.conn, Conn::Remote(_))
     }
 
     /// [`connect`](Connection::connect) with a `redis://` URL.
@@ -189,43 +235,69 @@ impl Connection {
     }
 
     fn shared(&self) -> &Shared {
-        &self.handle.shared
+        match &self.conn {
+            Conn::Local(h) => &h.shared,
+            Conn::Remote(_) => unreachable!("a local operation on an imported connection"),
+        }
     }
 
     /// Whether the connection failed or was closed; a broken connection
     /// never recovers.
     pub fn is_broken(&self) -> bool {
-        self.shared().mux.borrow().is_broken()
+        match &self.conn {
+            Conn::Local(_) => self.shared().mux.borrow().is_broken(),
+            Conn::Remote(r) => r.is_broken(),
+        }
     }
 
     /// The error that broke the connection, if one did.
     pub fn broken_reason(&self) -> Option<Error> {
-        self.shared().mux.borrow().broken_reason().cloned()
+        match &self.conn {
+            Conn::Local(_) => self.shared().mux.borrow().broken_reason().cloned(),
+            Conn::Remote(r) => r.is_broken().then_some(Error::Closed),
+        }
     }
 
     /// Whether the server agreed to RESP3.
     pub fn is_resp3(&self) -> bool {
-        self.shared().resp3
+        match &self.conn {
+            Conn::Local(_) => self.shared().resp3,
+            Conn::Remote(r) => r.resp3,
+        }
     }
 
     /// The configuration it was opened with.
     pub fn config(&self) -> &Config {
-        &self.shared().cfg
+        match &self.conn {
+            Conn::Local(_) => &self.shared().cfg,
+            Conn::Remote(r) => &r.cfg,
+        }
     }
 
-    /// Counters: commands, flushes, waits for the in-flight cap, ...
+    /// Counters: commands, flushes, waits for the in-flight cap, ... (zero
+    /// for an imported connection: they are the owner's).
     pub fn stats(&self) -> ConnStats {
-        self.shared().mux.borrow().stats()
+        match &self.conn {
+            Conn::Local(_) => self.shared().mux.borrow().stats(),
+            Conn::Remote(_) => ConnStats::default(),
+        }
     }
 
-    /// Requests whose replies are still owed (in flight or waiting).
+    /// Requests whose replies are still owed (in flight or waiting; for an
+    /// imported connection, this worker's delegated requests).
     pub fn pending(&self) -> usize {
-        self.shared().mux.borrow().pending()
+        match &self.conn {
+            Conn::Local(_) => self.shared().mux.borrow().pending(),
+            Conn::Remote(r) => r.pending(),
+        }
     }
 
     /// Whether this handle is the only one (no clones exist).
     pub fn is_exclusive(&self) -> bool {
-        Rc::strong_count(&self.handle) == 1
+        match &self.conn {
+            Conn::Local(h) => Rc::strong_count(h) == 1,
+            Conn::Remote(r) => Rc::strong_count(r) == 1,
+        }
     }
 
     /// Sends a request of `commands` commands and waits for all its
@@ -235,6 +307,9 @@ impl Connection {
         commands: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Reply> {
+        if let Conn::Remote(r) = &self.conn {
+            return r.request(commands, encode).await;
+        }
         let shared = self.shared();
         let key = shared
             .mux

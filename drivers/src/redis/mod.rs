@@ -36,6 +36,7 @@ mod handshake;
 mod mux;
 mod pipeline;
 mod pubsub;
+mod remote;
 mod script;
 mod value;
 
@@ -48,6 +49,7 @@ pub use error::{Error, Result, ServerError, ServerErrorKind};
 pub use mux::ConnStats;
 pub use pipeline::{Pipeline, Transaction};
 pub use pubsub::{Message, PubSub};
+pub use remote::Exported;
 pub use script::Script;
 pub use value::{FromValue, Value};
 
