@@ -566,3 +566,70 @@ fn connection_closes_when_last_handle_drops() {
         );
     })
 }
+
+/// A worker without a connection sends its commands through another
+/// worker's: single commands, a pipeline and a transaction keep their
+/// replies in order; a server error reaches its caller; once the owner's
+/// worker has ended, requests fail with `Closed` instead of waiting.
+#[test]
+fn commands_are_delegated_to_a_connection_on_another_worker() {
+    use std::sync::mpsc;
+    use tidepool_drivers::redis::Exported;
+    let (tx, rx) = mpsc::channel::<(Exported, rt::WorkerHandle)>();
+    let owner = std::thread::spawn(move || {
+        rt::block_on(async move {
+            let conn = Connection::connect(&config()).await.unwrap();
+            tx.send((conn.export().unwrap(), rt::current_worker()))
+                .unwrap();
+            rt::shutdown_signal().await;
+            conn.stats().commands
+        })
+    });
+    let (exported, owner_worker) = rx.recv().unwrap();
+    rt::block_on(async move {
+        let c = Connection::import(exported);
+        assert!(c.is_remote() && !c.is_broken());
+        c.set("delegated:k", "v").await.unwrap();
+        assert_eq!(c.get::<String>("delegated:k").await.unwrap(), "v");
+        let (a, b) = (c.clone(), c.clone());
+        let one = rt::spawn(async move { a.incr("delegated:n").await });
+        let two = rt::spawn(async move { b.incr("delegated:n").await });
+        let mut got = [one.await.unwrap().unwrap(), two.await.unwrap().unwrap()];
+        got.sort();
+        assert_eq!(got[1], got[0] + 1, "two increments, one after the other");
+        let replies = c
+            .pipeline()
+            .cmd(cmd("SET").arg("delegated:p").arg("1"))
+            .cmd(cmd("GET").arg("delegated:p"))
+            .query()
+            .await
+            .unwrap();
+        assert_eq!(replies[1], Value::Bulk(b"1".to_vec()));
+        let multi = c
+            .transaction()
+            .cmd(cmd("INCR").arg("delegated:p"))
+            .cmd(cmd("INCR").arg("delegated:p"))
+            .exec()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(multi, vec![Value::Int(2), Value::Int(3)]);
+        let e = c.cmd(["NOSUCHCOMMAND"]).await.unwrap_err();
+        assert!(matches!(e, Error::Server(_)), "{e:?}");
+        assert_eq!(
+            c.del(&["delegated:k", "delegated:n", "delegated:p"])
+                .await
+                .unwrap(),
+            3
+        );
+        owner_worker.shutdown();
+        let commands = owner.join().unwrap();
+        assert!(
+            commands >= 8,
+            "the owner ran the delegated commands: {commands}"
+        );
+        let e = c.get::<Option<String>>("delegated:k").await.unwrap_err();
+        assert!(matches!(e, Error::Closed), "{e:?}");
+        assert!(c.is_broken());
+    });
+}
