@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tidepool_drivers::cache::CacheStats;
 use tidepool_drivers::pool::{CloseReason, Histogram, PoolStats};
 use tidepool_engine::http::HttpStats;
-use tidepool_supervisor::SupervisorState;
+use tidepool_supervisor::{Action, SupervisorState};
 
 /// How far back quantiles look.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -350,6 +350,13 @@ pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
         &[],
         s.restarts() as f64,
     );
+    e.sample(
+        "tidepool_supervisor_panics_total",
+        "counter",
+        "Panics caught in the supervisor (a pool's probe or controller, or its thread).",
+        &[],
+        s.panics() as f64,
+    );
     for p in s.pools() {
         for (dir, n) in [("grow", p.grows), ("shrink", p.shrinks)] {
             e.sample(
@@ -358,6 +365,15 @@ pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
                 "Pool resizes decided by the supervisor.",
                 &[("pool", &p.name), ("direction", dir)],
                 n as f64,
+            );
+        }
+        if let Some(d) = p.last.as_ref().filter(|d| d.action == Action::Hold) {
+            e.sample(
+                "tidepool_supervisor_hold",
+                "gauge",
+                "1 while the supervisor holds the pool's size, labelled with why (the last tick's decision).",
+                &[("pool", &p.name), ("reason", d.reason.kind())],
+                1.0,
             );
         }
         e.sample(

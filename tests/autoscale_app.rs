@@ -73,6 +73,28 @@ fn load_step_grows_then_shrinks_and_supervisor_survives_a_panic() {
     let now = app.metric(MAX_OPEN).unwrap();
     let shrunk = wait_metric(&app, Duration::from_secs(60), MAX_OPEN, |v| v < now);
     assert!(shrunk >= 2.0, "never below min");
+    // Between resizes the pool is held, and /metrics says why, as one
+    // series whose reason label is the rule that holds it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = app.get("/metrics");
+        let holds: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("tidepool_supervisor_hold{pool=\"pg\",reason=\""))
+            .map(str::to_string)
+            .collect();
+        assert!(holds.len() <= 1, "one hold reason at a time: {holds:?}");
+        if holds.len() == 1 {
+            assert!(holds[0].ends_with(" 1"), "{holds:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held after shrinking"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(app.metric("tidepool_supervisor_panics_total"), Some(0.0));
     // Fault injection: the next tick panics; the thread restarts and the
     // heartbeat moves on.
     let beat = app
@@ -86,6 +108,7 @@ fn load_step_grows_then_shrinks_and_supervisor_survives_a_panic() {
         "tidepool_supervisor_restarts_total",
         |v| v >= 1.0,
     );
+    assert_eq!(app.metric("tidepool_supervisor_panics_total"), Some(1.0));
     wait_metric(
         &app,
         Duration::from_secs(30),

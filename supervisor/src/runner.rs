@@ -62,6 +62,7 @@ pub struct SupervisorState {
     last_tick_unix_ms: AtomicU64,
     ticks: AtomicU64,
     restarts: AtomicU64,
+    panics: AtomicU64,
     stop: AtomicBool,
     inject_panic: AtomicBool,
     pools: Mutex<Vec<PoolView>>,
@@ -92,6 +93,13 @@ impl SupervisorState {
     /// Times the tick thread was restarted after a panic.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Panics caught in the supervisor: a pool's probe or controller
+    /// (caught per pool, the tick goes on without a heartbeat) and the tick
+    /// thread itself (restarted).
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     pub fn pools(&self) -> Vec<PoolView> {
@@ -239,8 +247,18 @@ fn watchdog(
             .name("tidepool-supervisor".into())
             .spawn(move || tick_loop(cfg, st, en));
         let Ok(ticker) = ticker else {
-            tracing::error!("tidepool: supervisor: cannot start its thread; pools keep their size");
-            return;
+            // Out of threads or memory for now: pools keep their size
+            // meanwhile, and supervision comes back when a spawn succeeds.
+            tracing::error!(
+                "tidepool: supervisor: cannot start its thread; pools keep their size; \
+                 retrying in {backoff:?}"
+            );
+            thread::sleep(backoff);
+            backoff = (backoff * 2).min(config.restart_max);
+            if state.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            continue;
         };
         while !ticker.is_finished() {
             thread::sleep(config.tick.min(Duration::from_millis(200)));
@@ -263,6 +281,7 @@ fn watchdog(
         }
         if panicked {
             state.restarts.fetch_add(1, Ordering::Relaxed);
+            state.panics.fetch_add(1, Ordering::Relaxed);
             if started.elapsed() > config.restart_max * 4 {
                 // It ran fine for a while: start the back-off over.
                 backoff = config.restart_min;
@@ -308,27 +327,35 @@ fn tick_loop(
             }
             g
         });
+        // A tick in which some pool's probe or controller panicked is not
+        // a heartbeat: one that panics every tick must look stale.
+        let mut healthy = true;
         for (i, e) in entries.iter_mut().enumerate() {
-            let signals = e.pool.signals(tick);
-            let decision = if e.autoscale.enabled {
-                let c = e
-                    .controller
-                    .get_or_insert_with(|| Controller::new(e.autoscale.clone(), e.pool.max_open()));
-                let d = catch_unwind(AssertUnwindSafe(|| c.step(now, &signals)));
-                match d {
-                    Ok(d) => Some(d),
-                    Err(_) => {
-                        tracing::error!(
-                            pool = e.pool.name(),
-                            "tidepool: supervisor: controller of pool {} panicked; rebuilt",
-                            e.pool.name()
-                        );
-                        e.controller = None;
-                        None
-                    }
+            // Per pool, so one pool's panic leaves the others steered.
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                let signals = e.pool.signals(tick);
+                e.autoscale.enabled.then(|| {
+                    e.controller
+                        .get_or_insert_with(|| {
+                            Controller::new(e.autoscale.clone(), e.pool.max_open())
+                        })
+                        .step(now, &signals)
+                })
+            }));
+            let decision = match stepped {
+                Ok(d) => d,
+                Err(_) => {
+                    healthy = false;
+                    state.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        pool = e.pool.name(),
+                        "tidepool: supervisor: pool {}'s probe or controller panicked; \
+                         its controller is rebuilt",
+                        e.pool.name()
+                    );
+                    e.controller = None;
+                    None
                 }
-            } else {
-                None
             };
             let mut views = state.pools.lock().unwrap();
             let view = &mut views[i];
@@ -355,12 +382,27 @@ fn tick_loop(
                     }
                     e.pool.set_max_open(to);
                 }
+                if d.action == Action::Hold {
+                    // "Why didn't it grow?": a guard or rail that starts
+                    // holding the pool is logged once, when it starts.
+                    let kind = d.reason.kind();
+                    let was = view.last.as_ref().map(|l| l.reason.kind());
+                    if was != Some(kind) && !matches!(kind, "within_band" | "warmup" | "disabled") {
+                        tracing::info!(
+                            "tidepool: supervisor: pool={} hold reason={}",
+                            e.pool.name(),
+                            d.reason
+                        );
+                    }
+                }
                 view.state = e.controller.as_ref().map(|c| c.state());
                 view.last = Some(d);
             }
         }
         state.ticks.fetch_add(1, Ordering::Relaxed);
-        state.last_tick_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        if healthy {
+            state.last_tick_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        }
     }
 }
 

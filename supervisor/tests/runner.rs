@@ -146,3 +146,55 @@ fn invalid_rails_are_refused_at_start() {
     .unwrap();
     assert!(err.contains("starved"), "{err}");
 }
+
+/// A pool whose probe panics on every tick.
+struct Panicking;
+
+impl SupervisedPool for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    fn signals(&mut self, _: Duration) -> Signals {
+        panic!("probe fails every tick")
+    }
+    fn max_open(&self) -> usize {
+        2
+    }
+    fn set_max_open(&self, _: usize) {}
+}
+
+/// A pool that panics every tick is counted each time and leaves the
+/// heartbeat unstamped (it must look stale, not healthy), while the other
+/// pools go on being steered.
+#[test]
+fn a_pool_that_panics_every_tick_is_counted_and_stales_the_heartbeat() {
+    let size = Arc::new(AtomicUsize::new(2));
+    let sup = Supervisor::start(
+        fast(),
+        vec![
+            (Box::new(Panicking), PoolAutoscale::default(), 0),
+            (
+                Box::new(Starved {
+                    max_open: size.clone(),
+                }),
+                autoscale(),
+                0,
+            ),
+        ],
+    )
+    .unwrap();
+    let state = sup.state();
+    wait_for(Duration::from_secs(10), || {
+        size.load(Ordering::Relaxed) == 6
+    });
+    // Stopped first, so every tick counted has run to its end.
+    sup.stop();
+    assert!(state.ticks() >= 4);
+    assert_eq!(state.panics(), state.ticks(), "one panic per tick");
+    assert_eq!(
+        state.last_tick_timestamp(),
+        0.0,
+        "no tick counted as a heartbeat"
+    );
+    assert_eq!(state.restarts(), 0, "caught per pool, not by restarting");
+}
