@@ -300,6 +300,20 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
             );
         }
         e.sample(
+            "tidepool_pool_query_errors_total",
+            "counter",
+            "Statements or commands that failed at the database (integrity violations excepted).",
+            &[("pool", p)],
+            t.query_errors as f64,
+        );
+        e.sample(
+            "tidepool_pool_query_timeouts_total",
+            "counter",
+            "Statements or commands that ran past the query timeout.",
+            &[("pool", p)],
+            t.query_timeouts as f64,
+        );
+        e.sample(
             "tidepool_pool_leaks_total",
             "counter",
             "Connections held past the leak threshold.",

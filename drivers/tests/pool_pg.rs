@@ -430,3 +430,71 @@ fn idle_connections_the_server_closed_are_never_handed_out() {
         assert_eq!(local.stats().closes[CloseReason::FailedCheck as usize], 2);
     });
 }
+
+/// Statements that fail at the database and statements that time out are
+/// counted per pool, once each, on exclusive and on shared connections
+/// (however many callers share one); integrity violations, the
+/// application's own conflicts, are not. The supervisor's signals carry
+/// them as errors and timeouts.
+#[test]
+fn query_errors_and_timeouts_are_counted_for_the_supervisor() {
+    use tidepool_drivers::pool::supervised::signals;
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = config(server, "outcomes").query_timeout(Duration::from_millis(100));
+        let exclusive = Pool::new(
+            "outcomes",
+            PoolConfig::default(),
+            PgManager::new(cfg.clone()),
+            1,
+        )
+        .unwrap();
+        let shared = Pool::new(
+            "outcomes-shared",
+            PoolConfig::default(),
+            PgSharedManager::new(cfg),
+            1,
+        )
+        .unwrap();
+        let (ex, sh) = (exclusive.local(0), shared.local(0));
+        let before = (exclusive.stats(), shared.stats());
+        {
+            let mut c = ex.get().await.unwrap();
+            c.batch_execute("create temp table u (k int4 primary key); insert into u values (1)")
+                .await
+                .unwrap();
+            assert!(c.query("select 1/0", &[]).await.is_err());
+            assert!(c.execute("insert into u values (1)", &[]).await.is_err()); // 23505
+            assert!(matches!(
+                c.query("select pg_sleep(2)", &[]).await,
+                Err(tidepool_drivers::pg::Error::Timeout)
+            ));
+        }
+        for _ in 0..2 {
+            let c = sh.get().await.unwrap();
+            assert!(c.query("select * from no_such_table", &[]).await.is_err());
+        }
+        {
+            let (a, b) = (sh.get().await.unwrap(), sh.get().await.unwrap());
+            let (ra, rb) = (a.query("select pg_sleep(2)", &[]), b.query("select 1", &[]));
+            let (ra, rb) = (ra.await, rb.await);
+            assert!(
+                matches!(ra, Err(tidepool_drivers::pg::Error::Timeout)),
+                "{ra:?}"
+            );
+            // Pipelined behind the sleep on the one shared connection, it
+            // times out too: each caller's timeout counts.
+            assert!(
+                matches!(rb, Err(tidepool_drivers::pg::Error::Timeout)),
+                "{rb:?}"
+            );
+        }
+        let (e, s) = (exclusive.stats(), shared.stats());
+        assert_eq!((e.total.query_errors, e.total.query_timeouts), (1, 1));
+        assert_eq!((s.total.query_errors, s.total.query_timeouts), (2, 2));
+        let sig = signals(&e, Some(&before.0), Duration::from_secs(1));
+        assert_eq!((sig.errors, sig.timeouts), (1, 1));
+        let sig = signals(&s, Some(&before.1), Duration::from_secs(1));
+        assert_eq!((sig.errors, sig.timeouts), (2, 2));
+    });
+}

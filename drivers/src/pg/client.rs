@@ -112,6 +112,23 @@ pub struct Stats {
     pub writes: u64,
     /// Receive operations completed.
     pub reads: u64,
+    /// Statements the server failed, integrity violations (SQLSTATE class
+    /// 23, the application's own conflicts) excepted: what a pool's
+    /// supervisor reads as "the database is failing".
+    pub failed: u64,
+    /// Statements that ran past the query timeout.
+    pub timed_out: u64,
+}
+
+impl Stats {
+    /// Counts a statement's outcome (see the fields).
+    pub(crate) fn record<T>(&mut self, r: &Result<T>) {
+        match r {
+            Err(Error::Timeout) => self.timed_out += 1,
+            Err(Error::Db(db)) if !db.code.starts_with("23") => self.failed += 1,
+            _ => {}
+        }
+    }
 }
 
 /// A handle that cancels the statement currently running on a client's session.
@@ -199,7 +216,7 @@ pub struct Client {
     copy_out_active: bool,
     query_timeout: Option<Duration>,
     cancel_drain_timeout: Duration,
-    stats: Stats,
+    pub(super) stats: Stats,
 }
 
 impl Client {
@@ -409,6 +426,12 @@ impl Client {
     /// Waits for the reply to request `id`. On `deadline` the running statement
     /// is cancelled and the connection drained (see [`Client::timed_out`]).
     async fn wait(&mut self, id: ReqId, deadline: Option<Instant>) -> Result<Response> {
+        let r = self.wait_reply(id, deadline).await;
+        self.stats.record(&r);
+        r
+    }
+
+    async fn wait_reply(&mut self, id: ReqId, deadline: Option<Instant>) -> Result<Response> {
         let mut first_err = None;
         loop {
             if let Some(r) = self.take_reply(id, &mut first_err) {

@@ -304,7 +304,13 @@ impl SharedClient {
 
     async fn with_timeout(&self, w: ReplyFuture<'_>) -> Result<Response> {
         match self.inner().query_timeout {
-            Some(t) => time::timeout(t, w).await.unwrap_or(Err(Error::Timeout)),
+            Some(t) => match time::timeout(t, w).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.inner().st.borrow_mut().client.stats.timed_out += 1;
+                    Err(Error::Timeout)
+                }
+            },
             None => w.await,
         }
     }
@@ -526,6 +532,7 @@ async fn drive(inner: Rc<Inner>) {
         loop {
             let progressed = s.client.poll_io(cx);
             while let Some((id, r)) = s.client.proto.poll_response() {
+                s.client.stats.record(&r);
                 if let Some(slot) = s.replies.get_mut(&id) {
                     if let Reply::Waiting(Some(w)) = std::mem::replace(slot, Reply::Ready(r)) {
                         w.wake();

@@ -90,6 +90,13 @@ pub trait Manager: Send + Sync + 'static {
         unreachable!("share() is only called on multiplexed pools")
     }
 
+    /// Statements (or commands) on `conn` so far that failed at the
+    /// database and that timed out, as running totals; the pool counts the
+    /// growth of each per connection. `(0, 0)` when a kind does not tell.
+    fn outcomes(&self, _conn: &Self::Conn) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// A handle to shared connection `conn` that another worker can use,
     /// its operations delegated to this worker (multiplexed pools whose
     /// connections support it); `None` if this kind cannot.

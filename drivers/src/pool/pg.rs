@@ -117,6 +117,11 @@ impl Manager for PgManager {
         Client::connect(&self.config).await
     }
 
+    fn outcomes(&self, conn: &Client) -> (u64, u64) {
+        let s = conn.stats();
+        (s.failed, s.timed_out)
+    }
+
     fn is_usable(&self, conn: &Client) -> bool {
         // A connection given back inside a transaction (or a failed one)
         // would leak its state into the next caller's queries.
@@ -168,6 +173,11 @@ impl Manager for PgSharedManager {
     type Conn = SharedClient;
     type Error = Error;
     const MULTIPLEXED: bool = true;
+
+    fn outcomes(&self, conn: &SharedClient) -> (u64, u64) {
+        let s = conn.stats();
+        (s.failed, s.timed_out)
+    }
 
     async fn connect(&self) -> Result<SharedClient, Error> {
         SharedClient::connect(&self.config).await

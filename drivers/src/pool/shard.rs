@@ -39,6 +39,8 @@ struct Slot<C> {
     /// operations on it are delegated there. Not a connection of this
     /// shard: it takes no capacity and closing it closes nothing.
     remote: bool,
+    /// The connection's outcome totals when last counted (see `release`).
+    seen: (u64, u64),
 }
 
 enum Grant {
@@ -270,6 +272,7 @@ impl<M: Manager> Capacity for Shard<M> {
                         route: "",
                         leak_reported: false,
                         remote: true,
+                        seen: (0, 0),
                     });
                     st.remote += 1;
                     self.hand_off(&mut st, key);
@@ -646,6 +649,7 @@ impl<M: Manager> Shard<M> {
                         self.stats.closed(CloseReason::Shrink);
                     } else {
                         let now = clock();
+                        let seen = self.pool.manager.outcomes(&conn);
                         let key = st.slots.insert(Slot {
                             conn: Some(conn),
                             in_flight: 0,
@@ -655,6 +659,7 @@ impl<M: Manager> Shard<M> {
                             route: "",
                             leak_reported: false,
                             remote: false,
+                            seen,
                         });
                         self.hand_off(&mut st, key);
                     }
@@ -926,6 +931,18 @@ impl<M: Manager> Shard<M> {
                     .is_none_or(|c| self.pool.manager.is_usable(c));
             let now = clock();
             let slot = &mut st.slots[key];
+            // What failed or timed out on this connection since it was
+            // last counted (once per connection, however many callers
+            // share it).
+            if let Some(c) = conn.as_ref().or(slot.conn.as_ref()) {
+                let (failed, timed_out) = self.pool.manager.outcomes(c);
+                add(&self.stats.query_errors, failed.saturating_sub(slot.seen.0));
+                add(
+                    &self.stats.query_timeouts,
+                    timed_out.saturating_sub(slot.seen.1),
+                );
+                slot.seen = (failed, timed_out);
+            }
             slot.in_flight -= 1;
             if slot.in_flight == 0 {
                 // Idle from now: a shared connection is idle only between

@@ -70,6 +70,8 @@ pub(crate) struct ShardStats {
     pub(crate) connect_failures: [AtomicU64; 3],
     pub(crate) closes: [AtomicU64; 5],
     pub(crate) leaks: AtomicU64,
+    pub(crate) query_errors: AtomicU64,
+    pub(crate) query_timeouts: AtomicU64,
     pub(crate) acquire_wait: AtomicHistogram,
     pub(crate) hold: AtomicHistogram,
 }
@@ -111,6 +113,8 @@ impl ShardStats {
             ],
             closes: std::array::from_fn(|i| g(&self.closes[i])),
             leaks: g(&self.leaks),
+            query_errors: g(&self.query_errors),
+            query_timeouts: g(&self.query_timeouts),
             acquire_wait: self.acquire_wait.snapshot(),
             hold: self.hold.snapshot(),
         }
@@ -138,6 +142,11 @@ pub struct ShardSnapshot {
     /// Indexed by `CloseReason as usize`.
     pub closes: [u64; 5],
     pub leaks: u64,
+    /// Statements (commands) that failed at the database, integrity
+    /// violations excepted (see `Manager::outcomes`).
+    pub query_errors: u64,
+    /// Statements (commands) that ran past the query timeout.
+    pub query_timeouts: u64,
     /// Cumulative acquire-wait histogram (every acquire, waited or not).
     pub acquire_wait: Histogram,
     /// Cumulative hold-time histogram: checkout to return (exclusive pools),
@@ -179,6 +188,8 @@ impl PoolStats {
                 t.closes[i] += s.closes[i];
             }
             t.leaks += s.leaks;
+            t.query_errors += s.query_errors;
+            t.query_timeouts += s.query_timeouts;
             t.acquire_wait.merge(&s.acquire_wait);
             t.hold.merge(&s.hold);
         }

@@ -28,19 +28,22 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
             + s.total.connect_failures[ConnectFailure::Timeout as usize]
             + s.total.closes[CloseReason::Broken as usize]
             + s.total.closes[CloseReason::FailedCheck as usize]
+            + s.total.query_errors
     };
-    let (wait, hold, completed, errs) = match prev {
+    let (wait, hold, completed, errs, timeouts) = match prev {
         Some(p) => (
             t.acquire_wait.since(&p.total.acquire_wait),
             t.hold.since(&p.total.hold),
             t.acquires.saturating_sub(p.total.acquires),
             errors(now).saturating_sub(errors(p)),
+            t.query_timeouts.saturating_sub(p.total.query_timeouts),
         ),
         None => (
             t.acquire_wait.clone(),
             t.hold.clone(),
             t.acquires,
             errors(now),
+            t.query_timeouts,
         ),
     };
     Signals {
@@ -56,7 +59,7 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
         query_p99: hold.quantile(0.99),
         completed,
         errors: errs,
-        timeouts: 0,
+        timeouts,
         tick,
     }
 }
