@@ -301,10 +301,41 @@ fn warmup_semaphore_admits_n_and_frees_a_crashed_holders_slot() {
             try_warmup_slot(&cfg, &slots).await.unwrap().is_none(),
             "third must wait"
         );
+        // Sessions the waiter opens start after this (the server's clock).
+        let spawned = server.psql("SELECT now()").trim().to_string();
         let waiter = rt::spawn({
             let (cfg, slots) = (cfg.clone(), slots.clone());
             async move { wait_warmup_slot(&cfg, &slots).await.map(|s| s.slot) }
         });
+        // The waiter retries on one session, not a new connection per try:
+        // across two of its tries (its query_start moves), the first session
+        // it opened is still the one trying.
+        let waiter_session = || -> Option<(String, String)> {
+            let out = server.psql(&format!(
+                "SELECT pid, query_start FROM pg_stat_activity \
+                 WHERE application_name = 'pool_warmup_gate' AND pid <> pg_backend_pid() \
+                 AND backend_start > '{spawned}' AND query LIKE '%pg_try_advisory_lock%' \
+                 ORDER BY backend_start LIMIT 1"
+            ));
+            let line = out.lines().next()?.trim().to_string();
+            let (pid, start) = line.split_once('|')?;
+            Some((pid.trim().to_string(), start.trim().to_string()))
+        };
+        let mut first = None;
+        while first.is_none() {
+            first = waiter_session();
+            time::sleep(Duration::from_millis(5)).await;
+        }
+        let (pid, start) = first.unwrap();
+        loop {
+            match waiter_session() {
+                Some((p, s)) if s != start => {
+                    assert_eq!(p, pid, "each try opened a new session");
+                    break;
+                }
+                _ => time::sleep(Duration::from_millis(5)).await,
+            }
+        }
         // The first holder "crashes": its session ends, the lock goes with it.
         let holder_pid: i32 = server
             .psql(&format!(

@@ -65,14 +65,27 @@ pub async fn try_warmup_slot(
     config: &Config,
     slots: &WarmupSlots,
 ) -> Result<Option<WarmupSlot>, Error> {
-    let mut session = Client::connect(config).await?;
+    let mut session = Some(Client::connect(config).await?);
+    try_slots(&mut session, slots).await
+}
+
+/// Tries every slot once on `session`; on success the session moves into
+/// the slot (its lock lives as long as it does), otherwise it stays for
+/// the next try.
+async fn try_slots(
+    session: &mut Option<Client>,
+    slots: &WarmupSlots,
+) -> Result<Option<WarmupSlot>, Error> {
+    let Some(s) = session.as_mut() else {
+        return Ok(None);
+    };
     for slot in 0..slots.slots {
         let key = slots.key_base + i64::from(slot);
-        let row = session
+        let row = s
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .await?;
         if row.try_get::<bool>(0)? {
-            return Ok(Some(WarmupSlot {
+            return Ok(session.take().map(|session| WarmupSlot {
                 slot,
                 _session: session,
             }));
@@ -81,14 +94,29 @@ pub async fn try_warmup_slot(
     Ok(None)
 }
 
-/// Waits (rescanning all slots, with jittered pauses) for a slot, up to `wait_max`.
+/// Waits (rescanning all slots, with jittered pauses) for a slot, up to
+/// `wait_max`, on one session: waiting costs the database one connection,
+/// not one per try (a new one only after the last one failed).
 pub async fn wait_warmup_slot(config: &Config, slots: &WarmupSlots) -> Option<WarmupSlot> {
     let deadline = Instant::now() + slots.wait_max;
+    let mut session: Option<Client> = None;
     loop {
-        match try_warmup_slot(config, slots).await {
+        if session.as_ref().is_none_or(|s| s.is_broken()) {
+            session = match Client::connect(config).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("tidepool: warm-up slot: {e}");
+                    None
+                }
+            };
+        }
+        match try_slots(&mut session, slots).await {
             Ok(Some(s)) => return Some(s),
             Ok(None) => {}
-            Err(e) => tracing::warn!("tidepool: warm-up slot: {e}"),
+            Err(e) => {
+                tracing::warn!("tidepool: warm-up slot: {e}");
+                session = None;
+            }
         }
         let pause = Duration::from_millis(50).mul_f64(1.0 + 3.0 * random_unit());
         if Instant::now() + pause >= deadline {

@@ -108,6 +108,10 @@ pub(crate) struct Shard<M: Manager> {
     state: RefCell<State<M::Conn>>,
     /// Set when the worker shuts down: no new connects.
     closed: Cell<bool>,
+    /// Warm-up is under way: `min_idle` is opened by its schedule (delay,
+    /// jitter, batches, the cluster slot), not topped up at once by the
+    /// reaper or a release.
+    warming: Cell<bool>,
 }
 
 thread_local! {
@@ -318,6 +322,7 @@ impl<M: Manager> Shard<M> {
         let stats = pool.shards[index].clone();
         let cap = stats.target_cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
         set(&stats.cap, cap);
+        let warming = share(pool.config.min_idle, pool.shards.len(), index) > 0;
         let shard = Rc::new(Shard {
             pool,
             stats,
@@ -337,6 +342,7 @@ impl<M: Manager> Shard<M> {
                 sharing: false,
             }),
             closed: Cell::new(false),
+            warming: Cell::new(warming),
         });
         let id = shard.pool.id;
         let weak: Weak<dyn Capacity> = Rc::downgrade(&shard) as Weak<dyn Capacity>;
@@ -458,10 +464,12 @@ impl<M: Manager> Shard<M> {
         loop {
             let go = {
                 let mut st = self.state.borrow_mut();
-                let wanted = st
-                    .queue
-                    .len()
-                    .max(self.min_idle_share().saturating_sub(st.open()));
+                let keep = if self.warming.get() {
+                    0
+                } else {
+                    self.min_idle_share()
+                };
+                let wanted = st.queue.len().max(keep.saturating_sub(st.open()));
                 let ok = !self.closed.get()
                     && wanted > st.opening
                     && st.open() + st.opening < st.cap
@@ -1280,13 +1288,28 @@ async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
     if target == 0 {
         return;
     }
-    let start = Instant::now();
+    // Ends warming however this task ends (a dropped task included).
+    struct Warming<M: Manager>(Weak<Shard<M>>);
+    impl<M: Manager> Drop for Warming<M> {
+        fn drop(&mut self) {
+            if let Some(s) = self.0.upgrade() {
+                s.warming.set(false);
+                // What warm-up did not open, the usual top-up now does.
+                s.maybe_connect();
+            }
+        }
+    }
+    let _warming = Warming(shard.clone());
+    let mut start = Instant::now();
     let mut gate = None;
     for (i, step) in plan.iter().enumerate() {
         time::sleep_until(start + step.at).await;
         let Some(s) = shard.upgrade() else { return };
         if i == 0 {
             gate = s.pool.manager.warmup_gate().await;
+            // The batches are paced from when the gate opened: after a
+            // long wait for a slot they must not run back to back.
+            start = Instant::now() - step.at;
         }
         let mut batch = Vec::new();
         for _ in 0..step.count {

@@ -582,3 +582,32 @@ fn a_worker_count_mismatch_fails_the_start() {
         "{err}"
     );
 }
+
+/// While warm-up waits out its delay, nothing tops `min_idle` up behind
+/// its back: not the reaper, not a release. The schedule opens them.
+#[test]
+fn the_reaper_does_not_open_min_idle_before_warm_up_does() {
+    rt::block_on(async {
+        let mut cfg = config(4);
+        cfg.min_idle = 2;
+        cfg.warmup_delay = Duration::from_secs(1);
+        cfg.reap_interval = Duration::from_secs(3600); // reaped by hand below
+        let pool = Pool::new("warming", cfg, Fake::default(), 1).unwrap();
+        let local = pool.local(0);
+        local.reap_now();
+        settle().await;
+        assert_eq!(
+            local.stats().connects,
+            0,
+            "the reaper opened min_idle early"
+        );
+        // A caller's demand is served at once, warm-up or not...
+        drop(local.get().await.unwrap());
+        local.reap_now();
+        settle().await;
+        assert_eq!(local.stats().connects, 1, "only the caller's connection");
+        // ...and the schedule tops up to min_idle when it is due.
+        until(&local, |s| s.open == 2).await;
+        assert_eq!(local.stats().connects, 2);
+    });
+}
