@@ -7,6 +7,11 @@ pub struct Args {
     pub workers: usize,
     pub pg: Option<String>,
     pub pg_max_open: usize,
+    pub pg_min_idle: usize,
+    pub warmup_slots: u32,
+    pub warmup_delay_ms: u64,
+    pub warmup_jitter_ms: u64,
+    pub warmup_pause_ms: u64,
     pub pg_autoscale: Option<(usize, usize)>,
     pub pg_shared_max_open: usize,
     pub pg_shared_autoscale: Option<(usize, usize)>,
@@ -21,6 +26,8 @@ pub struct Args {
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin]
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
+             [--pg-min-idle N] [--warmup-slots N] [--warmup-delay MS] [--warmup-jitter MS]
+             [--warmup-pause MS]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
              [--coalesce-us N] [--io auto|io_uring|epoll] [--fault-injection]
@@ -34,6 +41,14 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
   --pg-max-open N           exclusive PostgreSQL connections over all workers, used by
                             /db/sleep and /report (default 8)
   --pg-autoscale MIN:MAX    let the supervisor size the PostgreSQL pool within MIN..MAX
+  --pg-min-idle N           exclusive PostgreSQL connections to keep open (and open at
+                            start, by the warm-up schedule below; default 0)
+  --warmup-slots N          at most N processes of a cluster warm up at once: each holds
+                            one of N PostgreSQL advisory locks while it opens its
+                            connections (0: no limit, the default)
+  --warmup-delay MS         wait this long before warming up (default 0) ...
+  --warmup-jitter MS        ... plus a random delay up to this (default 1000)
+  --warmup-pause MS         between warm-up's batches of 2 connections (default 100)
   --pg-shared-max-open N    shared (pipelined) PostgreSQL connections over all workers,
                             used by /db and /queries (default 4)
   --pg-shared-autoscale MIN:MAX
@@ -65,6 +80,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         workers: 0,
         pg: None,
         pg_max_open: 8,
+        pg_min_idle: 0,
+        warmup_slots: 0,
+        warmup_delay_ms: 0,
+        warmup_jitter_ms: 1000,
+        warmup_pause_ms: 100,
         pg_autoscale: None,
         pg_shared_max_open: 4,
         pg_shared_autoscale: None,
@@ -101,6 +121,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--workers" => a.workers = num(&v)?,
             "--pg" => a.pg = Some(v),
             "--pg-max-open" => a.pg_max_open = num(&v)?.max(1),
+            "--pg-min-idle" => a.pg_min_idle = num(&v)?,
+            "--warmup-slots" => a.warmup_slots = num(&v)? as u32,
+            "--warmup-delay" => a.warmup_delay_ms = num(&v)? as u64,
+            "--warmup-jitter" => a.warmup_jitter_ms = num(&v)? as u64,
+            "--warmup-pause" => a.warmup_pause_ms = num(&v)? as u64,
             "--pg-autoscale" => a.pg_autoscale = Some(rails(&flag, &v)?),
             "--pg-shared-max-open" => a.pg_shared_max_open = num(&v)?.max(1),
             "--pg-shared-autoscale" => a.pg_shared_autoscale = Some(rails(&flag, &v)?),

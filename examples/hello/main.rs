@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidepool::drivers::cache::{Cache, CacheConfig, OnTimeout, DEFAULT_XFETCH_BETA};
-use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
+use tidepool::drivers::pool::pg::{PgManager, PgSharedManager, WarmupSlots};
 use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::supervised::Probe;
 use tidepool::drivers::pool::{Pool, PoolConfig};
@@ -68,6 +68,9 @@ fn report_cache() -> Cache {
 /// and 1.12x req/s). Connections beyond the first take only the overflow.
 const PG_SHARED_IN_FLIGHT: usize = 64;
 
+/// First advisory-lock key of the example's warm-up slots ("tide" in ASCII).
+const WARMUP_LOCK_BASE: i64 = 0x7469_6465_0000;
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("hello: {msg}");
     ExitCode::FAILURE
@@ -99,9 +102,23 @@ fn main() -> ExitCode {
             };
             let pool_cfg = PoolConfig {
                 max_open: args.pg_max_open,
+                min_idle: args.pg_min_idle,
+                warmup_delay: Duration::from_millis(args.warmup_delay_ms),
+                warmup_jitter: Duration::from_millis(args.warmup_jitter_ms),
+                warmup_pause: Duration::from_millis(args.warmup_pause_ms),
                 ..PoolConfig::default()
             };
-            let exclusive = match Pool::new("pg", pool_cfg, PgManager::new(cfg.clone()), workers) {
+            // The cluster-wide warm-up slots gate the pool that warms up
+            // (the exclusive one, with --pg-min-idle): one slot per process.
+            let mut manager = PgManager::new(cfg.clone());
+            if args.warmup_slots > 0 {
+                manager = manager.with_warmup_slots(WarmupSlots {
+                    slots: args.warmup_slots,
+                    key_base: WARMUP_LOCK_BASE,
+                    wait_max: Duration::from_secs(60),
+                });
+            }
+            let exclusive = match Pool::new("pg", pool_cfg, manager, workers) {
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };

@@ -181,6 +181,8 @@ pub(crate) struct PoolInner<M: Manager> {
     /// Bumped by every `set_max_open`: capacity lent between shards under
     /// an older split is not applied after a newer one (see `shard::lend`).
     pub(crate) cap_epoch: AtomicU64,
+    /// The process's hold on the cluster-wide warm-up slot.
+    pub(crate) warmup_gate: warmup::ProcessGate,
 }
 
 /// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
@@ -227,6 +229,7 @@ impl<M: Manager> Pool<M> {
                 shards,
                 workers: Mutex::new(vec![None; workers]),
                 cap_epoch: AtomicU64::new(0),
+                warmup_gate: warmup::ProcessGate::default(),
             }),
         })
     }

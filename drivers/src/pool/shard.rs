@@ -1289,9 +1289,10 @@ async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
         return;
     }
     // Ends warming however this task ends (a dropped task included).
-    struct Warming<M: Manager>(Weak<Shard<M>>);
+    struct Warming<M: Manager>(Weak<Shard<M>>, Arc<PoolInner<M>>);
     impl<M: Manager> Drop for Warming<M> {
         fn drop(&mut self) {
+            self.1.warmup_gate.end();
             if let Some(s) = self.0.upgrade() {
                 s.warming.set(false);
                 // What warm-up did not open, the usual top-up now does.
@@ -1299,14 +1300,24 @@ async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
             }
         }
     }
-    let _warming = Warming(shard.clone());
+    let pool = match shard.upgrade() {
+        Some(s) => s.pool.clone(),
+        None => return,
+    };
+    pool.warmup_gate.begin();
+    let _warming = Warming(shard.clone(), pool.clone());
     let mut start = Instant::now();
-    let mut gate = None;
+    let mut held = None;
     for (i, step) in plan.iter().enumerate() {
         time::sleep_until(start + step.at).await;
         let Some(s) = shard.upgrade() else { return };
         if i == 0 {
-            gate = s.pool.manager.warmup_gate().await;
+            // One cluster slot for the process: the first shard takes it,
+            // the others wait for it to be granted.
+            held = pool
+                .warmup_gate
+                .enter(|| s.pool.manager.warmup_gate())
+                .await;
             // The batches are paced from when the gate opened: after a
             // long wait for a slot they must not run back to back.
             start = Instant::now() - step.at;
@@ -1333,5 +1344,7 @@ async fn warm_up<M: Manager>(shard: Weak<Shard<M>>) {
             let _ = h.await;
         }
     }
-    drop(gate);
+    if let Some(held) = held {
+        pool.warmup_gate.release(held).await;
+    }
 }

@@ -1,8 +1,117 @@
 //! Warm-up pacing: when a shard starts, `min_idle` connections are opened
 //! after a delay plus jitter, in batches with pauses, so a fleet restarting
-//! at once does not open all its connections in the same second.
+//! at once does not open all its connections in the same second; and one
+//! cluster-wide warm-up slot per pool per process, not per worker.
 
+use std::any::Any;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tidepool_engine::rt::time;
+
+/// How often a shard waiting for another shard of its process to get the
+/// cluster slot looks again.
+const GATE_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    /// Nobody holds or is taking the slot.
+    Free,
+    /// One shard is waiting for the cluster slot for the whole process.
+    Taking,
+    /// The process holds the slot: every shard may warm up.
+    Open,
+}
+
+/// The process's share of the cluster-wide warm-up gate for one pool: the
+/// first shard to warm up takes the slot (one lock session) and holds it
+/// until every shard of the process has warmed up; the others wait for it
+/// instead of each taking a slot of their own (16 workers are one process,
+/// not 16).
+pub(crate) struct ProcessGate {
+    state: Mutex<GateState>,
+    /// Shards whose warm-up is under way.
+    warming: AtomicUsize,
+}
+
+impl Default for ProcessGate {
+    fn default() -> Self {
+        ProcessGate {
+            state: Mutex::new(GateState::Free),
+            warming: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What the shard that took the slot holds for the process.
+pub(crate) struct Held(Option<Box<dyn Any>>);
+
+impl ProcessGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A shard's warm-up starts (before its delay) / ends.
+    pub(crate) fn begin(&self) {
+        self.warming.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn end(&self) {
+        self.warming.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Waits until this process may warm up. The first caller takes the
+    /// cluster slot with `take` and gets it back as `Some` to hold; the
+    /// others wait for it and get `None`.
+    pub(crate) async fn enter<F>(&self, take: impl FnOnce() -> F) -> Option<Held>
+    where
+        F: Future<Output = Option<Box<dyn Any>>>,
+    {
+        loop {
+            let mine = {
+                let mut st = self.state();
+                match *st {
+                    GateState::Open => return None,
+                    GateState::Taking => false,
+                    GateState::Free => {
+                        *st = GateState::Taking;
+                        true
+                    }
+                }
+            };
+            if mine {
+                // Back to Free if this task is dropped while taking, so the
+                // other shards are not left waiting for nobody.
+                struct Taking<'a>(&'a ProcessGate, bool);
+                impl Drop for Taking<'_> {
+                    fn drop(&mut self) {
+                        if !self.1 {
+                            *self.0.state() = GateState::Free;
+                        }
+                    }
+                }
+                let mut taking = Taking(self, false);
+                let slot = take().await;
+                *self.state() = GateState::Open;
+                taking.1 = true;
+                return Some(Held(slot));
+            }
+            time::sleep(GATE_POLL).await;
+        }
+    }
+
+    /// The holder's warm-up is done: it lets the slot go once the other
+    /// shards of the process are done too.
+    pub(crate) async fn release(&self, held: Held) {
+        while self.warming.load(Ordering::SeqCst) > 1 {
+            time::sleep(GATE_POLL).await;
+        }
+        drop(held.0);
+        *self.state() = GateState::Free;
+    }
+}
 
 /// Open `count` connections at `at` (from the shard's start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
