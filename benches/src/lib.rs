@@ -58,6 +58,17 @@ impl Opts {
     }
 }
 
+/// An ephemeral PostgreSQL and redis-server for a database comparison,
+/// pinned to the client's CPU so the app server keeps its own.
+pub fn databases(o: &Opts) -> (tidepool_testkit::PgServer, tidepool_testkit::RedisServer) {
+    let pg = tidepool_testkit::PgServer::start().expect("PostgreSQL for the comparison");
+    let redis = tidepool_testkit::RedisServer::start().expect("redis-server for the comparison");
+    for pid in [pg.pid(), redis.pid()].into_iter().flatten() {
+        pin_pid(pid, o.client_cpu);
+    }
+    (pg, redis)
+}
+
 /// The floor responders' canned answer (`floor_uring`, `floor_epoll`).
 pub const FLOOR_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nHello, World!";
 

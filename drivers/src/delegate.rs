@@ -7,11 +7,67 @@
 //! back, which wakes the caller's task through the caller's inbox. The
 //! drivers' remote handles (`pg::remote`, `redis::remote`) are built on it.
 
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::poll_fn;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use tidepool_engine::rt::WorkerHandle;
+
+static NEXT_EXPORT: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Connections this worker exported, weakly: the owner's pool decides
+    /// when they close.
+    static EXPORTED: RefCell<HashMap<u64, Weak<dyn Any>>> = RefCell::new(HashMap::new());
+}
+
+/// Registers `handle` (a connection's handle on this worker) for requests
+/// from other workers, once: `id` keeps its number, so exporting the same
+/// connection again adds nothing. Returns the number to reach it by.
+pub(crate) fn export<H: Any>(handle: &Rc<H>, id: &Cell<Option<u64>>) -> u64 {
+    if let Some(id) = id.get() {
+        return id;
+    }
+    let new = NEXT_EXPORT.fetch_add(1, Ordering::Relaxed);
+    let any: Rc<dyn Any> = handle.clone();
+    EXPORTED.with(|m| {
+        let mut m = m.borrow_mut();
+        // Forget the dead ones while here, so the map stays small.
+        m.retain(|_, w| w.strong_count() > 0);
+        m.insert(new, Rc::downgrade(&any));
+    });
+    id.set(Some(new));
+    new
+}
+
+/// The handle exported as `id` on this worker, if it is still alive.
+pub(crate) fn exported<H: Any>(id: u64) -> Option<Rc<H>> {
+    EXPORTED
+        .with(|m| m.borrow().get(&id).and_then(Weak::upgrade))
+        .and_then(|h| h.downcast::<H>().ok())
+}
+
+/// Requests delegated and not yet answered, counted down when dropped
+/// (however the wait ends, a dropped caller included).
+pub(crate) struct Counted<'a>(&'a Cell<usize>);
+
+impl<'a> Counted<'a> {
+    pub(crate) fn new(c: &'a Cell<usize>) -> Counted<'a> {
+        c.set(c.get() + 1);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
 
 struct Slot<T> {
     state: Mutex<(Option<T>, Option<Waker>)>,

@@ -10,16 +10,12 @@
 //!
 //! usage: compare_io [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
 
-use tidepool_benches::{compare_pair, pin_pid, print_table, Contestant, Opts};
-use tidepool_testkit::{PgServer, PgUser, RedisServer};
+use tidepool_benches::{compare_pair, databases, print_table, Contestant, Opts};
+use tidepool_testkit::PgUser;
 
 fn main() {
     let o = Opts::from_args();
-    let pg = PgServer::start().expect("PostgreSQL for the comparison");
-    let redis = RedisServer::start().expect("redis-server for the comparison");
-    for pid in [pg.pid(), redis.pid()].into_iter().flatten() {
-        pin_pid(pid, o.client_cpu);
-    }
+    let (pg, redis) = databases(&o);
     let (pg_url, redis_url) = (pg.url(PgUser::Md5), redis.url());
     let hello = |addr: &str, io: &str| -> Vec<String> {
         [

@@ -15,8 +15,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,14 +41,6 @@ pub struct Exported {
     query_timeout: Option<Duration>,
 }
 
-static NEXT_EXPORT: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// Connections this worker exported, weakly: the owner's pool decides
-    /// when they close.
-    static EXPORTED: RefCell<HashMap<u64, Weak<Handle>>> = RefCell::new(HashMap::new());
-}
-
 /// Registers `handle` for delegation (once: `id` keeps its number, so
 /// exporting a connection again adds nothing); `broken` is set when it dies.
 pub(crate) fn export(
@@ -57,23 +49,9 @@ pub(crate) fn export(
     broken: Arc<AtomicBool>,
     query_timeout: Option<Duration>,
 ) -> Exported {
-    let id = match id.get() {
-        Some(id) => id,
-        None => {
-            let new = NEXT_EXPORT.fetch_add(1, Ordering::Relaxed);
-            EXPORTED.with(|m| {
-                let mut m = m.borrow_mut();
-                // Forget the dead ones while here, so the map stays small.
-                m.retain(|_, w| w.strong_count() > 0);
-                m.insert(new, Rc::downgrade(handle));
-            });
-            id.set(Some(new));
-            new
-        }
-    };
     Exported {
         owner: rt::current_worker(),
-        id,
+        id: delegate::export(handle, id),
         broken,
         query_timeout,
     }
@@ -94,8 +72,7 @@ enum Answer {
 /// Runs `ask` on the owner's worker (in a task there, so it queues with
 /// the owner's own callers).
 fn serve(id: u64, ask: Ask, reply: delegate::Answer<Result<Answer>>) {
-    let handle = EXPORTED.with(|m| m.borrow().get(&id).and_then(Weak::upgrade));
-    let Some(handle) = handle else {
+    let Some(handle) = delegate::exported::<Handle>(id) else {
         reply.send(Err(Error::Closed));
         return;
     };
@@ -107,15 +84,6 @@ fn serve(id: u64, ask: Ask, reply: delegate::Answer<Result<Answer>>) {
         };
         reply.send(r);
     });
-}
-
-/// One delegated request in flight, counted down when dropped.
-struct Counted<'a>(&'a Cell<usize>);
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
 }
 
 /// The importing side: a handle to a connection on another worker.
@@ -156,9 +124,7 @@ impl Remote {
             return Err(Error::Closed);
         }
         let id = self.id;
-        self.in_flight.set(self.in_flight.get() + 1);
-        // Counted down however the wait ends (a dropped caller included).
-        let _counted = Counted(&self.in_flight);
+        let _counted = delegate::Counted::new(&self.in_flight);
         let wait = delegate::call(
             &self.owner,
             || Err(Error::Closed),

@@ -5,10 +5,9 @@
 //! reference: its pool may close the connection at any time, after which
 //! delegated requests fail with `Error::Closed`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tidepool_engine::rt::{self, time, WorkerHandle};
 
@@ -28,12 +27,6 @@ pub struct Exported {
     resp3: bool,
 }
 
-static NEXT_EXPORT: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    static EXPORTED: RefCell<HashMap<u64, Weak<Handle>>> = RefCell::new(HashMap::new());
-}
-
 /// Registers `handle` for delegation, once (`id` keeps its number).
 pub(crate) fn export(
     handle: &Rc<Handle>,
@@ -41,22 +34,9 @@ pub(crate) fn export(
     cfg: &Config,
     resp3: bool,
 ) -> Exported {
-    let id = match id.get() {
-        Some(id) => id,
-        None => {
-            let new = NEXT_EXPORT.fetch_add(1, Ordering::Relaxed);
-            EXPORTED.with(|m| {
-                let mut m = m.borrow_mut();
-                m.retain(|_, w| w.strong_count() > 0);
-                m.insert(new, Rc::downgrade(handle));
-            });
-            id.set(Some(new));
-            new
-        }
-    };
     Exported {
         owner: rt::current_worker(),
-        id,
+        id: delegate::export(handle, id),
         cfg: cfg.clone(),
         resp3,
     }
@@ -64,9 +44,7 @@ pub(crate) fn export(
 
 /// Runs one delegated request on the owner's connection.
 fn serve(id: u64, commands: usize, bytes: Vec<u8>, answer: delegate::Answer<Result<Reply>>) {
-    let conn = EXPORTED
-        .with(|m| m.borrow().get(&id).and_then(Weak::upgrade))
-        .map(Connection::from_handle);
+    let conn = delegate::exported::<Handle>(id).map(Connection::from_handle);
     match conn {
         Some(conn) if !conn.is_broken() => {
             rt::spawn(async move {
@@ -87,15 +65,6 @@ pub(crate) struct Remote {
     pub(crate) resp3: bool,
     broken: AtomicBool,
     pending: Cell<usize>,
-}
-
-/// One delegated request in flight, counted down when dropped.
-struct Counted<'a>(&'a Cell<usize>);
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
 }
 
 impl Remote {
@@ -131,8 +100,7 @@ impl Remote {
         let mut bytes = Vec::new();
         encode(&mut bytes);
         let id = self.id;
-        self.pending.set(self.pending.get() + 1);
-        let _counted = Counted(&self.pending);
+        let _counted = delegate::Counted::new(&self.pending);
         let wait = delegate::call(
             &self.owner,
             || Err(Error::Closed),
