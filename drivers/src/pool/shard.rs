@@ -380,6 +380,17 @@ impl<M: Manager> Shard<M> {
         set(&s.waiting, st.queue.len());
     }
 
+    /// The pool's other shards, with what they publish.
+    fn others(&self) -> impl Iterator<Item = (usize, &ShardStats)> + '_ {
+        let me = self.index;
+        self.pool
+            .shards
+            .iter()
+            .enumerate()
+            .filter(move |&(j, _)| j != me)
+            .map(|(j, s)| (j, &**s))
+    }
+
     fn min_idle_share(&self) -> usize {
         share(
             self.pool.config.min_idle,
@@ -502,11 +513,7 @@ impl<M: Manager> Shard<M> {
                 c.load(std::sync::atomic::Ordering::Relaxed) as usize
             };
             let donor = self
-                .pool
-                .shards
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != self.index)
+                .others()
                 .map(|(j, s)| {
                     let unused = load(&s.cap).saturating_sub(load(&s.open) + load(&s.opening));
                     (j, unused, load(&s.idle), load(&s.waiting))
@@ -571,11 +578,7 @@ impl<M: Manager> Shard<M> {
                 return;
             }
             let donor = self
-                .pool
-                .shards
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != self.index)
+                .others()
                 .map(|(j, s)| (j, s.open.load(std::sync::atomic::Ordering::Relaxed)))
                 .filter(|&(_, open)| open > 0)
                 .max_by_key(|&(_, open)| open)
