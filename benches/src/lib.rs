@@ -69,6 +69,23 @@ pub fn databases(o: &Opts) -> (tidepool_testkit::PgServer, tidepool_testkit::Red
     (pg, redis)
 }
 
+/// Sets TCP_NODELAY on a socket the floor responders just accepted
+/// (best effort: a floor that cannot set it still answers).
+pub fn set_nodelay(fd: i32) {
+    let one: libc::c_int = 1;
+    // SAFETY: passes a live c_int of the size given; `fd` is the caller's
+    // open socket (setsockopt touches nothing else).
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// The floor responders' canned answer (`floor_uring`, `floor_epoll`).
 pub const FLOOR_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nHello, World!";
 

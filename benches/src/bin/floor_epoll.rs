@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
 use slab::Slab;
-use tidepool_benches::{count_ends, FLOOR_RESPONSE as RESPONSE};
+use tidepool_benches::{count_ends, set_nodelay, FLOOR_RESPONSE as RESPONSE};
 
 const BUF: usize = 16 * 1024;
 const LISTENER: u64 = u64::MAX;
@@ -100,17 +100,7 @@ fn main() {
                     if fd < 0 {
                         break;
                     }
-                    let one: libc::c_int = 1;
-                    // SAFETY: a live c_int of the size given, on the fd just accepted.
-                    unsafe {
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    };
+                    set_nodelay(fd);
                     let key = conns.insert(Conn { fd, matched: 0 });
                     add(
                         epfd,

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
-use tidepool_benches::{count_ends, FLOOR_RESPONSE as RESPONSE};
+use tidepool_benches::{count_ends, set_nodelay, FLOOR_RESPONSE as RESPONSE};
 
 const ACCEPT: u64 = u64::MAX;
 const BUF: usize = 16 * 1024;
@@ -76,17 +76,7 @@ fn main() {
         for &(data, res, flags) in &done {
             if data == ACCEPT {
                 if res >= 0 {
-                    let one: libc::c_int = 1;
-                    // SAFETY: a live c_int of the size given, on the fd just accepted.
-                    unsafe {
-                        libc::setsockopt(
-                            res,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    };
+                    set_nodelay(res);
                     let key = conns.insert(Conn {
                         fd: res,
                         rbuf: vec![0; BUF].into_boxed_slice(),
