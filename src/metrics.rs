@@ -261,6 +261,20 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
             t.opening as f64,
         );
         e.sample(
+            "tidepool_pool_down",
+            "gauge",
+            "Workers that found the database unreachable with no connection open (their callers fail fast while one connect probes).",
+            &l,
+            t.down as f64,
+        );
+        e.sample(
+            "tidepool_pool_fast_failures_total",
+            "counter",
+            "Acquires answered at once with the last connect error while the database was unreachable.",
+            &l,
+            t.fast_failures as f64,
+        );
+        e.sample(
             "tidepool_pool_acquires_total",
             "counter",
             "Successful acquires.",

@@ -54,7 +54,24 @@ pub enum RetryError<E> {
 pub async fn retry_within<T, E, F, Fut>(
     deadline: Instant,
     backoff: &Backoff,
+    attempt: F,
+) -> Result<T, RetryError<E>>
+where
+    E: PoolError,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_observed(deadline, backoff, attempt, |_| None).await
+}
+
+/// [`retry_within`], telling `failed` of each failure that will be retried
+/// before its back-off starts; a `Some(cap)` it returns caps that delay
+/// (a pool that learns the database is down probes at a steadier pace).
+pub async fn retry_observed<T, E, F, Fut>(
+    deadline: Instant,
+    backoff: &Backoff,
     mut attempt: F,
+    mut failed: impl FnMut(&E) -> Option<Duration>,
 ) -> Result<T, RetryError<E>>
 where
     E: PoolError,
@@ -78,7 +95,10 @@ where
         if !e.is_transient() || n >= backoff.max_attempts {
             return Err(RetryError::Failed(e));
         }
-        let delay = backoff.delay(n, random_unit());
+        let mut delay = backoff.delay(n, random_unit());
+        if let Some(cap) = failed(&e) {
+            delay = delay.min(cap);
+        }
         // Strictly inside the budget: a retry that would start at or after
         // the deadline is not made.
         if Instant::now() + delay >= deadline {

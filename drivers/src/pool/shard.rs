@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tidepool_engine::rt::{self, time};
 
-use super::backoff::{random_unit, retry_within, Backoff, RetryError};
+use super::backoff::{random_unit, retry_observed, Backoff, RetryError};
 use super::config::share;
 use super::stats::{add, set, CloseReason, ConnectFailure, ShardStats};
 use super::warmup::warmup_plan;
@@ -69,6 +69,12 @@ struct State<C> {
     /// each waiting out `acquire_timeout`, while one connect at a time
     /// probes for its return; the first connect that succeeds clears it.
     down: bool,
+    /// While `down`: a probe connect is running or scheduled.
+    probing: bool,
+    /// While `down`: a caller failed fast since the last probe began. Probes
+    /// go on only while someone asks, so a database nobody needs is not
+    /// dialled forever.
+    asked: bool,
     /// A request for another shard's unused capacity is out.
     borrowing: bool,
     /// Slots that are remote handles (see `Slot::remote`).
@@ -135,6 +141,11 @@ const LEND_IDLE: Duration = Duration::from_millis(200);
 
 /// How soon a shard whose request for capacity was refused asks again.
 const BORROW_RETRY: Duration = Duration::from_millis(50);
+
+/// While the database is down, no connect attempt waits longer than this
+/// after the last, and a new probe starts within it (jittered over its
+/// second half): recovery is noticed within about this long.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Takes a unit of the starting cap of a shard not started yet (the
 /// caller holds the pool's workers lock); false if it has none.
@@ -337,6 +348,8 @@ impl<M: Manager> Shard<M> {
                 queue: VecDeque::new(),
                 last_error: None,
                 down: false,
+                probing: false,
+                asked: false,
                 borrowing: false,
                 remote: 0,
                 sharing: false,
@@ -378,6 +391,8 @@ impl<M: Manager> Shard<M> {
         set(&s.in_use, st.in_use);
         set(&s.opening, st.opening);
         set(&s.waiting, st.queue.len());
+        set(&s.down, usize::from(st.down));
+        set(&s.probing, usize::from(st.probing));
     }
 
     /// The pool's other shards, with what they publish.
@@ -433,11 +448,32 @@ impl<M: Manager> Shard<M> {
         let key = if M::MULTIPLEXED {
             // Pack, don't spread: the busiest connection with room batches best.
             let max = self.pool.config.max_in_flight;
+            // A connection that died while nobody used it (the server
+            // restarted, a failover cut it) is closed here, never handed
+            // out; one still in use is closed by its last release.
+            let manager = &self.pool.manager;
+            let dead: Vec<usize> = st
+                .slots
+                .iter()
+                .filter(|(_, s)| {
+                    s.in_flight == 0 && s.conn.as_ref().is_some_and(|c| !manager.is_usable(c))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in dead {
+                let slot = st.remove(k);
+                if !slot.remote {
+                    self.stats.closed(CloseReason::Broken);
+                }
+                expired.extend(slot.conn);
+            }
             // A connection of this worker before a remote handle: a
             // delegated statement costs two hops between workers.
             st.slots
                 .iter()
-                .filter(|(_, s)| s.conn.is_some() && s.in_flight < max)
+                .filter(|(_, s)| {
+                    s.in_flight < max && s.conn.as_ref().is_some_and(|c| manager.is_usable(c))
+                })
                 .max_by_key(|(_, s)| (!s.remote, s.in_flight))
                 .map(|(k, _)| k)
         } else {
@@ -481,7 +517,9 @@ impl<M: Manager> Shard<M> {
                     self.min_idle_share()
                 };
                 let wanted = st.queue.len().max(keep.saturating_sub(st.open()));
+                // While down, only the probe dials (see `wait`).
                 let ok = !self.closed.get()
+                    && !st.down
                     && wanted > st.opening
                     && st.open() + st.opening < st.cap
                     && st.opening < self.pool.config.max_connecting;
@@ -636,9 +674,81 @@ impl<M: Manager> Shard<M> {
         {
             let mut st = self.state.borrow_mut();
             st.opening -= 1;
+            if st.opening == 0 {
+                // A probe that never reported: the next caller starts one.
+                st.probing = false;
+            }
             self.publish(&st);
         }
         self.maybe_connect();
+    }
+
+    /// A connect attempt failed and will be retried. With nothing open the
+    /// database is out of reach from here: the waiters hear it now, not
+    /// after the whole retry budget, later callers fail fast (`wait`), and
+    /// the retries go on as the probe, at most `PROBE_INTERVAL` apart.
+    fn attempt_failed(&self, e: &M::Error) -> Option<Duration> {
+        let mut wake = Vec::new();
+        let down = {
+            let mut st = self.state.borrow_mut();
+            st.last_error = Some(e.to_string());
+            if st.open() == 0 && !self.closed.get() {
+                if !st.down {
+                    tracing::warn!(pool = %self.pool.name, error = %e, "database unreachable; failing fast while probing");
+                }
+                st.down = true;
+                st.probing = true;
+                wake = self.fail_waiters(&mut st, &e.to_string());
+                st.asked |= !wake.is_empty();
+                self.publish(&st);
+            }
+            st.down
+        };
+        for w in wake {
+            w.wake();
+        }
+        down.then_some(PROBE_INTERVAL)
+    }
+
+    /// Answers every waiter with `msg`; returns their wakers (to be woken
+    /// once the books are released).
+    fn fail_waiters(&self, st: &mut State<M::Conn>, msg: &str) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        while let Some(w) = st.queue.pop_front() {
+            let waiter = &mut st.waiters[w];
+            waiter.grant = Some(Grant::Failed(msg.to_string()));
+            if let Some(wk) = waiter.waker.take() {
+                wakers.push(wk);
+            }
+        }
+        wakers
+    }
+
+    /// While down, and while callers still ask: the next probe, after a
+    /// jittered pause.
+    fn probe_later(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        let pause = PROBE_INTERVAL.mul_f64(0.5 + 0.5 * random_unit());
+        rt::spawn(async move {
+            time::sleep(pause).await;
+            let Some(shard) = weak.upgrade() else { return };
+            let go = {
+                let mut st = shard.state.borrow_mut();
+                let go = st.down && !shard.closed.get() && st.opening == 0 && st.open() < st.cap;
+                if go {
+                    st.opening += 1;
+                    st.asked = false;
+                    shard.publish(&st);
+                } else {
+                    st.probing = false;
+                    shard.publish(&st);
+                }
+                go
+            };
+            if go {
+                rt::spawn(connect_task(shard));
+            }
+        });
     }
 
     /// A finished connect: the opening slot is released on this same path,
@@ -646,6 +756,7 @@ impl<M: Manager> Shard<M> {
     fn finish_connect(self: &Rc<Self>, res: Result<M::Conn, RetryError<M::Error>>) {
         let mut drop_later = None;
         let mut failed_waiters = Vec::new();
+        let mut probe = false;
         {
             let mut st = self.state.borrow_mut();
             st.opening -= 1;
@@ -653,7 +764,12 @@ impl<M: Manager> Shard<M> {
                 Ok(conn) => {
                     add(&self.stats.connects, 1);
                     st.last_error = None;
+                    if st.down {
+                        tracing::info!(pool = %self.pool.name, "database reachable again");
+                    }
                     st.down = false;
+                    st.probing = false;
+                    st.asked = false;
                     if st.open() >= st.cap || self.closed.get() {
                         // Shrunk while connecting: not wanted any more.
                         drop_later = Some(conn);
@@ -704,12 +820,17 @@ impl<M: Manager> Shard<M> {
                     if fatal || st.down {
                         // Retrying cannot fix it (or has not): every waiter hears it now.
                         let msg = err.unwrap_or_default();
-                        while let Some(w) = st.queue.pop_front() {
-                            let waiter = &mut st.waiters[w];
-                            waiter.grant = Some(Grant::Failed(msg.clone()));
-                            if let Some(wk) = waiter.waker.take() {
-                                failed_waiters.push(wk);
-                            }
+                        failed_waiters = self.fail_waiters(&mut st, &msg);
+                    }
+                    if st.down && st.opening == 0 {
+                        // This was the probe (or the last connect): probe
+                        // again while callers ask, else until one does.
+                        if st.asked && !self.closed.get() {
+                            st.asked = false;
+                            st.probing = true;
+                            probe = true;
+                        } else {
+                            st.probing = false;
                         }
                     }
                 }
@@ -719,6 +840,9 @@ impl<M: Manager> Shard<M> {
         drop(drop_later);
         for w in failed_waiters {
             w.wake();
+        }
+        if probe {
+            self.probe_later();
         }
         self.maybe_connect();
     }
@@ -859,12 +983,16 @@ impl<M: Manager> Shard<M> {
             if st.down && st.open() == 0 {
                 // Everyone fails at once instead of waiting out the
                 // timeout, while one connect at a time (its retries paced
-                // by the back-off) probes whether the database is back.
-                let probe = st.opening == 0 && st.cap > 0 && !self.closed.get();
+                // by the back-off, at most `PROBE_INTERVAL` apart) probes
+                // whether the database is back.
+                st.asked = true;
+                let probe = !st.probing && st.opening == 0 && st.cap > 0 && !self.closed.get();
                 if probe {
                     st.opening += 1;
+                    st.probing = true;
                 }
                 let last = st.last_error.clone().unwrap_or_default();
+                add(&self.stats.fast_failures, 1);
                 self.publish(&st);
                 drop(st);
                 if probe {
@@ -1113,7 +1241,13 @@ async fn connect_task<M: Manager>(shard: Rc<Shard<M>>) {
     let shard = guard.0.as_ref().expect("set above");
     let deadline = Instant::now() + shard.pool.config.connect_timeout;
     let manager = &shard.pool.manager;
-    let res = retry_within(deadline, &Backoff::default(), || manager.connect()).await;
+    let res = retry_observed(
+        deadline,
+        &Backoff::default(),
+        || manager.connect(),
+        |e| shard.attempt_failed(e),
+    )
+    .await;
     let shard = guard.0.take().expect("set above");
     shard.finish_connect(res);
 }

@@ -64,8 +64,11 @@ pub(crate) struct ShardStats {
     pub(crate) in_use: AtomicU64,
     pub(crate) opening: AtomicU64,
     pub(crate) waiting: AtomicU64,
+    pub(crate) down: AtomicU64,
+    pub(crate) probing: AtomicU64,
     pub(crate) acquires: AtomicU64,
     pub(crate) acquire_timeouts: AtomicU64,
+    pub(crate) fast_failures: AtomicU64,
     pub(crate) connects: AtomicU64,
     pub(crate) connect_failures: [AtomicU64; 3],
     pub(crate) closes: [AtomicU64; 5],
@@ -103,8 +106,11 @@ impl ShardStats {
             in_use: g(&self.in_use) as usize,
             opening: g(&self.opening) as usize,
             waiting: g(&self.waiting) as usize,
+            down: g(&self.down) as usize,
+            probing: g(&self.probing) as usize,
             acquires: g(&self.acquires),
             acquire_timeouts: g(&self.acquire_timeouts),
+            fast_failures: g(&self.fast_failures),
             connects: g(&self.connects),
             connect_failures: [
                 g(&self.connect_failures[0]),
@@ -134,8 +140,15 @@ pub struct ShardSnapshot {
     pub in_use: usize,
     pub opening: usize,
     pub waiting: usize,
+    /// Shards (workers) that found the database unreachable with nothing
+    /// open: their callers fail fast.
+    pub down: usize,
+    /// Shards whose probe connect runs or is scheduled.
+    pub probing: usize,
     pub acquires: u64,
     pub acquire_timeouts: u64,
+    /// Acquires answered at once with the last connect error while down.
+    pub fast_failures: u64,
     pub connects: u64,
     /// Indexed by `ConnectFailure as usize`.
     pub connect_failures: [u64; 3],
@@ -178,8 +191,11 @@ impl PoolStats {
             t.in_use += s.in_use;
             t.opening += s.opening;
             t.waiting += s.waiting;
+            t.down += s.down;
+            t.probing += s.probing;
             t.acquires += s.acquires;
             t.acquire_timeouts += s.acquire_timeouts;
+            t.fast_failures += s.fast_failures;
             t.connects += s.connects;
             for i in 0..3 {
                 t.connect_failures[i] += s.connect_failures[i];

@@ -237,40 +237,94 @@ fn timeout_error_names_the_pool_and_the_last_connect_error() {
         // Connects keep retrying for longer than a caller waits.
         cfg.connect_timeout = Duration::from_secs(1);
         let pool = Pool::new("pg-main", cfg, Fake::default(), 1).unwrap();
-        pool.manager().fail_transient.store(true, Ordering::Relaxed);
         let local = pool.local(0);
+        // One connection open and held: the database is reachable, so a
+        // caller waits for the second, whose connects fail, and times out.
+        let held = local.get().await.unwrap();
+        pool.manager().fail_transient.store(true, Ordering::Relaxed);
         let err = local.get().await.err().unwrap();
         assert!(matches!(err, AcquireError::Timeout { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("pool pg-main"), "{text}");
         assert!(text.contains("max_open 2"), "{text}");
-        // Once a connect has failed with nothing open, callers fail at once
-        // with its error instead of each waiting out the timeout.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while local.stats().connect_failures.iter().sum::<u64>() == 0 {
-            assert!(std::time::Instant::now() < deadline, "no connect failed");
-            time::sleep(Duration::from_millis(1)).await;
-        }
+        assert!(text.contains("refused"), "the last connect error: {text}");
+        drop(held);
+        local.assert_invariants();
+    });
+}
+
+#[test]
+fn an_unreachable_database_fails_callers_at_once_and_one_probe_finds_it_back() {
+    rt::block_on(async {
+        let mut cfg = config(2);
+        cfg.acquire_timeout = Duration::from_secs(5);
+        cfg.connect_timeout = Duration::from_secs(5);
+        let pool = Pool::new("pg-main", cfg, Fake::default(), 1).unwrap();
+        pool.manager().fail_transient.store(true, Ordering::Relaxed);
+        let local = pool.local(0);
+        // The first failed attempt answers the waiter: it does not wait
+        // out the connect's retries (5 s) or the acquire timeout (5 s).
+        let err = local.get().await.err().unwrap();
+        assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains("refused"), "{err}");
         // Callers now fail at once, naming the error, while one connect
         // probes whether the database is back.
-        let timeouts = local.stats().acquire_timeouts;
         for _ in 0..5 {
             let err = local.get().await.err().unwrap();
             assert!(matches!(err, AcquireError::Connect { .. }), "{err}");
             let err = err.to_string();
             assert!(err.contains("refused"), "the connect error is named: {err}");
+            let s = local.stats();
+            assert!(s.opening <= 1, "one probe at a time: {s:?}");
         }
         let s = local.stats();
-        assert_eq!(
-            s.acquire_timeouts, timeouts,
-            "nobody waited out the timeout"
-        );
-        assert_eq!(s.opening, 1, "one probe at a time: {s:?}");
+        assert_eq!(s.acquire_timeouts, 0, "nobody waited out the timeout");
+        assert_eq!(s.waiting, 0);
         pool.manager()
             .fail_transient
             .store(false, Ordering::Relaxed);
-        until(&local, |s| s.opening == 0 && s.waiting == 0).await;
+        // The probe (callers asked) finds the database back by itself.
+        until(&local, |s| s.open == 1 && s.opening == 0).await;
+        let c = local.get().await.expect("served once the probe connected");
+        drop(c);
+        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1);
         local.assert_invariants();
+    });
+}
+
+/// While the database is down, probes go on only while callers ask: a
+/// pool nobody uses stops dialling, and the next caller starts it again.
+#[test]
+fn probing_stops_when_nobody_asks() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.acquire_timeout = Duration::from_secs(5);
+        cfg.connect_timeout = Duration::from_millis(50);
+        let pool = Pool::new("quiet", cfg, Fake::default(), 1).unwrap();
+        pool.manager().fail_transient.store(true, Ordering::Relaxed);
+        let local = pool.local(0);
+        assert!(local.get().await.is_err());
+        // The connect that began with this caller ends with its retries;
+        // one more probe follows (the caller asked); then nobody asked.
+        until(&local, |s| s.down == 1 && s.probing == 0 && s.opening == 0).await;
+        let tasks = local.stats().connect_failures.iter().sum::<u64>();
+        assert_eq!(tasks, 2, "the first connect and one probe after it");
+        // The next caller fails fast and starts a probe, which finds the
+        // database back.
+        pool.manager()
+            .fail_transient
+            .store(false, Ordering::Relaxed);
+        assert!(matches!(
+            local.get().await.err(),
+            Some(AcquireError::Connect { .. })
+        ));
+        until(&local, |s| s.open == 1 && s.down == 0).await;
+        assert!(local.get().await.is_ok());
+        assert_eq!(
+            local.stats().fast_failures,
+            1,
+            "the first caller was a waiter"
+        );
     });
 }
 

@@ -6,6 +6,8 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tidepool_engine::rt::{self, net::TcpStream, time};
@@ -109,8 +111,11 @@ pub(crate) async fn dial(cfg: &Config) -> Result<(TcpStream, Decoder, bool)> {
 
 pub(crate) struct Shared {
     pub(crate) mux: RefCell<Mux>,
-    cfg: Config,
-    resp3: bool,
+    pub(crate) cfg: Config,
+    pub(crate) resp3: bool,
+    /// Set once the connection is broken or closed, for the workers it was
+    /// exported to: they stop delegating to it without a failed request.
+    pub(crate) dead: Arc<AtomicBool>,
 }
 
 /// Closes the connection when the last [`Connection`] clone goes.
@@ -120,8 +125,15 @@ pub(crate) struct Handle {
     export_id: std::cell::Cell<Option<u64>>,
 }
 
+impl Handle {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
+        self.shared.dead.store(true, Ordering::Relaxed);
         self.shared.mux.borrow_mut().close();
     }
 }
@@ -187,6 +199,7 @@ impl Connection {
             mux: RefCell::new(Mux::new(cfg.max_in_flight_commands())),
             cfg: cfg.clone(),
             resp3,
+            dead: Arc::new(AtomicBool::new(false)),
         });
         rt::spawn(reader(shared.clone(), stream.clone(), dec));
         rt::spawn(writer(shared.clone(), stream));
@@ -206,12 +219,7 @@ impl Connection {
     /// ([`Connection::import`]); `None` for an imported handle.
     pub fn export(&self) -> Option<Exported> {
         match &self.conn {
-            Conn::Local(h) => Some(remote::export(
-                h,
-                &h.export_id,
-                &h.shared.cfg,
-                h.shared.resp3,
-            )),
+            Conn::Local(h) => Some(remote::export(h, &h.export_id)),
             Conn::Remote(_) => None,
         }
     }
@@ -457,6 +465,7 @@ async fn reader(shared: Rc<Shared>, stream: Rc<TcpStream>, mut dec: Decoder) {
     // After a close this is the writer's shutdown coming back, and the
     // connection is already unusable; `fail` only matters otherwise.
     shared.mux.borrow_mut().fail(err);
+    shared.dead.store(true, Ordering::Relaxed);
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -471,6 +480,7 @@ async fn writer(shared: Rc<Shared>, stream: Rc<TcpStream>) {
         let (res, mut buf) = stream.write_all(std::mem::take(&mut spare)).await;
         if let Err(e) = res {
             shared.mux.borrow_mut().fail(e.into());
+            shared.dead.store(true, Ordering::Relaxed);
             break;
         }
         buf.clear();

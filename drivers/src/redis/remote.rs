@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tidepool_engine::rt::{self, time, WorkerHandle};
 
@@ -25,20 +26,18 @@ pub struct Exported {
     id: u64,
     cfg: Config,
     resp3: bool,
+    dead: Arc<AtomicBool>,
 }
 
 /// Registers `handle` for delegation, once (`id` keeps its number).
-pub(crate) fn export(
-    handle: &Rc<Handle>,
-    id: &Cell<Option<u64>>,
-    cfg: &Config,
-    resp3: bool,
-) -> Exported {
+pub(crate) fn export(handle: &Rc<Handle>, id: &Cell<Option<u64>>) -> Exported {
+    let shared = handle.shared();
     Exported {
         owner: rt::current_worker(),
         id: delegate::export(handle, id),
-        cfg: cfg.clone(),
-        resp3,
+        cfg: shared.cfg.clone(),
+        resp3: shared.resp3,
+        dead: shared.dead.clone(),
     }
 }
 
@@ -63,6 +62,9 @@ pub(crate) struct Remote {
     id: u64,
     pub(crate) cfg: Config,
     pub(crate) resp3: bool,
+    /// The owner's connection died or was closed (set by the owner).
+    dead: Arc<AtomicBool>,
+    /// A delegated request failed as closed (set here).
     broken: AtomicBool,
     pending: Cell<usize>,
 }
@@ -74,13 +76,14 @@ impl Remote {
             id: e.id,
             cfg: e.cfg,
             resp3: e.resp3,
+            dead: e.dead,
             broken: AtomicBool::new(false),
             pending: Cell::new(0),
         }
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+        self.broken.load(Ordering::Relaxed) || self.dead.load(Ordering::Relaxed)
     }
 
     pub(crate) fn pending(&self) -> usize {

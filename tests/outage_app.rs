@@ -1,0 +1,260 @@
+//! Database outages through the example server: Redis killed and brought
+//! back, PostgreSQL restarted under idle connections. Callers fail fast
+//! while a database is unreachable, recovery is picked up by the pool's
+//! probe, no idle connection that died is handed out, and the autoscaler
+//! does not read the outage as demand.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::App;
+use tidepool_testkit::{PgServer, PgUser, RedisServer};
+
+fn wait_metric(app: &App, limit: Duration, what: &str, f: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = app.metric(what) {
+            if f(v) {
+                return v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never satisfied the condition (last {:?})",
+            app.metric(what)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const GROWS: &str = "tidepool_supervisor_decisions_total{pool=\"redis\",direction=\"grow\"}";
+const TIMEOUTS: &str = "tidepool_pool_acquire_timeouts_total{pool=\"redis\"}";
+const DOWN: &str = "tidepool_pool_down{pool=\"redis\"}";
+
+#[test]
+fn redis_outage_fails_fast_recovers_within_a_second_and_does_not_grow_the_pool() {
+    let redis = RedisServer::start().expect("redis-server");
+    let app = Arc::new(App::start(&[
+        "--workers",
+        "2",
+        "--no-pin",
+        "--redis",
+        &redis.url(),
+        "--redis-max-open",
+        "2",
+        "--redis-autoscale",
+        "2:6",
+    ]));
+    for _ in 0..10 {
+        assert_eq!(app.get("/redis").0, 200);
+    }
+    let grows_before = app.metric(GROWS).unwrap_or(0.0);
+    let timeouts_before = app.metric(TIMEOUTS).unwrap();
+
+    redis.kill9();
+    // Eight clients in a loop for longer than the autoscaler's window (5 s
+    // in the example): each request must end as an immediate 503 naming
+    // the connect error, never by waiting out the acquire timeout (5 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, stop) = (app.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let (status, body) = app.get("/redis");
+                    seen.push((status, t.elapsed(), body));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<(u16, Duration, String)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(seen.len() >= 100, "only {} requests", seen.len());
+    // A command written to a connection the kill just cut may fail (500),
+    // at most once per worker's connection.
+    let cut = seen.iter().filter(|(s, ..)| *s == 500).count();
+    assert!(
+        cut <= 2,
+        "{cut} requests failed on a dead connection: {:?}",
+        seen.iter()
+            .filter(|(s, ..)| *s == 500)
+            .take(4)
+            .collect::<Vec<_>>()
+    );
+    let fast: Vec<_> = seen.iter().filter(|(s, ..)| *s == 503).collect();
+    assert_eq!(fast.len() + cut, seen.len(), "all 503: {:?}", &seen[..4]);
+    assert!(
+        fast.iter().all(|(_, _, body)| body.contains("refused")),
+        "the 503 names the connect error: {:?}",
+        fast[0]
+    );
+    let mut times: Vec<Duration> = seen.iter().map(|(_, t, _)| *t).collect();
+    times.sort();
+    let p90 = times[times.len() * 9 / 10];
+    assert!(
+        p90 < Duration::from_millis(50),
+        "p90 {p90:?} during the outage"
+    );
+    assert!(
+        times[times.len() - 1] < Duration::from_secs(1),
+        "slowest {:?} during the outage",
+        times[times.len() - 1]
+    );
+    assert_eq!(
+        app.metric(TIMEOUTS).unwrap(),
+        timeouts_before,
+        "nobody waited out the acquire timeout"
+    );
+    assert!(app.metric(DOWN).unwrap() >= 1.0);
+
+    // Back: within a second every request reaches Redis again (its data
+    // is gone, so the greeting is a 404, not a 503).
+    redis.restart();
+    let back = Instant::now();
+    let back_unix = unix_now();
+    let mut last_503 = None;
+    while back.elapsed() < Duration::from_millis(1500) {
+        let (status, _) = app.get("/redis");
+        assert!(status == 503 || status == 404, "status {status}");
+        if status == 503 {
+            last_503 = Some(back.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(t) = last_503 {
+        assert!(
+            t < Duration::from_secs(1),
+            "a 503 {t:?} after Redis returned"
+        );
+    }
+    assert_eq!(app.metric(DOWN), Some(0.0));
+
+    // No growth on the outage's evidence: light load until the supervisor
+    // has ticked past a whole window and cooldown after the recovery.
+    loop {
+        assert_eq!(app.get("/redis").0, 404);
+        let beat = app
+            .metric("tidepool_supervisor_last_tick_timestamp_seconds")
+            .unwrap();
+        if beat > back_unix + 8.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "supervisor stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        app.metric(GROWS).unwrap_or(0.0),
+        grows_before,
+        "grew after the outage"
+    );
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}
+
+/// `pg_ctl restart` (fast: backends get FATAL 57P01) under idle exclusive
+/// and shared connections: the next requests never fail on one of them.
+#[test]
+fn postgres_restart_hands_out_no_dead_idle_connection() {
+    let pg = PgServer::start().expect("postgres");
+    let app = Arc::new(App::start(&[
+        "--workers",
+        "2",
+        "--no-pin",
+        "--pg",
+        &pg.url(PgUser::Md5),
+        "--pg-max-open",
+        "4",
+        "--pg-shared-max-open",
+        "2",
+    ]));
+    // Open exclusive connections (four requests holding one each at once)
+    // and shared ones, then leave them idle.
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            std::thread::spawn(move || app.get("/db/sleep?ms=200").0)
+        })
+        .collect();
+    for h in held {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    for _ in 0..8 {
+        assert_eq!(app.get("/db").0, 200);
+    }
+    let open = app.metric("tidepool_pool_open{pool=\"pg\"}").unwrap();
+    assert!(open >= 2.0, "exclusive connections open: {open}");
+    assert!(
+        app.metric("tidepool_pool_open{pool=\"pg-shared\"}")
+            .unwrap()
+            >= 1.0
+    );
+
+    pg.restart();
+    // Sequential and concurrent, exclusive and shared: all answered.
+    for path in [
+        "/db/sleep?ms=1",
+        "/db",
+        "/queries?n=3",
+        "/db/sleep?ms=1",
+        "/db",
+    ] {
+        let (status, body) = app.get(path);
+        assert_eq!(status, 200, "{path} after the restart: {body}");
+    }
+    let burst: Vec<_> = (0..8)
+        .map(|i| {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                let path = if i % 2 == 0 { "/db/sleep?ms=20" } else { "/db" };
+                (path, app.get(path))
+            })
+        })
+        .collect();
+    for b in burst {
+        let (path, (status, body)) = b.join().unwrap();
+        assert_eq!(status, 200, "{path} after the restart: {body}");
+    }
+    // The dead ones were found and closed, not used.
+    let (_, text) = app.get("/metrics");
+    let closed: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("tidepool_pool_closes_total{pool=\"pg")
+                && (l.contains("reason=\"broken\"") || l.contains("reason=\"failed_check\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        closed >= open,
+        "{closed} dead connections closed of {open} idle"
+    );
+    wait_metric(
+        &app,
+        Duration::from_secs(10),
+        "tidepool_pool_down{pool=\"pg\"}",
+        |v| v == 0.0,
+    );
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}
