@@ -529,3 +529,113 @@ fn query_errors_and_timeouts_are_counted_for_the_supervisor() {
         assert_eq!((sig.errors, sig.timeouts), (2, 2));
     });
 }
+
+/// The supervisor's error guard on a real database: a pool whose callers
+/// wait grows, but once its statements fail (the table's privileges
+/// revoked mid-run) the same waits do not make it grow: it holds, naming
+/// the error rate.
+#[test]
+fn a_pool_whose_queries_fail_does_not_grow() {
+    use tidepool_drivers::pool::supervised::Probe;
+    use tidepool_supervisor::{
+        Action, Controller, PoolAutoscale, Reason, SupervisedPool, Target,
+    };
+    let server = PgServer::shared();
+    server.exec(
+        "CREATE TABLE revoke_guard (k int4); INSERT INTO revoke_guard VALUES (1); \
+         GRANT SELECT ON revoke_guard TO tp_md5",
+    );
+    let cfg = Config::from_url(&server.url(PgUser::Md5))
+        .unwrap()
+        .application_name("revoke_guard");
+    rt::block_on(async {
+        let pool = Pool::new(
+            "revoke_guard",
+            PoolConfig {
+                max_open: 2,
+                acquire_timeout: Duration::from_secs(5),
+                ..PoolConfig::default()
+            },
+            PgManager::new(cfg),
+            1,
+        )
+        .unwrap();
+        let local = pool.local(0);
+        let rails = PoolAutoscale {
+            enabled: true,
+            min: 2,
+            max: 16,
+            target: Target::AcquireWaitP99(Duration::from_millis(5)),
+            window: Duration::from_millis(600),
+            step: 1,
+            cooldown: Duration::from_millis(200),
+        };
+        let mut controller = Controller::new(rails, 2);
+        let mut probe = Probe::new(pool.clone());
+        // Eight callers, each holding a connection for 20 ms around one
+        // statement (failed or not): the pool is always short.
+        let stop = Rc::new(Cell::new(false));
+        let failures = Rc::new(Cell::new(0u64));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (local, stop, failures) = (local.clone(), stop.clone(), failures.clone());
+                rt::spawn(async move {
+                    while !stop.get() {
+                        let mut c = local.get().await.unwrap();
+                        if c.query("SELECT k FROM revoke_guard", &[]).await.is_err() {
+                            failures.set(failures.get() + 1);
+                        }
+                        time::sleep(Duration::from_millis(20)).await;
+                        drop(c);
+                    }
+                })
+            })
+            .collect();
+        let tick = Duration::from_millis(100);
+        let mut step = |probe: &mut Probe<PgManager>| {
+            let s = probe.signals(tick);
+            let d = controller.step(Instant::now(), &s);
+            if let Action::Resize { to, .. } = d.action {
+                probe.set_max_open(to);
+            }
+            (s, d)
+        };
+        // Succeeding statements: the waits make it grow.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            time::sleep(tick).await;
+            let (_, d) = step(&mut probe);
+            if matches!(d.action, Action::Resize { from, to } if to > from) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never grew under waits: {d}");
+        }
+        server.exec("REVOKE SELECT ON revoke_guard FROM tp_md5");
+        // Failing statements: no growth from the first tick that counted
+        // errors on, over several windows; the error guard says why.
+        let mut erring = false;
+        let mut guarded = 0;
+        let mut ticks = 0;
+        while ticks < 40 {
+            time::sleep(tick).await;
+            let (s, d) = step(&mut probe);
+            if erring {
+                ticks += 1;
+                assert!(
+                    !matches!(d.action, Action::Resize { from, to } if to > from),
+                    "grew while statements failed: {d} ({s:?})"
+                );
+                guarded += usize::from(matches!(d.reason, Reason::ErrorGuard { .. }));
+            }
+            erring |= s.errors > 0;
+            assert!(Instant::now() < deadline + Duration::from_secs(20), "no error counted");
+        }
+        assert!(failures.get() > 0);
+        assert!(guarded > 0, "the error guard never held the pool");
+        stop.set(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    server.exec("DROP TABLE revoke_guard");
+}
