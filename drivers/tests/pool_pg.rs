@@ -537,9 +537,7 @@ fn query_errors_and_timeouts_are_counted_for_the_supervisor() {
 #[test]
 fn a_pool_whose_queries_fail_does_not_grow() {
     use tidepool_drivers::pool::supervised::Probe;
-    use tidepool_supervisor::{
-        Action, Controller, PoolAutoscale, Reason, SupervisedPool, Target,
-    };
+    use tidepool_supervisor::{Action, Controller, PoolAutoscale, Reason, SupervisedPool, Target};
     let server = PgServer::shared();
     server.exec(
         "CREATE TABLE revoke_guard (k int4); INSERT INTO revoke_guard VALUES (1); \
@@ -628,7 +626,10 @@ fn a_pool_whose_queries_fail_does_not_grow() {
                 guarded += usize::from(matches!(d.reason, Reason::ErrorGuard { .. }));
             }
             erring |= s.errors > 0;
-            assert!(Instant::now() < deadline + Duration::from_secs(20), "no error counted");
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(20),
+                "no error counted"
+            );
         }
         assert!(failures.get() > 0);
         assert!(guarded > 0, "the error guard never held the pool");
@@ -638,4 +639,60 @@ fn a_pool_whose_queries_fail_does_not_grow() {
         }
     });
     server.exec("DROP TABLE revoke_guard");
+}
+
+/// The supervisor's query latency is the statement's round trip (send to
+/// reply), not how long a handler held the connection, for exclusive and
+/// shared connections alike.
+#[test]
+fn query_latency_is_send_to_reply_not_hold_time() {
+    use tidepool_drivers::pool::supervised::signals;
+    let server = PgServer::shared();
+    rt::block_on(async {
+        let cfg = config(server, "latency");
+        let exclusive = Pool::new(
+            "latency",
+            PoolConfig::default(),
+            PgManager::new(cfg.clone()),
+            1,
+        )
+        .unwrap();
+        let shared = Pool::new(
+            "latency-shared",
+            PoolConfig::default(),
+            PgSharedManager::new(cfg),
+            1,
+        )
+        .unwrap();
+        let (ex, sh) = (exclusive.local(0), shared.local(0));
+        // Connect first: a handshake is not a statement.
+        drop(ex.get().await.unwrap());
+        drop(sh.get().await.unwrap());
+        let before = (exclusive.stats(), shared.stats());
+        for _ in 0..3 {
+            let mut c = ex.get().await.unwrap();
+            c.query("select pg_sleep(0.02)", &[]).await.unwrap();
+            // The handler keeps the connection ten times longer.
+            time::sleep(Duration::from_millis(200)).await;
+            drop(c);
+            let c = sh.get().await.unwrap();
+            c.query("select pg_sleep(0.02)", &[]).await.unwrap();
+            time::sleep(Duration::from_millis(200)).await;
+            drop(c);
+        }
+        for (now, prev) in [(exclusive.stats(), &before.0), (shared.stats(), &before.1)] {
+            let q = now.total.query_latency.since(&prev.total.query_latency);
+            // Three statements, plus the shared connection's prepare.
+            assert!(q.total >= 3, "{}: {q:?}", now.name);
+            let s = signals(&now, Some(prev), Duration::from_secs(1));
+            assert!(
+                s.query_p99 >= Duration::from_millis(20)
+                    && s.query_p99 < Duration::from_millis(200),
+                "{}: query p99 {:?} (hold p99 {:?})",
+                now.name,
+                s.query_p99,
+                now.total.hold.since(&prev.total.hold).quantile(0.99)
+            );
+        }
+    });
 }

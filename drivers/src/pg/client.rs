@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use super::row::Row;
 use super::startup::BackendKey;
 use super::stmt_cache::{Statement, StmtCache};
 use super::types::ToSql;
+use crate::pool::AtomicHistogram;
 
 type IoFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
@@ -217,6 +219,8 @@ pub struct Client {
     query_timeout: Option<Duration>,
     cancel_drain_timeout: Duration,
     pub(super) stats: Stats,
+    /// Where statement latencies go (send to reply), when a pool asked.
+    pub(crate) latency: Option<Arc<AtomicHistogram>>,
 }
 
 impl Client {
@@ -268,6 +272,7 @@ impl Client {
             query_timeout: cfg.query_timeout,
             cancel_drain_timeout: cfg.cancel_drain_timeout,
             stats: Stats::default(),
+            latency: None,
         };
         match c.drive(|c| c.proto.is_ready(), None).await {
             Drive::Done => Ok(c),
@@ -426,8 +431,17 @@ impl Client {
     /// Waits for the reply to request `id`. On `deadline` the running statement
     /// is cancelled and the connection drained (see [`Client::timed_out`]).
     async fn wait(&mut self, id: ReqId, deadline: Option<Instant>) -> Result<Response> {
+        // The request is written by the wait's first loop turn: from here
+        // to the reply is the statement's round trip (for a pipeline, the
+        // first statement's; later ones count from the reply before).
+        let since = time::now();
         let r = self.wait_reply(id, deadline).await;
         self.stats.record(&r);
+        if let Some(h) = &self.latency {
+            if !matches!(r, Err(ref e) if e.is_broken()) {
+                h.record(time::now().saturating_duration_since(since));
+            }
+        }
         r
     }
 

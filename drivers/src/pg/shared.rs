@@ -191,6 +191,13 @@ impl SharedClient {
         }
     }
 
+    /// Sends this connection's statement latencies to `sink` (a pool's).
+    pub(crate) fn set_latency_sink(&self, sink: Arc<crate::pool::AtomicHistogram>) {
+        if let Conn::Local(_) = &self.conn {
+            self.inner().st.borrow_mut().client.latency = Some(sink);
+        }
+    }
+
     /// Whether the connection failed; a broken connection never recovers.
     pub fn is_broken(&self) -> bool {
         match &self.conn {
@@ -471,6 +478,9 @@ struct ReplyFuture<'a> {
     inner: &'a Inner,
     id: ReqId,
     done: bool,
+    /// When the request was queued (it is written on the driver's next
+    /// turn): the start of the statement's latency.
+    since: std::time::Instant,
 }
 
 impl<'a> ReplyFuture<'a> {
@@ -479,6 +489,7 @@ impl<'a> ReplyFuture<'a> {
             inner,
             id,
             done: false,
+            since: time::now(),
         }
     }
 }
@@ -501,6 +512,11 @@ impl Future for ReplyFuture<'_> {
                 let Some(Reply::Ready(r)) = s.replies.remove(&id) else {
                     unreachable!("checked above")
                 };
+                if let Some(h) = &s.client.latency {
+                    if !matches!(r, Err(ref e) if e.is_broken()) {
+                        h.record(time::now().saturating_duration_since(self.since));
+                    }
+                }
                 drop(s);
                 self.done = true;
                 Poll::Ready(r)

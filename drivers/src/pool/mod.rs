@@ -97,6 +97,11 @@ pub trait Manager: Send + Sync + 'static {
         (0, 0)
     }
 
+    /// Asks a new connection to record each statement's latency, from
+    /// send to reply, into `sink` (the shard's). Kinds that cannot leave
+    /// it empty, and the pool reads hold time per checkout instead.
+    fn record_latency(&self, _conn: &mut Self::Conn, _sink: &Arc<AtomicHistogram>) {}
+
     /// A handle to shared connection `conn` that another worker can use,
     /// its operations delegated to this worker (multiplexed pools whose
     /// connections support it); `None` if this kind cannot.

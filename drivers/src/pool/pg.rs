@@ -2,12 +2,13 @@
 //! semaphore (N session advisory locks).
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidepool_engine::rt::time;
 
 use super::backoff::random_unit;
-use super::{Manager, PoolError};
+use super::{AtomicHistogram, Manager, PoolError};
 use crate::pg::{Client, Config, Error, Exported, SharedClient, TxStatus};
 
 impl PoolError for Error {
@@ -150,6 +151,10 @@ impl Manager for PgManager {
         (s.failed, s.timed_out)
     }
 
+    fn record_latency(&self, conn: &mut Client, sink: &Arc<AtomicHistogram>) {
+        conn.latency = Some(sink.clone());
+    }
+
     fn is_usable(&self, conn: &Client) -> bool {
         // A connection given back inside a transaction (or a failed one)
         // would leak its state into the next caller's queries.
@@ -205,6 +210,10 @@ impl Manager for PgSharedManager {
     fn outcomes(&self, conn: &SharedClient) -> (u64, u64) {
         let s = conn.stats();
         (s.failed, s.timed_out)
+    }
+
+    fn record_latency(&self, conn: &mut SharedClient, sink: &Arc<AtomicHistogram>) {
+        conn.set_latency_sink(sink.clone());
     }
 
     async fn connect(&self) -> Result<SharedClient, Error> {

@@ -753,7 +753,12 @@ impl<M: Manager> Shard<M> {
 
     /// A finished connect: the opening slot is released on this same path,
     /// success or failure.
-    fn finish_connect(self: &Rc<Self>, res: Result<M::Conn, RetryError<M::Error>>) {
+    fn finish_connect(self: &Rc<Self>, mut res: Result<M::Conn, RetryError<M::Error>>) {
+        if let Ok(conn) = res.as_mut() {
+            self.pool
+                .manager
+                .record_latency(conn, &self.stats.query_latency);
+        }
         let mut drop_later = None;
         let mut failed_waiters = Vec::new();
         let mut probe = false;

@@ -3,6 +3,7 @@
 //! reads; `PoolStats` is their sum.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use super::histogram::{AtomicHistogram, Histogram};
 
@@ -77,6 +78,8 @@ pub(crate) struct ShardStats {
     pub(crate) query_timeouts: AtomicU64,
     pub(crate) acquire_wait: AtomicHistogram,
     pub(crate) hold: AtomicHistogram,
+    /// Statement latency, send to reply, recorded by the connections.
+    pub(crate) query_latency: Arc<AtomicHistogram>,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -123,6 +126,7 @@ impl ShardStats {
             query_timeouts: g(&self.query_timeouts),
             acquire_wait: self.acquire_wait.snapshot(),
             hold: self.hold.snapshot(),
+            query_latency: self.query_latency.snapshot(),
         }
     }
 }
@@ -165,6 +169,9 @@ pub struct ShardSnapshot {
     /// Cumulative hold-time histogram: checkout to return (exclusive pools),
     /// or command latency (multiplexed pools).
     pub hold: Histogram,
+    /// Cumulative statement latency, send to reply (empty for connection
+    /// kinds that do not record it).
+    pub query_latency: Histogram,
 }
 
 /// A whole pool: the sum of its shards, plus each shard.
@@ -208,6 +215,7 @@ impl PoolStats {
             t.query_timeouts += s.query_timeouts;
             t.acquire_wait.merge(&s.acquire_wait);
             t.hold.merge(&s.hold);
+            t.query_latency.merge(&s.query_latency);
         }
         PoolStats {
             name: name.to_string(),

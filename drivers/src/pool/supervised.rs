@@ -30,10 +30,11 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
             + s.total.closes[CloseReason::FailedCheck as usize]
             + s.total.query_errors
     };
-    let (wait, hold, completed, errs, timeouts) = match prev {
+    let (wait, hold, query, completed, errs, timeouts) = match prev {
         Some(p) => (
             t.acquire_wait.since(&p.total.acquire_wait),
             t.hold.since(&p.total.hold),
+            t.query_latency.since(&p.total.query_latency),
             t.acquires.saturating_sub(p.total.acquires),
             errors(now).saturating_sub(errors(p)),
             t.query_timeouts.saturating_sub(p.total.query_timeouts),
@@ -41,6 +42,7 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
         None => (
             t.acquire_wait.clone(),
             t.hold.clone(),
+            t.query_latency.clone(),
             t.acquires,
             errors(now),
             t.query_timeouts,
@@ -54,9 +56,14 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
         idle: t.idle.min(t.open),
         waiting: t.waiting,
         acquire_wait_p99: wait.quantile(0.99),
-        // Hold time per checkout: the query (or command) round trip for
-        // handlers that hold a connection for one statement.
-        query_p99: hold.quantile(0.99),
+        // Statement latency from send to reply where the connections
+        // record it (PostgreSQL); else hold time per checkout, which is the
+        // command's round trip on a multiplexed connection (Redis).
+        query_p99: if query.total > 0 {
+            query.quantile(0.99)
+        } else {
+            hold.quantile(0.99)
+        },
         completed,
         errors: errs,
         timeouts,
