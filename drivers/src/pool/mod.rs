@@ -188,6 +188,13 @@ pub(crate) struct PoolInner<M: Manager> {
     pub(crate) cap_epoch: AtomicU64,
     /// The process's hold on the cluster-wide warm-up slot.
     pub(crate) warmup_gate: warmup::ProcessGate,
+    /// The connect error of the last shard that found the database out of
+    /// reach: what a shard with no connection of its own tells its callers
+    /// while the pool is down (see `shard::Shard::pool_down`).
+    pub(crate) outage: Mutex<Option<String>>,
+    /// A shard without capacity failed a caller fast: the probing shard
+    /// keeps probing as if its own caller had asked.
+    pub(crate) asked_elsewhere: std::sync::atomic::AtomicBool,
 }
 
 /// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
@@ -235,6 +242,8 @@ impl<M: Manager> Pool<M> {
                 workers: Mutex::new(vec![None; workers]),
                 cap_epoch: AtomicU64::new(0),
                 warmup_gate: warmup::ProcessGate::default(),
+                outage: Mutex::new(None),
+                asked_elsewhere: Default::default(),
             }),
         })
     }

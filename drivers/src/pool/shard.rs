@@ -133,6 +133,8 @@ trait Capacity {
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
     fn share_to(self: Rc<Self>, to: usize);
     fn shared(self: Rc<Self>, exported: Option<Box<dyn Any + Send>>);
+    fn probe_asked(self: Rc<Self>);
+    fn peer_down(self: Rc<Self>);
 }
 
 /// How long a connection must have sat idle before its shard gives its
@@ -187,6 +189,7 @@ impl<M: Manager> Capacity for Shard<M> {
             let mut st = self.state.borrow_mut();
             st.cap = cap;
             set(&self.stats.cap, cap);
+            Self::no_capacity_no_outage(&mut st);
             // Shrinking closes idle connections first (least recently used);
             // busy ones are retired as they come back.
             let mut victims = Vec::new();
@@ -203,6 +206,26 @@ impl<M: Manager> Capacity for Shard<M> {
         drop(victims);
         // Growing lets waiters connect at once.
         self.maybe_connect();
+    }
+
+    /// A shard with nothing open failed a caller fast on this shard's
+    /// outage: probe (again) if no probe is on its way.
+    fn probe_asked(self: Rc<Self>) {
+        let probe = {
+            let mut st = self.state.borrow_mut();
+            st.asked = true;
+            let probe = self.start_probe(&mut st);
+            self.publish(&st);
+            probe
+        };
+        if probe {
+            rt::spawn(connect_task(self.clone()));
+        }
+    }
+
+    /// Another shard found the database down.
+    fn peer_down(self: Rc<Self>) {
+        self.fail_waiters_on_outage_elsewhere();
     }
 
     /// Another shard's callers wait: give it a unit of cap if this shard is
@@ -236,6 +259,7 @@ impl<M: Manager> Capacity for Shard<M> {
             if granted {
                 st.cap -= 1;
                 set(&self.stats.cap, st.cap);
+                Self::no_capacity_no_outage(&mut st);
             }
             self.publish(&st);
             (granted, victim)
@@ -406,6 +430,109 @@ impl<M: Manager> Shard<M> {
             .map(|(j, s)| (j, &**s))
     }
 
+    /// Whether the pool as a whole finds the database down: some shard is
+    /// `down` and no shard has a connection open. `Some(Some(j))` names a
+    /// down shard that has capacity but no probe running (to be asked for
+    /// one); `Some(None)` means a probe is already out.
+    fn pool_down(&self) -> Option<Option<usize>> {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let mut down = None;
+        for (j, s) in self.others() {
+            if load(&s.open) > 0 {
+                return None;
+            }
+            if load(&s.down) > 0 && load(&s.cap) > 0 {
+                if load(&s.probing) > 0 {
+                    down = Some(None);
+                } else if down.is_none() {
+                    down = Some(Some(j));
+                }
+            }
+        }
+        down
+    }
+
+    /// A shard with no capacity and no connection of its own, while the
+    /// shards that have capacity find the database down: the message to
+    /// fail its callers with, at once. Waiting for capacity or a handle to
+    /// be lent would only wait out the acquire timeout. Keeps a probe
+    /// going on a shard that can dial.
+    fn outage_elsewhere(&self, st: &State<M::Conn>) -> Option<String> {
+        if st.cap != 0 || st.open() + st.opening + st.remote != 0 || self.closed.get() {
+            return None;
+        }
+        let prober = self.pool_down()?;
+        self.pool
+            .asked_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(j) = prober {
+            if let Some(w) = self.pool.workers.lock().unwrap()[j].clone() {
+                let id = self.pool.id;
+                w.post(move || with_shard(id, |s| s.probe_asked()));
+            }
+        }
+        let last = self.pool.outage.lock().unwrap().clone().unwrap_or_default();
+        Some(format!(
+            "the database is unreachable; failing fast until a connect succeeds (last connect: {last})"
+        ))
+    }
+
+    /// This shard found the database down: shards elsewhere whose callers
+    /// wait on capacity or a handle hear it (`outage_elsewhere`).
+    fn tell_others_down(&self) {
+        let id = self.pool.id;
+        let workers = self.pool.workers.lock().unwrap();
+        for (j, w) in workers.iter().enumerate() {
+            if let (true, Some(w)) = (j != self.index, w) {
+                w.post(move || with_shard(id, |s| s.peer_down()));
+            }
+        }
+    }
+
+    /// Fails the waiters if `outage_elsewhere` says so; returns whether it did.
+    fn fail_waiters_on_outage_elsewhere(&self) -> bool {
+        let wake = {
+            let mut st = self.state.borrow_mut();
+            if st.queue.is_empty() {
+                return false;
+            }
+            let Some(msg) = self.outage_elsewhere(&st) else {
+                return false;
+            };
+            let wake = self.fail_waiters(&mut st, &msg);
+            add(&self.stats.fast_failures, wake.len() as u64);
+            self.publish(&st);
+            wake
+        };
+        for w in wake {
+            w.wake();
+        }
+        true
+    }
+
+    /// A shard left with no capacity cannot probe: it stops speaking for
+    /// the database (its callers go by the shards that can dial, see
+    /// `outage_elsewhere`), and a connect still in flight ends as an
+    /// ordinary one.
+    fn no_capacity_no_outage(st: &mut State<M::Conn>) {
+        if st.cap == 0 {
+            st.down = false;
+            st.probing = false;
+        }
+    }
+
+    /// While down: starts a probe connect unless one is on its way
+    /// (reserving it in the books); the caller spawns `connect_task`.
+    fn start_probe(&self, st: &mut State<M::Conn>) -> bool {
+        let probe =
+            st.down && !st.probing && st.opening == 0 && st.open() < st.cap && !self.closed.get();
+        if probe {
+            st.opening += 1;
+            st.probing = true;
+        }
+        probe
+    }
+
     fn min_idle_share(&self) -> usize {
         share(
             self.pool.config.min_idle,
@@ -541,6 +668,9 @@ impl<M: Manager> Shard<M> {
     /// to lend it a unit. One request at a time; the answer asks again
     /// while callers still wait.
     fn borrow_capacity(self: &Rc<Self>) {
+        if self.fail_waiters_on_outage_elsewhere() {
+            return;
+        }
         let donor = {
             let mut st = self.state.borrow_mut();
             let short = !st.queue.is_empty() && st.open() + st.opening >= st.cap;
@@ -603,7 +733,7 @@ impl<M: Manager> Shard<M> {
     /// handle to one (multiplexed pools). Capacity may still move here
     /// later (`borrow_capacity`); until then, statements are delegated.
     fn ask_share(self: &Rc<Self>) {
-        if !M::MULTIPLEXED {
+        if !M::MULTIPLEXED || self.fail_waiters_on_outage_elsewhere() {
             return;
         }
         let donor = {
@@ -692,11 +822,13 @@ impl<M: Manager> Shard<M> {
         let down = {
             let mut st = self.state.borrow_mut();
             st.last_error = Some(e.to_string());
-            if st.open() == 0 && !self.closed.get() {
+            if st.open() == 0 && st.cap > 0 && !self.closed.get() {
+                *self.pool.outage.lock().unwrap() = Some(e.to_string());
                 if !st.down {
                     tracing::warn!(pool = %self.pool.name, error = %e, "database unreachable; failing fast while probing");
+                    st.down = true;
+                    self.tell_others_down();
                 }
-                st.down = true;
                 st.probing = true;
                 wake = self.fail_waiters(&mut st, &e.to_string());
                 st.asked |= !wake.is_empty();
@@ -708,6 +840,28 @@ impl<M: Manager> Shard<M> {
             w.wake();
         }
         down.then_some(PROBE_INTERVAL)
+    }
+
+    /// The last connection of this shard went away (or a caller is about
+    /// to wait) while a connect in flight has already been refused: that is
+    /// an outage as surely as a refusal with nothing open. Waiters hear it
+    /// now instead of after the connect's whole retry budget, and the
+    /// connect in flight goes on as the probe.
+    fn note_outage(&self, st: &mut State<M::Conn>) -> Vec<Waker> {
+        if st.down || st.open() > 0 || st.opening == 0 || st.cap == 0 || self.closed.get() {
+            return Vec::new();
+        }
+        let Some(e) = st.last_error.clone() else {
+            return Vec::new();
+        };
+        tracing::warn!(pool = %self.pool.name, error = %e, "database unreachable; failing fast while probing");
+        *self.pool.outage.lock().unwrap() = Some(e.clone());
+        st.down = true;
+        self.tell_others_down();
+        st.probing = true;
+        let wake = self.fail_waiters(st, &e);
+        st.asked |= !wake.is_empty();
+        wake
     }
 
     /// Answers every waiter with `msg`; returns their wakers (to be woken
@@ -821,7 +975,13 @@ impl<M: Manager> Shard<M> {
                     // Retries and back-off already ran for the whole
                     // connect_timeout: with nothing open, waiting longer
                     // only makes every caller slow to fail.
-                    st.down |= st.open() == 0;
+                    if st.open() == 0 && st.cap > 0 {
+                        self.pool.outage.lock().unwrap().clone_from(&err);
+                        if !st.down {
+                            st.down = true;
+                            self.tell_others_down();
+                        }
+                    }
                     if fatal || st.down {
                         // Retrying cannot fix it (or has not): every waiter hears it now.
                         let msg = err.unwrap_or_default();
@@ -830,7 +990,11 @@ impl<M: Manager> Shard<M> {
                     if st.down && st.opening == 0 {
                         // This was the probe (or the last connect): probe
                         // again while callers ask, else until one does.
-                        if st.asked && !self.closed.get() {
+                        let elsewhere = self
+                            .pool
+                            .asked_elsewhere
+                            .swap(false, std::sync::atomic::Ordering::Relaxed);
+                        if (st.asked || elsewhere) && !self.closed.get() {
                             st.asked = false;
                             st.probing = true;
                             probe = true;
@@ -942,11 +1106,21 @@ impl<M: Manager> Shard<M> {
                 .check_after_idle
                 .is_some_and(|t| clock().saturating_duration_since(slot.idle_since) > t);
             let conn = if M::MULTIPLEXED {
-                self.pool.manager.share(
-                    slot.conn
-                        .as_ref()
-                        .expect("shared slot holds its connection"),
-                )
+                let Some(shared) = slot.conn.as_ref() else {
+                    // The shared connection broke between this caller's
+                    // grant and its turn to run (another user's release
+                    // took it out): give the claim back; the last claim
+                    // out retires the slot.
+                    slot.in_flight -= 1;
+                    let retire = slot.in_flight == 0;
+                    st.in_use -= 1;
+                    if retire && !st.remove(key).remote {
+                        self.stats.closed(CloseReason::Broken);
+                    }
+                    self.publish(&st);
+                    return None;
+                };
+                self.pool.manager.share(shared)
             } else {
                 slot.conn.take().expect("free slot holds its connection")
             };
@@ -985,17 +1159,15 @@ impl<M: Manager> Shard<M> {
     ) -> Result<usize, AcquireError> {
         let key = {
             let mut st = self.state.borrow_mut();
+            // No waiters to wake here: one would have been failed already.
+            drop(self.note_outage(&mut st));
             if st.down && st.open() == 0 {
                 // Everyone fails at once instead of waiting out the
                 // timeout, while one connect at a time (its retries paced
                 // by the back-off, at most `PROBE_INTERVAL` apart) probes
                 // whether the database is back.
                 st.asked = true;
-                let probe = !st.probing && st.opening == 0 && st.cap > 0 && !self.closed.get();
-                if probe {
-                    st.opening += 1;
-                    st.probing = true;
-                }
+                let probe = self.start_probe(&mut st);
                 let last = st.last_error.clone().unwrap_or_default();
                 add(&self.stats.fast_failures, 1);
                 self.publish(&st);
@@ -1008,6 +1180,14 @@ impl<M: Manager> Shard<M> {
                     message: format!(
                         "the database is unreachable; failing fast until a connect succeeds (last connect: {last})"
                     ),
+                });
+            }
+            if let Some(message) = self.outage_elsewhere(&st) {
+                add(&self.stats.fast_failures, 1);
+                self.publish(&st);
+                return Err(AcquireError::Connect {
+                    pool: self.pool.name.clone(),
+                    message,
                 });
             }
             let k = st.waiters.insert(Waiter {
@@ -1065,6 +1245,7 @@ impl<M: Manager> Shard<M> {
         // At most the caller's handle and the slot's connection: no Vec.
         let mut handle: Option<M::Conn> = None;
         let mut closing: Option<M::Conn> = None;
+        let failed;
         {
             let mut st = self.state.borrow_mut();
             st.in_use -= 1;
@@ -1127,9 +1308,13 @@ impl<M: Manager> Shard<M> {
                     }
                 }
             }
+            failed = self.note_outage(&mut st);
             self.publish(&st);
         }
         drop((handle, closing));
+        for w in failed {
+            w.wake();
+        }
         self.maybe_connect();
     }
 

@@ -445,6 +445,8 @@ fn caps_sum_to_max_open_across_shards() {
 #[derive(Default)]
 struct FakeMux {
     made: AtomicU64,
+    /// Connections the "server" has cut.
+    broken: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Manager for FakeMux {
@@ -454,8 +456,8 @@ impl Manager for FakeMux {
     async fn connect(&self) -> Result<Rc<u64>, FakeError> {
         Ok(Rc::new(self.made.fetch_add(1, Ordering::Relaxed)))
     }
-    fn is_usable(&self, _: &Rc<u64>) -> bool {
-        true
+    fn is_usable(&self, c: &Rc<u64>) -> bool {
+        !self.broken.lock().unwrap().contains(c)
     }
     async fn check(&self, _: &mut Rc<u64>) -> Result<(), FakeError> {
         Ok(())
@@ -492,6 +494,39 @@ fn multiplexed_callers_pack_onto_the_busiest_connection_with_room() {
         let next = local.get().await.unwrap();
         assert_eq!(**next, 0, "the busiest connection with room");
         drop((on_first, overflow, next));
+        local.assert_invariants();
+    });
+}
+
+/// A waiter granted a shared connection that breaks before the waiter
+/// runs (another user's release finds it broken and takes it out) is not
+/// handed the dead connection, nor does its worker panic: it gets a fresh
+/// one.
+#[test]
+fn a_shared_connection_broken_between_grant_and_checkout_is_not_handed_out() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.max_in_flight = 2;
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("grant", cfg, FakeMux::default(), 1).unwrap();
+        let local = pool.local(0);
+        let a = local.get().await.unwrap();
+        let b = local.get().await.unwrap();
+        assert_eq!((**a, **b), (0, 0));
+        let waiter = {
+            let local = local.clone();
+            rt::spawn(async move { **local.get().await.unwrap() })
+        };
+        rt::yield_now().await; // queued: the connection is full
+        assert_eq!(local.stats().waiting, 1);
+        // A's release grants the waiter a place on connection 0; before the
+        // waiter runs, the connection breaks and B's release takes it out.
+        drop(a);
+        pool.manager().broken.lock().unwrap().push(0);
+        drop(b);
+        assert_eq!(waiter.await.unwrap(), 1, "a fresh connection");
+        let s = local.stats();
+        assert_eq!(s.closes[CloseReason::Broken as usize], 1, "{s:?}");
         local.assert_invariants();
     });
 }
@@ -579,6 +614,90 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
         .map(|(_, s)| s.closes.iter().sum::<u64>())
         .sum();
     assert!(opened - closed <= 2, "open at once: {}", opened - closed);
+}
+
+/// More workers than connections during an outage: the shard that has the
+/// capacity finds the database down; callers on the shards with none fail
+/// at once too (not after waiting out the acquire timeout for capacity to
+/// be lent), and keep the probe going; once the database is back, every
+/// worker is served.
+#[test]
+fn shards_without_capacity_fail_fast_while_the_pool_is_down() {
+    const WORKERS: usize = 3;
+    let mut cfg = config(1);
+    cfg.acquire_timeout = Duration::from_secs(10);
+    cfg.connect_timeout = Duration::from_millis(200);
+    let pool = Pool::new("outage", cfg, Fake::default(), WORKERS).unwrap();
+    pool.manager().fail_transient.store(true, Ordering::Relaxed);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (pool, done, rx, tx) = (pool.clone(), done.clone(), rx.clone(), tx.clone());
+            std::thread::spawn(move || {
+                rt::block_on(async move {
+                    let local = pool.local(i);
+                    if i == 0 {
+                        // The shard with the capacity finds the outage.
+                        assert!(local.get().await.is_err());
+                        until(&local, |s| s.down == 1).await;
+                        // Let the others ask.
+                        for _ in 1..WORKERS {
+                            rx.lock().unwrap().recv().unwrap();
+                        }
+                    }
+                    let mut errors = Vec::new();
+                    if i > 0 {
+                        while pool.stats().shards[0].down == 0 {
+                            time::sleep(Duration::from_millis(1)).await;
+                        }
+                        for _ in 0..3 {
+                            errors.push(local.get().await.err().expect("down").to_string());
+                        }
+                        tx.send(()).unwrap();
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    while done.load(Ordering::SeqCst) < WORKERS {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Back: the probe (kept going by the others' callers)
+                    // finds it, and every worker is served.
+                    if i == 0 {
+                        pool.manager()
+                            .fail_transient
+                            .store(false, Ordering::Relaxed);
+                    }
+                    // Callers fail fast until the probe's next attempt
+                    // (at most `PROBE_INTERVAL` on) connects.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    let served = loop {
+                        match local.get().await {
+                            Ok(_) => break Ok(()),
+                            Err(e) if std::time::Instant::now() > deadline => break Err(e),
+                            Err(_) => time::sleep(Duration::from_millis(5)).await,
+                        }
+                    };
+                    done.fetch_add(1, Ordering::SeqCst);
+                    while done.load(Ordering::SeqCst) < 2 * WORKERS {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                    (errors, served, local.stats())
+                })
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (errors, served, s) = t.join().unwrap();
+        for e in &errors {
+            assert!(
+                e.contains("failing fast") && e.contains("refused"),
+                "worker {i}: {e}"
+            );
+        }
+        assert_eq!(s.acquire_timeouts, 0, "worker {i}: {s:?}");
+        assert!(served.is_ok(), "worker {i} once back: {served:?} {s:?}");
+    }
 }
 
 /// A pool declared for more workers than run (4 shards, 1 worker): the
