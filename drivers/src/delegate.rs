@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
@@ -43,6 +43,36 @@ pub(crate) fn export<H: Any>(handle: &Rc<H>, id: &Cell<Option<u64>>) -> u64 {
     });
     id.set(Some(new));
     new
+}
+
+/// How many handles other workers hold to one exported connection. The
+/// owner's pool reads it: a connection whose callers are elsewhere is
+/// neither idle (so not reaped) nor spare (so not closed to lend its
+/// capacity), though no caller of the owner's has it checked out.
+#[derive(Clone, Default)]
+pub(crate) struct Importers(Arc<AtomicUsize>);
+
+impl Importers {
+    /// One more handle elsewhere, until the lease is dropped. Taken on
+    /// the owner when it exports, so the count is never behind the handles
+    /// on their way to the importer.
+    pub(crate) fn lease(&self) -> Lease {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Lease(self.0.clone())
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One handle elsewhere (see [`Importers`]).
+pub(crate) struct Lease(Arc<AtomicUsize>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The handle exported as `id` on this worker, if it is still alive.

@@ -696,3 +696,82 @@ fn query_latency_is_send_to_reply_not_hold_time() {
         }
     });
 }
+
+/// Two workers, one shared connection: the worker that owns it is idle,
+/// the other runs every statement through a handle to it. The connection
+/// is busy, so the owner's reaper never closes it as idle (which would
+/// cost a reconnect and could fail statements on their way to it).
+#[test]
+fn a_connection_used_only_from_another_worker_is_not_reaped_as_idle() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = PgServer::shared();
+    let cfg = PoolConfig {
+        max_open: 1,
+        idle_timeout: Duration::from_millis(300),
+        reap_interval: Duration::from_millis(50),
+        acquire_timeout: Duration::from_secs(5),
+        ..PoolConfig::default()
+    };
+    let app = "pool_pg_used_elsewhere";
+    let p = Pool::new(app, cfg, PgSharedManager::new(config(server, app)), 2).unwrap();
+    let (opened, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let owner = {
+        let (p, opened, done) = (p.clone(), opened.clone(), done.clone());
+        std::thread::spawn(move || {
+            rt::block_on(async move {
+                let local = p.local(0);
+                drop(local.get().await.unwrap());
+                opened.store(true, Ordering::SeqCst);
+                while !done.load(Ordering::SeqCst) {
+                    time::sleep(Duration::from_millis(5)).await;
+                }
+                local.stats()
+            })
+        })
+    };
+    while !opened.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let user = {
+        let (p, done) = (p.clone(), done.clone());
+        std::thread::spawn(move || {
+            let r = rt::block_on(async move {
+                let local = p.local(1);
+                // Five idle timeouts of steady use.
+                let start = Instant::now();
+                let mut errors = Vec::new();
+                while start.elapsed() < Duration::from_millis(1500) {
+                    match local.get().await {
+                        Ok(c) => {
+                            if let Err(e) = c.query_one("SELECT 1::int4", &[]).await {
+                                errors.push(e.to_string());
+                            }
+                        }
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    time::sleep(Duration::from_millis(20)).await;
+                }
+                (errors, local.stats())
+            });
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    let (errors, user_stats) = user.join().unwrap();
+    let owner_stats = owner.join().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        user_stats.connects, 0,
+        "served through the owner's connection"
+    );
+    assert_eq!(
+        owner_stats.closes[CloseReason::Idle as usize],
+        0,
+        "closed as idle while in use elsewhere: {owner_stats:?}"
+    );
+    assert_eq!(owner_stats.connects, 1, "{owner_stats:?}");
+}

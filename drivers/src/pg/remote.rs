@@ -38,6 +38,7 @@ pub struct Exported {
     owner: WorkerHandle,
     id: u64,
     broken: Arc<AtomicBool>,
+    lease: delegate::Lease,
     query_timeout: Option<Duration>,
 }
 
@@ -47,12 +48,14 @@ pub(crate) fn export(
     handle: &Rc<Handle>,
     id: &Cell<Option<u64>>,
     broken: Arc<AtomicBool>,
+    lease: delegate::Lease,
     query_timeout: Option<Duration>,
 ) -> Exported {
     Exported {
         owner: rt::current_worker(),
         id: delegate::export(handle, id),
         broken,
+        lease,
         query_timeout,
     }
 }
@@ -91,6 +94,8 @@ pub(crate) struct Remote {
     owner: WorkerHandle,
     id: u64,
     broken: Arc<AtomicBool>,
+    /// Counts this handle on the owner, until dropped.
+    _lease: delegate::Lease,
     query_timeout: Option<Duration>,
     /// Statements described by the owner, by SQL.
     statements: RefCell<HashMap<String, Statement>>,
@@ -103,6 +108,7 @@ impl Remote {
             owner: e.owner,
             id: e.id,
             broken: e.broken,
+            _lease: e.lease,
             query_timeout: e.query_timeout,
             statements: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),

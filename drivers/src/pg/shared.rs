@@ -69,6 +69,8 @@ struct Inner {
     broken: Arc<AtomicBool>,
     /// Its number among this worker's exported connections, once exported.
     export_id: std::cell::Cell<Option<u64>>,
+    /// Handles to it held by other workers.
+    importers: crate::delegate::Importers,
 }
 
 impl State {
@@ -95,6 +97,9 @@ pub(crate) struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // Importers stop at once: their requests would find no handle here
+        // (the driver may take a while yet to flush and say Terminate).
+        self.inner.broken.store(true, Ordering::Relaxed);
         let mut st = self.inner.st.borrow_mut();
         st.closed = true;
         st.wake_driver();
@@ -144,6 +149,7 @@ impl SharedClient {
             query_timeout: cfg.query_timeout,
             broken: Arc::new(AtomicBool::new(false)),
             export_id: std::cell::Cell::new(None),
+            importers: Default::default(),
         });
         rt::spawn(drive(inner.clone()));
         Ok(SharedClient::from_handle(Rc::new(Handle { inner })))
@@ -164,6 +170,7 @@ impl SharedClient {
                 h,
                 &h.inner.export_id,
                 h.inner.broken.clone(),
+                h.inner.importers.lease(),
                 h.inner.query_timeout,
             )),
             Conn::Remote(_) => None,
@@ -203,6 +210,15 @@ impl SharedClient {
         match &self.conn {
             Conn::Local(_) => self.inner().st.borrow().client.is_broken(),
             Conn::Remote(r) => r.is_broken(),
+        }
+    }
+
+    /// Whether other workers hold handles to this connection (always false
+    /// for an imported one).
+    pub(crate) fn used_elsewhere(&self) -> bool {
+        match &self.conn {
+            Conn::Local(h) => h.inner.importers.any(),
+            Conn::Remote(_) => false,
         }
     }
 

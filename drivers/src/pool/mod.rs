@@ -105,6 +105,12 @@ pub trait Manager: Send + Sync + 'static {
     /// A handle to shared connection `conn` that another worker can use,
     /// its operations delegated to this worker (multiplexed pools whose
     /// connections support it); `None` if this kind cannot.
+    /// Whether other workers hold handles to `conn` (see `export`): it is
+    /// in use though none of its owner's callers has it.
+    fn used_elsewhere(&self, _conn: &Self::Conn) -> bool {
+        false
+    }
+
     fn export(&self, _conn: &Self::Conn) -> Option<Box<dyn Any + Send>> {
         None
     }

@@ -232,6 +232,10 @@ impl Manager for PgSharedManager {
         conn.clone()
     }
 
+    fn used_elsewhere(&self, conn: &SharedClient) -> bool {
+        conn.used_elsewhere()
+    }
+
     fn export(&self, conn: &SharedClient) -> Option<Box<dyn Any + Send>> {
         conn.export().map(|e| Box::new(e) as Box<dyn Any + Send>)
     }

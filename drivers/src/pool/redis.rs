@@ -53,6 +53,10 @@ impl Manager for RedisManager {
         conn.clone()
     }
 
+    fn used_elsewhere(&self, conn: &Connection) -> bool {
+        conn.used_elsewhere()
+    }
+
     fn export(&self, conn: &Connection) -> Option<Box<dyn Any + Send>> {
         conn.export().map(|e| Box::new(e) as Box<dyn Any + Send>)
     }

@@ -247,6 +247,10 @@ impl<M: Manager> Capacity for Shard<M> {
                             s.in_flight == 0
                                 && !s.remote
                                 && now.saturating_duration_since(s.idle_since) >= LEND_IDLE
+                                && !s
+                                    .conn
+                                    .as_ref()
+                                    .is_some_and(|c| self.pool.manager.used_elsewhere(c))
                         })
                         .map(|(k, _)| k);
                     if let Some(key) = key {
@@ -552,10 +556,14 @@ impl<M: Manager> Shard<M> {
 
     fn pop_idle_lru(&self, st: &mut State<M::Conn>) -> Option<usize> {
         if M::MULTIPLEXED {
+            // One other workers use goes last: closing it fails their
+            // requests on the way to it.
+            let manager = &self.pool.manager;
             let key = st
                 .slots
                 .iter()
-                .find(|(_, s)| s.in_flight == 0 && !s.remote)
+                .filter(|(_, s)| s.in_flight == 0 && !s.remote)
+                .min_by_key(|(_, s)| s.conn.as_ref().is_some_and(|c| manager.used_elsewhere(c)))
                 .map(|(k, _)| k)?;
             Some(key)
         } else {
@@ -1337,6 +1345,14 @@ impl<M: Manager> Shard<M> {
                 st.idle.iter().copied().collect()
             };
             for key in keys {
+                let used_elsewhere = st.slots[key]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| self.pool.manager.used_elsewhere(c));
+                if used_elsewhere {
+                    // Other workers' callers use it: not idle.
+                    st.slots[key].idle_since = now;
+                }
                 let slot = &st.slots[key];
                 let why = if slot.remote {
                     // A remote handle is let go once this shard has a

@@ -123,6 +123,8 @@ pub(crate) struct Handle {
     shared: Rc<Shared>,
     /// Its number among this worker's exported connections, once exported.
     export_id: std::cell::Cell<Option<u64>>,
+    /// Handles to it held by other workers.
+    pub(crate) importers: crate::delegate::Importers,
 }
 
 impl Handle {
@@ -206,6 +208,7 @@ impl Connection {
         Ok(Connection::from_handle(Rc::new(Handle {
             shared,
             export_id: std::cell::Cell::new(None),
+            importers: Default::default(),
         })))
     }
 
@@ -221,6 +224,15 @@ impl Connection {
         match &self.conn {
             Conn::Local(h) => Some(remote::export(h, &h.export_id)),
             Conn::Remote(_) => None,
+        }
+    }
+
+    /// Whether other workers hold handles to this connection (always false
+    /// for an imported one).
+    pub(crate) fn used_elsewhere(&self) -> bool {
+        match &self.conn {
+            Conn::Local(h) => h.importers.any(),
+            Conn::Remote(_) => false,
         }
     }
 

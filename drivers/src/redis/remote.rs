@@ -27,6 +27,7 @@ pub struct Exported {
     cfg: Config,
     resp3: bool,
     dead: Arc<AtomicBool>,
+    lease: delegate::Lease,
 }
 
 /// Registers `handle` for delegation, once (`id` keeps its number).
@@ -38,6 +39,7 @@ pub(crate) fn export(handle: &Rc<Handle>, id: &Cell<Option<u64>>) -> Exported {
         cfg: shared.cfg.clone(),
         resp3: shared.resp3,
         dead: shared.dead.clone(),
+        lease: handle.importers.lease(),
     }
 }
 
@@ -66,6 +68,8 @@ pub(crate) struct Remote {
     dead: Arc<AtomicBool>,
     /// A delegated request failed as closed (set here).
     broken: AtomicBool,
+    /// Counts this handle on the owner, until dropped.
+    _lease: delegate::Lease,
     pending: Cell<usize>,
 }
 
@@ -78,6 +82,7 @@ impl Remote {
             resp3: e.resp3,
             dead: e.dead,
             broken: AtomicBool::new(false),
+            _lease: e.lease,
             pending: Cell::new(0),
         }
     }
