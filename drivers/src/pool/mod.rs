@@ -125,6 +125,13 @@ pub trait Manager: Send + Sync + 'static {
     fn warmup_gate(&self) -> impl Future<Output = Option<Box<dyn Any>>> {
         async { None }
     }
+
+    /// Names the cluster gate `warmup_gate` takes a slot of: pools of one
+    /// process that name the same one take a single slot between them.
+    /// `None`: this pool's gate is its own.
+    fn warmup_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why `get()` failed.
@@ -193,7 +200,7 @@ pub(crate) struct PoolInner<M: Manager> {
     /// an older split is not applied after a newer one (see `shard::lend`).
     pub(crate) cap_epoch: AtomicU64,
     /// The process's hold on the cluster-wide warm-up slot.
-    pub(crate) warmup_gate: warmup::ProcessGate,
+    pub(crate) warmup_gate: Arc<warmup::ProcessGate>,
     /// The connect error of the last shard that found the database out of
     /// reach: what a shard with no connection of its own tells its callers
     /// while the pool is down (see `shard::Shard::pool_down`).
@@ -237,6 +244,9 @@ impl<M: Manager> Pool<M> {
                 Arc::new(s)
             })
             .collect();
+        let warmup_gate = manager
+            .warmup_key()
+            .map_or_else(Default::default, |k| warmup::process_gate(&k));
         Ok(Pool {
             inner: Arc::new(PoolInner {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
@@ -247,7 +257,7 @@ impl<M: Manager> Pool<M> {
                 shards,
                 workers: Mutex::new(vec![None; workers]),
                 cap_epoch: AtomicU64::new(0),
-                warmup_gate: warmup::ProcessGate::default(),
+                warmup_gate,
                 outage: Mutex::new(None),
                 asked_elsewhere: Default::default(),
             }),

@@ -132,6 +132,18 @@ pub async fn wait_warmup_slot(config: &Config, slots: &WarmupSlots) -> Option<Wa
 }
 
 /// The warm-up gate both connection kinds use: one of the slots, if configured.
+/// One gate per process for pools naming the same slots of one cluster.
+fn warmup_key(config: &Config, slots: &WarmupSlots) -> Option<String> {
+    Some(format!(
+        "{:?}:{}/{:?}#{}+{}",
+        config.get_host(),
+        config.get_port(),
+        config.dbname,
+        slots.key_base,
+        slots.slots
+    ))
+}
+
 async fn gate(config: &Config, slots: Option<&WarmupSlots>) -> Option<Box<dyn Any>> {
     wait_warmup_slot(config, slots?)
         .await
@@ -171,6 +183,10 @@ impl Manager for PgManager {
 
     async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
         gate(&self.config, self.warmup.as_ref()).await
+    }
+
+    fn warmup_key(&self) -> Option<String> {
+        warmup_key(&self.config, self.warmup.as_ref()?)
     }
 }
 
@@ -249,5 +265,9 @@ impl Manager for PgSharedManager {
 
     async fn warmup_gate(&self) -> Option<Box<dyn Any>> {
         gate(&self.config, self.warmup.as_ref()).await
+    }
+
+    fn warmup_key(&self) -> Option<String> {
+        warmup_key(&self.config, self.warmup.as_ref()?)
     }
 }

@@ -784,3 +784,89 @@ fn the_reaper_does_not_open_min_idle_before_warm_up_does() {
         assert_eq!(local.stats().connects, 2);
     });
 }
+
+/// A manager whose warm-up takes a cluster slot named `key`: counts the
+/// slots its process holds at once.
+#[derive(Default)]
+struct Gated {
+    inner: Fake,
+    holding: std::sync::Arc<AtomicU64>,
+    most: std::sync::Arc<AtomicU64>,
+    taken: std::sync::Arc<AtomicU64>,
+}
+
+struct Slot(std::sync::Arc<AtomicU64>);
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Manager for Gated {
+    type Conn = FakeConn;
+    type Error = FakeError;
+    async fn connect(&self) -> Result<FakeConn, FakeError> {
+        // Slow enough that both pools warm up at the same time.
+        time::sleep(Duration::from_millis(20)).await;
+        self.inner.connect().await
+    }
+    fn is_usable(&self, c: &FakeConn) -> bool {
+        !c.broken
+    }
+    async fn check(&self, _: &mut FakeConn) -> Result<(), FakeError> {
+        Ok(())
+    }
+    async fn warmup_gate(&self) -> Option<Box<dyn std::any::Any>> {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        let now = self.holding.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        Some(Box::new(Slot(self.holding.clone())))
+    }
+    fn warmup_key(&self) -> Option<String> {
+        Some("cluster-a#slots".into())
+    }
+}
+
+/// Two pools of one process gated on the same cluster slots (say an
+/// exclusive and a shared pool of one database) take one slot between
+/// them, not one each, and let it go once both have warmed up.
+#[test]
+fn pools_naming_the_same_warm_up_slots_take_one_between_them() {
+    rt::block_on(async {
+        let gated = Gated::default();
+        let (holding, most, taken) = (
+            gated.holding.clone(),
+            gated.most.clone(),
+            gated.taken.clone(),
+        );
+        let mut cfg = config(3);
+        cfg.min_idle = 3;
+        cfg.warmup_batch = 1;
+        let a = Pool::new("a", cfg.clone(), gated, 1).unwrap();
+        let b = Pool::new(
+            "b",
+            cfg,
+            Gated {
+                holding: holding.clone(),
+                most: most.clone(),
+                taken: taken.clone(),
+                ..Gated::default()
+            },
+            1,
+        )
+        .unwrap();
+        let (a, b) = (a.local(0), b.local(0));
+        until(&a, |s| s.open == 3).await;
+        until(&b, |s| s.open == 3).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while holding.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot is never let go"
+            );
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "slots held at once");
+        assert_eq!(taken.load(Ordering::SeqCst), 1, "slots taken");
+    });
+}

@@ -1,12 +1,14 @@
 //! Warm-up pacing: when a shard starts, `min_idle` connections are opened
 //! after a delay plus jitter, in batches with pauses, so a fleet restarting
 //! at once does not open all its connections in the same second; and one
-//! cluster-wide warm-up slot per pool per process, not per worker.
+//! cluster-wide warm-up slot per process, not per worker nor per pool:
+//! pools that name the same slots share one gate (`process_gate`).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tidepool_engine::rt::time;
@@ -43,6 +45,22 @@ impl Default for ProcessGate {
             warming: AtomicUsize::new(0),
         }
     }
+}
+
+/// The gate of every pool of this process that names the cluster slots
+/// `key` (see `Manager::warmup_key`): the process takes one slot for all
+/// of them and holds it until the last of their shards has warmed up.
+pub(crate) fn process_gate(key: &str) -> Arc<ProcessGate> {
+    static GATES: Mutex<Option<HashMap<String, Weak<ProcessGate>>>> = Mutex::new(None);
+    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    let gates = gates.get_or_insert_with(HashMap::new);
+    gates.retain(|_, g| g.strong_count() > 0);
+    if let Some(g) = gates.get(key).and_then(Weak::upgrade) {
+        return g;
+    }
+    let g = Arc::new(ProcessGate::default());
+    gates.insert(key.to_string(), Arc::downgrade(&g));
+    g
 }
 
 /// What the shard that took the slot holds for the process.
