@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod http;
 pub mod rt;
+pub mod tls;
 pub mod workers;
 
 pub use http::{HttpConfig, Request, Response, Router, Server, ServerHandle};

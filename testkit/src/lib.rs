@@ -28,6 +28,7 @@ mod process;
 mod redis;
 pub mod seccomp;
 mod sys;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};

@@ -97,12 +97,31 @@ pub struct PgServer {
     data_dir: PathBuf,
     log: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// With TLS on: the CA's certificate (PEM) that signed the server's.
+    ca_file: Option<PathBuf>,
 }
 
 impl PgServer {
     /// Creates, starts and provisions a new cluster (roles, the `tidepool`
     /// database); takes about a second and a half.
     pub fn start() -> Result<PgServer, TestkitError> {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start) with TLS on (`ssl = on`): the server's
+    /// certificate, valid for `127.0.0.1` only, is signed by a throwaway
+    /// CA whose certificate is [`ca_file`](Self::ca_file). Cleartext
+    /// connections are still accepted.
+    pub fn start_tls() -> Result<PgServer, TestkitError> {
+        Self::start_with(true)
+    }
+
+    /// The CA certificate (PEM) a client verifying this server trusts.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
+    fn start_with(tls: bool) -> Result<PgServer, TestkitError> {
         let bins = PgBinaries::from_env()?;
         let proc = Supervised::new("pg", libc::SIGQUIT, Some("data"))?;
         let dir = proc.dir().to_path_buf();
@@ -123,9 +142,13 @@ impl PgServer {
             log: dir.join("postgres.log"),
             run_as,
             proc,
+            ca_file: None,
         };
         server.initdb()?;
         server.write_hba()?;
+        if tls {
+            server.enable_tls()?;
+        }
         server.start_on_free_port()?;
         server.provision()?;
         Ok(server)
@@ -273,6 +296,36 @@ impl PgServer {
             self.run_as_hint(),
             last_lines(&text, 30)
         )))
+    }
+
+    /// Writes `server.crt`/`server.key` (PostgreSQL's default names, in
+    /// the data directory, owned by the server's account, key 0600) and
+    /// turns `ssl` on.
+    fn enable_tls(&mut self) -> Result<(), TestkitError> {
+        use std::os::unix::fs::PermissionsExt;
+        let ca = crate::tls::TestCa::new()?;
+        let issued = ca.issue(&["127.0.0.1"])?;
+        let io = |what: &Path, e: std::io::Error| {
+            TestkitError::new(format!("cannot write {}: {e}", what.display()))
+        };
+        for (name, text) in [
+            ("server.crt", &issued.cert_pem),
+            ("server.key", &issued.key_pem),
+        ] {
+            let path = self.data_dir.join(name);
+            std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io(&path, e))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| io(&path, e))?;
+            }
+        }
+        let conf = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| io(&conf, e))?;
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text).map_err(|e| io(&conf, e))?;
+        self.ca_file = Some(ca.write_pem(self.proc.dir(), "ca.pem")?);
+        Ok(())
     }
 
     fn write_hba(&self) -> Result<(), TestkitError> {

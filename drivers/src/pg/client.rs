@@ -22,7 +22,7 @@ use postgres_protocol::message::frontend;
 use tidepool_engine::rt::net::TcpStream;
 use tidepool_engine::rt::time::{self, Sleep};
 
-use super::config::{Config, Host};
+use super::config::{Config, Host, SslMode};
 use super::error::{DbError, Error, Result};
 use super::proto::{
     rows_affected, Notification, Protocol, ReqId, Response, SimpleQueryResult, TxStatus,
@@ -32,6 +32,7 @@ use super::startup::BackendKey;
 use super::stmt_cache::{Statement, StmtCache};
 use super::types::ToSql;
 use crate::pool::AtomicHistogram;
+use tidepool_engine::tls::{self, Session};
 
 type IoFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
@@ -45,6 +46,117 @@ const COPY_FLUSH: usize = 64 * 1024;
 enum Target {
     Tcp(SocketAddr),
     Unix(PathBuf),
+}
+
+/// The SSLRequest, then the TLS handshake, on a freshly opened stream.
+/// `None`: the server declined and `sslmode` allows cleartext.
+async fn negotiate_tls(stream: &TcpStream, cfg: &Config, host: &str) -> Result<Option<Session>> {
+    let mut msg = BytesMut::new();
+    frontend::ssl_request(&mut msg);
+    let (r, _) = stream.write_all(msg.to_vec()).await;
+    r?;
+    let (r, answer) = stream.read(Vec::with_capacity(16)).await;
+    r?;
+    match answer.as_slice() {
+        [b'S'] => {}
+        [b'N'] if cfg.sslmode == SslMode::Prefer => return Ok(None),
+        [b'N'] => {
+            return Err(Error::Tls {
+                message: format!(
+                    "server does not support SSL, and sslmode={}",
+                    sslmode_name(cfg.sslmode)
+                ),
+                fatal: true,
+            })
+        }
+        // Anything after the one-byte answer was sent in the clear before
+        // encryption began: someone in the middle (CVE-2021-23222).
+        [b'S' | b'N', ..] => {
+            return Err(Error::protocol(
+                "the server sent unencrypted data after its SSL answer",
+            ))
+        }
+        [] => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+        _ => return Err(Error::protocol("bad answer to SSLRequest")),
+    }
+    let verify = match cfg.sslmode {
+        SslMode::VerifyFull => tls::Verify::Full,
+        SslMode::VerifyCa => tls::Verify::Chain,
+        // As libpq: `require` with a root certificate checks the chain.
+        SslMode::Require if cfg.sslrootcert.is_some() => tls::Verify::Chain,
+        _ => tls::Verify::Nothing,
+    };
+    let config = cfg.tls_config(verify)?;
+    let name = tls::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| Error::Config(format!("host {host:?} as a TLS server name: {e}")))?;
+    let mut session = Session::client(config, name)?;
+    let (mut out, mut plain) = (Vec::new(), Vec::new());
+    loop {
+        session.take_output(&mut out);
+        if !out.is_empty() {
+            let (r, mut sent) = stream.write_all(std::mem::take(&mut out)).await;
+            r?;
+            sent.clear();
+            out = sent;
+        }
+        if !session.is_handshaking() {
+            break;
+        }
+        let (r, data) = stream.read(Vec::with_capacity(16 * 1024)).await;
+        if r? == 0 {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection during the TLS handshake",
+            )));
+        }
+        if let Err(e) = session.receive(&data, &mut plain) {
+            // Tell the server why (best effort), then give up.
+            session.take_output(&mut out);
+            let _ = stream.write_all(out).await;
+            return Err(e.into());
+        }
+    }
+    if !plain.is_empty() {
+        return Err(Error::protocol(
+            "the server spoke before the startup message",
+        ));
+    }
+    Ok(Some(session))
+}
+
+fn sslmode_name(m: SslMode) -> &'static str {
+    match m {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// `tls-server-end-point` (RFC 5929): the certificate's hash with the
+/// hash function of its signature, SHA-256 for MD5 and SHA-1. Recognised
+/// by the signature algorithm's OID in the DER (it appears twice in every
+/// certificate; SHA-384 and SHA-512 signatures are the rare others).
+fn end_point_hash(cert: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    const SHA384: [&[u8]; 2] = [
+        // sha384WithRSAEncryption, ecdsa-with-SHA384
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+    ];
+    let has = |oids: [&[u8]; 2]| oids.iter().any(|o| cert.windows(o.len()).any(|w| w == *o));
+    if has(SHA512) {
+        sha2::Sha512::digest(cert).to_vec()
+    } else if has(SHA384) {
+        sha2::Sha384::digest(cert).to_vec()
+    } else {
+        sha2::Sha256::digest(cert).to_vec()
+    }
 }
 
 async fn open(target: &Target) -> io::Result<TcpStream> {
@@ -202,6 +314,10 @@ impl QueryResult {
 pub struct Client {
     pub(super) proto: Protocol,
     stream: TcpStream,
+    /// With `sslmode` other than `disable` and a server that accepted:
+    /// the protocol's bytes go through it (plaintext in `tls_plain`).
+    tls: Option<Box<Session>>,
+    tls_plain: Vec<u8>,
     target: Target,
     rbuf: Option<Vec<u8>>,
     read: Option<IoFuture>,
@@ -255,9 +371,26 @@ impl Client {
             Some(c) => c,
             None => return Err(Error::Io(last.expect("at least one target"))),
         };
+        let tls = match (&cfg.host, &target) {
+            (Host::Tcp(host), Target::Tcp(_)) if cfg.sslmode != SslMode::Disable => {
+                negotiate_tls(&stream, cfg, host).await?
+            }
+            // Never over a Unix socket (as libpq).
+            _ => None,
+        };
+        let mut proto = Protocol::connect(cfg)?;
+        if let Some(hash) = tls
+            .as_ref()
+            .and_then(|t| t.peer_certificate())
+            .map(end_point_hash)
+        {
+            proto.set_channel_binding(hash);
+        }
         let mut c = Client {
-            proto: Protocol::connect(cfg)?,
+            proto,
             stream,
+            tls: tls.map(Box::new),
+            tls_plain: Vec::new(),
             target,
             rbuf: Some(Vec::with_capacity(READ_CHUNK)),
             read: None,
@@ -290,7 +423,20 @@ impl Client {
             if self.wpos >= buf.len() {
                 buf.clear();
                 self.wpos = 0;
-                self.proto.take_output(buf);
+                match self.tls.as_mut() {
+                    None => self.proto.take_output(buf),
+                    Some(tls) => {
+                        let plain = &mut self.tls_plain;
+                        plain.clear();
+                        self.proto.take_output(plain);
+                        if !plain.is_empty() {
+                            // Into rustls' buffer: it cannot fail.
+                            let _ = tls.send(plain);
+                        }
+                        // Records, and whatever TLS itself has to say.
+                        tls.take_output(buf);
+                    }
+                }
             }
             if self.wpos < buf.len() {
                 let buf = self.wbuf.take().expect("checked");
@@ -326,7 +472,7 @@ impl Client {
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
                     ))),
-                    Ok(_) => self.proto.receive(&buf),
+                    Ok(_) => self.received(&buf),
                     Err(e) => self.proto.fail(Error::Io(e)),
                 }
                 self.rbuf = Some(buf);
@@ -336,6 +482,28 @@ impl Client {
             }
         }
         progressed
+    }
+
+    /// Bytes from the socket: to the protocol, through TLS when it is on.
+    fn received(&mut self, data: &[u8]) {
+        let Some(tls) = self.tls.as_mut() else {
+            self.proto.receive(data);
+            return;
+        };
+        let plain = &mut self.tls_plain;
+        plain.clear();
+        let r = tls.receive(data, plain);
+        if !plain.is_empty() {
+            self.proto.receive(plain);
+        }
+        match r {
+            Err(e) => self.proto.fail(e.into()),
+            Ok(()) if tls.peer_closed() => self.proto.fail(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the TLS session",
+            ))),
+            Ok(()) => {}
+        }
     }
 
     /// Runs socket I/O until `done` holds, the connection dies, or `deadline` passes.
@@ -367,6 +535,7 @@ impl Client {
     pub(super) fn flushed(&self) -> bool {
         self.write.is_none()
             && !self.proto.has_output()
+            && !self.tls.as_ref().is_some_and(|t| t.wants_write())
             && self.wbuf.as_ref().is_some_and(|b| self.wpos >= b.len())
     }
 
@@ -783,7 +952,7 @@ impl Client {
                     return false;
                 }
                 Ok(n) => {
-                    self.proto.receive(&buf[..n]);
+                    self.received(&buf[..n]);
                     if self.proto.is_dead() {
                         return false;
                     }
@@ -849,6 +1018,17 @@ impl Client {
     /// The server process serving this session.
     pub fn backend_pid(&self) -> Option<i32> {
         self.proto.backend_key().map(|k| k.process_id)
+    }
+
+    /// How the session authenticated: `trust`, `password`, `md5`,
+    /// `scram-sha-256`, or `scram-sha-256-plus` (bound to the TLS channel).
+    pub fn auth_method(&self) -> &'static str {
+        self.proto.auth_method
+    }
+
+    /// Whether the session is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A token to cancel this session's running statement from elsewhere.

@@ -130,6 +130,11 @@ pub enum Error {
     Config(String),
     /// The connection was closed, broken earlier, or `close()` was called.
     Closed,
+    /// TLS could not be set up or failed: the server refused SSL under an
+    /// `sslmode` that requires it, its certificate was refused, or a record
+    /// was bad. `fatal`: a configuration or verification failure that a
+    /// retry cannot fix.
+    Tls { message: String, fatal: bool },
 }
 
 /// Shorthand result type of the driver.
@@ -159,7 +164,11 @@ impl Error {
     /// I/O, protocol and FATAL server errors do not.
     pub fn is_broken(&self) -> bool {
         match self {
-            Error::Io(_) | Error::Protocol(_) | Error::Closed | Error::Auth { .. } => true,
+            Error::Io(_)
+            | Error::Protocol(_)
+            | Error::Closed
+            | Error::Auth { .. }
+            | Error::Tls { .. } => true,
             Error::Db(e) => e.is_fatal(),
             Error::Timeout
             | Error::TypeMismatch { .. }
@@ -193,6 +202,7 @@ impl Error {
                 )
             }
             Error::Timeout | Error::Closed => true,
+            Error::Tls { fatal, .. } => !fatal,
             Error::Db(e) => {
                 let c = e.code.as_str();
                 matches!(
@@ -234,6 +244,7 @@ impl fmt::Display for Error {
             Error::Usage(m) => f.write_str(m),
             Error::Config(m) => write!(f, "invalid configuration: {m}"),
             Error::Closed => f.write_str("connection closed"),
+            Error::Tls { message, .. } => f.write_str(message),
         }
     }
 }
@@ -244,6 +255,15 @@ impl std::error::Error for Error {
             Error::Db(e) => Some(&**e),
             Error::Io(e) => Some(e),
             _ => None,
+        }
+    }
+}
+
+impl From<tidepool_engine::tls::TlsError> for Error {
+    fn from(e: tidepool_engine::tls::TlsError) -> Error {
+        Error::Tls {
+            message: e.to_string(),
+            fatal: e.fatal,
         }
     }
 }

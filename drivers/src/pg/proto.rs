@@ -143,6 +143,9 @@ pub struct Protocol {
     /// Shared between callers: every request must leave the session idle
     /// (see [`Protocol::require_idle_sessions`]).
     idle_only: bool,
+    /// How the session authenticated (`trust`, `md5`, `scram-sha-256`,
+    /// `scram-sha-256-plus`, ...), once started.
+    pub(crate) auth_method: &'static str,
 }
 
 fn columns_from(body: &RowDescriptionBody, text_only: bool) -> Result<Vec<Column>> {
@@ -191,7 +194,16 @@ impl Protocol {
             dead: false,
             fatal: None,
             idle_only: false,
+            auth_method: "none",
         })
+    }
+
+    /// Over TLS: the server certificate's `tls-server-end-point` hash, for
+    /// SCRAM channel binding. Set before the first bytes from the server.
+    pub fn set_channel_binding(&mut self, hash: Vec<u8>) {
+        if let Some(s) = self.startup.as_mut() {
+            s.channel_binding = Some(hash);
+        }
     }
 
     /// For a connection shared between callers: a request after which the
@@ -567,6 +579,7 @@ impl Protocol {
                         let st = self.startup.take().expect("checked above");
                         self.params = st.params;
                         self.key = st.key;
+                        self.auth_method = st.method;
                         self.notices.extend(st.notices);
                         // Startup may have sent more than the cap keeps.
                         let excess = self.notices.len().saturating_sub(MAX_NOTICES);

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
@@ -46,6 +48,10 @@ pub struct Startup {
     password: Option<String>,
     state: State,
     scram: Option<ScramSha256>,
+    /// Over TLS: the hash of the server's certificate that SCRAM binds to
+    /// (`tls-server-end-point`), so a man in the middle who terminates TLS
+    /// cannot relay the authentication.
+    pub(crate) channel_binding: Option<Vec<u8>>,
     pub(crate) params: HashMap<String, String>,
     pub(crate) key: Option<BackendKey>,
     pub(crate) notices: Vec<DbError>,
@@ -70,6 +76,7 @@ impl Startup {
             password: cfg.password.clone(),
             state: State::Auth,
             scram: None,
+            channel_binding: None,
             params: HashMap::new(),
             key: None,
             notices: Vec::new(),
@@ -130,19 +137,32 @@ impl Startup {
                 self.expect(State::Auth, "SASL request")?;
                 self.method = "scram-sha-256";
                 let mut mechs = body.mechanisms();
-                let mut found = false;
+                let (mut plain, mut plus) = (false, false);
                 while let Some(m) = mechs.next().map_err(Error::Io)? {
-                    found |= m == SCRAM_SHA_256;
+                    plain |= m == SCRAM_SHA_256;
+                    plus |= m == SCRAM_SHA_256_PLUS;
                 }
-                if !found {
-                    return Err(auth_err(
-                        "the server offered no supported SASL mechanism (need SCRAM-SHA-256)",
-                    ));
-                }
-                let pw = self.password()?;
-                // No TLS here, so there is no channel to bind to.
-                let scram = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), out)
+                let pw = self.password()?.to_string();
+                let (mechanism, binding) =
+                    match &self.channel_binding {
+                        Some(hash) if plus => {
+                            self.method = "scram-sha-256-plus";
+                            (
+                                SCRAM_SHA_256_PLUS,
+                                ChannelBinding::tls_server_end_point(hash.clone()),
+                            )
+                        }
+                        // Over TLS, to a server that does not offer binding:
+                        // say so, so a man in the middle who stripped the
+                        // offer is caught by the server.
+                        Some(_) if plain => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                        None if plain => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                        _ => return Err(auth_err(
+                            "the server offered no supported SASL mechanism (need SCRAM-SHA-256)",
+                        )),
+                    };
+                let scram = ScramSha256::new(pw.as_bytes(), binding);
+                frontend::sasl_initial_response(mechanism, scram.message(), out)
                     .map_err(Error::Io)?;
                 self.scram = Some(scram);
                 self.state = State::Sasl;

@@ -65,6 +65,10 @@ pub(crate) struct Poller {
     /// Wakers collected by `wait`, woken by the caller after the poller's
     /// borrow ends (a woken task's drop may deregister a socket).
     woken: Vec<Waker>,
+    /// `epoll_pwait2` is there (Linux 5.11+) and allowed: timers fire to
+    /// the microsecond, as on the ring. Without it `epoll_wait` waits
+    /// whole milliseconds, rounded up.
+    fine_timeout: bool,
 }
 
 impl Poller {
@@ -80,6 +84,7 @@ impl Poller {
             regs: Slab::with_capacity(64),
             events: Vec::with_capacity(EVENTS),
             woken: Vec::new(),
+            fine_timeout: true,
         })
     }
 
@@ -160,21 +165,44 @@ impl Poller {
     /// caller wakes once this poller is no longer borrowed, then hands the
     /// emptied vector back with [`Poller::recycle`].
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Vec<Waker>> {
-        let ms = match timeout {
-            None => -1,
-            // Rounded up: waking before the deadline would only spin.
-            Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
-        };
         self.events.clear();
-        // SAFETY: the kernel writes at most `capacity` events into the
-        // vector's spare capacity, and we set its length to what it wrote.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.capacity() as i32,
-                ms,
-            )
+        let n = match timeout {
+            Some(t) if self.fine_timeout => {
+                let ts = libc::timespec {
+                    tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+                    tv_nsec: t.subsec_nanos() as libc::c_long,
+                };
+                // Through syscall(2), not libc's wrapper: the wrapper needs
+                // glibc 2.35 to link, the syscall only a kernel that has it.
+                // SAFETY: the kernel writes at most `capacity` events into
+                // the vector's spare capacity and reads `ts`, both live for
+                // the call; no signal mask is passed.
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_epoll_pwait2,
+                        self.epfd.as_raw_fd(),
+                        self.events.as_mut_ptr(),
+                        self.events.capacity() as libc::c_int,
+                        &ts as *const libc::timespec,
+                        std::ptr::null::<libc::sigset_t>(),
+                        0usize,
+                    )
+                } as i32;
+                let missing = n < 0
+                    && matches!(
+                        io::Error::last_os_error().raw_os_error(),
+                        Some(libc::ENOSYS) | Some(libc::EPERM)
+                    );
+                if missing {
+                    // Not in this kernel, or refused by a seccomp filter:
+                    // millisecond waits from now on.
+                    self.fine_timeout = false;
+                    self.wait_ms(timeout)
+                } else {
+                    n
+                }
+            }
+            _ => self.wait_ms(timeout),
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -204,6 +232,25 @@ impl Poller {
             }
         }
         Ok(woken)
+    }
+
+    /// `epoll_wait`, its timeout in whole milliseconds; returns its result.
+    fn wait_ms(&mut self, timeout: Option<Duration>) -> i32 {
+        let ms = match timeout {
+            None => -1,
+            // Rounded up: waking before the deadline would only spin.
+            Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+        };
+        // SAFETY: the kernel writes at most `capacity` events into the
+        // vector's spare capacity, live for the call.
+        unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.capacity() as i32,
+                ms,
+            )
+        }
     }
 
     /// Takes back the (emptied) vector `wait` returned, keeping its allocation.
@@ -302,5 +349,23 @@ mod tests {
         let w = p.wait(Some(Duration::ZERO)).unwrap();
         assert!(w.is_empty());
         assert_eq!(p.registered(), 0);
+    }
+
+    /// Timed waits go through `epoll_pwait2` (this kernel has it, so
+    /// nothing falls back to whole milliseconds) and last their timeout.
+    #[test]
+    fn timed_waits_are_to_the_microsecond() {
+        let mut p = Poller::new().unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            let w = p.wait(Some(Duration::from_micros(200))).unwrap();
+            assert!(w.is_empty());
+            p.recycle(w);
+        }
+        assert!(
+            start.elapsed() >= Duration::from_micros(1000),
+            "waited the timeout"
+        );
+        assert!(p.fine_timeout, "epoll_pwait2 refused or missing");
     }
 }
