@@ -15,6 +15,7 @@ fn authentication_errors_are_clear() {
     let server = RedisServer::start_with(RedisOptions {
         password: Some("s3cret pass".into()),
         acl_user: Some(("app".into(), "app-pw".into())),
+        tls: false,
     })
     .unwrap();
     rt::block_on(async {

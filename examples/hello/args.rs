@@ -16,6 +16,7 @@ pub struct Args {
     pub pg_shared_max_open: usize,
     pub pg_shared_autoscale: Option<(usize, usize)>,
     pub redis: Option<String>,
+    pub redis_ca: Option<String>,
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
     pub fault_injection: bool,
@@ -29,7 +30,7 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
              [--pg-min-idle N] [--warmup-slots N] [--warmup-delay MS] [--warmup-jitter MS]
              [--warmup-pause MS]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
-             [--redis URL] [--redis-max-open N] [--redis-autoscale MIN:MAX]
+             [--redis URL] [--redis-ca FILE] [--redis-max-open N] [--redis-autoscale MIN:MAX]
              [--coalesce-us N] [--io auto|io_uring|epoll] [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
@@ -53,7 +54,10 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
                             used by /db and /queries (default 4)
   --pg-shared-autoscale MIN:MAX
                             let the supervisor size the shared pool within MIN..MAX
-  --redis URL               Redis, e.g. redis://127.0.0.1:6379/0; enables /redis, /cache/{key}
+  --redis URL               Redis, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS);
+                            enables /redis, /cache/{key}
+  --redis-ca FILE           trust the CA certificates in FILE (PEM) for rediss://
+                            (default: the system's roots)
   --redis-max-open N        Redis connections over all workers (default 2)
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
   --coalesce-us N           most microseconds a saturated worker holds a wait to gather
@@ -89,6 +93,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         pg_shared_max_open: 4,
         pg_shared_autoscale: None,
         redis: None,
+        redis_ca: None,
         redis_max_open: 2,
         redis_autoscale: None,
         fault_injection: false,
@@ -130,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--pg-shared-max-open" => a.pg_shared_max_open = num(&v)?.max(1),
             "--pg-shared-autoscale" => a.pg_shared_autoscale = Some(rails(&flag, &v)?),
             "--redis" => a.redis = Some(v),
+            "--redis-ca" => a.redis_ca = Some(v),
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
             "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),

@@ -140,13 +140,18 @@ fn main() -> ExitCode {
     let redis = match &args.redis {
         None => None,
         Some(url) => {
-            if let Err(e) = setup::prepare_redis(url) {
-                return fail(format!("Redis at {url}: {e}"));
-            }
             let cfg = match redis::Config::from_url(url) {
                 Ok(c) => c.client_name("tidepool-hello"),
                 Err(e) => return fail(e),
             };
+            let cfg = match &args.redis_ca {
+                Some(ca) if url.starts_with("rediss://") => cfg.tls_ca(ca),
+                Some(_) => return fail("--redis-ca needs a rediss:// URL"),
+                None => cfg,
+            };
+            if let Err(e) = setup::prepare_redis(&cfg) {
+                return fail(format!("Redis at {url}: {e}"));
+            }
             let pool_cfg = PoolConfig {
                 max_open: args.redis_max_open,
                 ..PoolConfig::default()

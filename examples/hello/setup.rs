@@ -1,7 +1,7 @@
 //! One-time preparation of the databases before the workers start.
 
 use tidepool::drivers::pg::Client;
-use tidepool::drivers::redis::{Connection, SetOptions};
+use tidepool::drivers::redis::{self, Connection, SetOptions};
 use tidepool::engine::rt;
 
 /// Creates `world(id, randomnumber)` with 10,000 rows when it is absent.
@@ -25,9 +25,9 @@ pub fn prepare_pg(url: &str) -> Result<(), String> {
 }
 
 /// Sets `greeting` when it is absent.
-pub fn prepare_redis(url: &str) -> Result<(), String> {
+pub fn prepare_redis(cfg: &redis::Config) -> Result<(), String> {
     rt::block_on(async {
-        let c = Connection::open(url).await.map_err(|e| e.to_string())?;
+        let c = Connection::connect(cfg).await.map_err(|e| e.to_string())?;
         let _: bool = c
             .set_with("greeting", "Hello, World!", SetOptions::new().nx())
             .await

@@ -24,6 +24,10 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// An extra ACL user `(name, password)` with access to everything.
     pub acl_user: Option<(String, String)>,
+    /// Also serve TLS on a second port ([`RedisServer::tls_url`]), with a
+    /// certificate for `127.0.0.1` from a throwaway CA
+    /// ([`RedisServer::ca_file`]). Clients need no certificate.
+    pub tls: bool,
 }
 
 /// A private, non-persistent redis-server on 127.0.0.1. Dropping it kills it
@@ -35,6 +39,8 @@ pub struct RedisServer {
     port: u16,
     conf: PathBuf,
     log: PathBuf,
+    /// With `tls`: the TLS port and the CA's certificate.
+    tls: Option<(u16, PathBuf)>,
 }
 
 impl RedisServer {
@@ -55,11 +61,27 @@ impl RedisServer {
             conf: dir.join("redis.conf"),
             log: dir.join("redis.log"),
             proc,
+            tls: None,
         };
+        if server.opts.tls {
+            let ca = crate::tls::TestCa::new()?;
+            let issued = ca.issue(&[HOST])?;
+            let write = |name: &str, text: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| TestkitError::new(format!("cannot write {}: {e}", path.display())))
+            };
+            write("server.crt", &issued.cert_pem)?;
+            write("server.key", &issued.key_pem)?;
+            server.tls = Some((0, ca.write_pem(&dir, "ca.pem")?));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             server.port = free_port();
+            if let Some((port, _)) = server.tls.as_mut() {
+                *port = free_port();
+            }
             server.write_conf()?;
             let offset = server.launch()?;
             match server.wait_ready(offset) {
@@ -114,6 +136,22 @@ impl RedisServer {
             None => String::new(),
         };
         format!("redis://{auth}{HOST}:{}/0", self.port)
+    }
+
+    /// `rediss://[:password@]127.0.0.1:tls_port/0` (a server started with
+    /// `tls`).
+    pub fn tls_url(&self) -> Option<String> {
+        let (port, _) = self.tls.as_ref()?;
+        let auth = match &self.opts.password {
+            Some(pass) => format!(":{}@", percent_encode(pass)),
+            None => String::new(),
+        };
+        Some(format!("rediss://{auth}{HOST}:{port}/0"))
+    }
+
+    /// The CA certificate (PEM) that signed the TLS port's certificate.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, ca)| ca.as_path())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -182,6 +220,22 @@ impl RedisServer {
         let _ = writeln!(conf, "logfile \"\"");
         if let Some(pass) = &self.opts.password {
             let _ = writeln!(conf, "requirepass {}", quote(pass));
+        }
+        if let Some((port, ca)) = &self.tls {
+            let dir = self.proc.dir();
+            let _ = writeln!(conf, "tls-port {port}");
+            let _ = writeln!(
+                conf,
+                "tls-cert-file {}",
+                quote(&dir.join("server.crt").to_string_lossy())
+            );
+            let _ = writeln!(
+                conf,
+                "tls-key-file {}",
+                quote(&dir.join("server.key").to_string_lossy())
+            );
+            let _ = writeln!(conf, "tls-ca-cert-file {}", quote(&ca.to_string_lossy()));
+            let _ = writeln!(conf, "tls-auth-clients no");
         }
         if let Some((user, pass)) = &self.opts.acl_user {
             let _ = writeln!(

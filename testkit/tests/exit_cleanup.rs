@@ -72,6 +72,7 @@ fn child(report: &Path) {
         RedisServer::start_with(RedisOptions {
             password: Some("pw".into()),
             acl_user: None,
+            tls: false,
         })
         .unwrap(),
     ));

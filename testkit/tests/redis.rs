@@ -63,6 +63,7 @@ fn password_is_required() {
     let redis = RedisServer::start_with(RedisOptions {
         password: Some("s3cret pw".into()),
         acl_user: None,
+        tls: false,
     })
     .unwrap();
     assert_eq!(
@@ -83,6 +84,7 @@ fn acl_user_has_full_access() {
     let redis = RedisServer::start_with(RedisOptions {
         password: Some("defaultpw".into()),
         acl_user: Some(("app".into(), "app-pw".into())),
+        tls: false,
     })
     .unwrap();
     let port = redis.port();
@@ -102,6 +104,7 @@ fn acl_user_without_default_password() {
     let redis = RedisServer::start_with(RedisOptions {
         password: None,
         acl_user: Some(("solo".into(), "solo-pw".into())),
+        tls: false,
     })
     .unwrap();
     assert_eq!(raw(redis.port(), "PING"), "+PONG");
@@ -116,6 +119,7 @@ fn stop_kill9_and_restart_on_the_same_port() {
     let redis = RedisServer::start_with(RedisOptions {
         password: Some("pw".into()),
         acl_user: None,
+        tls: false,
     })
     .unwrap();
     let port = redis.port();

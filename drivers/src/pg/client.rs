@@ -90,33 +90,13 @@ async fn negotiate_tls(stream: &TcpStream, cfg: &Config, host: &str) -> Result<O
     let name = tls::rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| Error::Config(format!("host {host:?} as a TLS server name: {e}")))?;
     let mut session = Session::client(config, name)?;
-    let (mut out, mut plain) = (Vec::new(), Vec::new());
-    loop {
-        session.take_output(&mut out);
-        if !out.is_empty() {
-            let (r, mut sent) = stream.write_all(std::mem::take(&mut out)).await;
-            r?;
-            sent.clear();
-            out = sent;
-        }
-        if !session.is_handshaking() {
-            break;
-        }
-        let (r, data) = stream.read(Vec::with_capacity(16 * 1024)).await;
-        if r? == 0 {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection during the TLS handshake",
-            )));
-        }
-        if let Err(e) = session.receive(&data, &mut plain) {
-            // Tell the server why (best effort), then give up.
-            session.take_output(&mut out);
-            let _ = stream.write_all(out).await;
-            return Err(e.into());
-        }
-    }
-    if !plain.is_empty() {
+    let early = tls::handshake(stream, &mut session)
+        .await
+        .map_err(|e| match e {
+            tls::HandshakeError::Io(e) => Error::Io(e),
+            tls::HandshakeError::Tls(e) => e.into(),
+        })?;
+    if !early.is_empty() {
         return Err(Error::protocol(
             "the server spoke before the startup message",
         ));

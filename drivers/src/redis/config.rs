@@ -5,6 +5,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::{Error, Result};
+use tidepool_engine::tls::{self, Roots};
+
+/// TLS for a `rediss://` connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// What the server's certificate is checked against (default: the
+    /// system's roots).
+    pub roots: Roots,
+    /// Check the certificate (chain and host name). Off only when asked
+    /// for ([`Config::tls_insecure`]).
+    pub verify: bool,
+}
 
 /// Default cap on one reply's size on the wire.
 pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
@@ -34,6 +46,7 @@ pub struct Config {
     max_in_flight: usize,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
+    tls: Option<Tls>,
 }
 
 impl Config {
@@ -52,6 +65,7 @@ impl Config {
             max_reply: DEFAULT_MAX_REPLY,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             connect_timeout: None,
+            tls: None,
             response_timeout: None,
         }
     }
@@ -75,9 +89,14 @@ impl Config {
         {
             return Config::from_unix_url(rest);
         }
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or_else(|| bad("expected the redis:// scheme"))?;
+        let (rest, tls) = match url.strip_prefix("rediss://") {
+            Some(rest) => (rest, true),
+            None => (
+                url.strip_prefix("redis://")
+                    .ok_or_else(|| bad("expected the redis:// or rediss:// scheme"))?,
+                false,
+            ),
+        };
         // Query strings are not supported; refuse rather than ignore.
         if rest.contains('?') || rest.contains('#') {
             return Err(bad("unsupported query string"));
@@ -106,6 +125,12 @@ impl Config {
             Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
         };
         let mut c = Config::new(host, port);
+        if tls {
+            c.tls = Some(Tls {
+                roots: Roots::System,
+                verify: true,
+            });
+        }
         if let Some(ui) = userinfo {
             c.set_userinfo(ui)?;
         }
@@ -229,6 +254,48 @@ impl Config {
     }
 
     /// Host name or address.
+    /// Encrypts the connection (as `rediss://` does), checking the
+    /// server's certificate against the CA certificates in `ca_file` (PEM).
+    pub fn tls_ca(mut self, ca_file: impl Into<std::path::PathBuf>) -> Config {
+        self.tls = Some(Tls {
+            roots: Roots::PemFile(ca_file.into()),
+            verify: self.tls.as_ref().is_none_or(|t| t.verify),
+        });
+        self
+    }
+
+    /// Encrypts the connection without checking the server's certificate:
+    /// no protection from anyone who can intercept it. Only when asked.
+    pub fn tls_insecure(mut self) -> Config {
+        let roots = self.tls.take().map_or(Roots::System, |t| t.roots);
+        self.tls = Some(Tls {
+            roots,
+            verify: false,
+        });
+        self
+    }
+
+    /// TLS settings, when the connection is encrypted.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// The rustls client configuration for this server, if encrypted.
+    pub(crate) fn tls_config(&self) -> Result<Option<std::sync::Arc<tls::rustls::ClientConfig>>> {
+        let Some(t) = &self.tls else { return Ok(None) };
+        let verify = if t.verify {
+            tls::Verify::Full
+        } else {
+            tls::Verify::Nothing
+        };
+        tls::client_config(Some(&t.roots), verify, &[])
+            .map(Some)
+            .map_err(|e| Error::Tls {
+                message: format!("TLS configuration: {e}"),
+                fatal: true,
+            })
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -307,6 +374,7 @@ impl fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -357,7 +425,6 @@ mod tests {
         assert_eq!((c.pass(), c.host()), (Some("p@ss"), "h"));
         for bad in [
             "http://h",
-            "rediss://h",
             "redis://h:notaport",
             "redis://h/x",
             "redis://h:99999",

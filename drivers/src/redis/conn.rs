@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 
 use tidepool_engine::rt::{self, net::TcpStream, time};
 
+use super::link::Link;
+
 use super::config::Config;
 use super::decode::Decoder;
 use super::encode::{Enc, IntoCommand};
@@ -44,7 +46,7 @@ fn closed_by_peer() -> Error {
 }
 
 /// Reads until the decoder yields one reply.
-pub(crate) async fn read_reply(stream: &TcpStream, dec: &mut Decoder) -> Result<Value> {
+pub(crate) async fn read_reply(stream: &Link, dec: &mut Decoder) -> Result<Value> {
     loop {
         if let Some(r) = dec.decode()? {
             return r;
@@ -61,7 +63,8 @@ pub(crate) async fn read_reply(stream: &TcpStream, dec: &mut Decoder) -> Result<
 
 /// Connects and runs the handshake; returns the stream, a decoder holding
 /// whatever was read past the handshake, and whether RESP3 is on.
-pub(crate) async fn dial(cfg: &Config) -> Result<(TcpStream, Decoder, bool)> {
+pub(crate) async fn dial(cfg: &Config) -> Result<(Link, Decoder, bool)> {
+    let in_tls = std::cell::Cell::new(false);
     let fut = async {
         let mut last = None;
         let mut stream = None;
@@ -86,6 +89,10 @@ pub(crate) async fn dial(cfg: &Config) -> Result<(TcpStream, Decoder, bool)> {
             Some(s) => s,
             None => return Err(last.map(Error::from).unwrap_or(Error::Closed)),
         };
+        // `rediss://`: the handshake counts in the connect timeout.
+        in_tls.set(true);
+        let stream = Link::open(stream, cfg).await?;
+        in_tls.set(false);
         let mut dec = Decoder::new(cfg.max_reply_bytes());
         let mut hs = Handshake::new(cfg);
         let mut out = Vec::with_capacity(256);
@@ -104,7 +111,18 @@ pub(crate) async fn dial(cfg: &Config) -> Result<(TcpStream, Decoder, bool)> {
         }
     };
     match cfg.connect_timeout_value() {
-        Some(d) => time::timeout(d, fut).await.map_err(|_| Error::Timeout)?,
+        Some(d) => time::timeout(d, fut).await.map_err(|_| {
+            if in_tls.get() {
+                // A cleartext port reads a ClientHello as the start of a
+                // command and waits for the rest.
+                Error::Tls {
+                    message: "TLS handshake timed out (is the port serving TLS?)".into(),
+                    fatal: false,
+                }
+            } else {
+                Error::Timeout
+            }
+        })?,
         None => fut.await,
     }
 }
@@ -451,7 +469,7 @@ impl Drop for ReplyFuture<'_> {
     }
 }
 
-async fn reader(shared: Rc<Shared>, stream: Rc<TcpStream>, mut dec: Decoder) {
+async fn reader(shared: Rc<Shared>, stream: Rc<Link>, mut dec: Decoder) {
     let err = 'conn: loop {
         loop {
             match dec.decode() {
@@ -481,7 +499,7 @@ async fn reader(shared: Rc<Shared>, stream: Rc<TcpStream>, mut dec: Decoder) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-async fn writer(shared: Rc<Shared>, stream: Rc<TcpStream>) {
+async fn writer(shared: Rc<Shared>, stream: Rc<Link>) {
     let mut spare = Vec::with_capacity(16 * 1024);
     loop {
         let more =

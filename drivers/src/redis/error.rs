@@ -153,6 +153,10 @@ pub enum Error {
     Config(String),
     /// The call is not allowed on this connection or in this state.
     Usage(String),
+    /// TLS (`rediss://`) could not be set up or failed. `fatal`: the
+    /// certificate was refused or the configuration is wrong, which a retry
+    /// cannot fix.
+    Tls { message: String, fatal: bool },
 }
 
 impl Error {
@@ -162,7 +166,10 @@ impl Error {
     /// A [`Timeout`](Error::Timeout) does not break a multiplexed
     /// connection: the late reply is read and discarded when it arrives.
     pub fn is_broken(&self) -> bool {
-        matches!(self, Error::Io(_) | Error::Protocol(_) | Error::Closed)
+        matches!(
+            self,
+            Error::Io(_) | Error::Protocol(_) | Error::Closed | Error::Tls { .. }
+        )
     }
 
     /// Whether retrying later (on a fresh connection when
@@ -172,6 +179,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Io(_) | Error::Timeout | Error::Closed => true,
+            Error::Tls { fatal, .. } => !fatal,
             Error::Server(e) => matches!(
                 e.kind,
                 ServerErrorKind::Loading
@@ -215,6 +223,25 @@ impl fmt::Display for Error {
             Error::Type(m) => write!(f, "unexpected redis reply: {m}"),
             Error::Config(m) => write!(f, "invalid redis configuration: {m}"),
             Error::Usage(m) => write!(f, "redis driver misuse: {m}"),
+            Error::Tls { message, .. } => write!(f, "redis {message}"),
+        }
+    }
+}
+
+impl From<tidepool_engine::tls::TlsError> for Error {
+    fn from(e: tidepool_engine::tls::TlsError) -> Error {
+        Error::Tls {
+            message: e.to_string(),
+            fatal: e.fatal,
+        }
+    }
+}
+
+impl From<tidepool_engine::tls::HandshakeError> for Error {
+    fn from(e: tidepool_engine::tls::HandshakeError) -> Error {
+        match e {
+            tidepool_engine::tls::HandshakeError::Io(e) => e.into(),
+            tidepool_engine::tls::HandshakeError::Tls(e) => e.into(),
         }
     }
 }

@@ -33,6 +33,7 @@ mod decode;
 mod encode;
 mod error;
 mod handshake;
+mod link;
 mod mux;
 mod pipeline;
 mod pubsub;

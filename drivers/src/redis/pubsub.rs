@@ -10,7 +10,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use tidepool_engine::rt::{self, net::TcpStream, time};
+use tidepool_engine::rt::{self, time};
+
+use super::link::Link;
 
 use super::config::Config;
 use super::conn::dial;
@@ -325,7 +327,7 @@ impl std::fmt::Debug for PubSub {
 
 /// The connection's task: drive one connection, then reconnect, until the
 /// `PubSub` is dropped or reconnection gives up.
-async fn run(shared: Rc<RefCell<State>>, cfg: Config, stream: TcpStream, dec: Decoder) {
+async fn run(shared: Rc<RefCell<State>>, cfg: Config, stream: Link, dec: Decoder) {
     let mut conn = Some((stream, dec));
     let mut attempt: u32 = 0;
     loop {
@@ -398,7 +400,7 @@ async fn run(shared: Rc<RefCell<State>>, cfg: Config, stream: TcpStream, dec: De
     }
 }
 
-type ReadFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+type ReadFuture<'a> = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)> + 'a>>;
 
 enum Event {
     Read(io::Result<usize>, Vec<u8>),
@@ -408,8 +410,8 @@ enum Event {
 }
 
 /// Reads and writes one connection until it fails or the `PubSub` goes.
-async fn drive(shared: &Rc<RefCell<State>>, stream: &TcpStream, dec: &mut Decoder) -> Result<()> {
-    let mut read: Option<ReadFuture> = None;
+async fn drive(shared: &Rc<RefCell<State>>, stream: &Link, dec: &mut Decoder) -> Result<()> {
+    let mut read: Option<ReadFuture<'_>> = None;
     loop {
         if read.is_none() {
             while let Some(r) = dec.decode()? {

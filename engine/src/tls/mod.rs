@@ -14,6 +14,7 @@
 //! server verification PostgreSQL's `sslmode` names.
 
 mod config;
+mod handshake;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 pub use config::{
     client_config, load_certs, load_key, server_config, Roots, ServerCert, TlsConfigError, Verify,
 };
+pub use handshake::{handshake, HandshakeError};
 pub use rustls;
 use rustls::pki_types::ServerName;
 
