@@ -599,3 +599,40 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     let after = TcpStream::connect(addr);
     assert!(after.is_err(), "listener closed after shutdown: {after:?}");
 }
+
+/// HTTPS: a client that connects and never completes the TLS handshake is
+/// closed after `tls_handshake_timeout`, not after the idle timeout.
+#[test]
+fn an_unfinished_tls_handshake_is_closed_at_its_timeout() {
+    use tidepool_engine::tls::{server_config, ServerCert};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = server_config(
+        vec![ServerCert {
+            chain: vec![cert.der().clone()],
+            key: tidepool_engine::tls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.serialize_der().into(),
+            ),
+        }],
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let config = HttpConfig {
+        tls: Some(tls),
+        tls_handshake_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(3600),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    // Nothing at all, and half a ClientHello-sized record header.
+    for bytes in [&b""[..], &b"\x16\x03\x01\x02\x00"[..]] {
+        let mut s = connect(server.local_addr());
+        s.write_all(bytes).unwrap();
+        // Closed by the server (read_to_close panics after 10 s otherwise).
+        read_to_close(&mut s);
+    }
+    server.shutdown();
+}

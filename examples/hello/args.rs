@@ -17,6 +17,8 @@ pub struct Args {
     pub pg_shared_autoscale: Option<(usize, usize)>,
     pub redis: Option<String>,
     pub redis_ca: Option<String>,
+    /// HTTPS: certificate chain and key files, one pair per name served.
+    pub tls: Vec<(String, Option<String>)>,
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
     pub fault_injection: bool,
@@ -26,6 +28,7 @@ pub struct Args {
 }
 
 pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin]
+             [--tls-cert FILE --tls-key FILE]...
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--pg-min-idle N] [--warmup-slots N] [--warmup-delay MS] [--warmup-jitter MS]
              [--warmup-pause MS]
@@ -37,6 +40,9 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
   --workers N               worker threads (default: one per CPU the process may
                             run on, within its cgroup's CPU quota)
   --no-pin                  do not pin workers to CPUs
+  --tls-cert FILE           serve HTTPS on --listen with this certificate chain (PEM);
+  --tls-key FILE            ... and its private key (PEM); repeat the pair for more
+                            names: the certificate valid for the client's SNI is used
   --pg URL                  PostgreSQL, e.g. postgres://user:pass@127.0.0.1:5432/db;
                             enables /db, /queries, /db/sleep, /report/{day}
   --pg-max-open N           exclusive PostgreSQL connections over all workers, used by
@@ -94,6 +100,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         pg_shared_autoscale: None,
         redis: None,
         redis_ca: None,
+        tls: Vec::new(),
         redis_max_open: 2,
         redis_autoscale: None,
         fault_injection: false,
@@ -136,12 +143,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--pg-shared-autoscale" => a.pg_shared_autoscale = Some(rails(&flag, &v)?),
             "--redis" => a.redis = Some(v),
             "--redis-ca" => a.redis_ca = Some(v),
+            "--tls-cert" => a.tls.push((v, None)),
+            "--tls-key" => match a.tls.last_mut() {
+                Some((_, key @ None)) => *key = Some(v),
+                _ => return Err("--tls-key must follow its --tls-cert".into()),
+            },
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
             "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),
             "--io" => a.io = v.parse().map_err(|e| format!("--io: {e}"))?,
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if a.tls.iter().any(|(_, key)| key.is_none()) {
+        return Err("--tls-cert needs its --tls-key".into());
     }
     Ok(a)
 }

@@ -50,6 +50,22 @@ fn autoscale(rails: Option<(usize, usize)>) -> PoolAutoscale {
 /// The /report cache: a lease well above the query's 200 ms, a short wait
 /// before computing anyway (a late report beats a 503), and XFetch so a
 /// hot report is refreshed before it expires.
+/// The HTTPS configuration from `--tls-cert`/`--tls-key` pairs.
+fn tls_config(
+    pairs: &[(String, Option<String>)],
+) -> Result<std::sync::Arc<tidepool::engine::tls::rustls::ServerConfig>, String> {
+    use tidepool::engine::tls;
+    let mut certs = Vec::new();
+    for (cert, key) in pairs {
+        let key = key.as_deref().unwrap_or_default();
+        certs.push(tls::ServerCert {
+            chain: tls::load_certs(cert.as_ref()).map_err(|e| e.to_string())?,
+            key: tls::load_key(key.as_ref()).map_err(|e| e.to_string())?,
+        });
+    }
+    tls::server_config(certs, &[b"http/1.1"]).map_err(|e| e.to_string())
+}
+
 fn report_cache() -> Cache {
     let cfg = CacheConfig {
         key_prefix: "hello:".into(),
@@ -189,6 +205,12 @@ fn main() -> ExitCode {
     if let Some(us) = args.coalesce_us {
         server = server.coalesce_window(Duration::from_micros(us));
     }
+    if !args.tls.is_empty() {
+        match tls_config(&args.tls) {
+            Ok(c) => server = server.tls(c),
+            Err(e) => return fail(e),
+        }
+    }
     let server = match server.serve(move |info| app::router(info, for_workers.clone())) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot serve on {}: {e}", args.listen)),
@@ -228,7 +250,8 @@ fn main() -> ExitCode {
         .map(|s| format!("{} ({})", s.backend, s.reason))
         .collect();
     eprintln!(
-        "hello: listening on http://{} with {workers} workers, I/O on {}",
+        "hello: listening on {}://{} with {workers} workers, I/O on {}",
+        if args.tls.is_empty() { "http" } else { "https" },
         server.local_addr(),
         io.join(", ")
     );

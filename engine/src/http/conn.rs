@@ -25,6 +25,7 @@ use super::stats::{add, sub, WorkerStats};
 use crate::rt::net::TcpStream;
 use crate::rt::time::{race, sleep_until, Sleep};
 use crate::rt::{self, shutdown_signal, ShutdownSignal};
+use crate::tls::Session;
 
 /// What every connection on a worker shares.
 pub(crate) struct Shared<S> {
@@ -107,6 +108,12 @@ struct Conn<'s, S> {
     shared: &'s Shared<S>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// HTTPS: the session, and its ciphertext buffers (in, out). `rbuf` and
+    /// `wbuf` stay plaintext, so parsing and encoding do not change.
+    tls: Option<Box<Session>>,
+    cipher_in: Vec<u8>,
+    cipher_out: Vec<u8>,
+    accepted: Instant,
     timer: Sleep,
     /// Registered once per connection, not once per read.
     shutdown: ShutdownSignal,
@@ -117,11 +124,22 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
     shared.open.set(shared.open.get() + 1);
     add(&shared.stats.connections_open, 1);
     add(&shared.stats.connections_accepted, 1);
+    let tls = match &shared.config.tls {
+        None => None,
+        Some(config) => match Session::server(config.clone()) {
+            Ok(s) => Some(Box::new(s)),
+            Err(_) => return,
+        },
+    };
     let mut conn = Conn {
         stream,
         shared,
         rbuf: Vec::with_capacity(shared.config.read_buffer),
         wbuf: Vec::new(),
+        tls,
+        cipher_in: Vec::new(),
+        cipher_out: Vec::new(),
+        accepted: rt::time::now(),
         timer: sleep_until(Instant::now() + shared.config.idle_timeout),
         shutdown: shutdown_signal(),
     };
@@ -348,8 +366,11 @@ impl<S: 'static> Conn<'_, S> {
                 // More pipelined requests may already be buffered.
                 continue;
             }
-            let idle = self.rbuf.is_empty() && matches!(body, BodyState::Head);
-            let deadline = if idle {
+            let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            let idle = self.rbuf.is_empty() && matches!(body, BodyState::Head) && !handshaking;
+            let deadline = if handshaking {
+                self.accepted + cfg.tls_handshake_timeout
+            } else if idle {
                 if rt::shutdown_requested() {
                     return;
                 }
@@ -382,7 +403,14 @@ impl<S: 'static> Conn<'_, S> {
                     }
                     return;
                 }
-                ReadEvent::Eof | ReadEvent::Shutdown | ReadEvent::Error => return,
+                ReadEvent::Error => {
+                    // A TLS alert, if one is due, goes out best effort.
+                    if self.tls.is_some() {
+                        self.flush().await;
+                    }
+                    return;
+                }
+                ReadEvent::Eof | ReadEvent::Shutdown => return,
             }
         }
     }
@@ -398,7 +426,19 @@ impl<S: 'static> Conn<'_, S> {
         if rbuf.capacity() - rbuf.len() < 512 {
             rbuf.reserve(cfg.read_buffer);
         }
-        let wbuf = std::mem::take(&mut self.wbuf);
+        let mut wbuf = std::mem::take(&mut self.wbuf);
+        if let Some(tls) = self.tls.as_mut() {
+            // The responses go out as records, with whatever the session
+            // itself has to say (handshake flights, alerts).
+            if !wbuf.is_empty() {
+                // Into rustls' own buffer: cannot fail.
+                let _ = tls.send(&wbuf);
+            }
+            self.wbuf = recycle(wbuf);
+            wbuf = std::mem::take(&mut self.cipher_out);
+            wbuf.clear();
+            tls.take_output(&mut wbuf);
+        }
         let mut write_done = wbuf.is_empty();
         // The loop turn's clock: deadlines need no fresher time than that.
         let write_deadline = rt::time::now() + cfg.write_timeout;
@@ -408,12 +448,27 @@ impl<S: 'static> Conn<'_, S> {
             write_deadline.min(read_deadline)
         });
         let mut write = pin!(self.stream.write_all(wbuf));
+        // Over TLS the ciphertext is received apart and decrypted into
+        // `rbuf` below.
+        let tls = self.tls.is_some();
+        let (into, mut plain) = if tls {
+            let mut c = std::mem::take(&mut self.cipher_in);
+            c.clear();
+            c.reserve(cfg.read_buffer);
+            (c, Some(rbuf))
+        } else {
+            (rbuf, None)
+        };
         // The connection's multishot receive stays armed: no submission here.
-        let mut read = pin!(self.stream.recv(rbuf));
+        let mut read = pin!(self.stream.recv(into));
         let mut got: Option<(std::io::Result<usize>, Vec<u8>)> = None;
         let shutdown = &mut self.shutdown;
         let timer = &mut self.timer;
-        let wslot = &mut self.wbuf;
+        let wslot = if tls {
+            &mut self.cipher_out
+        } else {
+            &mut self.wbuf
+        };
         let stats = &*self.shared.stats;
         let outcome = std::future::poll_fn(|cx| {
             if !write_done {
@@ -464,23 +519,61 @@ impl<S: 'static> Conn<'_, S> {
             return event;
         }
         let (res, buf) = got.expect("read finished");
-        self.rbuf = buf;
-        match res {
+        let Some(mut rbuf) = plain.take() else {
+            self.rbuf = buf;
+            return match res {
+                Ok(0) => ReadEvent::Eof,
+                Ok(_) => ReadEvent::Data,
+                Err(_) => ReadEvent::Error,
+            };
+        };
+        self.cipher_in = buf;
+        let event = match res {
             Ok(0) => ReadEvent::Eof,
-            Ok(_) => ReadEvent::Data,
             Err(_) => ReadEvent::Error,
-        }
+            Ok(_) => {
+                let tls = self.tls.as_mut().expect("tls connection");
+                let before = rbuf.len();
+                match tls.receive(&self.cipher_in, &mut rbuf) {
+                    // The alert, if one is due, goes out best effort.
+                    Err(_) => {
+                        add(&self.shared.stats.parse_errors, 1);
+                        ReadEvent::Error
+                    }
+                    Ok(()) if tls.peer_closed() && rbuf.len() == before => ReadEvent::Eof,
+                    Ok(()) => ReadEvent::Data,
+                }
+            }
+        };
+        self.rbuf = rbuf;
+        event
     }
 
     /// Sends the write buffer within the write timeout; false if the
     /// connection must be dropped.
     async fn flush(&mut self) -> bool {
-        let buf = std::mem::take(&mut self.wbuf);
+        let mut buf = std::mem::take(&mut self.wbuf);
+        if let Some(tls) = self.tls.as_mut() {
+            if !buf.is_empty() {
+                let _ = tls.send(&buf);
+            }
+            self.wbuf = recycle(buf);
+            buf = std::mem::take(&mut self.cipher_out);
+            buf.clear();
+            tls.take_output(&mut buf);
+        }
+        if buf.is_empty() {
+            return true;
+        }
         self.timer
             .reset(Instant::now() + self.shared.config.write_timeout);
         match race(&mut self.timer, self.stream.write_all(buf)).await {
             Some((Ok(()), buf)) => {
-                self.wbuf = recycle(buf);
+                if self.tls.is_some() {
+                    self.cipher_out = recycle(buf);
+                } else {
+                    self.wbuf = recycle(buf);
+                }
                 true
             }
             Some((Err(_), _)) => false,
@@ -511,6 +604,13 @@ impl<S: 'static> Conn<'_, S> {
     /// bytes do not turn the close into a reset that destroys the response
     /// before the client reads it.
     async fn linger(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            // A graceful end the client can tell from a truncation.
+            tls.close();
+            if !self.flush().await {
+                return;
+            }
+        }
         if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
             return;
         }

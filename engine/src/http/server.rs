@@ -45,6 +45,11 @@ pub struct HttpConfig {
     pub read_buffer: usize,
     /// listen(2) backlog.
     pub backlog: i32,
+    /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]:
+    /// certificates by SNI, ALPN `http/1.1`); `None` serves cleartext.
+    pub tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
+    /// From accept until the TLS handshake is done.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -61,6 +66,8 @@ impl Default for HttpConfig {
             shutdown_grace: Duration::from_secs(10),
             read_buffer: 4096,
             backlog: 4096,
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -104,6 +111,12 @@ impl Server {
 
     pub fn pin_workers(mut self, pin: bool) -> Server {
         self.runtime.pin = pin;
+        self
+    }
+
+    /// Serves HTTPS (see [`crate::tls::server_config`]).
+    pub fn tls(mut self, config: Arc<crate::tls::rustls::ServerConfig>) -> Server {
+        self.http.tls = Some(config);
         self
     }
 
