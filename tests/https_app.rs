@@ -138,5 +138,40 @@ fn https_with_sni_keep_alive_pipelining_and_close_notify() {
         .unwrap();
     assert_eq!(response(&mut s).1, "Hello, World!");
     drop(s);
+    // A real client: curl, verifying against the CA, two requests on one
+    // kept-alive connection.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{}/plaintext", app.addr.port()))
+        .arg(format!("https://127.0.0.1:{}/json", app.addr.port()))
+        .args(["-w", " %{http_code} %{num_connects}\n"])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text, "Hello, World! 200 1\n{\"message\":\"Hello, World!\"} 200 0\n",
+        "the second request reused the connection"
+    );
+    // Malformed requests get the same answers as over cleartext.
+    for (request, status) in [
+        (&b"GET / HTTP/1.1\r\nHost: x\r\nA : b\r\n\r\n"[..], "400"),
+        (b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        (b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+    ] {
+        let mut s = connect(&app, &ca, "127.0.0.1");
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        // The server answers, sends close_notify and closes.
+        s.read_to_end(&mut got).unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with(&format!("HTTP/1.1 {status}")), "{request:?}: {got}");
+    }
     assert!(app.stop().success());
 }

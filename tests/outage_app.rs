@@ -388,3 +388,40 @@ fn eight_workers_through_a_redis_kill9() {
     let app = Arc::try_unwrap(app).ok().expect("clients finished");
     assert!(app.stop().success());
 }
+
+/// The kill -9 drill over TLS: eight workers whose PostgreSQL sessions are
+/// encrypted and verified (`verify-full`, SCRAM bound to the channel)
+/// fail fast while the server is gone and reconnect, handshakes included,
+/// within a second of its return.
+#[test]
+fn eight_workers_through_a_postgres_kill9_over_tls() {
+    let pg = PgServer::start_tls().expect("postgres with ssl");
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(PgUser::Scram),
+        pg.ca_file().unwrap().display()
+    );
+    let app = Arc::new(App::start(&[
+        "--workers",
+        "8",
+        "--no-pin",
+        "--pg",
+        &url,
+        "--pg-max-open",
+        "2",
+        "--pg-shared-max-open",
+        "2",
+    ]));
+    through_a_kill9(
+        &app,
+        &["/db", "/queries?n=3", "/db/sleep?ms=1"],
+        |s| s == 200,
+        || {
+            pg.exec("CHECKPOINT");
+            pg.kill9();
+        },
+        || pg.restart(),
+    );
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}

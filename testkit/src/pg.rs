@@ -105,15 +105,23 @@ impl PgServer {
     /// Creates, starts and provisions a new cluster (roles, the `tidepool`
     /// database); takes about a second and a half.
     pub fn start() -> Result<PgServer, TestkitError> {
-        Self::start_with(false)
+        Self::start_with(None)
     }
 
-    /// [`start`](Self::start) with TLS on (`ssl = on`): the server's
-    /// certificate, valid for `127.0.0.1` only, is signed by a throwaway
-    /// CA whose certificate is [`ca_file`](Self::ca_file). Cleartext
-    /// connections are still accepted.
+    /// [`start`](Self::start) with TLS on (`ssl = on`) and required:
+    /// `pg_hba.conf` has `hostssl` lines only, so a cleartext TCP session is
+    /// refused with the server's own reason (Unix-socket sessions, which
+    /// psql uses, are still allowed). The server's certificate, valid for
+    /// `127.0.0.1` only, is signed by a throwaway CA whose certificate is
+    /// [`ca_file`](Self::ca_file).
     pub fn start_tls() -> Result<PgServer, TestkitError> {
-        Self::start_with(true)
+        Self::start_with(Some(true))
+    }
+
+    /// [`start_tls`](Self::start_tls), cleartext TCP sessions still
+    /// accepted (`host` lines): to compare both on one server.
+    pub fn start_tls_optional() -> Result<PgServer, TestkitError> {
+        Self::start_with(Some(false))
     }
 
     /// The CA certificate (PEM) a client verifying this server trusts.
@@ -121,7 +129,8 @@ impl PgServer {
         self.ca_file.as_deref()
     }
 
-    fn start_with(tls: bool) -> Result<PgServer, TestkitError> {
+    /// `tls`: `None` cleartext only, `Some(required)`.
+    fn start_with(tls: Option<bool>) -> Result<PgServer, TestkitError> {
         let bins = PgBinaries::from_env()?;
         let proc = Supervised::new("pg", libc::SIGQUIT, Some("data"))?;
         let dir = proc.dir().to_path_buf();
@@ -145,8 +154,8 @@ impl PgServer {
             ca_file: None,
         };
         server.initdb()?;
-        server.write_hba()?;
-        if tls {
+        server.write_hba(tls == Some(true))?;
+        if tls.is_some() {
             server.enable_tls()?;
         }
         server.start_on_free_port()?;
@@ -328,13 +337,14 @@ impl PgServer {
         Ok(())
     }
 
-    fn write_hba(&self) -> Result<(), TestkitError> {
+    fn write_hba(&self, ssl_only: bool) -> Result<(), TestkitError> {
         let mut hba =
             String::from("# Written by tidepool-testkit: one authentication method per role.\n");
+        let host = if ssl_only { "hostssl" } else { "host" };
         for user in PgUser::ALL {
             let (name, method) = (user.name(), user.auth_method());
             let _ = writeln!(hba, "local all {name} {method}");
-            let _ = writeln!(hba, "host all {name} 127.0.0.1/32 {method}");
+            let _ = writeln!(hba, "{host} all {name} 127.0.0.1/32 {method}");
         }
         hba.push_str("local replication postgres trust\n");
         hba.push_str("host replication postgres 127.0.0.1/32 trust\n");

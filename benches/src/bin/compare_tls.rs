@@ -14,7 +14,7 @@ use tidepool_testkit::{PgServer, PgUser};
 
 fn main() {
     let o = Opts::from_args();
-    let pg = PgServer::start_tls().expect("PostgreSQL with ssl");
+    let pg = PgServer::start_tls_optional().expect("PostgreSQL with ssl");
     if let Some(pid) = pg.pid() {
         pin_pid(pid, o.client_cpu);
     }
@@ -26,10 +26,17 @@ fn main() {
     std::fs::write(&key, cert.key_pem).unwrap();
     let pg_url = |mode: &str| format!("{}?sslmode={mode}", pg.url(PgUser::Md5));
     let hello = |addr: &str, extra: &[String]| -> Vec<String> {
-        let mut a: Vec<String> = ["--listen", addr, "--workers", "1", "--pg-shared-max-open", "8"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut a: Vec<String> = [
+            "--listen",
+            addr,
+            "--workers",
+            "1",
+            "--pg-shared-max-open",
+            "8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         a.extend(o.io_args());
         a.extend_from_slice(extra);
         a
@@ -72,7 +79,11 @@ fn main() {
             }
         }
         let ratios = |f: &dyn Fn(&Measured) -> f64| {
-            let mut v: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(a, b)| f(a) / f(b)).collect();
+            let mut v: Vec<f64> = runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| f(a) / f(b))
+                .collect();
             v.sort_by(f64::total_cmp);
             let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
             format!("{} ({:.2}x)", list.join(" "), v[v.len() / 2])

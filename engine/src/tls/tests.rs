@@ -37,6 +37,21 @@ fn leaf(ca: &Ca, names: &[&str]) -> ServerCert {
     }
 }
 
+/// A certificate for `names` that expired years ago.
+fn expired_leaf(ca: &Ca, names: &[&str]) -> ServerCert {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    ServerCert {
+        chain: vec![CertificateDer::from(cert.der().to_vec())],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
 fn roots_file(ca: &Ca) -> (tempdir::Dir, Roots) {
     let dir = tempdir::Dir::new();
     let path = dir.0.join("ca.pem");
@@ -141,8 +156,13 @@ fn verification_levels_refuse_what_they_must() {
     // A certificate from an untrusted CA fails the chain check too.
     let e = run(&foreign, Verify::Chain, "db.example").unwrap_err();
     assert!(e.fatal && e.to_string().contains("UnknownIssuer"), "{e}");
+    // An expired certificate from the trusted CA: refused, named.
+    let expired = server_config(vec![expired_leaf(&ca, &["db.example"])], &[]).unwrap();
+    let e = run(&expired, Verify::Full, "db.example").unwrap_err();
+    assert!(e.fatal && e.to_string().contains("Expired"), "{e}");
     // Encryption only accepts anything.
     run(&foreign, Verify::Nothing, "other.example").unwrap();
+    run(&expired, Verify::Nothing, "db.example").unwrap();
 }
 
 #[test]
