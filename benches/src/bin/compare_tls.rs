@@ -12,6 +12,9 @@ use tidepool_benches::{measure, median, pin_pid, start_pinned, Measured, Opts};
 use tidepool_testkit::tls::TestCa;
 use tidepool_testkit::{PgServer, PgUser};
 
+/// (label, [(scheme, extra args) encrypted, the same cleartext], path)
+type Scenario<'a> = (&'a str, [(&'a str, Vec<String>); 2], &'a str);
+
 fn main() {
     let o = Opts::from_args();
     let pg = PgServer::start_tls_optional().expect("PostgreSQL with ssl");
@@ -48,8 +51,7 @@ fn main() {
         key.display().to_string(),
     ];
     let pg_args = |mode: &str| vec!["--pg".to_string(), pg_url(mode)];
-    // (label, [(scheme, args) encrypted, (scheme, args) cleartext], path)
-    let scenarios: Vec<(&str, [(&str, Vec<String>); 2], &str)> = vec![
+    let scenarios: Vec<Scenario> = vec![
         (
             "plaintext, HTTPS vs HTTP",
             [("https", tls_args.clone()), ("http", Vec::new())],
