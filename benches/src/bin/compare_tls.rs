@@ -1,19 +1,64 @@
-//! What TLS costs: Tidepool's example serving `/plaintext` over HTTPS
-//! against the same over HTTP, and `/db` with its PostgreSQL connections
-//! encrypted (`sslmode=require`) against cleartext (`sslmode=disable`), on
-//! one ephemeral PostgreSQL with `ssl = on`. Rounds alternate; the ratios
-//! are per round. The server is pinned to one CPU, wrk (keep-alive: the
-//! handshake is paid once per connection) and PostgreSQL to the other.
+//! What TLS costs, and how Tidepool's TLS compares with hyper behind
+//! tokio-rustls (same rustls, same certificate, same cipher suites):
+//! - HTTPS keep-alive `/plaintext`: Tidepool vs hyper + tokio-rustls;
+//! - a new TLS connection per request (`Connection: close`): the same pair;
+//! - Tidepool's HTTPS vs its own HTTP;
+//! - `/db` with PostgreSQL encrypted (`sslmode=require`) vs cleartext, on
+//!   one ephemeral PostgreSQL with `ssl = on`.
+//!
+//! Rounds alternate; ratios are per round, first contestant over second.
+//! The servers are pinned to one CPU, wrk and PostgreSQL to the other.
 //! Run through `benches/compare-tls.sh`.
 //!
 //! usage: compare_tls [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
 
-use tidepool_benches::{measure, median, pin_pid, start_pinned, Measured, Opts};
+use std::time::Instant;
+
+use tidepool_benches::{
+    clock_ticks, cpu_ticks, median, parse_wrk, pin_pid, start_pinned, Measured, Opts, Server,
+};
 use tidepool_testkit::tls::TestCa;
 use tidepool_testkit::{PgServer, PgUser};
 
-/// (label, [(scheme, extra args) encrypted, the same cleartext], path)
-type Scenario<'a> = (&'a str, [(&'a str, Vec<String>); 2], &'a str);
+/// One contestant: program, arguments, URL.
+struct Side {
+    name: &'static str,
+    program: &'static str,
+    args: Vec<String>,
+    url: String,
+}
+
+/// wrk -t1 pinned to `cpu`, with extra arguments; (req/s, p99 us, requests).
+fn wrk(cpu: usize, url: &str, conns: usize, secs: u64, extra: &[&str]) -> (f64, f64, u64) {
+    let out = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg("wrk")
+        .args(["-t1", "--latency"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).unwrap_or_else(|| panic!("unexpected wrk output:\n{text}"))
+}
+
+fn measure(server: &Server, o: &Opts, url: &str, conns: usize, extra: &[&str]) -> Measured {
+    let pid = server.child.id();
+    wrk(o.client_cpu, url, conns, 1, extra);
+    let t0 = cpu_ticks(pid);
+    let started = Instant::now();
+    let (rps, p99_us, requests) = wrk(o.client_cpu, url, conns, o.duration, extra);
+    let cpu_us = (cpu_ticks(pid) - t0) as f64 * 1e6 / clock_ticks() as f64;
+    Measured {
+        rps,
+        p99_us,
+        cpu_us_per_req: cpu_us / requests.max(1) as f64,
+        cpu_share: cpu_us / started.elapsed().as_micros() as f64,
+    }
+}
 
 fn main() {
     let o = Opts::from_args();
@@ -27,11 +72,13 @@ fn main() {
     let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
     std::fs::write(&crt, cert.cert_pem).unwrap();
     std::fs::write(&key, cert.key_pem).unwrap();
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
     let pg_url = |mode: &str| format!("{}?sslmode={mode}", pg.url(PgUser::Md5));
-    let hello = |addr: &str, extra: &[String]| -> Vec<String> {
+    let hello = |port: u16, extra: &[&str]| -> Vec<String> {
+        let port = port.to_string();
         let mut a: Vec<String> = [
             "--listen",
-            addr,
+            &format!("127.0.0.1:{port}"),
             "--workers",
             "1",
             "--pg-shared-max-open",
@@ -41,63 +88,75 @@ fn main() {
         .map(|s| s.to_string())
         .collect();
         a.extend(o.io_args());
-        a.extend_from_slice(extra);
+        a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let tls_args = vec![
-        "--tls-cert".to_string(),
-        crt.display().to_string(),
-        "--tls-key".to_string(),
-        key.display().to_string(),
-    ];
-    let pg_args = |mode: &str| vec!["--pg".to_string(), pg_url(mode)];
-    let scenarios: Vec<Scenario> = vec![
+    let tls = ["--tls-cert", crt.as_str(), "--tls-key", key.as_str()];
+    let tidepool_https = || Side {
+        name: "tidepool https",
+        program: "target/release/examples/hello",
+        args: hello(18095, &tls),
+        url: "https://127.0.0.1:18095/plaintext".into(),
+    };
+    let hyper_https = || Side {
+        name: "hyper+tokio-rustls",
+        program: "target/release/peer_hyper_tls",
+        args: vec!["127.0.0.1:18096".into(), crt.clone(), key.clone()],
+        url: "https://127.0.0.1:18096/plaintext".into(),
+    };
+    let db = |mode: &str, port: u16| Side {
+        name: if mode == "disable" { "sslmode=disable" } else { "sslmode=require" },
+        program: "target/release/examples/hello",
+        args: hello(port, &["--pg", &pg_url(mode)]),
+        url: format!("http://127.0.0.1:{port}/db"),
+    };
+    let close: &[&str] = &["-H", "Connection: close"];
+    let scenarios: Vec<(&str, [Side; 2], usize, &[&str])> = vec![
+        ("HTTPS keep-alive /plaintext", [tidepool_https(), hyper_https()], 64, &[]),
+        ("HTTPS, a new connection per request", [tidepool_https(), hyper_https()], 16, close),
         (
-            "plaintext, HTTPS vs HTTP",
-            [("https", tls_args.clone()), ("http", Vec::new())],
-            "/plaintext",
+            "tidepool: HTTPS vs HTTP /plaintext",
+            [
+                tidepool_https(),
+                Side {
+                    name: "tidepool http",
+                    program: "target/release/examples/hello",
+                    args: hello(18097, &[]),
+                    url: "http://127.0.0.1:18097/plaintext".into(),
+                },
+            ],
+            64,
+            &[],
         ),
-        (
-            "/db, sslmode=require vs disable",
-            [("http", pg_args("require")), ("http", pg_args("disable"))],
-            "/db",
-        ),
+        ("/db: PostgreSQL over TLS vs cleartext", [db("require", 18098), db("disable", 18099)], 64, &[]),
     ];
-    println!("\n| scenario | encrypted req/s | cleartext req/s | req/s ratio (per round, median) | encrypted CPU us/req | cleartext CPU us/req | CPU ratio (per round, median) |");
-    println!("|---|---|---|---|---|---|---|");
-    for (label, pair, path) in scenarios {
+    println!("\n| scenario | A | B | A req/s | B req/s | req/s A/B per round (median) | A CPU us/req | B CPU us/req | CPU A/B per round (median) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (label, pair, conns, extra) in &scenarios {
         let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..o.repeat {
-            for (i, (scheme, extra)) in pair.iter().enumerate() {
-                let addr = format!("127.0.0.1:{}", 18095 + i);
-                let server = start_pinned(
-                    "target/release/examples/hello",
-                    &hello(&addr, extra),
-                    o.server_cpu,
-                    &addr,
-                );
-                let url = format!("{scheme}://{addr}{path}");
-                runs[i].push(measure(&server, o.client_cpu, &url, 64, false, o.duration));
+            for (side, out) in pair.iter().zip(runs.iter_mut()) {
+                let addr = side.args.iter().find(|a| a.starts_with("127.0.0.1:")).unwrap();
+                let server = start_pinned(side.program, &side.args, o.server_cpu, addr);
+                out.push(measure(&server, &o, &side.url, *conns, extra));
             }
         }
         let ratios = |f: &dyn Fn(&Measured) -> f64| {
-            let mut v: Vec<f64> = runs[0]
-                .iter()
-                .zip(&runs[1])
-                .map(|(a, b)| f(a) / f(b))
-                .collect();
+            let mut v: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(a, b)| f(a) / f(b)).collect();
             v.sort_by(f64::total_cmp);
             let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
             format!("{} ({:.2}x)", list.join(" "), v[v.len() / 2])
         };
-        let (e, c) = (median(&runs[0]), median(&runs[1]));
+        let (a, b) = (median(&runs[0]), median(&runs[1]));
         println!(
-            "| {label} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} |",
-            e.rps,
-            c.rps,
+            "| {label} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} |",
+            pair[0].name,
+            pair[1].name,
+            a.rps,
+            b.rps,
             ratios(&|m| m.rps),
-            e.cpu_us_per_req,
-            c.cpu_us_per_req,
+            a.cpu_us_per_req,
+            b.cpu_us_per_req,
             ratios(&|m| m.cpu_us_per_req)
         );
     }

@@ -1,0 +1,69 @@
+//! The HTTPS peer: hyper 1.x behind tokio-rustls (rustls with ring, as
+//! Tidepool uses), on a current-thread tokio runtime, serving the same
+//! `GET /plaintext` with the same certificate and key.
+//!
+//! usage: peer_hyper_tls ADDR:PORT CERT.pem KEY.pem
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tidepool_engine::tls;
+
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resp = match req.uri().path() {
+        "/plaintext" => Response::builder()
+            .header("content-type", "text/plain")
+            .header("server", "hyper")
+            .body(Full::new(Bytes::from_static(b"Hello, World!"))),
+        _ => Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::new())),
+    };
+    Ok(resp.expect("static response"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, cert, key] = &args[..] else {
+        panic!("usage: peer_hyper_tls ADDR:PORT CERT.pem KEY.pem");
+    };
+    let addr: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
+    // The same rustls configuration Tidepool's example builds.
+    let config = tls::server_config(
+        vec![tls::ServerCert {
+            chain: tls::load_certs(cert.as_ref()).expect("certificate"),
+            key: tls::load_key(key.as_ref()).expect("key"),
+        }],
+        &[b"http/1.1"],
+    )
+    .expect("TLS configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        eprintln!("peer_hyper_tls: listening on {addr}");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::task::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                    .await;
+            });
+        }
+    });
+}
