@@ -105,15 +105,29 @@ fn main() {
         url: "https://127.0.0.1:18096/plaintext".into(),
     };
     let db = |mode: &str, port: u16| Side {
-        name: if mode == "disable" { "sslmode=disable" } else { "sslmode=require" },
+        name: if mode == "disable" {
+            "sslmode=disable"
+        } else {
+            "sslmode=require"
+        },
         program: "target/release/examples/hello",
         args: hello(port, &["--pg", &pg_url(mode)]),
         url: format!("http://127.0.0.1:{port}/db"),
     };
     let close: &[&str] = &["-H", "Connection: close"];
     let scenarios: Vec<(&str, [Side; 2], usize, &[&str])> = vec![
-        ("HTTPS keep-alive /plaintext", [tidepool_https(), hyper_https()], 64, &[]),
-        ("HTTPS, a new connection per request", [tidepool_https(), hyper_https()], 16, close),
+        (
+            "HTTPS keep-alive /plaintext",
+            [tidepool_https(), hyper_https()],
+            64,
+            &[],
+        ),
+        (
+            "HTTPS, a new connection per request",
+            [tidepool_https(), hyper_https()],
+            16,
+            close,
+        ),
         (
             "tidepool: HTTPS vs HTTP /plaintext",
             [
@@ -128,7 +142,12 @@ fn main() {
             64,
             &[],
         ),
-        ("/db: PostgreSQL over TLS vs cleartext", [db("require", 18098), db("disable", 18099)], 64, &[]),
+        (
+            "/db: PostgreSQL over TLS vs cleartext",
+            [db("require", 18098), db("disable", 18099)],
+            64,
+            &[],
+        ),
     ];
     println!("\n| scenario | A | B | A req/s | B req/s | req/s A/B per round (median) | A CPU us/req | B CPU us/req | CPU A/B per round (median) |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -136,13 +155,21 @@ fn main() {
         let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..o.repeat {
             for (side, out) in pair.iter().zip(runs.iter_mut()) {
-                let addr = side.args.iter().find(|a| a.starts_with("127.0.0.1:")).unwrap();
+                let addr = side
+                    .args
+                    .iter()
+                    .find(|a| a.starts_with("127.0.0.1:"))
+                    .unwrap();
                 let server = start_pinned(side.program, &side.args, o.server_cpu, addr);
                 out.push(measure(&server, &o, &side.url, *conns, extra));
             }
         }
         let ratios = |f: &dyn Fn(&Measured) -> f64| {
-            let mut v: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(a, b)| f(a) / f(b)).collect();
+            let mut v: Vec<f64> = runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| f(a) / f(b))
+                .collect();
             v.sort_by(f64::total_cmp);
             let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
             format!("{} ({:.2}x)", list.join(" "), v[v.len() / 2])

@@ -356,7 +356,10 @@ impl<S: 'static> Conn<'_, S> {
                 }
             }
             if close || (handled == cfg.max_pipelined && !self.rbuf.is_empty()) {
-                if !self.wbuf.is_empty() && !self.flush().await {
+                if close {
+                    self.end_tls();
+                }
+                if (!self.wbuf.is_empty() || self.tls.is_some()) && !self.flush().await {
                     return;
                 }
                 if close {
@@ -595,8 +598,22 @@ impl<S: 'static> Conn<'_, S> {
             (self.wbuf.len() - before) as u64,
         );
         add(&self.shared.stats.responses[class(response.status)], 1);
+        self.end_tls();
         if self.flush().await {
             self.linger().await;
+        }
+    }
+
+    /// Queues `close_notify` after the last response, so both leave in one
+    /// send: a graceful end the client can tell from a truncation.
+    fn end_tls(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            // The responses first: rustls sends nothing queued after it.
+            if !self.wbuf.is_empty() {
+                let _ = tls.send(&self.wbuf);
+                self.wbuf.clear();
+            }
+            tls.close();
         }
     }
 
@@ -604,13 +621,6 @@ impl<S: 'static> Conn<'_, S> {
     /// bytes do not turn the close into a reset that destroys the response
     /// before the client reads it.
     async fn linger(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            // A graceful end the client can tell from a truncation.
-            tls.close();
-            if !self.flush().await {
-                return;
-            }
-        }
         if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
             return;
         }
