@@ -337,12 +337,18 @@ fn through_a_kill9(
 #[test]
 fn eight_workers_through_a_postgres_kill9() {
     let pg = PgServer::start().expect("postgres");
+    eight_workers_through_a_kill9_of(&pg, &pg.url(PgUser::Md5));
+}
+
+/// Eight workers, two connections per pool, on `pg` at `url`, through its
+/// `kill -9` and restart.
+fn eight_workers_through_a_kill9_of(pg: &PgServer, url: &str) {
     let app = Arc::new(App::start(&[
         "--workers",
         "8",
         "--no-pin",
         "--pg",
-        &pg.url(PgUser::Md5),
+        url,
         "--pg-max-open",
         "2",
         "--pg-shared-max-open",
@@ -401,27 +407,5 @@ fn eight_workers_through_a_postgres_kill9_over_tls() {
         pg.url(PgUser::Scram),
         pg.ca_file().unwrap().display()
     );
-    let app = Arc::new(App::start(&[
-        "--workers",
-        "8",
-        "--no-pin",
-        "--pg",
-        &url,
-        "--pg-max-open",
-        "2",
-        "--pg-shared-max-open",
-        "2",
-    ]));
-    through_a_kill9(
-        &app,
-        &["/db", "/queries?n=3", "/db/sleep?ms=1"],
-        |s| s == 200,
-        || {
-            pg.exec("CHECKPOINT");
-            pg.kill9();
-        },
-        || pg.restart(),
-    );
-    let app = Arc::try_unwrap(app).ok().expect("clients finished");
-    assert!(app.stop().success());
+    eight_workers_through_a_kill9_of(&pg, &url);
 }

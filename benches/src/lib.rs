@@ -380,6 +380,25 @@ pub fn median(runs: &[Measured]) -> Measured {
     v[v.len() / 2].clone()
 }
 
+/// The hyper peers' handler: `GET /plaintext` as Tidepool's example
+/// answers it, 404 otherwise.
+pub async fn hyper_plaintext(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let resp = match req.uri().path() {
+        "/plaintext" => hyper::Response::builder()
+            .header("content-type", "text/plain")
+            .header("server", "hyper")
+            .body(Full::new(Bytes::from_static(b"Hello, World!"))),
+        _ => hyper::Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::new())),
+    };
+    Ok(resp.expect("static response"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,26 +5,8 @@
 //!
 //! usage: peer_hyper ADDR:PORT
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let resp = match req.uri().path() {
-        "/plaintext" => Response::builder()
-            .header("content-type", "text/plain")
-            .header("server", "hyper")
-            .body(Full::new(Bytes::from_static(b"Hello, World!"))),
-        _ => Response::builder()
-            .status(404)
-            .body(Full::new(Bytes::new())),
-    };
-    Ok(resp.expect("static response"))
-}
+use tidepool_benches::hyper_plaintext;
 
 fn main() {
     let addr: std::net::SocketAddr = std::env::args()
@@ -47,7 +29,10 @@ fn main() {
             tokio::task::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .pipeline_flush(true)
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        hyper::service::service_fn(hyper_plaintext),
+                    )
                     .await;
             });
         }

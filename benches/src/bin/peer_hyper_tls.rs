@@ -4,28 +4,11 @@
 //!
 //! usage: peer_hyper_tls ADDR:PORT CERT.pem KEY.pem
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tidepool_benches::hyper_plaintext;
 use tidepool_engine::tls;
-
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let resp = match req.uri().path() {
-        "/plaintext" => Response::builder()
-            .header("content-type", "text/plain")
-            .header("server", "hyper")
-            .body(Full::new(Bytes::from_static(b"Hello, World!"))),
-        _ => Response::builder()
-            .status(404)
-            .body(Full::new(Bytes::new())),
-    };
-    Ok(resp.expect("static response"))
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,7 +44,10 @@ fn main() {
                     return;
                 };
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        hyper::service::service_fn(hyper_plaintext),
+                    )
                     .await;
             });
         }

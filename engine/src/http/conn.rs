@@ -429,19 +429,7 @@ impl<S: 'static> Conn<'_, S> {
         if rbuf.capacity() - rbuf.len() < 512 {
             rbuf.reserve(cfg.read_buffer);
         }
-        let mut wbuf = std::mem::take(&mut self.wbuf);
-        if let Some(tls) = self.tls.as_mut() {
-            // The responses go out as records, with whatever the session
-            // itself has to say (handshake flights, alerts).
-            if !wbuf.is_empty() {
-                // Into rustls' own buffer: cannot fail.
-                let _ = tls.send(&wbuf);
-            }
-            self.wbuf = recycle(wbuf);
-            wbuf = std::mem::take(&mut self.cipher_out);
-            wbuf.clear();
-            tls.take_output(&mut wbuf);
-        }
+        let wbuf = self.take_output();
         let mut write_done = wbuf.is_empty();
         // The loop turn's clock: deadlines need no fresher time than that.
         let write_deadline = rt::time::now() + cfg.write_timeout;
@@ -552,19 +540,29 @@ impl<S: 'static> Conn<'_, S> {
         event
     }
 
+    /// What goes to the socket next: the responses, or over TLS their
+    /// records with whatever the session itself has to say (handshake
+    /// flights, alerts, `close_notify`; the plaintext buffer stays here).
+    fn take_output(&mut self) -> Vec<u8> {
+        let plain = std::mem::take(&mut self.wbuf);
+        let Some(tls) = self.tls.as_mut() else {
+            return plain;
+        };
+        if !plain.is_empty() {
+            // Into rustls' own buffer: cannot fail.
+            let _ = tls.send(&plain);
+        }
+        self.wbuf = recycle(plain);
+        let mut out = std::mem::take(&mut self.cipher_out);
+        out.clear();
+        tls.take_output(&mut out);
+        out
+    }
+
     /// Sends the write buffer within the write timeout; false if the
     /// connection must be dropped.
     async fn flush(&mut self) -> bool {
-        let mut buf = std::mem::take(&mut self.wbuf);
-        if let Some(tls) = self.tls.as_mut() {
-            if !buf.is_empty() {
-                let _ = tls.send(&buf);
-            }
-            self.wbuf = recycle(buf);
-            buf = std::mem::take(&mut self.cipher_out);
-            buf.clear();
-            tls.take_output(&mut buf);
-        }
+        let buf = self.take_output();
         if buf.is_empty() {
             return true;
         }
