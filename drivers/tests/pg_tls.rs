@@ -177,3 +177,71 @@ fn a_pool_fails_fast_on_a_refused_certificate() {
         assert_eq!(s.acquire_timeouts, 0);
     });
 }
+
+/// `prefer` falls back to cleartext, on a new connection, when a server
+/// that accepted the SSLRequest fails the handshake (as libpq does);
+/// `require` does not. A scripted server: the first connection answers
+/// `S` and then garbage; the second must open with a StartupMessage, not
+/// another SSLRequest, and is answered with a FATAL that ends the test.
+#[test]
+fn prefer_falls_back_to_cleartext_after_a_failed_handshake() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    const SSL_REQUEST: [u8; 4] = [0x04, 0xd2, 0x16, 0x2f];
+    const PROTOCOL_3: [u8; 4] = [0x00, 0x03, 0x00, 0x00];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut firsts = Vec::new();
+        for _ in 0..3 {
+            let Ok((mut s, _)) = listener.accept() else {
+                break;
+            };
+            let mut head = [0u8; 8];
+            if s.read_exact(&mut head).is_err() {
+                break;
+            }
+            let code: [u8; 4] = head[4..8].try_into().unwrap();
+            firsts.push(code);
+            if code == SSL_REQUEST {
+                s.write_all(b"S").unwrap();
+                let mut hello = [0u8; 256];
+                let _ = s.read(&mut hello);
+                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+            } else {
+                // ErrorResponse: S FATAL, C 28000, M scripted.
+                let body = b"SFATAL\0VFATAL\0C28000\0Mscripted refusal\0\0";
+                let mut msg = vec![b'E'];
+                msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                msg.extend_from_slice(body);
+                let _ = s.write_all(&msg);
+                break;
+            }
+        }
+        firsts
+    });
+    block_on(async move {
+        let url = format!("postgres://u:p@127.0.0.1:{port}/db?sslmode=prefer");
+        let e = Client::connect(&url.parse().unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("scripted refusal"), "{e}");
+    });
+    assert_eq!(server.join().unwrap(), vec![SSL_REQUEST, PROTOCOL_3]);
+    // `require` stops at the failed handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).unwrap();
+        s.write_all(b"S").unwrap();
+        let mut hello = [0u8; 256];
+        let _ = s.read(&mut hello);
+        let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+    });
+    block_on(async move {
+        let url = format!("postgres://u:p@127.0.0.1:{port}/db?sslmode=require");
+        let e = Client::connect(&url.parse().unwrap()).await.unwrap_err();
+        assert!(matches!(e, Error::Tls { .. }), "{e:?}");
+    });
+    server.join().unwrap();
+}

@@ -347,13 +347,23 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
-        let (stream, target) = match conn {
+        let (mut stream, target) = match conn {
             Some(c) => c,
             None => return Err(Error::Io(last.expect("at least one target"))),
         };
         let tls = match (&cfg.host, &target) {
             (Host::Tcp(host), Target::Tcp(_)) if cfg.sslmode != SslMode::Disable => {
-                negotiate_tls(&stream, cfg, host).await?
+                match negotiate_tls(&stream, cfg, host).await {
+                    Ok(tls) => tls,
+                    // As libpq: `prefer` asks for encryption, not for a
+                    // working handshake; when the handshake fails it tries
+                    // again in cleartext, on a new connection.
+                    Err(Error::Tls { .. }) if cfg.sslmode == SslMode::Prefer => {
+                        stream = open(&target).await?;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             // Never over a Unix socket (as libpq).
             _ => None,
