@@ -636,3 +636,26 @@ fn an_unfinished_tls_handshake_is_closed_at_its_timeout() {
     }
     server.shutdown();
 }
+
+/// An async handler that runs past `handler_timeout` is answered 503 and
+/// dropped; the connection goes on serving (a quick async handler, which
+/// finishes at its first poll, is untouched by the limit).
+#[test]
+fn a_handler_past_its_timeout_is_answered_503() {
+    let config = HttpConfig {
+        handler_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"GET /slow?ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_responses(&mut s, 1);
+    assert_eq!(r[0].status, 503);
+    s.write_all(b"GET /slow?ms=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(GET).unwrap();
+    let r = read_responses(&mut s, 2);
+    assert_eq!((r[0].status, r[1].status), (200, 200));
+    server.shutdown();
+}

@@ -41,6 +41,14 @@ pub struct Config {
     pub(crate) sslrootcert: Option<Roots>,
 }
 
+/// Connect (TCP, TLS, authentication) limit unless configured: finite, so
+/// a server that accepts and then says nothing cannot hang a caller.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-query limit unless configured (a stopped or wedged server fails the
+/// query instead of holding its caller forever).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Whether the connection is encrypted and how much of the server's
 /// certificate is checked: libpq's `sslmode`. Connections over a Unix
 /// socket are never encrypted (as libpq).
@@ -87,7 +95,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// localhost:5432, user from `$PGUSER`/`$USER`, no password, cache of 256 statements.
+    /// localhost:5432, user from `$PGUSER`/`$USER`, no password, cache of
+    /// 256 statements, [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_QUERY_TIMEOUT`],
+    /// `sslmode=prefer`.
     pub fn new() -> Config {
         let user = std::env::var("PGUSER")
             .or_else(|_| std::env::var("USER"))
@@ -99,8 +109,8 @@ impl Config {
             password: None,
             dbname: None,
             application_name: None,
-            connect_timeout: None,
-            query_timeout: None,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            query_timeout: Some(DEFAULT_QUERY_TIMEOUT),
             cancel_drain_timeout: Duration::from_secs(2),
             statement_cache_size: 256,
             options: Vec::new(),
@@ -146,14 +156,18 @@ impl Config {
         self.application_name = Some(name.to_string());
         self
     }
-    /// Bounds TCP/unix connect plus authentication.
+    /// Bounds TCP/unix connect, TLS and authentication (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]; `Duration::ZERO`: no limit, as the
+    /// URL's `connect_timeout=0`).
     pub fn connect_timeout(mut self, t: Duration) -> Config {
-        self.connect_timeout = Some(t);
+        self.connect_timeout = (!t.is_zero()).then_some(t);
         self
     }
-    /// Default per-query timeout; on expiry the query is cancelled server-side.
+    /// Per-query timeout; on expiry the query is cancelled server-side
+    /// (default [`DEFAULT_QUERY_TIMEOUT`]; `Duration::ZERO`: no limit, as
+    /// the URL's `query_timeout=0`).
     pub fn query_timeout(mut self, t: Duration) -> Config {
-        self.query_timeout = Some(t);
+        self.query_timeout = (!t.is_zero()).then_some(t);
         self
     }
     /// How long to wait, after a cancel, for the server to finish the query
@@ -438,6 +452,22 @@ mod tests {
         assert_eq!(c.dbname, None);
         let c = Config::from_url("postgres://").unwrap();
         assert_eq!(c.port, 5432);
+    }
+
+    #[test]
+    fn timeouts_are_finite_unless_switched_off() {
+        let c = Config::from_url("postgres://h/db").unwrap();
+        assert_eq!(c.connect_timeout, Some(DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(c.query_timeout, Some(DEFAULT_QUERY_TIMEOUT));
+        let c = Config::from_url("postgres://h/db?connect_timeout=0&query_timeout=0").unwrap();
+        assert_eq!((c.connect_timeout, c.query_timeout), (None, None));
+        let c = Config::new()
+            .connect_timeout(Duration::ZERO)
+            .query_timeout(Duration::from_millis(5));
+        assert_eq!(
+            (c.connect_timeout, c.query_timeout),
+            (None, Some(Duration::from_millis(5)))
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub mod types;
 pub use client::{
     AsQuery, CancelToken, Client, CopyIn, CopyOut, Pipeline, QueryResult, Stats, Transaction,
 };
-pub use config::{Config, Host};
+pub use config::{Config, Host, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUERY_TIMEOUT};
 pub use error::{DbError, Error, Result};
 pub use proto::{Notification, SimpleQueryResult, TxStatus};
 pub use remote::Exported;

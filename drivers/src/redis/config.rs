@@ -20,6 +20,11 @@ pub struct Tls {
 
 /// Default cap on one reply's size on the wire.
 pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Connect (TCP, TLS, AUTH/HELLO) limit unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each command's wait for its reply unless configured: a stopped server
+/// fails requests instead of holding them forever.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on commands in flight on one multiplexed connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
@@ -51,7 +56,8 @@ pub struct Config {
 
 impl Config {
     /// Defaults for `host:port`: db 0, no auth, RESP3 when the server has
-    /// it, [`DEFAULT_MAX_REPLY`], [`DEFAULT_MAX_IN_FLIGHT`], no timeouts.
+    /// it, [`DEFAULT_MAX_REPLY`], [`DEFAULT_MAX_IN_FLIGHT`],
+    /// [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_RESPONSE_TIMEOUT`].
     pub fn new(host: impl Into<String>, port: u16) -> Config {
         Config {
             host: host.into(),
@@ -64,9 +70,9 @@ impl Config {
             resp3: true,
             max_reply: DEFAULT_MAX_REPLY,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            connect_timeout: None,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             tls: None,
-            response_timeout: None,
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
         }
     }
 
@@ -239,17 +245,19 @@ impl Config {
         self
     }
 
-    /// Limit on connecting plus the handshake.
+    /// Limit on connecting plus the handshakes (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]; `Duration::ZERO`: no limit).
     pub fn connect_timeout(mut self, d: Duration) -> Config {
-        self.connect_timeout = Some(d);
+        self.connect_timeout = (!d.is_zero()).then_some(d);
         self
     }
 
     /// Limit on each command's wait for its reply (slot wait included).
     /// A command that times out is not cancelled on the server; its reply
-    /// is discarded when it comes.
+    /// is discarded when it comes. Default [`DEFAULT_RESPONSE_TIMEOUT`];
+    /// `Duration::ZERO`: no limit (for blocking commands that wait longer).
     pub fn response_timeout(mut self, d: Duration) -> Config {
-        self.response_timeout = Some(d);
+        self.response_timeout = (!d.is_zero()).then_some(d);
         self
     }
 
@@ -399,6 +407,18 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_finite_unless_switched_off() {
+        let c = Config::from_url("redis://h").unwrap();
+        assert_eq!(c.connect_timeout_value(), Some(DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(c.response_timeout_value(), Some(DEFAULT_RESPONSE_TIMEOUT));
+        let c = c
+            .response_timeout(Duration::ZERO)
+            .connect_timeout(Duration::from_secs(1));
+        assert_eq!(c.response_timeout_value(), None);
+        assert_eq!(c.connect_timeout_value(), Some(Duration::from_secs(1)));
+    }
 
     #[test]
     fn urls() {

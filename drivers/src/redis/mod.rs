@@ -42,7 +42,10 @@ mod script;
 mod value;
 
 pub use commands::{Condition, Expiry, ScanOptions, SetOptions};
-pub use config::{Config, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REPLY};
+pub use config::{
+    Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REPLY,
+    DEFAULT_RESPONSE_TIMEOUT,
+};
 pub use conn::Connection;
 pub use decode::{encode_value, Decoder};
 pub use encode::{cmd, write_array_header, write_bulk, Cmd, IntoCommand, ToArg};

@@ -150,6 +150,31 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
     conn.run().await;
 }
 
+/// Runs `fut` for at most `limit`; `None` when it ran out. The timer is
+/// armed only once the future has had to wait: a handler that completes
+/// at its first poll costs no timer.
+async fn bounded<F: Future + Unpin>(
+    mut fut: F,
+    timer: &mut Sleep,
+    limit: Duration,
+) -> Option<F::Output> {
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = Pin::new(&mut fut).poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if !armed {
+            timer.reset(rt::time::now() + limit);
+            armed = true;
+        }
+        match Pin::new(&mut *timer).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Polls a handler future, turning a panic into a 500 for this request.
 struct CatchUnwind<F>(F);
 
@@ -318,7 +343,16 @@ impl<S: 'static> Conn<'_, S> {
                             }));
                         let outcome = match dispatched {
                             Ok(Dispatch::Ready(r)) => Ok(r),
-                            Ok(Dispatch::Pending(fut)) => CatchUnwind(fut).await,
+                            Ok(Dispatch::Pending(fut)) => {
+                                bounded(CatchUnwind(fut), &mut self.timer, cfg.handler_timeout)
+                                    .await
+                                    .unwrap_or_else(|| {
+                                        // Dropped: its work stops at its
+                                        // next await.
+                                        add(&stats.timeouts, 1);
+                                        Ok(Response::error(503, "handler timed out"))
+                                    })
+                            }
                             Err(_) => Err(()),
                         };
                         outcome.unwrap_or_else(|()| {

@@ -52,11 +52,13 @@ pub enum BodyFraming {
 /// Bounds on what a client may make us buffer before the head is complete.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Request line including its CRLF.
+    /// Request line including its CRLF (414 beyond it; default 8 KiB).
     pub max_request_line: usize,
-    /// Whole head: request line, header lines and the final CRLF.
+    /// Whole head: request line, header lines and the final CRLF (431
+    /// beyond it; default 16 KiB).
     pub max_head_bytes: usize,
-    /// Header field lines; the effective bound is also the caller's array size.
+    /// Header field lines; the effective bound is also the caller's array
+    /// size (431 beyond it; default 64).
     pub max_headers: usize,
 }
 

@@ -23,32 +23,39 @@ use crate::workers::{Runtime, RuntimeConfig, ShutdownHandle, WorkerInfo};
 /// Limits and timeouts of the HTTP server. Every default is finite.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
-    /// Request-line, head-size and header-count limits (414 / 431).
+    /// Request-line, head-size and header-count limits (414 / 431; see
+    /// [`Limits`] for their defaults).
     pub limits: Limits,
-    /// Largest request body (413 beyond it).
+    /// Largest request body (413 beyond it; default 1 MiB).
     pub max_body: u64,
-    /// Requests handled from one read before their responses are sent.
+    /// Requests handled from one read before their responses are sent
+    /// (default 128).
     pub max_pipelined: usize,
-    /// Open connections per worker; more are closed at once.
+    /// Open connections per worker; more are closed at once (default 16,384).
     pub max_connections: usize,
-    /// From a request's first byte until its head is complete (slowloris).
+    /// From a request's first byte until its head is complete (slowloris;
+    /// default 10 s).
     pub header_timeout: Duration,
-    /// Extra time for the body once the head is in.
+    /// Extra time for the body once the head is in (default 30 s).
     pub body_timeout: Duration,
-    /// A keep-alive connection with no request in progress.
+    /// A keep-alive connection with no request in progress (default 60 s).
     pub idle_timeout: Duration,
-    /// Sending responses to a client that does not read.
+    /// Sending responses to a client that does not read (default 30 s).
     pub write_timeout: Duration,
-    /// How long shutdown waits for requests in flight.
+    /// One async handler's run; past it the request is answered 503 and
+    /// the handler's future dropped (default 30 s).
+    pub handler_timeout: Duration,
+    /// How long shutdown waits for requests in flight (default 10 s).
     pub shutdown_grace: Duration,
-    /// Initial read buffer per connection.
+    /// Initial read buffer per connection (default 4 KiB).
     pub read_buffer: usize,
-    /// listen(2) backlog.
+    /// listen(2) backlog (default 4096).
     pub backlog: i32,
     /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]:
-    /// certificates by SNI, ALPN `http/1.1`); `None` serves cleartext.
+    /// certificates by SNI, ALPN `http/1.1`); `None`, the default, serves
+    /// cleartext.
     pub tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
-    /// From accept until the TLS handshake is done.
+    /// From accept until the TLS handshake is done (default 10 s).
     pub tls_handshake_timeout: Duration,
 }
 
@@ -63,6 +70,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            handler_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             read_buffer: 4096,
             backlog: 4096,
