@@ -462,6 +462,33 @@ fn idle_connections_the_server_closed_are_never_handed_out() {
     });
 }
 
+/// Idle connections the server closed are found by the reaper, with no
+/// checkout: the pool's count of open connections is what the server has,
+/// and their capacity is free at once.
+#[test]
+fn the_reaper_closes_idle_connections_the_server_closed() {
+    let server = PgServer::shared();
+    let app = "pool_pg_reaped_dead";
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 2,
+            reap_interval: Duration::from_millis(20),
+            acquire_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let p = pool(server, app, cfg);
+        let local = p.local(0);
+        let held = (local.get().await.unwrap(), local.get().await.unwrap());
+        drop(held);
+        assert_eq!(local.stats().open, 2);
+        server.exec(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ));
+        wait_until(Duration::from_secs(10), || local.stats().open == 0).await;
+        assert_eq!(local.stats().closes[CloseReason::FailedCheck as usize], 2);
+    });
+}
+
 /// Statements that fail at the database and statements that time out are
 /// counted per pool, once each, on exclusive and on shared connections
 /// (however many callers share one); integrity violations, the

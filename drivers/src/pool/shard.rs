@@ -831,14 +831,10 @@ impl<M: Manager> Shard<M> {
             let mut st = self.state.borrow_mut();
             st.last_error = Some(e.to_string());
             if st.open() == 0 && st.cap > 0 && !self.closed.get() {
-                *self.pool.outage.lock().unwrap() = Some(e.to_string());
-                if !st.down {
-                    tracing::warn!(pool = %self.pool.name, error = %e, "database unreachable; failing fast while probing");
-                    st.down = true;
-                    self.tell_others_down();
-                }
+                let e = e.to_string();
+                self.go_down(&mut st, &e);
                 st.probing = true;
-                wake = self.fail_waiters(&mut st, &e.to_string());
+                wake = self.fail_waiters(&mut st, &e);
                 st.asked |= !wake.is_empty();
                 self.publish(&st);
             }
@@ -848,6 +844,18 @@ impl<M: Manager> Shard<M> {
             w.wake();
         }
         down.then_some(PROBE_INTERVAL)
+    }
+
+    /// The database is out of reach from this shard (nothing open, a
+    /// connect refused with `error`): recorded for the shards without
+    /// capacity, and, the first time, logged and told to the others.
+    fn go_down(&self, st: &mut State<M::Conn>, error: &str) {
+        *self.pool.outage.lock().unwrap() = Some(error.to_string());
+        if !st.down {
+            tracing::warn!(pool = %self.pool.name, error, "database unreachable; failing fast while probing");
+            st.down = true;
+            self.tell_others_down();
+        }
     }
 
     /// The last connection of this shard went away (or a caller is about
@@ -862,10 +870,7 @@ impl<M: Manager> Shard<M> {
         let Some(e) = st.last_error.clone() else {
             return Vec::new();
         };
-        tracing::warn!(pool = %self.pool.name, error = %e, "database unreachable; failing fast while probing");
-        *self.pool.outage.lock().unwrap() = Some(e.clone());
-        st.down = true;
-        self.tell_others_down();
+        self.go_down(st, &e);
         st.probing = true;
         let wake = self.fail_waiters(st, &e);
         st.asked |= !wake.is_empty();
@@ -984,11 +989,7 @@ impl<M: Manager> Shard<M> {
                     // connect_timeout: with nothing open, waiting longer
                     // only makes every caller slow to fail.
                     if st.open() == 0 && st.cap > 0 {
-                        self.pool.outage.lock().unwrap().clone_from(&err);
-                        if !st.down {
-                            st.down = true;
-                            self.tell_others_down();
-                        }
+                        self.go_down(&mut st, err.as_deref().unwrap_or_default());
                     }
                     if fatal || st.down {
                         // Retrying cannot fix it (or has not): every waiter hears it now.
@@ -1165,10 +1166,14 @@ impl<M: Manager> Shard<M> {
         start: Instant,
         deadline: Instant,
     ) -> Result<usize, AcquireError> {
+        // Waiters queued before the outage showed (the last connection
+        // went in a way that does not pass through `release`) hear it now.
+        let failed = self.note_outage(&mut self.state.borrow_mut());
+        for w in failed {
+            w.wake();
+        }
         let key = {
             let mut st = self.state.borrow_mut();
-            // No waiters to wake here: one would have been failed already.
-            drop(self.note_outage(&mut st));
             if st.down && st.open() == 0 {
                 // Everyone fails at once instead of waiting out the
                 // timeout, while one connect at a time (its retries paced
@@ -1326,8 +1331,9 @@ impl<M: Manager> Shard<M> {
         self.maybe_connect();
     }
 
-    /// The reaper's pass: idle past `idle_timeout` (keeping `min_idle`),
-    /// expired, leaks; then top up to `min_idle`.
+    /// The reaper's pass: closed by the server while idle, idle past
+    /// `idle_timeout` (keeping `min_idle`), expired, leaks; then top up to
+    /// `min_idle`.
     pub(crate) fn reap(self: &Rc<Self>) {
         let cfg = &self.pool.config;
         let now = clock();
@@ -1353,8 +1359,18 @@ impl<M: Manager> Shard<M> {
                     // Other workers' callers use it: not idle.
                     st.slots[key].idle_since = now;
                 }
+                // An idle exclusive connection the server closed (a restart,
+                // a terminated backend) goes now, not at its next checkout:
+                // its capacity is free and the pool's count is true.
+                let dead = !M::MULTIPLEXED
+                    && st.slots[key]
+                        .conn
+                        .as_mut()
+                        .is_some_and(|c| !self.pool.manager.poll_idle(c));
                 let slot = &st.slots[key];
-                let why = if slot.remote {
+                let why = if dead {
+                    Some(CloseReason::FailedCheck)
+                } else if slot.remote {
                     // A remote handle is let go once this shard has a
                     // connection of its own, or nobody used it for a while.
                     (st.open() > 0
