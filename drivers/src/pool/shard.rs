@@ -135,6 +135,7 @@ trait Capacity {
     fn shared(self: Rc<Self>, exported: Option<Box<dyn Any + Send>>);
     fn probe_asked(self: Rc<Self>);
     fn peer_down(self: Rc<Self>);
+    fn peer_up(self: Rc<Self>);
 }
 
 /// How long a connection must have sat idle before its shard gives its
@@ -226,6 +227,27 @@ impl<M: Manager> Capacity for Shard<M> {
     /// Another shard found the database down.
     fn peer_down(self: Rc<Self>) {
         self.fail_waiters_on_outage_elsewhere();
+    }
+
+    /// Another shard's connect just succeeded: the database is back. A
+    /// down shard dials now instead of at its next probe (up to
+    /// `PROBE_INTERVAL` away), so every worker recovers within one connect.
+    fn peer_up(self: Rc<Self>) {
+        let go = {
+            let mut st = self.state.borrow_mut();
+            // A probe sleeping in `probe_later` finds this connect under
+            // way (or done) and stands down.
+            let go = st.down && st.opening == 0 && st.open() < st.cap && !self.closed.get();
+            if go {
+                st.opening += 1;
+                st.probing = true;
+                self.publish(&st);
+            }
+            go
+        };
+        if go {
+            rt::spawn(connect_task(self.clone()));
+        }
     }
 
     /// Another shard's callers wait: give it a unit of cap if this shard is
@@ -481,14 +503,13 @@ impl<M: Manager> Shard<M> {
         ))
     }
 
-    /// This shard found the database down: shards elsewhere whose callers
-    /// wait on capacity or a handle hear it (`outage_elsewhere`).
-    fn tell_others_down(&self) {
+    /// Runs `f` on this pool's shard of every other started worker.
+    fn tell_others(&self, f: fn(Rc<dyn Capacity>)) {
         let id = self.pool.id;
         let workers = self.pool.workers.lock().unwrap();
         for (j, w) in workers.iter().enumerate() {
             if let (true, Some(w)) = (j != self.index, w) {
-                w.post(move || with_shard(id, |s| s.peer_down()));
+                w.post(move || with_shard(id, f));
             }
         }
     }
@@ -854,7 +875,7 @@ impl<M: Manager> Shard<M> {
         if !st.down {
             tracing::warn!(pool = %self.pool.name, error, "database unreachable; failing fast while probing");
             st.down = true;
-            self.tell_others_down();
+            self.tell_others(|s| s.peer_down());
         }
     }
 
@@ -938,6 +959,7 @@ impl<M: Manager> Shard<M> {
                     st.last_error = None;
                     if st.down {
                         tracing::info!(pool = %self.pool.name, "database reachable again");
+                        self.tell_others(|s| s.peer_up());
                     }
                     st.down = false;
                     st.probing = false;

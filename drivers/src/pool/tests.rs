@@ -700,6 +700,66 @@ fn shards_without_capacity_fail_fast_while_the_pool_is_down() {
     }
 }
 
+/// When one shard's connect finds the database back, the other down
+/// shards dial at once: a shard whose probing had stopped (nobody asked)
+/// reconnects without a caller of its own, instead of failing its next
+/// callers until a probe of its own.
+#[test]
+fn a_shard_that_finds_the_database_back_tells_the_others() {
+    // Two units per shard: one caller each never runs short, so no
+    // capacity moves between them.
+    let mut cfg = config(4);
+    cfg.acquire_timeout = Duration::from_secs(10);
+    cfg.connect_timeout = Duration::from_millis(50);
+    let pool = Pool::new("back", cfg, Fake::default(), 2).unwrap();
+    pool.manager().fail_transient.store(true, Ordering::Relaxed);
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Waits (bounded: a worker that failed never arrives) for both.
+    async fn meet(phase: &std::sync::atomic::AtomicUsize, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while phase.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other worker failed"
+            );
+            time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let (pool, phase) = (pool.clone(), phase.clone());
+            std::thread::spawn(move || {
+                rt::block_on(async move {
+                    let local = pool.local(i);
+                    assert!(local.get().await.is_err());
+                    // Down, and quiet: the probe stops when nobody asks.
+                    until(&local, |s| s.down == 1 && s.probing == 0 && s.opening == 0).await;
+                    phase.fetch_add(1, Ordering::SeqCst);
+                    meet(&phase, 2).await;
+                    if i == 0 {
+                        pool.manager()
+                            .fail_transient
+                            .store(false, Ordering::Relaxed);
+                        // This caller's probe finds it back.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                        while local.get().await.is_err() {
+                            assert!(std::time::Instant::now() < deadline);
+                            time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                    // Worker 1 has no caller: only the news brings it back.
+                    until(&local, |s| s.down == 0 && s.open == 1).await;
+                    phase.fetch_add(1, Ordering::SeqCst);
+                    meet(&phase, 4).await;
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 /// A pool declared for more workers than run (4 shards, 1 worker): the
 /// running shard takes the capacity of the shards nobody started, so all
 /// of `max_open` is usable from it.
