@@ -118,6 +118,56 @@ fn dropped_reads_are_cancelled_and_parked() {
     });
 }
 
+/// Bytes waiting in `s`'s socket receive queue.
+fn unread(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is live.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
+/// A `recv` that had to go one-shot (this ring has no provided buffers,
+/// as when every one is taken) and whose future is dropped after the
+/// kernel read the bytes hands them to the next `recv` instead of losing
+/// them with the future.
+#[test]
+fn a_dropped_one_shot_recv_loses_nothing() {
+    let config = rt::CoreConfig {
+        io: rt::IoChoice::IoUring,
+        recv_buffers: 0,
+        ..rt::CoreConfig::default()
+    };
+    rt::block_on_with(&config, async {
+        assert_eq!(rt::recv_buffers_free(), None, "no provided buffers");
+        let (client, server_side) = connected_pair().await;
+        let mut first = Box::pin(server_side.recv(Vec::new()));
+        // One poll submits the receive; nothing has been sent yet.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        let (r, _) = client.write_all(b"hello".to_vec()).await;
+        r.unwrap();
+        // Sent on loopback: the bytes are queued on the socket or were
+        // taken by the receive; wait until the receive has them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unread(&server_side) > 0 {
+            assert!(Instant::now() < deadline, "the receive never read");
+            rt::yield_now().await;
+        }
+        drop(first);
+        let (n, buf) = time::timeout(Duration::from_secs(5), server_side.recv(Vec::new()))
+            .await
+            .expect("the bytes were lost with the dropped future");
+        assert_eq!(&buf[..n.unwrap()], b"hello");
+        // And the stream goes on receiving.
+        let (r, _) = client.write_all(b"again".to_vec()).await;
+        r.unwrap();
+        assert_eq!(recv_exactly(&server_side, 5).await, b"again");
+    })
+    .unwrap();
+}
+
 #[test]
 fn connect_refused_is_an_error() {
     rt::block_on(async {
@@ -444,6 +494,73 @@ fn nested_block_on_is_refused() {
     rt::block_on(async {
         rt::block_on(async {});
     });
+}
+
+/// A worker that ends with operations in flight (one-shot reads on one
+/// connection, a multishot receive on another, a multishot accept on a
+/// listener) cancels them, waits for the kernel to let go, and closes
+/// every socket: both peers see their connection end, the listener refuses
+/// connections, and memory allocated afterwards is not written by a late
+/// completion into a freed read buffer.
+#[test]
+fn teardown_with_operations_in_flight_closes_everything_and_frees_nothing_early() {
+    use std::io::{Read, Write};
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = outside.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        block_on_uring(async move {
+            let mut listener = TcpListener::bind(loopback(), 16).unwrap();
+            tx.send(listener.local_addr()).unwrap();
+            let reads = std::rc::Rc::new(TcpStream::connect(addr).await.unwrap());
+            let received = TcpStream::connect(addr).await.unwrap();
+            let baseline = rt::ops_in_flight();
+            rt::spawn(async move {
+                let _ = listener.accept().await;
+            });
+            rt::spawn(async move {
+                let _ = received.recv(Vec::new()).await;
+            });
+            for _ in 0..4 {
+                let s = reads.clone();
+                rt::spawn(async move {
+                    let _ = s.read(Vec::with_capacity(64 << 10)).await;
+                });
+            }
+            // Every task has submitted its operation: the worker ends with
+            // six in flight and their tasks unfinished.
+            while rt::ops_in_flight() < baseline + 6 {
+                rt::yield_now().await;
+            }
+        })
+    });
+    let mut peers: Vec<std::net::TcpStream> = (0..2).map(|_| outside.accept().unwrap().0).collect();
+    let inner = rx.recv().unwrap();
+    worker.join().expect("the worker ended normally");
+    // Fresh allocations the size of the read buffers: a read the kernel
+    // still held would write into one of them if its buffer had been freed.
+    let poison: Vec<Vec<u8>> = (0..32).map(|_| vec![0xAA; 64 << 10]).collect();
+    for peer in &mut peers {
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        peer.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Fails once the other side is closed (a reset): that is the point.
+        let _ = peer.write_all(&[0x55; 64 << 10]);
+        match peer.read(&mut [0u8; 16]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the worker's socket was left open: {other:?}"),
+        }
+    }
+    assert!(
+        std::net::TcpStream::connect(inner).is_err(),
+        "the listener was left open"
+    );
+    assert!(
+        poison.iter().all(|b| b.iter().all(|&x| x == 0xAA)),
+        "a late completion wrote into freed memory"
+    );
 }
 
 /// Sockets in CLOSE_WAIT whose local port is `port`: connections the peer

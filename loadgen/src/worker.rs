@@ -1,6 +1,7 @@
 //! One generator thread: a pinned event loop that owns a share of the
-//! connections and of the schedule, over its own io_uring (`ring.rs`) or,
-//! where io_uring is unavailable, edge-triggered epoll (`epoll.rs`).
+//! connections and of the schedule, over its own io_uring (`ring.rs`, on
+//! the engine's event ring) or, where io_uring is unavailable,
+//! edge-triggered epoll (`epoll.rs`).
 //!
 //! The loop is the whole client, as an event loop is in wrk: a connection
 //! is a slot in a table whose phase says what it waits for, and there is
@@ -145,8 +146,8 @@ struct Conn {
     /// Operations the kernel holds for this connection (connect, receive,
     /// send); always 0 on epoll, where a syscall leaves nothing behind.
     ops: u8,
-    /// A write of `out` is under way: on the ring the kernel reads `out`
-    /// until the send completes; on epoll the bytes wait for the end of
+    /// A write of `out` is under way: on the ring the ring holds `out`
+    /// until the send completes (and `out` is empty meanwhile); on epoll the bytes wait for the end of
     /// the turn or for room in the socket. No request is added meanwhile.
     sending: bool,
     ex: Exchange,

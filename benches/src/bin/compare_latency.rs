@@ -1,7 +1,8 @@
 //! Latency at fixed offered rates: open-loop plaintext from
 //! `tidepool-loadgen` at 25%, 50% and 80% of this machine's capacity
 //! against Tidepool's example, hyper, may-minihttp (when `peer_may` was
-//! built) and the bare io_uring responder (the floor). Capacity is
+//! built) and a bare responder (the floor: io_uring's, or epoll's with
+//! `--io epoll`). Capacity is
 //! measured first: the rate the floor completes when offered more than
 //! either side can do. On a machine where the generator's core is the
 //! bottleneck (loopback charges the server's receive to the sender), that
@@ -67,7 +68,14 @@ fn contestants(o: &Opts) -> Vec<Contestant> {
         },
         Contestant {
             name: "floor",
-            program: "target/release/floor_uring",
+            // On epoll, the floor (and so the capacity the rates are
+            // fractions of) is the bare epoll responder: 80% of io_uring's
+            // capacity is past what any epoll server here can take.
+            program: if o.io.as_deref() == Some("epoll") {
+                "target/release/floor_epoll"
+            } else {
+                "target/release/floor_uring"
+            },
             args: vec!["127.0.0.1:18093".into()],
             addr: "127.0.0.1:18093".into(),
         },

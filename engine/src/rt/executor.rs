@@ -18,7 +18,7 @@ use super::epoll::Poller;
 use super::remote::{Remote, RemoteMsg};
 use super::time::Timers;
 use super::uring::coalesce::{self, Coalesce};
-use super::uring::driver::{self as uring_driver, Driver, Wait};
+use super::uring::driver::{self as uring_driver, Driver, Wait, RECV_BUFFER_SIZE};
 
 /// Tasks polled per loop turn before the ring is entered again, so a flood
 /// of ready tasks cannot starve I/O completions and timers.
@@ -47,6 +47,11 @@ pub struct CoreConfig {
     /// probes and uses io_uring where it is available, epoll where not
     /// (see [`rt::backend`](super::backend)).
     pub io: IoChoice,
+    /// Provided 4 KiB receive buffers per io_uring worker, shared by its
+    /// connections' multishot receives (rounded up to a power of two);
+    /// 0 makes every receive one-shot into the connection's own buffer.
+    /// Default 512 (2 MiB per worker).
+    pub recv_buffers: u16,
 }
 
 /// When waits are held (see [`CoreConfig::coalesce_window`]).
@@ -67,6 +72,7 @@ impl Default for CoreConfig {
             coalesce_max: 32,
             coalesce_mode: CoalesceMode::Adaptive,
             io: IoChoice::Auto,
+            recv_buffers: 512,
         }
     }
 }
@@ -411,7 +417,7 @@ struct Epoch {
 fn new_reactor(config: &CoreConfig) -> std::io::Result<(Reactor, Selection)> {
     let sel = backend::select(config.io, config.ring_entries)?;
     if sel.backend == Backend::IoUring {
-        match Driver::new(sel.entries) {
+        match Driver::with_buffers(sel.entries, config.recv_buffers, RECV_BUFFER_SIZE) {
             Ok(d) => return Ok((Reactor::Uring(RefCell::new(d)), sel)),
             Err(e) => match backend::unavailable(&e) {
                 Some(reason) if sel.reason == "probe_ok" => {

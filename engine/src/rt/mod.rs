@@ -3,7 +3,8 @@
 //!
 //! - `backend`: which backend a worker runs on, and why (probe, `TIDEPOOL_IO`);
 //! - `uring/`: the only code that touches a ring (operations in flight,
-//!   provided buffers, multishot, held waits);
+//!   provided buffers, multishot, held waits, and `events`, the same ring
+//!   for a loop that takes completions as events);
 //! - `epoll/`: the readiness backend with the same contract;
 //! - `executor`: local tasks and the loop (poll ready tasks, then one
 //!   `io_uring_enter` or `epoll_wait`);
@@ -25,8 +26,8 @@ pub use executor::{
     spawn, yield_now, CoalesceMode, CoreConfig, JoinError, JoinHandle, ShutdownSignal,
     WorkerHandle,
 };
-pub use uring::bufring;
 pub use uring::driver::RingMode;
+pub use uring::events;
 
 /// The backend this worker runs on.
 pub fn io_backend() -> Backend {

@@ -6,12 +6,13 @@
 //! arrived, never while the kernel may still act on that fd number. On
 //! epoll the `Fd` also holds the socket's registration.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::Path;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use io_uring::{opcode, types};
@@ -252,6 +253,31 @@ pub struct TcpStream {
     fd: Rc<Fd>,
     /// The slot of the multishot receive, once [`TcpStream::recv`] armed it.
     multi: Cell<Option<usize>>,
+    /// A one-shot receive [`TcpStream::recv`] started (no provided buffer
+    /// to spare) whose future was dropped before it finished: it belongs
+    /// to the stream, so the next `recv` takes the bytes it may have read.
+    one_shot: RefCell<Option<ReadOp>>,
+}
+
+/// A one-shot ring receive and the buffer it reads into.
+type ReadOp = Op<(Rc<Fd>, Vec<u8>)>;
+
+/// How much a one-shot receive of `recv` reads at most.
+const ONE_SHOT_RECV: usize = 16 * 1024;
+
+/// Puts a one-shot receive back in its stream when the future waiting for
+/// it is dropped, so its bytes are not lost with the future.
+struct KeepInStream<'a> {
+    slot: &'a RefCell<Option<ReadOp>>,
+    op: Option<ReadOp>,
+}
+
+impl Drop for KeepInStream<'_> {
+    fn drop(&mut self) {
+        if let Some(op) = self.op.take() {
+            *self.slot.borrow_mut() = Some(op);
+        }
+    }
 }
 
 /// A unix-domain stream socket; the same operations as [`TcpStream`].
@@ -262,6 +288,7 @@ impl TcpStream {
         TcpStream {
             fd,
             multi: Cell::new(None),
+            one_shot: RefCell::new(None),
         }
     }
 
@@ -321,7 +348,10 @@ impl TcpStream {
 
     /// Receives into `buf`'s spare capacity (`buf[len..capacity]`) and extends
     /// its length by the bytes read; 0 means the peer closed. The buffer is
-    /// returned in every case.
+    /// returned in every case. On io_uring, dropping the future before it
+    /// finishes may lose bytes the kernel read meanwhile (they went into the
+    /// buffer, which is freed with the operation); [`recv`](Self::recv)
+    /// loses nothing.
     pub fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
         self.read_hinted(buf, false)
     }
@@ -393,8 +423,9 @@ impl TcpStream {
     /// data comes, and later calls copy from them with no submission at
     /// all. Once this was called, read the stream only through it (a
     /// one-shot read would race the armed receive for the bytes). Dropping
-    /// the future loses nothing: unread data stays queued for the next call.
-    /// Without provided-buffer rings this is a one-shot receive.
+    /// the future loses nothing: unread data stays queued for the next
+    /// call, and so does what a one-shot receive (used while no provided
+    /// buffer is free, or on rings without them) read after the drop.
     pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let mut buf = buf;
         if let Some(io) = self.fd.io() {
@@ -403,6 +434,11 @@ impl TcpStream {
                 buf.reserve(4096);
             }
             let res = io.recv(&mut buf).await;
+            return (res, buf);
+        }
+        if self.one_shot.borrow().is_some() {
+            // Its bytes come before anything a new receive would get.
+            let res = self.recv_one_shot(&mut buf, false).await;
             return (res, buf);
         }
         loop {
@@ -418,7 +454,10 @@ impl TcpStream {
                             self.multi.set(Some(k));
                             k
                         }
-                        None => return self.read_hinted(buf, true).await,
+                        None => {
+                            let res = self.recv_one_shot(&mut buf, true).await;
+                            return (res, buf);
+                        }
                     }
                 }
             };
@@ -434,8 +473,9 @@ impl TcpStream {
                     self.multi.set(None);
                     if no_buffers {
                         // Every provided buffer is taken: this read goes
-                        // one-shot into `buf`, the next re-arms.
-                        return self.read_hinted(buf, false).await;
+                        // one-shot, the next re-arms.
+                        let res = self.recv_one_shot(&mut buf, false).await;
+                        return (res, buf);
                     }
                 }
                 Received::Unsupported => {
@@ -444,6 +484,35 @@ impl TcpStream {
                 }
             }
         }
+    }
+
+    /// One one-shot ring receive for `recv`, appended to `buf`: the one
+    /// left by a dropped `recv` if any, else a new one. The receive reads
+    /// into a buffer of its own, not `buf`, so that it can outlive this
+    /// future and hand its bytes to the next call.
+    async fn recv_one_shot(&self, buf: &mut Vec<u8>, expect_empty: bool) -> io::Result<usize> {
+        let left = self.one_shot.borrow_mut().take();
+        let op = match left {
+            Some(op) => op,
+            None => match self.start_read(Vec::with_capacity(ONE_SHOT_RECV), expect_empty) {
+                Started::Ring(op) => op,
+                Started::Readiness(..) => unreachable!("a ring stream reads on the ring"),
+            },
+        };
+        let mut keep = KeepInStream {
+            slot: &self.one_shot,
+            op: Some(op),
+        };
+        let (c, (_fd, mut own)) =
+            poll_fn(|cx| Pin::new(keep.op.as_mut().expect("polled until ready")).poll(cx)).await;
+        // Finished: nothing is left to keep.
+        keep.op = None;
+        let n = c.into_result()?;
+        // SAFETY: the kernel initialised `n` bytes at the start of `own`
+        // (empty when submitted, untouched since).
+        unsafe { own.set_len(n as usize) };
+        buf.extend_from_slice(&own);
+        Ok(n as usize)
     }
 
     /// Sends `buf[from..]` once; returns bytes sent.

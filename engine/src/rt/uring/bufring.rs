@@ -9,44 +9,93 @@
 //! Which buffers the kernel owns is known only from completions, so the
 //! calls that read or return a buffer are `unsafe fn`: the caller vouches
 //! that a completion handed that buffer over and that it was not returned
-//! since. Memory the kernel may still write is never freed: dropping a
-//! ring that was not [`release`](BufRing::release)d leaks it.
+//! since. A loop that keeps what it received for a while borrows the
+//! buffer as a [`RecvBuf`] guard instead, which returns it when dropped.
+//! Memory the kernel may still write is never freed: dropping a ring that
+//! was not [`release`](BufRing::release)d leaks it.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
 /// The buffer group id of the worker's ring.
-pub const GROUP: u16 = 0;
+pub(crate) const GROUP: u16 = 0;
 
-pub struct BufRing {
+/// The memory the kernel reads entries from and writes data into. Shared
+/// with the [`RecvBuf`] guards lent out, so a guard that outlives the ring
+/// still points at live memory.
+struct Memory {
     /// The entries the kernel reads free buffers from (page-aligned).
     entries: *mut BufRingEntry,
-    /// Buffers completions handed to the application and not yet given back.
-    held: usize,
-    /// Registered with the kernel (and not unregistered since): the memory
-    /// must not be freed.
-    registered: bool,
     layout: Layout,
-    count: u16,
-    /// Our copy of the tail: entries published so far.
-    tail: u16,
     /// `count` buffers of `size` bytes. A raw allocation, not a slice: the
     /// kernel writes into free buffers at any time, so no reference may
     /// span them; only a buffer a completion handed over is borrowed.
     data: *mut u8,
     data_layout: Layout,
     size: usize,
+    /// Registered with the kernel (and not unregistered since): the memory
+    /// must not be freed.
+    registered: Cell<bool>,
+    /// Buffers whose guards dropped, handed back at the next `reclaim`.
+    returned: RefCell<Vec<u16>>,
+}
+
+impl Memory {
+    /// Bytes `..len` of buffer `bid`.
+    ///
+    /// # Safety
+    /// A completion handed buffer `bid` to the application and it was not
+    /// staged again since, or the group is unregistered: the kernel is not
+    /// writing it.
+    unsafe fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        // SAFETY: `bid < count` (checked by every caller), so the range lies
+        // inside the allocation; the caller vouches the kernel leaves it alone.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.add(usize::from(bid) * self.size),
+                len.min(self.size),
+            )
+        }
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        if self.registered.get() {
+            // Never unregistered: a receive may still pick a buffer, so the
+            // memory stays allocated for as long as the process lives.
+            return;
+        }
+        // SAFETY: both allocated in `register` with these layouts; the
+        // kernel no longer refers to them (never or no longer registered),
+        // and no guard is left (this is the last reference).
+        unsafe {
+            dealloc(self.entries.cast(), self.layout);
+            dealloc(self.data, self.data_layout);
+        }
+    }
+}
+
+pub(crate) struct BufRing {
+    mem: Rc<Memory>,
+    /// Buffers completions handed to the application and not yet given back.
+    held: usize,
+    count: u16,
+    /// Our copy of the tail: entries published so far.
+    tail: u16,
 }
 
 impl BufRing {
     /// Allocates `count` (a power of two) buffers of `size` bytes (neither
     /// zero, `size` below 4 GiB), registers them as group [`GROUP`] and
     /// provides them all.
-    pub fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<BufRing> {
+    pub(crate) fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<BufRing> {
         if !count.is_power_of_two() || size == 0 || u32::try_from(size).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -74,24 +123,29 @@ impl BufRing {
             }
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        let mut br = BufRing {
+        let mem = Rc::new(Memory {
             entries: entries.cast::<BufRingEntry>(),
-            held: 0,
-            registered: false,
             layout,
-            count,
-            tail: 0,
             data,
             data_layout,
             size,
-        };
+            registered: Cell::new(false),
+            returned: RefCell::new(Vec::new()),
+        });
         // SAFETY: `entries` is page-aligned, zeroed and `count` entries long,
-        // and it stays allocated until after unregistering (see `release`).
+        // and it stays allocated until after unregistering (`Memory::drop`
+        // leaks it while `registered` is set).
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(br.entries as u64, count, GROUP, 0)?;
+                .register_buf_ring_with_flags(mem.entries as u64, count, GROUP, 0)?;
         }
-        br.registered = true;
+        mem.registered.set(true);
+        let mut br = BufRing {
+            mem,
+            held: 0,
+            count,
+            tail: 0,
+        };
         for bid in 0..count {
             br.stage(bid);
         }
@@ -101,12 +155,12 @@ impl BufRing {
 
     /// Notes that a completion handed a buffer to the application (the
     /// count behind [`free`](Self::free)).
-    pub fn taken(&mut self) {
+    pub(crate) fn taken(&mut self) {
         self.held += 1;
     }
 
     /// Buffers the kernel can still fill.
-    pub fn free(&self) -> usize {
+    pub(crate) fn free(&self) -> usize {
         usize::from(self.count) - self.held
     }
 
@@ -115,17 +169,12 @@ impl BufRing {
     /// # Safety
     /// A completion handed buffer `bid` to the application, and it was not
     /// given back since: otherwise the kernel may be writing it.
-    pub unsafe fn data(&self, bid: u16, len: usize) -> &[u8] {
+    pub(crate) unsafe fn data(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count, "buffer id {bid} out of range");
-        // SAFETY: buffer `bid` lies inside the allocation; the caller
-        // vouches the kernel handed it over, and it does not write it until
-        // `give_back`, which needs `&mut self` and so ends this borrow first.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.data.add(usize::from(bid) * self.size),
-                len.min(self.size),
-            )
-        }
+        // SAFETY: the caller vouches the kernel handed `bid` over; it does
+        // not write it until `give_back`, which needs `&mut self` and so
+        // ends this borrow first.
+        unsafe { self.mem.bytes(bid, len) }
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -134,27 +183,47 @@ impl BufRing {
     /// A completion handed buffer `bid` to the application and it was not
     /// given back since: publishing one buffer twice would let the kernel
     /// fill it for two receives at once.
-    pub unsafe fn give_back(&mut self, bid: u16) {
+    pub(crate) unsafe fn give_back(&mut self, bid: u16) {
         assert!(bid < self.count, "buffer id {bid} out of range");
         self.held -= 1;
         self.stage(bid);
         self.publish();
     }
 
-    /// Takes buffer `bid` as a completion just handed it over (counting it
-    /// taken): the guard reads its first `len` bytes and gives it back
-    /// when dropped.
+    /// Lends buffer `bid`, which a completion just handed over (and which
+    /// was counted [`taken`](Self::taken)), as a guard that reads its first
+    /// `len` bytes and returns it when dropped; [`reclaim`](Self::reclaim)
+    /// gives returned buffers back to the kernel.
     ///
     /// # Safety
     /// As for [`give_back`](Self::give_back): a completion handed `bid`
-    /// over, and neither this nor `give_back` was called for it since.
-    pub unsafe fn take(&mut self, bid: u16, len: usize) -> Taken<'_> {
+    /// over, and it was neither given back nor lent since.
+    pub(crate) unsafe fn lend(&self, bid: u16, len: usize) -> RecvBuf {
         assert!(bid < self.count, "buffer id {bid} out of range");
-        self.held += 1;
-        Taken {
-            ring: self,
+        RecvBuf {
+            mem: Rc::clone(&self.mem),
             bid,
             len,
+        }
+    }
+
+    /// Gives the buffers whose guards dropped back to the kernel.
+    pub(crate) fn reclaim(&mut self) {
+        let returned = std::mem::take(&mut *self.mem.returned.borrow_mut());
+        if returned.is_empty() {
+            return;
+        }
+        for &bid in &returned {
+            self.held -= 1;
+            self.stage(bid);
+        }
+        self.publish();
+        // Keep the vector's capacity for the next returns.
+        let mut slot = self.mem.returned.borrow_mut();
+        if slot.is_empty() {
+            let mut returned = returned;
+            returned.clear();
+            *slot = returned;
         }
     }
 
@@ -164,11 +233,11 @@ impl BufRing {
         // SAFETY: `idx < count`, inside the entries allocation; the kernel
         // only reads entries between its head and the published tail, and
         // this one is past the tail until `publish`.
-        let entry = unsafe { &mut *self.entries.add(idx) };
+        let entry = unsafe { &mut *self.mem.entries.add(idx) };
         // In bounds (`bid < count`); only the address is taken, nothing borrowed.
-        let addr = self.data.wrapping_add(usize::from(bid) * self.size) as u64;
+        let addr = self.mem.data.wrapping_add(usize::from(bid) * self.mem.size) as u64;
         entry.set_addr(addr);
-        entry.set_len(self.size as u32);
+        entry.set_len(self.mem.size as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -178,57 +247,51 @@ impl BufRing {
         // the kernel reads it concurrently, hence the atomic release store
         // (entries written before it become visible first).
         unsafe {
-            let tail = BufRingEntry::tail(self.entries) as *mut u16;
+            let tail = BufRingEntry::tail(self.mem.entries) as *mut u16;
             AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
         }
     }
 
-    /// Unregisters the group and frees the memory. Call only when no
-    /// operation that selects buffers is in flight; if the kernel refuses,
-    /// the memory is leaked rather than freed under it.
-    pub fn release(mut self, ring: &IoUring) {
+    /// Unregisters the group, so the memory is freed once no guard holds
+    /// it. Call only when no operation that selects buffers is in flight;
+    /// if the kernel refuses, the memory is leaked rather than freed under it.
+    pub(crate) fn release(self, ring: &IoUring) {
         if ring.submitter().unregister_buf_ring(GROUP).is_ok() {
-            self.registered = false;
+            self.mem.registered.set(false);
         }
     }
 }
 
-/// A buffer a completion handed over, readable until the guard drops and
-/// gives it back to the kernel.
-pub struct Taken<'a> {
-    ring: &'a mut BufRing,
+/// A provided buffer a completion handed over, lent out whole: it reads
+/// the bytes the kernel put there, and goes back to the ring (for the
+/// kernel to fill again) only when dropped. It keeps the ring's memory
+/// alive, so it can outlive the ring itself.
+pub struct RecvBuf {
+    mem: Rc<Memory>,
     bid: u16,
     len: usize,
 }
 
-impl std::ops::Deref for Taken<'_> {
+impl std::ops::Deref for RecvBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `take`'s caller vouched the kernel handed `bid` over; it
-        // is given back only when this guard drops.
-        unsafe { self.ring.data(self.bid, self.len) }
+        // SAFETY: `lend`'s caller vouched the kernel handed `bid` over; it
+        // is staged again only after this guard drops (`reclaim`).
+        unsafe { self.mem.bytes(self.bid, self.len) }
     }
 }
 
-impl Drop for Taken<'_> {
+impl Drop for RecvBuf {
     fn drop(&mut self) {
-        // SAFETY: handed over (see `take`) and given back only here, once.
-        unsafe { self.ring.give_back(self.bid) }
+        self.mem.returned.borrow_mut().push(self.bid);
     }
 }
 
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        if self.registered {
-            // Never unregistered: a receive may still pick a buffer, so the
-            // memory stays allocated for as long as the process lives.
-            return;
-        }
-        // SAFETY: both allocated in `register` with these layouts, and the
-        // kernel no longer refers to them (never or no longer registered).
-        unsafe {
-            dealloc(self.entries.cast(), self.layout);
-            dealloc(self.data, self.data_layout);
-        }
+impl std::fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBuf")
+            .field("bid", &self.bid)
+            .field("len", &self.len)
+            .finish()
     }
 }

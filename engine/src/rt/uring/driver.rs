@@ -7,18 +7,20 @@
 //! produced). Nothing handed to the kernel is freed before its CQE: a worker
 //! that cannot wait for them at teardown leaks what is parked instead.
 
+use std::any::Any;
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
-use super::slots::{Effects, Slot, Slots};
+use super::slots::{Effects, Fired, Slot, Slots};
 
 /// Provided buffers per worker for multishot receives: enough for the data
 /// in flight at once (each is handed back as soon as it is copied out).
 const RECV_BUFFERS: u16 = 512;
-const RECV_BUFFER_SIZE: usize = 4096;
+pub(crate) const RECV_BUFFER_SIZE: usize = 4096;
 
 /// user_data of SQEs whose completion nobody waits for (cancels, closes).
 pub(crate) const IGNORED: u64 = u64::MAX;
@@ -28,7 +30,12 @@ const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
 
 /// Carries out what a completion means (see `Slots::complete`).
-fn apply(fx: Effects, bufring: Option<&mut BufRing>, to_cap: &mut Vec<usize>) {
+fn apply(
+    fx: Effects,
+    bufring: Option<&mut BufRing>,
+    to_cap: &mut Vec<usize>,
+    fired: &mut VecDeque<Fired>,
+) {
     if let Some(br) = bufring {
         if fx.taken {
             br.taken();
@@ -45,6 +52,9 @@ fn apply(fx: Effects, bufring: Option<&mut BufRing>, to_cap: &mut Vec<usize>) {
     }
     if let Some(key) = fx.cap {
         to_cap.push(key);
+    }
+    if let Some(ev) = fx.event {
+        fired.push_back(ev);
     }
     if let Some(w) = fx.wake {
         w.wake();
@@ -88,6 +98,9 @@ pub(crate) struct Driver {
     completions: u32,
     /// Receives that reached their cap in this reap, to be stopped after it.
     to_cap: Vec<usize>,
+    /// Completions of event-loop operations not yet taken (`events.rs`;
+    /// always empty on an executor's ring).
+    pub(crate) fired: VecDeque<Fired>,
 }
 
 /// A blocking wait: until `want` completions arrive, except that once
@@ -132,6 +145,17 @@ impl Driver {
     /// Sets up a ring; the error is the kernel's, unwrapped, so the
     /// backend selection can tell "unavailable" from a real failure.
     pub(crate) fn new(entries: u32) -> io::Result<Driver> {
+        Driver::with_buffers(entries, RECV_BUFFERS, RECV_BUFFER_SIZE)
+    }
+
+    /// As [`new`](Self::new), with `count` provided buffers (rounded up to
+    /// a power of two; none when 0) of `size` bytes.
+    pub(crate) fn with_buffers(entries: u32, count: u16, size: usize) -> io::Result<Driver> {
+        let count = if count == 0 {
+            0
+        } else {
+            count.checked_next_power_of_two().unwrap_or(1 << 15)
+        };
         // Try the best setup first; each fallback is what an older kernel accepts.
         let attempts: [(RingMode, SetupFlags); 3] = [
             (RingMode::DeferTaskrun, |b| {
@@ -151,7 +175,9 @@ impl Driver {
             configure(&mut builder);
             match builder.build(entries) {
                 Ok(ring) => {
-                    let bufring = BufRing::register(&ring, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
+                    let bufring = (count > 0)
+                        .then(|| BufRing::register(&ring, count, size).ok())
+                        .flatten();
                     let min_wait = ring.params().is_feature_min_timeout();
                     return Ok(Driver {
                         ring,
@@ -162,6 +188,7 @@ impl Driver {
                         min_wait,
                         completions: 0,
                         to_cap: Vec::new(),
+                        fired: VecDeque::new(),
                         bufring,
                     });
                 }
@@ -188,7 +215,7 @@ impl Driver {
     /// not otherwise accessed while the kernel may, until the completion
     /// arrives: parked in the operation's slot, or owned by the slot's owner
     /// for that long.
-    unsafe fn push(&mut self, sqe: squeue::Entry) {
+    pub(super) unsafe fn push(&mut self, sqe: squeue::Entry) {
         loop {
             // SAFETY: the caller's guarantee for `sqe`.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
@@ -226,6 +253,25 @@ impl Driver {
         // SAFETY: the caller's guarantee.
         unsafe { self.push(sqe.user_data(ud)) };
         key
+    }
+
+    /// Registers an event-loop operation named `tag` and queues its SQE;
+    /// each completion is queued in `fired`.
+    ///
+    /// # Safety
+    /// As for `push`: what `sqe` points into is `buf`'s or `keep`'s heap
+    /// memory (parked in the slot until the last completion) or outlives
+    /// the operation.
+    pub(crate) unsafe fn submit_event(
+        &mut self,
+        sqe: squeue::Entry,
+        tag: u64,
+        buf: Option<Vec<u8>>,
+        keep: Option<Box<dyn Any>>,
+    ) {
+        let (_, ud) = self.ops.insert_event(tag, buf, keep);
+        // SAFETY: the caller's guarantee; the slot parks `buf` and `keep`.
+        unsafe { self.push(sqe.user_data(ud)) };
     }
 
     /// Asks the kernel to cancel the operation in `key`; its completion
@@ -323,7 +369,7 @@ impl Driver {
                 continue;
             }
             let fx = self.ops.complete(ud, cqe.result(), cqe.flags());
-            apply(fx, self.bufring.as_mut(), &mut self.to_cap);
+            apply(fx, self.bufring.as_mut(), &mut self.to_cap, &mut self.fired);
         }
         drop(cq);
         self.completions = self.completions.saturating_add(n as u32);

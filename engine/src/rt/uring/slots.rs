@@ -42,6 +42,26 @@ pub(crate) enum Slot {
     /// The future was dropped while the kernel still owns the operation: the
     /// parked resources (buffers, fd handles) live until the final CQE.
     Orphan(#[allow(dead_code)] Option<Box<dyn Any>>),
+    /// An operation of an event loop (`events.rs`): each completion becomes
+    /// a [`Fired`] event named by `tag`; `buf` (the bytes a send reads) goes
+    /// back with the last one, `keep` (what else the SQE points at) is
+    /// dropped then.
+    Event {
+        tag: u64,
+        buf: Option<Vec<u8>>,
+        #[allow(dead_code)]
+        keep: Option<Box<dyn Any>>,
+    },
+}
+
+/// A completion of an event-loop operation, queued for the loop to take.
+#[derive(Debug)]
+pub(crate) struct Fired {
+    pub(crate) tag: u64,
+    pub(crate) res: i32,
+    pub(crate) flags: u32,
+    /// The bytes the operation was given, back with its last completion.
+    pub(crate) buf: Option<Vec<u8>>,
 }
 
 /// What the table knows of a slot beyond its state.
@@ -73,6 +93,8 @@ pub(crate) struct Effects {
     pub(crate) close: Option<i32>,
     /// A receive reached [`RECV_CAP`] unread buffers: cancel it.
     pub(crate) cap: Option<usize>,
+    /// An event-loop operation completed: queue this for the loop.
+    pub(crate) event: Option<Fired>,
 }
 
 #[derive(Default)]
@@ -106,6 +128,18 @@ impl Slots {
             epoch: self.epoch.wrapping_sub(1),
         });
         (key, self.stamp(key, yields_fd))
+    }
+
+    /// Registers an event-loop operation named `tag` (it may complete many
+    /// times); `buf` and `keep` hold what its SQE points into.
+    pub(crate) fn insert_event(
+        &mut self,
+        tag: u64,
+        buf: Option<Vec<u8>>,
+        keep: Option<Box<dyn Any>>,
+    ) -> (usize, u64) {
+        let key = self.slots.insert(Slot::Event { tag, buf, keep });
+        (key, self.stamp(key, false))
     }
 
     fn stamp(&mut self, key: usize, yields_fd: bool) -> u64 {
@@ -155,7 +189,10 @@ impl Slots {
         self.slots.iter().any(|(_, s)| {
             matches!(
                 s,
-                Slot::Orphan(_) | Slot::Waiting(_) | Slot::Multi { ended: false, .. }
+                Slot::Orphan(_)
+                    | Slot::Waiting(_)
+                    | Slot::Multi { ended: false, .. }
+                    | Slot::Event { .. }
             )
         })
     }
@@ -238,6 +275,19 @@ impl Slots {
                 fx.give_back = bid;
                 fx.close = unclaimed;
                 if !more {
+                    self.slots.remove(key);
+                }
+            }
+            Slot::Event { tag, buf, .. } => {
+                fx.taken = bid.is_some();
+                fx.event = Some(Fired {
+                    tag: *tag,
+                    res,
+                    flags,
+                    buf: if more { None } else { buf.take() },
+                });
+                if !more {
+                    // The kernel is done with what the SQE pointed at.
                     self.slots.remove(key);
                 }
             }
@@ -361,6 +411,27 @@ mod tests {
             assert_eq!(fx.cap, None);
             assert!(!fx.taken);
         }
+    }
+
+    #[test]
+    fn an_event_operation_fires_each_completion_and_returns_its_bytes_with_the_last() {
+        let mut s = Slots::default();
+        let (k, ud) = s.insert_event(7, Some(b"GET /".to_vec()), Some(Box::new(1u8)));
+        assert!(s.busy(), "the kernel owns it");
+        let fx = s.complete(ud, 3, with_buffer(2, true));
+        let ev = fx.event.expect("fired");
+        assert_eq!((ev.tag, ev.res), (7, 3));
+        assert!(fx.taken, "its buffer is the loop's now");
+        assert!(ev.buf.is_none(), "the kernel may still read the bytes");
+        assert!(s.get(k).is_some());
+        let fx = s.complete(ud, 5, 0);
+        assert_eq!(fx.event.expect("fired").buf.as_deref(), Some(&b"GET /"[..]));
+        assert!(s.get(k).is_none(), "freed at the last completion");
+        assert!(!s.busy());
+        // A late completion for the ended operation fires nothing.
+        let fx = s.complete(ud, 1, with_buffer(4, false));
+        assert!(fx.event.is_none());
+        assert_eq!(fx.give_back, Some(4));
     }
 
     #[test]
