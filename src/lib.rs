@@ -9,4 +9,10 @@ pub use tidepool_drivers as drivers;
 pub use tidepool_engine as engine;
 pub use tidepool_supervisor as supervisor;
 
+/// What a handler uses most, at the top level: `use tidepool::{Json, Router, Status};`.
+pub use tidepool_engine::http::{
+    FromRequest, HttpConfig, IntoResponse, Json, Method, Query, Rejection, RejectionKind, Request,
+    Response, Router, Server, ServerHandle, Status,
+};
+
 pub mod metrics;

@@ -7,5 +7,8 @@ pub mod rt;
 pub mod tls;
 pub mod workers;
 
-pub use http::{HttpConfig, Request, Response, Router, Server, ServerHandle};
+pub use http::{
+    HttpConfig, IntoResponse, Json, Method, Query, Rejection, Request, Response, Router, Server,
+    ServerHandle, Status,
+};
 pub use workers::{Runtime, RuntimeConfig, ShutdownHandle, WorkerInfo};

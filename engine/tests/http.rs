@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidepool_engine::http::parse::Limits;
 use tidepool_engine::rt::time;
-use tidepool_engine::{HttpConfig, Response, Router, Server, ServerHandle};
+use tidepool_engine::{HttpConfig, Method, Response, Router, Server, ServerHandle, Status};
 
 struct State {
     started: mpsc::Sender<()>,
@@ -25,7 +25,19 @@ fn app(started: mpsc::Sender<()>) -> Router<State> {
         .get_sync("/big", |_, _| {
             Response::bytes("application/octet-stream", vec![b'x'; 4 << 20])
         })
-        .route_sync("POST", "/echo", |req, _| {
+        .get_sync("/framing", |_, _| {
+            // Framing a handler should not set: the server's wins.
+            Response::text("abc")
+                .with_header("Content-Length", "99")
+                .with_header("Transfer-Encoding", "chunked")
+        })
+        .get_sync("/bye", |_, _| {
+            (
+                Status::OK,
+                Response::text("bye").with_header("Connection", "close"),
+            )
+        })
+        .route_sync(Method::Post, "/echo", |req, _| {
             Response::bytes("application/octet-stream", req.body().to_vec())
         })
         .get_sync("/items/{id}", |req, _| {
@@ -195,6 +207,40 @@ fn plaintext_and_routing() {
     let head = String::from_utf8(rest).unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("Content-Length: 13"), "{head}");
+    server.shutdown();
+}
+
+/// RFC 9112 §2.2 and §3.2.2: empty lines before a request line are
+/// ignored, an absolute-form target is routed by its path; an HTTP/1.0
+/// client that asked for keep-alive hears `Connection: keep-alive`; a
+/// handler's framing headers give way to the server's, and its
+/// `Connection: close` closes the connection after its response.
+#[test]
+fn framing_as_the_rfc_asks() {
+    let (server, _rx) = start(HttpConfig::default());
+    let mut s = connect(server.local_addr());
+    s.write_all(
+        b"\r\n\r\nGET http://example.com/items/7?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .unwrap();
+    s.write_all(b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET /framing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_responses(&mut s, 3);
+    assert_eq!((r[0].status, &r[0].body[..]), (200, &b"7"[..]));
+    assert_eq!(r[1].status, 200);
+    assert_eq!(r[1].header("connection"), Some("keep-alive"));
+    assert_eq!((r[2].status, &r[2].body[..]), (200, &b"abc"[..]));
+    assert_eq!(r[2].header("content-length"), Some("3"));
+    assert_eq!(r[2].header("transfer-encoding"), None);
+    s.write_all(b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut s);
+    let (first, used) = parse_resp(&out).expect("one response");
+    assert_eq!((first.status, &first.body[..]), (200, &b"bye"[..]));
+    assert_eq!(first.header("connection"), Some("close"));
+    assert_eq!(used, out.len(), "nothing after the closing response");
     server.shutdown();
 }
 

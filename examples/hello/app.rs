@@ -12,7 +12,7 @@ use tidepool::drivers::pool::redis::RedisManager;
 use tidepool::drivers::pool::{LocalPool, Pool};
 use tidepool::drivers::redis::SetOptions;
 use tidepool::engine::http::{HttpStats, WorkerStats};
-use tidepool::engine::{Request, Response, Router, WorkerInfo};
+use tidepool::engine::{Method, Request, Response, Router, Status, WorkerInfo};
 use tidepool::metrics::{self, CacheWindows, Exposition, PoolWindows};
 use tidepool::supervisor::SupervisorState;
 
@@ -70,7 +70,7 @@ struct World {
 
 fn not_configured(flag: &str) -> Response {
     Response::error(
-        404,
+        Status::NOT_FOUND,
         &format!("not configured (start the server with {flag})"),
     )
 }
@@ -97,8 +97,11 @@ const WORLD_BY_ID: &str = "SELECT id, randomnumber FROM world WHERE id = $1";
 
 async fn db(_: &Request<'_>, st: &State) -> Response {
     let pool = pool_or!(&st.pg_shared, "--pg");
-    let c = try_or!(pool.get_for("/db").await, 503);
-    let row = try_or!(c.query_one(WORLD_BY_ID, &[&st.random_id()]).await, 500);
+    let c = try_or!(pool.get_for("/db").await, Status::SERVICE_UNAVAILABLE);
+    let row = try_or!(
+        c.query_one(WORLD_BY_ID, &[&st.random_id()]).await,
+        Status::INTERNAL_SERVER_ERROR
+    );
     Response::json(&World {
         id: row.get(0),
         random_number: row.get(1),
@@ -117,13 +120,16 @@ async fn queries(req: &Request<'_>, st: &State) -> Response {
     let ids: Vec<i32> = (0..n).map(|_| st.random_id()).collect();
     let params: Vec<[&dyn ToSql; 1]> = ids.iter().map(|id| [id as &dyn ToSql]).collect();
     let sets: Vec<&[&dyn ToSql]> = params.iter().map(|p| &p[..]).collect();
-    let c = try_or!(pool.get_for("/queries").await, 503);
-    let results = try_or!(c.query_many(WORLD_BY_ID, &sets).await, 500);
+    let c = try_or!(pool.get_for("/queries").await, Status::SERVICE_UNAVAILABLE);
+    let results = try_or!(
+        c.query_many(WORLD_BY_ID, &sets).await,
+        Status::INTERNAL_SERVER_ERROR
+    );
     let mut out = Vec::with_capacity(n);
     for r in results {
-        let r = try_or!(r, 500);
+        let r = try_or!(r, Status::INTERNAL_SERVER_ERROR);
         let Some(row) = r.rows.first() else {
-            return Response::error(500, "row missing");
+            return Response::error(Status::INTERNAL_SERVER_ERROR, "row missing");
         };
         out.push(World {
             id: row.get(0),
@@ -141,28 +147,37 @@ async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(10)
         .min(60_000);
-    let mut c = try_or!(pool.get_for("/db/sleep").await, 503);
+    let mut c = try_or!(pool.get_for("/db/sleep").await, Status::SERVICE_UNAVAILABLE);
     let secs = ms as f64 / 1000.0;
-    try_or!(c.execute("SELECT pg_sleep($1)", &[&secs]).await, 500);
+    try_or!(
+        c.execute("SELECT pg_sleep($1)", &[&secs]).await,
+        Status::INTERNAL_SERVER_ERROR
+    );
     Response::text_owned(format!("slept {ms} ms"))
 }
 
 async fn redis_greeting(_: &Request<'_>, st: &State) -> Response {
     let pool = pool_or!(&st.redis, "--redis");
-    let c = try_or!(pool.get_for("/redis").await, 503);
-    match try_or!(c.get::<Option<String>>("greeting").await, 500) {
+    let c = try_or!(pool.get_for("/redis").await, Status::SERVICE_UNAVAILABLE);
+    match try_or!(
+        c.get::<Option<String>>("greeting").await,
+        Status::INTERNAL_SERVER_ERROR
+    ) {
         Some(v) => Response::text_owned(v),
-        None => Response::error(404, "greeting not set"),
+        None => Response::error(Status::NOT_FOUND, "greeting not set"),
     }
 }
 
 async fn cache_get(req: &Request<'_>, st: &State) -> Response {
     let pool = pool_or!(&st.redis, "--redis");
     let key = format!("cache:{}", req.param("key").unwrap_or_default());
-    let c = try_or!(pool.get_for("/cache").await, 503);
-    match try_or!(c.get::<Option<Vec<u8>>>(key).await, 500) {
+    let c = try_or!(pool.get_for("/cache").await, Status::SERVICE_UNAVAILABLE);
+    match try_or!(
+        c.get::<Option<Vec<u8>>>(key).await,
+        Status::INTERNAL_SERVER_ERROR
+    ) {
         Some(v) => Response::bytes("application/octet-stream", v),
-        None => Response::error(404, "no such key"),
+        None => Response::error(Status::NOT_FOUND, "no such key"),
     }
 }
 
@@ -175,12 +190,12 @@ async fn cache_put(req: &Request<'_>, st: &State) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(60)
         .clamp(1, 30 * 24 * 3600);
-    let c = try_or!(pool.get_for("/cache").await, 503);
+    let c = try_or!(pool.get_for("/cache").await, Status::SERVICE_UNAVAILABLE);
     let _: bool = try_or!(
         c.set_with(key, req.body(), SetOptions::new().ex(ttl)).await,
-        500
+        Status::INTERNAL_SERVER_ERROR
     );
-    Response::new(204)
+    Response::new(Status::NO_CONTENT)
 }
 
 /// A deliberately slow query (~200 ms in PostgreSQL), the kind of result a
@@ -206,13 +221,13 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
     let day = req.param("day").unwrap_or_default();
     let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
     if day.is_empty() || day.len() > 32 || !day.bytes().all(valid) {
-        return Response::error(400, "day: 1 to 32 letters, digits or '-'");
+        return Response::error(Status::BAD_REQUEST, "day: 1 to 32 letters, digits or '-'");
     }
     let r = cache
         .get_or_compute(&format!("report:{day}"), REPORT_TTL, || async {
             let mut c = pg.get_for("/report").await.map_err(|e| e.to_string())?;
             let row = c
-                .query_one(REPORT, &[&day])
+                .query_one(REPORT, &[&day.as_ref()])
                 .await
                 .map_err(|e| e.to_string())?;
             let generated_at_ms = std::time::SystemTime::now()
@@ -229,9 +244,9 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
     match r {
         Ok(report) => Response::json(&report),
         Err(e @ (CacheError::LockTimeout { .. } | CacheError::Pool(_))) => {
-            Response::error(503, &e.to_string())
+            Response::error(Status::SERVICE_UNAVAILABLE, &e.to_string())
         }
-        Err(e) => Response::error(500, &e.to_string()),
+        Err(e) => Response::error(Status::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
@@ -293,13 +308,18 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
         .get("/cache/{key}", cache_get)
         .put("/cache/{key}", cache_put)
         .get("/report/{day}", report)
-        .route_sync("POST", "/debug/supervisor-panic", |_, st: &State| {
-            match (st.shared.fault_injection, st.shared.supervisor.get()) {
+        .route_sync(
+            Method::Post,
+            "/debug/supervisor-panic",
+            |_, st: &State| match (st.shared.fault_injection, st.shared.supervisor.get()) {
                 (true, Some(s)) => {
                     s.inject_panic();
                     Response::text("the supervisor's next tick panics")
                 }
-                _ => Response::error(404, "fault injection is off (--fault-injection)"),
-            }
-        })
+                _ => Response::error(
+                    Status::NOT_FOUND,
+                    "fault injection is off (--fault-injection)",
+                ),
+            },
+        )
 }

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::status::Status;
+
 use super::parse::is_tchar;
 
 /// Bounds on what a client may make us process for one chunked body.
@@ -56,10 +58,10 @@ pub enum ChunkedError {
 
 impl ChunkedError {
     /// The response status this error should produce.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> Status {
         match self {
-            ChunkedError::BodyTooLarge => 413,
-            _ => 400,
+            ChunkedError::BodyTooLarge => Status::CONTENT_TOO_LARGE,
+            _ => Status::BAD_REQUEST,
         }
     }
 
@@ -81,7 +83,7 @@ impl ChunkedError {
 
 impl fmt::Display for ChunkedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.reason(), self.status())
+        write!(f, "{} ({})", self.reason(), self.status().as_u16())
     }
 }
 

@@ -18,10 +18,11 @@ use super::date::DateCache;
 use super::parse::{
     find_head_end, parse_request, BodyFraming, Header, ParseError, Parsed, RequestHead, Version,
 };
-use super::response::{encode, Response};
+use super::response::{encode, police, Framing, Response};
 use super::router::{Dispatch, Params, Request, Router};
 use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
+use super::status::Status;
 use crate::rt::net::TcpStream;
 use crate::rt::time::{race, sleep_until, Sleep};
 use crate::rt::{self, shutdown_signal, ShutdownSignal};
@@ -208,6 +209,17 @@ impl<S: 'static> Conn<'_, S> {
             let mut failure: Option<Response> = None;
             // Handle every complete request in the buffer.
             while off < self.rbuf.len() && handled < cfg.max_pipelined {
+                if matches!(body, BodyState::Head) && scanned == 0 {
+                    // Empty lines before a request line are ignored (RFC
+                    // 9112 §2.2); they are dropped with the consumed bytes,
+                    // so a client sending only those grows nothing.
+                    while self.rbuf[off..].starts_with(b"\r\n") {
+                        off += 2;
+                    }
+                    if off == self.rbuf.len() {
+                        break;
+                    }
+                }
                 request_started.get_or_insert_with(rt::time::now);
                 // A chunked body is decoded before the head is borrowed again,
                 // since decoding removes the consumed bytes from the buffer.
@@ -283,7 +295,10 @@ impl<S: 'static> Conn<'_, S> {
                             total: head.head_len,
                         },
                         BodyFraming::Length(n) if n > cfg.max_body => {
-                            failure = Some(Response::error(413, "request body too large"));
+                            failure = Some(Response::error(
+                                Status::CONTENT_TOO_LARGE,
+                                "request body too large",
+                            ));
                             break;
                         }
                         BodyFraming::Length(n) => BodyState::Length {
@@ -350,22 +365,32 @@ impl<S: 'static> Conn<'_, S> {
                                         // Dropped: its work stops at its
                                         // next await.
                                         add(&stats.timeouts, 1);
-                                        Ok(Response::error(503, "handler timed out"))
+                                        Ok(Response::error(
+                                            Status::SERVICE_UNAVAILABLE,
+                                            "handler timed out",
+                                        ))
                                     })
                             }
                             Err(_) => Err(()),
                         };
                         outcome.unwrap_or_else(|()| {
                             close = true;
-                            Response::error(500, "internal server error")
+                            Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error")
                         })
                     }
                 };
+                let mut response = self.shared.router.finish(response);
+                close |= police(&mut response);
                 // Checked after the handler: shutdown may have come meanwhile.
                 close |= !head.keep_alive || rt::shutdown_requested();
+                let framing = Framing {
+                    head_only,
+                    close,
+                    keep_alive_10: head.version == Version::Http10,
+                };
                 let before = self.wbuf.len();
                 let date = *self.shared.date.borrow_mut().get(rt::time::now());
-                encode(&response, &date, head_only, close, &mut self.wbuf);
+                encode(&response, &date, framing, &mut self.wbuf);
                 add(&stats.bytes_out, (self.wbuf.len() - before) as u64);
                 add(&stats.responses[class(response.status)], 1);
                 off += consumed;
@@ -436,7 +461,8 @@ impl<S: 'static> Conn<'_, S> {
                     add(&stats.timeouts, 1);
                     if !idle {
                         // A request was under way: tell the client why.
-                        self.fail(Response::error(408, "request timeout")).await;
+                        self.fail(Response::error(Status::REQUEST_TIMEOUT, "request timeout"))
+                            .await;
                     }
                     return;
                 }
@@ -621,10 +647,15 @@ impl<S: 'static> Conn<'_, S> {
 
     /// Answers with an error and closes the connection.
     async fn fail(&mut self, response: Response) {
+        let response = self.shared.router.finish(response);
         let now = rt::time::now();
         let date = *self.shared.date.borrow_mut().get(now);
         let before = self.wbuf.len();
-        encode(&response, &date, false, true, &mut self.wbuf);
+        let framing = Framing {
+            close: true,
+            ..Framing::default()
+        };
+        encode(&response, &date, framing, &mut self.wbuf);
         add(
             &self.shared.stats.bytes_out,
             (self.wbuf.len() - before) as u64,
@@ -684,6 +715,6 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
     buf
 }
 
-fn class(status: u16) -> usize {
-    (usize::from(status / 100)).clamp(1, 5) - 1
+fn class(status: Status) -> usize {
+    (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
 }

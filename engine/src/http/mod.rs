@@ -1,17 +1,26 @@
 //! HTTP/1.1: a sans-IO core (`parse`, `chunked`, `response`, `date`) and
 //! the parts that drive it on a worker's ring (`conn`, `server`), with
-//! routing (`router`) and counters (`stats`).
+//! routing (`router`, `method`), what handlers return (`into_response`,
+//! `status`), typed views of requests (`extract`) and counters (`stats`).
 
 pub mod chunked;
 mod conn;
 mod date;
+pub mod extract;
+pub mod into_response;
+pub mod method;
 pub mod parse;
 pub mod response;
 pub mod router;
 pub mod server;
 pub mod stats;
+pub mod status;
 
+pub use extract::{FromRequest, Json, Query, Rejection, RejectionKind};
+pub use into_response::IntoResponse;
+pub use method::Method;
 pub use response::{Body, Response};
 pub use router::{Params, Request, Router};
 pub use server::{HttpConfig, Server, ServerHandle};
 pub use stats::{HttpStats, WorkerStats};
+pub use status::Status;

@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use super::status::Status;
+
 /// The protocol versions we speak; anything else is rejected in the parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -97,11 +99,21 @@ impl<'b> RequestHead<'b, '_> {
             .map(|h| h.value)
     }
 
-    /// The target up to (not including) the first '?'.
+    /// The target up to (not including) the first '?'. An absolute-form
+    /// target (`http://host/path`, which a server must accept: RFC 9112
+    /// §3.2.2) gives its path, `/` when it has none.
     pub fn path(&self) -> &'b str {
-        match self.target.split_once('?') {
+        let path = match self.target.split_once('?') {
             Some((path, _)) => path,
             None => self.target,
+        };
+        if path.starts_with('/') {
+            return path;
+        }
+        match absolute_form_path(path) {
+            Some("") => "/",
+            Some(p) => p,
+            None => path,
         }
     }
 
@@ -109,6 +121,20 @@ impl<'b> RequestHead<'b, '_> {
     pub fn query(&self) -> Option<&'b str> {
         self.target.split_once('?').map(|(_, q)| q)
     }
+}
+
+/// The path of an absolute-form target (`scheme://authority/path`), empty
+/// if it has none; `None` if `target` is not in absolute form.
+fn absolute_form_path(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    let scheme_ok = scheme.as_bytes().first()?.is_ascii_alphabetic()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return None;
+    }
+    Some(rest.find('/').map_or("", |i| &rest[i..]))
 }
 
 /// Outcome of a parse that did not fail.
@@ -167,13 +193,15 @@ pub enum ParseError {
 
 impl ParseError {
     /// The response status this error should produce.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> Status {
         match self {
-            ParseError::VersionNotSupported => 505,
-            ParseError::RequestLineTooLong => 414,
-            ParseError::HeadTooLarge | ParseError::TooManyHeaders => 431,
-            ParseError::UnsupportedTransferEncoding => 501,
-            _ => 400,
+            ParseError::VersionNotSupported => Status::HTTP_VERSION_NOT_SUPPORTED,
+            ParseError::RequestLineTooLong => Status::URI_TOO_LONG,
+            ParseError::HeadTooLarge | ParseError::TooManyHeaders => {
+                Status::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            ParseError::UnsupportedTransferEncoding => Status::NOT_IMPLEMENTED,
+            _ => Status::BAD_REQUEST,
         }
     }
 
@@ -208,7 +236,7 @@ impl ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.reason(), self.status())
+        write!(f, "{} ({})", self.reason(), self.status().as_u16())
     }
 }
 
@@ -848,6 +876,21 @@ mod tests {
         assert_eq!(h.query(), Some(""));
         let h = complete(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(h.path(), "*");
+    }
+
+    #[test]
+    fn absolute_form_targets_give_their_path() {
+        let h =
+            complete(b"GET http://example.com/plaintext?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path(), "/plaintext");
+        assert_eq!(h.query(), Some("x=1"));
+        let h = complete(b"GET HTTPS://example.com:8443 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path(), "/");
+        let h = complete(b"GET http://u@example.com/a/b HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path(), "/a/b");
+        // Not absolute form: left as it is (and routed nowhere).
+        let h = complete(b"GET 1http://x/y HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.path(), "1http://x/y");
     }
 
     #[test]

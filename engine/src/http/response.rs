@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use super::status::Status;
+
 /// A response body. Static bodies cost no allocation.
 #[derive(Debug, Clone)]
 pub enum Body {
@@ -21,43 +23,47 @@ impl Body {
 }
 
 /// An HTTP response. `Content-Length`, `Date`, `Server` and `Connection`
-/// are added by the server; handlers set status, content type, extra
-/// headers and the body.
+/// are added by the server (framing headers a handler sets are dropped:
+/// see `encode`); handlers set status, content type, extra headers and
+/// the body. Handlers may return anything [`IntoResponse`](super::IntoResponse)
+/// instead.
 #[derive(Debug, Clone)]
 pub struct Response {
-    pub status: u16,
+    pub status: Status,
     pub content_type: Option<&'static str>,
     pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
+    /// Set by [`Response::error`]: the message the router's error renderer
+    /// is given.
+    pub(crate) error: Option<Box<str>>,
 }
 
 impl Response {
-    pub fn new(status: u16) -> Response {
+    pub fn new(status: Status) -> Response {
         Response {
             status,
             content_type: None,
             headers: Vec::new(),
             body: Body::Empty,
+            error: None,
         }
     }
 
     /// 200 with a static text/plain body.
     pub fn text(body: &'static str) -> Response {
         Response {
-            status: 200,
             content_type: Some("text/plain"),
-            headers: Vec::new(),
             body: Body::Static(body.as_bytes()),
+            ..Response::new(Status::OK)
         }
     }
 
     /// 200 with an owned text/plain body.
     pub fn text_owned(body: String) -> Response {
         Response {
-            status: 200,
             content_type: Some("text/plain; charset=utf-8"),
-            headers: Vec::new(),
             body: Body::Bytes(body.into_bytes()),
+            ..Response::new(Status::OK)
         }
     }
 
@@ -66,39 +72,46 @@ impl Response {
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response {
         match serde_json::to_vec(value) {
             Ok(body) => Response {
-                status: 200,
                 content_type: Some("application/json"),
-                headers: Vec::new(),
                 body: Body::Bytes(body),
+                ..Response::new(Status::OK)
             },
-            Err(_) => Response::error(500, "response serialization failed"),
+            Err(_) => Response::error(
+                Status::INTERNAL_SERVER_ERROR,
+                "response serialization failed",
+            ),
         }
     }
 
     /// A bytes body with a content type.
     pub fn bytes(content_type: &'static str, body: Vec<u8>) -> Response {
         Response {
-            status: 200,
             content_type: Some(content_type),
-            headers: Vec::new(),
             body: Body::Bytes(body),
+            ..Response::new(Status::OK)
         }
     }
 
-    /// A status with a short plain-text explanation.
-    pub fn error(status: u16, message: &str) -> Response {
+    /// An error: the status with a short message, rendered by the router's
+    /// error renderer (`Router::error_renderer`; plain text by default).
+    pub fn error(status: Status, message: &str) -> Response {
         let mut body = Vec::with_capacity(message.len() + 1);
         body.extend_from_slice(message.as_bytes());
         body.push(b'\n');
         Response {
-            status,
             content_type: Some("text/plain; charset=utf-8"),
-            headers: Vec::new(),
             body: Body::Bytes(body),
+            error: Some(message.into()),
+            ..Response::new(status)
         }
     }
 
-    pub fn with_status(mut self, status: u16) -> Response {
+    /// The message of a [`Response::error`].
+    pub fn error_message(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn with_status(mut self, status: Status) -> Response {
         self.status = status;
         self
     }
@@ -111,7 +124,10 @@ impl Response {
         value: impl Into<Cow<'static, str>>,
     ) -> Response {
         let value = value.into();
-        if !name.bytes().any(|b| b == b'\r' || b == b'\n' || b == b':')
+        if !name.is_empty()
+            && !name
+                .bytes()
+                .any(|b| b == b'\r' || b == b'\n' || b == b':' || b == b' ')
             && !value.bytes().any(|b| b == b'\r' || b == b'\n')
         {
             self.headers.push((name, value));
@@ -123,48 +139,6 @@ impl Response {
 impl From<&'static str> for Response {
     fn from(s: &'static str) -> Response {
         Response::text(s)
-    }
-}
-
-/// The reason phrase for a status code.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        417 => "Expectation Failed",
-        422 => "Unprocessable Content",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
     }
 }
 
@@ -184,21 +158,57 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out[start..].reverse();
 }
 
-/// Writes `resp` as an HTTP/1.1 response into `out`. `head_only` omits the
-/// body (HEAD requests) but keeps its Content-Length; `close` adds
-/// `Connection: close`.
-pub(crate) fn encode(
-    resp: &Response,
-    date: &[u8],
-    head_only: bool,
-    close: bool,
-    out: &mut Vec<u8>,
-) {
+/// Header names the server owns: a handler's are dropped, since the
+/// server frames the body itself (RFC 9112 §6: a second Content-Length or
+/// a Transfer-Encoding beside it would make the response ambiguous) and
+/// says itself whether the connection stays open.
+fn framing_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length")
+        || name.eq_ignore_ascii_case("transfer-encoding")
+        || name.eq_ignore_ascii_case("connection")
+}
+
+/// Makes a handler's response one the server can send, as hyper's
+/// response role does; returns whether the connection must close after it.
+/// A 1xx cannot end an exchange (RFC 9110 §15.2): it becomes a 500. A
+/// `Connection: close` from the handler is honoured (the header itself is
+/// rewritten by `encode`).
+pub(crate) fn police(resp: &mut Response) -> bool {
+    if resp.status.is_informational() {
+        *resp = Response::error(
+            Status::INTERNAL_SERVER_ERROR,
+            "a handler answered with an informational (1xx) status",
+        );
+        return false;
+    }
+    resp.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("connection")
+            && value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+    })
+}
+
+/// How a response is framed for the request it answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Framing {
+    /// A HEAD request: the body is omitted, its Content-Length kept.
+    pub(crate) head_only: bool,
+    /// The connection closes after this response: `Connection: close`.
+    pub(crate) close: bool,
+    /// The request was HTTP/1.0 and the connection stays open: say
+    /// `Connection: keep-alive`, which a 1.0 client needs to hear.
+    pub(crate) keep_alive_10: bool,
+}
+
+/// Writes `resp` as an HTTP/1.1 response into `out`, with the server's own
+/// framing (the handler's framing headers are left out: see `police`).
+pub(crate) fn encode(resp: &Response, date: &[u8], framing: Framing, out: &mut Vec<u8>) {
     let body = resp.body.as_bytes();
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.status));
+    push_decimal(out, u64::from(resp.status.as_u16()));
     out.push(b' ');
-    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(resp.status.reason().as_bytes());
     out.extend_from_slice(b"\r\nServer: tidepool\r\nDate: ");
     out.extend_from_slice(date);
     if let Some(ct) = resp.content_type {
@@ -206,22 +216,27 @@ pub(crate) fn encode(
         out.extend_from_slice(ct.as_bytes());
     }
     for (name, value) in &resp.headers {
+        if framing_header(name) {
+            continue;
+        }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
     // 1xx, 204 and 304 carry no body and no length (RFC 9110 8.6).
-    let bodyless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    let bodyless = resp.status.is_bodyless();
     if !bodyless {
         out.extend_from_slice(b"\r\nContent-Length: ");
         push_decimal(out, body.len() as u64);
     }
-    if close {
+    if framing.close {
         out.extend_from_slice(b"\r\nConnection: close");
+    } else if framing.keep_alive_10 {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    if !head_only && !bodyless {
+    if !framing.head_only && !bodyless {
         out.extend_from_slice(body);
     }
 }
@@ -237,8 +252,7 @@ mod tests {
         encode(
             &Response::text("Hello, World!"),
             date,
-            false,
-            false,
+            Framing::default(),
             &mut out,
         );
         assert_eq!(
@@ -251,14 +265,24 @@ mod tests {
     #[test]
     fn head_keeps_length_and_drops_body_and_204_has_no_length() {
         let mut out = Vec::new();
-        encode(&Response::text("abc"), b"D", true, true, &mut out);
+        let head_close = Framing {
+            head_only: true,
+            close: true,
+            ..Framing::default()
+        };
+        encode(&Response::text("abc"), b"D", head_close, &mut out);
         let s = std::str::from_utf8(&out).unwrap();
         assert!(
             s.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
             "{s}"
         );
         out.clear();
-        encode(&Response::new(204), b"D", false, false, &mut out);
+        encode(
+            &Response::new(Status::NO_CONTENT),
+            b"D",
+            Framing::default(),
+            &mut out,
+        );
         assert!(!std::str::from_utf8(&out)
             .unwrap()
             .contains("Content-Length"));
@@ -270,6 +294,71 @@ mod tests {
             .with_header("X-A", "ok")
             .with_header("X-B", "bad\r\nSet-Cookie: a");
         assert_eq!(r.headers.len(), 1);
+    }
+
+    fn encoded(resp: &Response, framing: Framing) -> String {
+        let mut out = Vec::new();
+        encode(resp, b"D", framing, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_handlers_framing_headers_are_replaced_by_the_servers() {
+        let r = Response::text("abc")
+            .with_header("Content-Length", "99")
+            .with_header("transfer-encoding", "chunked")
+            .with_header("Connection", "keep-alive, Upgrade")
+            .with_header("X-Kept", "yes");
+        let s = encoded(&r, Framing::default());
+        assert_eq!(s.matches("Content-Length").count(), 1, "{s}");
+        assert!(s.contains("Content-Length: 3\r\n"), "{s}");
+        assert!(!s.to_ascii_lowercase().contains("transfer-encoding"), "{s}");
+        assert!(!s.contains("Connection"), "{s}");
+        assert!(s.contains("X-Kept: yes"), "{s}");
+    }
+
+    #[test]
+    fn connection_close_from_a_handler_is_honoured() {
+        let mut r = Response::text("bye").with_header("connection", "Close");
+        assert!(police(&mut r));
+        let s = encoded(
+            &r,
+            Framing {
+                close: true,
+                ..Framing::default()
+            },
+        );
+        assert_eq!(s.matches("Connection").count(), 1, "{s}");
+        assert!(s.contains("Connection: close\r\n"), "{s}");
+        let mut r = Response::text("stay").with_header("Connection", "keep-alive");
+        assert!(!police(&mut r));
+    }
+
+    #[test]
+    fn an_informational_status_is_never_final() {
+        let mut r = Response::new(Status::CONTINUE);
+        police(&mut r);
+        assert_eq!(r.status, Status::INTERNAL_SERVER_ERROR);
+        assert!(encoded(&r, Framing::default()).starts_with("HTTP/1.1 500 "));
+    }
+
+    #[test]
+    fn http_10_keep_alive_is_said() {
+        let keep = Framing {
+            keep_alive_10: true,
+            ..Framing::default()
+        };
+        assert!(encoded(&Response::text("x"), keep).contains("Connection: keep-alive\r\n"));
+        // Closing wins.
+        let both = Framing {
+            close: true,
+            ..keep
+        };
+        let s = encoded(&Response::text("x"), both);
+        assert!(
+            s.contains("Connection: close") && !s.contains("keep-alive"),
+            "{s}"
+        );
     }
 
     #[test]

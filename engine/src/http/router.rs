@@ -3,13 +3,96 @@
 //! Paths are literal segments and `{name}` captures. Handlers are either
 //! plain functions (no allocation per request) or async functions, which may
 //! await ring operations (database queries) on the worker that parsed the
-//! request.
+//! request. Either returns anything [`IntoResponse`]: a `Response`, text,
+//! `Json`, `(Status, T)`, or a `Result` of those, so handlers use `?`.
+//!
+//! The framework's own error responses (400, 404, 405, 408, 413, 500, 503,
+//! and extractor rejections) go through one renderer, text by default, that
+//! an app can replace to answer them in its own format.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tidepool_engine::http::{IntoResponse, Json, Rejection, Request, Response, Router, Status};
+//!
+//! struct State;
+//!
+//! #[derive(Deserialize)]
+//! struct NewTodo {
+//!     title: String,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Todo {
+//!     id: i64,
+//!     title: String,
+//! }
+//!
+//! /// The app's error: how each failure is shown.
+//! enum AppError {
+//!     BadRequest(Rejection),
+//!     NotFound,
+//! }
+//!
+//! impl From<Rejection> for AppError {
+//!     fn from(r: Rejection) -> Self {
+//!         AppError::BadRequest(r)
+//!     }
+//! }
+//!
+//! impl IntoResponse for AppError {
+//!     fn into_response(self) -> Response {
+//!         match self {
+//!             AppError::BadRequest(r) => r.into_response(),
+//!             AppError::NotFound => Response::error(Status::NOT_FOUND, "no such todo"),
+//!         }
+//!     }
+//! }
+//!
+//! async fn create(req: &Request<'_>, _: &State) -> Result<(Status, Json<Todo>), AppError> {
+//!     let Json(new): Json<NewTodo> = req.extract()?;
+//!     Ok((Status::CREATED, Json(Todo { id: 1, title: new.title })))
+//! }
+//!
+//! async fn show(req: &Request<'_>, _: &State) -> Result<Json<Todo>, AppError> {
+//!     let id: i64 = req.path_param("id")?;
+//!     if id != 1 {
+//!         return Err(AppError::NotFound);
+//!     }
+//!     Ok(Json(Todo { id, title: "write docs".into() }))
+//! }
+//!
+//! let router = Router::new(State)
+//!     .post("/todos", create)
+//!     .get("/todos/{id}", show)
+//!     // An async closure works as well.
+//!     .get("/health", async |_, _| "ok");
+//! # let _ = router;
+//! ```
+//!
+//! A closure that returns an `async` block (`|req, st| async move { … }`)
+//! does not work: the future borrows the request, which such a closure
+//! cannot express. The compiler says "lifetime may not live long enough";
+//! write an async closure (`async |req, st| { … }`) or an `async fn`
+//! instead:
+//!
+//! ```compile_fail
+//! use tidepool_engine::http::{Request, Router};
+//! let router = Router::new(()).get("/x", |req: &Request<'_>, _: &()| async move {
+//!     req.path().to_string()
+//! });
+//! ```
 
+use std::borrow::Cow;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 
+use super::extract::{decode_lossy, decode_query_part};
+use super::into_response::IntoResponse;
+use super::method::Method;
 use super::parse::RequestHead;
 use super::response::Response;
+use super::status::Status;
 
 /// Most path parameters a route may capture.
 pub const MAX_PARAMS: usize = 8;
@@ -31,11 +114,12 @@ impl<'r> Request<'r> {
         Request { head, params, body }
     }
 
+    /// The method token as sent (`"GET"`, or an extension method).
     pub fn method(&self) -> &'r str {
         self.head.method
     }
 
-    /// The request target's path (before `?`).
+    /// The request target's path (before `?`), as sent (percent-encoded).
     pub fn path(&self) -> &'r str {
         self.head.path()
     }
@@ -45,15 +129,17 @@ impl<'r> Request<'r> {
         self.head.query()
     }
 
-    /// The first value of a query parameter, undecoded (`n=5` -> "5").
-    pub fn query_param(&self, name: &str) -> Option<&'r str> {
+    /// The first value of a query parameter, percent-decoded (`+` is a
+    /// space): `?q=a%20b+c` gives "a b c". See also `query_as`.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'r, str>> {
         self.query()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
+            (decode_query_part(k) == name).then(|| decode_query_part(v))
         })
     }
 
-    /// The first value of a header (case-insensitive name).
+    /// The first value of a header (case-insensitive name), as bytes; see
+    /// also `header_str`.
     pub fn header(&self, name: &str) -> Option<&'r [u8]> {
         self.head.header(name)
     }
@@ -62,19 +148,19 @@ impl<'r> Request<'r> {
         self.head
     }
 
-    /// A `{name}` segment captured by the route.
-    pub fn param(&self, name: &str) -> Option<&'r str> {
+    /// A `{name}` segment captured by the route, percent-decoded (invalid
+    /// UTF-8 becomes U+FFFD); `path_param` parses it and says what is wrong.
+    pub fn param(&self, name: &str) -> Option<Cow<'r, str>> {
+        self.raw_param(name).map(decode_lossy)
+    }
+
+    /// A `{name}` segment as sent (percent-encoded).
+    pub fn raw_param(&self, name: &str) -> Option<&'r str> {
         self.params.get(name)
     }
 
     pub fn body(&self) -> &'r [u8] {
         self.body
-    }
-
-    /// The body parsed as JSON, or a 400 response explaining why not.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(self.body)
-            .map_err(|e| Response::error(400, &format!("invalid JSON body: {e}")))
     }
 }
 
@@ -86,6 +172,7 @@ pub struct Params<'r> {
 }
 
 impl<'r> Params<'r> {
+    /// A captured segment as sent (percent-encoded).
     pub fn get(&self, name: &str) -> Option<&'r str> {
         self.items[..self.len]
             .iter()
@@ -104,17 +191,21 @@ impl<'r> Params<'r> {
 
 pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = Response> + 'a>>;
 
-/// An async handler: `async fn(&Request<'_>, &S) -> Response`.
+/// An async handler: `async fn(&Request<'_>, &S) -> impl IntoResponse`.
 pub(crate) trait AsyncHandler<S> {
     fn call<'a>(&'a self, req: &'a Request<'a>, state: &'a S) -> BoxFuture<'a>;
 }
 
-impl<S, F> AsyncHandler<S> for F
+/// An async function whose output becomes a response.
+struct Async<F, R>(F, PhantomData<fn() -> R>);
+
+impl<S, F, R> AsyncHandler<S> for Async<F, R>
 where
-    F: AsyncFn(&Request<'_>, &S) -> Response,
+    F: AsyncFn(&Request<'_>, &S) -> R,
+    R: IntoResponse,
 {
     fn call<'a>(&'a self, req: &'a Request<'a>, state: &'a S) -> BoxFuture<'a> {
-        Box::pin(self(req, state))
+        Box::pin(async move { (self.0)(req, state).await.into_response() })
     }
 }
 
@@ -125,13 +216,17 @@ pub(crate) enum Handler<S> {
     Async(Box<dyn AsyncHandler<S>>),
 }
 
+/// Renders the framework's own error responses: the status and a short
+/// message (what was wrong, for the client).
+type Renderer = Box<dyn Fn(Status, &str) -> Response>;
+
 enum Segment {
     Literal(String),
     Param(String),
 }
 
 struct Route<S> {
-    method: String,
+    method: Method,
     segments: Vec<Segment>,
     handler: Handler<S>,
 }
@@ -146,6 +241,8 @@ pub(crate) enum Dispatch<'a> {
 /// (database pools, caches).
 pub struct Router<S> {
     routes: Vec<Route<S>>,
+    fallback: Option<Handler<S>>,
+    renderer: Option<Renderer>,
     state: S,
 }
 
@@ -153,6 +250,8 @@ impl<S: 'static> Router<S> {
     pub fn new(state: S) -> Router<S> {
         Router {
             routes: Vec::new(),
+            fallback: None,
+            renderer: None,
             state,
         }
     }
@@ -174,7 +273,7 @@ impl<S: 'static> Router<S> {
             .collect()
     }
 
-    fn add(mut self, method: &str, path: &str, handler: Handler<S>) -> Self {
+    fn add(mut self, method: Method, path: &str, handler: Handler<S>) -> Self {
         let segments = Self::parse_path(path);
         let params = segments
             .iter()
@@ -185,61 +284,161 @@ impl<S: 'static> Router<S> {
             "at most {MAX_PARAMS} parameters per route"
         );
         self.routes.push(Route {
-            method: method.to_string(),
+            method,
             segments,
             handler,
         });
         self
     }
 
-    /// A synchronous handler: runs inline, allocates nothing per request.
-    pub fn route_sync(
+    fn sync_handler<R: IntoResponse>(f: impl Fn(&Request<'_>, &S) -> R + 'static) -> Handler<S> {
+        Handler::Sync(Box::new(move |req, state| f(req, state).into_response()))
+    }
+
+    fn async_handler<F, R>(f: F) -> Handler<S>
+    where
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
+    {
+        Handler::Async(Box::new(Async(f, PhantomData)))
+    }
+
+    /// A synchronous handler: runs inline, allocates nothing per request
+    /// (beyond what its response does).
+    pub fn route_sync<R: IntoResponse>(
         self,
-        method: &str,
+        method: Method,
         path: &str,
-        f: impl Fn(&Request<'_>, &S) -> Response + 'static,
+        f: impl Fn(&Request<'_>, &S) -> R + 'static,
     ) -> Self {
-        self.add(method, path, Handler::Sync(Box::new(f)))
+        self.add(method, path, Self::sync_handler(f))
     }
 
-    /// An async handler that may await ring operations on this worker.
-    pub fn route<F>(self, method: &str, path: &str, f: F) -> Self
+    /// An async handler that may await ring operations on this worker:
+    /// an `async fn(&Request<'_>, &S) -> impl IntoResponse`, or an async
+    /// closure `async |req, state| { … }`.
+    pub fn route<F, R>(self, method: Method, path: &str, f: F) -> Self
     where
-        F: AsyncFn(&Request<'_>, &S) -> Response + 'static,
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
     {
-        self.add(method, path, Handler::Async(Box::new(f)))
+        self.add(method, path, Self::async_handler(f))
     }
 
-    pub fn get<F>(self, path: &str, f: F) -> Self
+    /// GET (and HEAD, answered by the same handler without the body).
+    pub fn get<F, R>(self, path: &str, f: F) -> Self
     where
-        F: AsyncFn(&Request<'_>, &S) -> Response + 'static,
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
     {
-        self.route("GET", path, f)
+        self.route(Method::Get, path, f)
     }
 
-    pub fn post<F>(self, path: &str, f: F) -> Self
+    pub fn post<F, R>(self, path: &str, f: F) -> Self
     where
-        F: AsyncFn(&Request<'_>, &S) -> Response + 'static,
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
     {
-        self.route("POST", path, f)
+        self.route(Method::Post, path, f)
     }
 
-    pub fn put<F>(self, path: &str, f: F) -> Self
+    pub fn put<F, R>(self, path: &str, f: F) -> Self
     where
-        F: AsyncFn(&Request<'_>, &S) -> Response + 'static,
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
     {
-        self.route("PUT", path, f)
+        self.route(Method::Put, path, f)
     }
 
-    pub fn delete<F>(self, path: &str, f: F) -> Self
+    pub fn patch<F, R>(self, path: &str, f: F) -> Self
     where
-        F: AsyncFn(&Request<'_>, &S) -> Response + 'static,
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
     {
-        self.route("DELETE", path, f)
+        self.route(Method::Patch, path, f)
     }
 
-    pub fn get_sync(self, path: &str, f: impl Fn(&Request<'_>, &S) -> Response + 'static) -> Self {
-        self.route_sync("GET", path, f)
+    pub fn delete<F, R>(self, path: &str, f: F) -> Self
+    where
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
+    {
+        self.route(Method::Delete, path, f)
+    }
+
+    /// A HEAD handler of its own (without one, GET's answers HEAD).
+    pub fn head<F, R>(self, path: &str, f: F) -> Self
+    where
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
+    {
+        self.route(Method::Head, path, f)
+    }
+
+    pub fn options<F, R>(self, path: &str, f: F) -> Self
+    where
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
+    {
+        self.route(Method::Options, path, f)
+    }
+
+    pub fn get_sync<R: IntoResponse>(
+        self,
+        path: &str,
+        f: impl Fn(&Request<'_>, &S) -> R + 'static,
+    ) -> Self {
+        self.route_sync(Method::Get, path, f)
+    }
+
+    /// The handler for requests whose path no route matches (instead of a
+    /// 404 from the error renderer).
+    pub fn fallback<F, R>(mut self, f: F) -> Self
+    where
+        F: AsyncFn(&Request<'_>, &S) -> R + 'static,
+        R: IntoResponse + 'static,
+    {
+        self.fallback = Some(Self::async_handler(f));
+        self
+    }
+
+    /// Renders the framework's own error responses (malformed requests,
+    /// 404, 405, timeouts, panics, extractor rejections, and every
+    /// `Response::error`): given the status and a short message, it
+    /// returns the response to send (its status is kept as given, and a
+    /// 405's `Allow` header is added back). Text by default.
+    ///
+    /// ```
+    /// use tidepool_engine::http::{Response, Router, Status};
+    /// let router = Router::new(()).error_renderer(|status, message| {
+    ///     Response::json(&serde_json::json!({ "error": message })).with_status(status)
+    /// });
+    /// # let _ = router;
+    /// ```
+    pub fn error_renderer(mut self, f: impl Fn(Status, &str) -> Response + 'static) -> Self {
+        self.renderer = Some(Box::new(f));
+        self
+    }
+
+    /// `resp` as it is sent: an error response goes through the renderer.
+    pub(crate) fn finish(&self, resp: Response) -> Response {
+        let (Some(render), Some(message)) = (&self.renderer, resp.error_message()) else {
+            return resp;
+        };
+        let mut out = render(resp.status, message);
+        out.status = resp.status;
+        // What the framework said besides the message (405's Allow, 503's
+        // Retry-After) stays.
+        for (name, value) in resp.headers {
+            if !out
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                out.headers.push((name, value));
+            }
+        }
+        out
     }
 
     fn matches<'p>(route: &'p Route<S>, path: &'p str, params: &mut Params<'p>) -> bool {
@@ -271,11 +470,10 @@ impl<S: 'static> Router<S> {
         }
     }
 
-    /// Finds the handler for `method` + `path`: the route and its captures,
-    /// or a 404, or a 405 listing the allowed methods.
     /// The handler for `method` and `path`, with the path's parameters
     /// written into `params` (filled in place: it is a few hundred bytes,
-    /// not worth moving twice per request).
+    /// not worth moving twice per request); else the fallback, a 404, or a
+    /// 405 listing the allowed methods.
     pub(crate) fn find<'a>(
         &'a self,
         method: &str,
@@ -283,25 +481,42 @@ impl<S: 'static> Router<S> {
         params: &mut Params<'a>,
     ) -> Result<&'a Handler<S>, Response> {
         let mut allowed: Option<String> = None;
+        let mut head_route = false;
         for route in &self.routes {
             if !Self::matches(route, path, params) {
                 continue;
             }
-            if route.method == method || (method == "HEAD" && route.method == "GET") {
+            if route.method.as_str() == method {
                 return Ok(&route.handler);
             }
+            head_route |= route.method == Method::Head;
             let a = allowed.get_or_insert_with(String::new);
             if !a.is_empty() {
                 a.push_str(", ");
             }
-            a.push_str(&route.method);
-            if route.method == "GET" {
-                a.push_str(", HEAD");
+            a.push_str(route.method.as_str());
+        }
+        // GET answers HEAD unless the path has a HEAD route of its own.
+        if method == "HEAD" && !head_route {
+            for route in &self.routes {
+                if route.method == Method::Get && Self::matches(route, path, params) {
+                    return Ok(&route.handler);
+                }
             }
         }
+        params.len = 0;
         Err(match allowed {
-            Some(a) => Response::error(405, "method not allowed").with_header("Allow", a),
-            None => Response::error(404, "not found"),
+            Some(mut a) => {
+                if a.split(", ").any(|m| m == "GET") && !head_route {
+                    a.push_str(", HEAD");
+                }
+                Response::error(Status::METHOD_NOT_ALLOWED, "method not allowed")
+                    .with_header("Allow", a)
+            }
+            None => match &self.fallback {
+                Some(h) => return Ok(h),
+                None => Response::error(Status::NOT_FOUND, "not found"),
+            },
         })
     }
 
@@ -332,8 +547,10 @@ mod tests {
                     r.param("post").unwrap()
                 ))
             })
-            .route_sync("PUT", "/cache/{key}", |_, _| Response::new(204))
-            .get_sync("/cache/{key}", |_, _| Response::new(200))
+            .route_sync(Method::Put, "/cache/{key}", |_, _| {
+                Response::new(Status::NO_CONTENT)
+            })
+            .get_sync("/cache/{key}", |_, _| Response::new(Status::OK))
     }
 
     #[test]
@@ -376,5 +593,146 @@ mod tests {
         let allow = &resp.headers.iter().find(|(n, _)| *n == "Allow").unwrap().1;
         assert_eq!(allow, "PUT, GET, HEAD");
         assert!(r.find("HEAD", "/plaintext", &mut Params::default()).is_ok());
+    }
+
+    use crate::http::parse::{parse_request, Header, Limits, Parsed};
+
+    /// Runs `router` on one raw request as the connection would (sync
+    /// handlers only) and returns the response as sent.
+    fn answer<S: 'static>(router: &Router<S>, raw: &[u8]) -> Response {
+        let mut headers = [Header::EMPTY; 16];
+        let Ok(Parsed::Complete(head)) = parse_request(raw, &mut headers, &Limits::default())
+        else {
+            panic!("test request does not parse")
+        };
+        let mut params = Params::default();
+        let resp = match router.find(head.method, head.path(), &mut params) {
+            Err(r) => r,
+            Ok(h) => {
+                let req = Request::new(&head, &params, &raw[head.head_len..]);
+                let dispatched = router.dispatch(h, &req);
+                match dispatched {
+                    Dispatch::Ready(r) => r,
+                    Dispatch::Pending(_) => panic!("async handler in a sync test"),
+                }
+            }
+        };
+        router.finish(resp)
+    }
+
+    fn body(r: &Response) -> &str {
+        std::str::from_utf8(r.body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn handlers_return_anything_into_a_response() {
+        let r = Router::new(())
+            .get_sync("/text", |_, _| "plain")
+            .get_sync("/created", |_, _| (Status::CREATED, String::from("new")))
+            .get_sync("/result/{n}", |req, _| -> Result<String, Status> {
+                let n: u32 = req.path_param("n").map_err(|_| Status::BAD_REQUEST)?;
+                Ok(format!("n={n}"))
+            });
+        let resp = answer(&r, b"GET /text HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((resp.status, body(&resp)), (Status::OK, "plain"));
+        let resp = answer(&r, b"GET /created HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((resp.status, body(&resp)), (Status::CREATED, "new"));
+        let resp = answer(&r, b"GET /result/7 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(body(&resp), "n=7");
+        let resp = answer(&r, b"GET /result/x HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(resp.status, Status::BAD_REQUEST);
+    }
+
+    #[test]
+    fn parameters_are_percent_decoded() {
+        let r = Router::new(()).get_sync("/todos/{id}", |req, _| {
+            let id: i64 = req.path_param("id")?;
+            Ok::<_, crate::http::Rejection>(format!("{id} {}", req.param("id").unwrap()))
+        });
+        let resp = answer(&r, b"GET /todos/%31%32 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((resp.status, body(&resp)), (Status::OK, "12 12"));
+        let resp = answer(&r, b"GET /todos/%ff HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(resp.status, Status::BAD_REQUEST);
+        assert!(body(&resp).contains("`id`"), "{}", body(&resp));
+    }
+
+    #[test]
+    fn every_method_routes_and_head_falls_back_to_get() {
+        let r = Router::new(())
+            .route_sync(Method::Patch, "/t", |_, _| "patched")
+            .route_sync(Method::Options, "/t", |_, _| "options")
+            .get_sync("/t", |_, _| "got")
+            .get_sync("/h", |_, _| "got h")
+            .route_sync(Method::Head, "/h", |_, _| "head h");
+        assert_eq!(
+            body(&answer(&r, b"PATCH /t HTTP/1.1\r\nHost: x\r\n\r\n")),
+            "patched"
+        );
+        assert_eq!(
+            body(&answer(&r, b"OPTIONS /t HTTP/1.1\r\nHost: x\r\n\r\n")),
+            "options"
+        );
+        assert_eq!(
+            body(&answer(&r, b"HEAD /t HTTP/1.1\r\nHost: x\r\n\r\n")),
+            "got"
+        );
+        assert_eq!(
+            body(&answer(&r, b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")),
+            "head h"
+        );
+        let resp = answer(&r, b"DELETE /t HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(resp.status, Status::METHOD_NOT_ALLOWED);
+        let allow = &resp.headers.iter().find(|(n, _)| *n == "Allow").unwrap().1;
+        assert_eq!(allow, "PATCH, OPTIONS, GET, HEAD");
+    }
+
+    #[test]
+    fn the_fallback_answers_unrouted_paths_but_not_wrong_methods() {
+        let r = Router::new(()).get_sync("/t", |_, _| "got").fallback(
+            async |req: &Request<'_>, _: &()| {
+                (Status::NOT_FOUND, format!("nothing at {}", req.path()))
+            },
+        );
+        let mut params = Params::default();
+        assert!(
+            r.find("GET", "/elsewhere", &mut params).is_ok(),
+            "the fallback"
+        );
+        assert_eq!(
+            r.find("POST", "/t", &mut params).err().map(|r| r.status),
+            Some(Status::METHOD_NOT_ALLOWED)
+        );
+    }
+
+    #[test]
+    fn the_error_renderer_shapes_every_framework_error() {
+        let r = Router::new(())
+            .get_sync("/n/{n}", |req, _| {
+                req.path_param::<u8>("n").map(|n| n.to_string())
+            })
+            .error_renderer(|status, message| {
+                Response::json(&serde_json::json!({ "code": status.as_u16(), "error": message }))
+            });
+        let resp = answer(&r, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(resp.status, Status::NOT_FOUND, "the status is kept");
+        assert_eq!(resp.content_type, Some("application/json"));
+        assert_eq!(body(&resp), r#"{"code":404,"error":"not found"}"#);
+        let resp = answer(
+            &r,
+            b"POST /n/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(resp.status, Status::METHOD_NOT_ALLOWED);
+        assert!(resp
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Allow" && v == "GET, HEAD"));
+        // A rejection returned by a handler is rendered the same way.
+        let resp = answer(&r, b"GET /n/300 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(resp.status, Status::BAD_REQUEST);
+        assert!(body(&resp).starts_with(r#"{"code":400,"error":"invalid path parameter `n`"#));
+        // A response the handler built itself is left alone.
+        let plain = Router::new(()).error_renderer(|_, _| Response::text("rendered"));
+        let ok = plain.finish(Response::text("mine"));
+        assert_eq!(body(&ok), "mine");
     }
 }
