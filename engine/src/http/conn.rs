@@ -379,7 +379,8 @@ impl<S: 'static> Conn<'_, S> {
                         })
                     }
                 };
-                let mut response = self.shared.router.finish(response);
+                let mut response = response;
+                self.shared.router.finish(&mut response);
                 close |= police(&mut response);
                 // Checked after the handler: shutdown may have come meanwhile.
                 close |= !head.keep_alive || rt::shutdown_requested();
@@ -646,8 +647,8 @@ impl<S: 'static> Conn<'_, S> {
     }
 
     /// Answers with an error and closes the connection.
-    async fn fail(&mut self, response: Response) {
-        let response = self.shared.router.finish(response);
+    async fn fail(&mut self, mut response: Response) {
+        self.shared.router.finish(&mut response);
         let now = rt::time::now();
         let date = *self.shared.date.borrow_mut().get(now);
         let before = self.wbuf.len();

@@ -102,6 +102,7 @@ impl<'b> RequestHead<'b, '_> {
     /// The target up to (not including) the first '?'. An absolute-form
     /// target (`http://host/path`, which a server must accept: RFC 9112
     /// §3.2.2) gives its path, `/` when it has none.
+    #[inline]
     pub fn path(&self) -> &'b str {
         let path = match self.target.split_once('?') {
             Some((path, _)) => path,
@@ -110,16 +111,23 @@ impl<'b> RequestHead<'b, '_> {
         if path.starts_with('/') {
             return path;
         }
-        match absolute_form_path(path) {
-            Some("") => "/",
-            Some(p) => p,
-            None => path,
-        }
+        not_origin_form_path(path)
     }
 
     /// The target after the first '?', if there is one (possibly empty).
     pub fn query(&self) -> Option<&'b str> {
         self.target.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// The path to route for a target not in origin form: an absolute-form
+/// target's path, `/` when it has none; anything else (`*`) as it is.
+#[cold]
+fn not_origin_form_path(path: &str) -> &str {
+    match absolute_form_path(path) {
+        Some("") => "/",
+        Some(p) => p,
+        None => path,
     }
 }
 
