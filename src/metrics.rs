@@ -17,11 +17,22 @@ use tidepool_supervisor::{Action, SupervisorState};
 /// How far back quantiles look.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-/// A Prometheus text document being written.
+/// A Prometheus text document being written. Samples may be added in any
+/// order (pool by pool, say): each family's are kept together under one
+/// `# HELP` and `# TYPE`, in the order families first appear, as the text
+/// format requires. A summary's `_sum` and `_count` (a histogram's
+/// `_bucket` too) go under their family.
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
-    declared: Vec<&'static str>,
+    families: Vec<Family>,
+    index: HashMap<&'static str, usize>,
+}
+
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: String,
+    lines: String,
 }
 
 impl Exposition {
@@ -29,40 +40,78 @@ impl Exposition {
         Exposition::default()
     }
 
-    fn declare(&mut self, name: &'static str, kind: &str, help: &str) {
-        if !self.declared.contains(&name) {
-            self.declared.push(name);
-            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    /// The family a sample named `name` belongs to, declared as `kind` if new.
+    fn family(&mut self, name: &'static str, kind: &'static str, help: &str) -> &mut Family {
+        if let Some(&i) = self.index.get(name) {
+            return &mut self.families[i];
         }
+        for suffix in ["_sum", "_count", "_bucket"] {
+            let Some(base) = name.strip_suffix(suffix) else {
+                continue;
+            };
+            if let Some(&i) = self.index.get(base) {
+                let f = &self.families[i];
+                let grouped = matches!(f.kind, "summary" | "histogram")
+                    && (suffix != "_bucket" || f.kind == "histogram");
+                if grouped {
+                    return &mut self.families[i];
+                }
+            }
+        }
+        self.index.insert(name, self.families.len());
+        self.families.push(Family {
+            name,
+            kind,
+            help: help.to_string(),
+            lines: String::new(),
+        });
+        self.families.last_mut().expect("just pushed")
     }
 
     /// One sample; `labels` are (name, value) pairs.
     pub fn sample(
         &mut self,
         name: &'static str,
-        kind: &str,
+        kind: &'static str,
         help: &str,
         labels: &[(&str, &str)],
         value: f64,
     ) {
-        self.declare(name, kind, help);
-        self.out.push_str(name);
+        let out = &mut self.family(name, kind, help).lines;
+        out.push_str(name);
         if !labels.is_empty() {
-            self.out.push('{');
+            out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
                 if i > 0 {
-                    self.out.push(',');
+                    out.push(',');
                 }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+                let _ = write!(out, "{k}=\"{}\"", escape(v));
             }
-            self.out.push('}');
+            out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
+        let _ = writeln!(out, " {value}");
     }
 
     pub fn finish(self) -> String {
-        self.out
+        let mut out = String::new();
+        for f in self.families {
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} {}",
+                f.name,
+                escape_help(&f.help),
+                f.name,
+                f.kind
+            );
+            out.push_str(&f.lines);
+        }
+        out
     }
+}
+
+/// HELP text escapes backslash and newline (not quotes).
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 fn escape(v: &str) -> String {
@@ -198,14 +247,14 @@ fn summary(
     }
     e.sample(
         sum,
-        "untyped",
+        "summary",
         help,
         &[("pool", pool)],
         total.sum_us as f64 / 1e6,
     );
     e.sample(
         count,
-        "untyped",
+        "summary",
         help,
         &[("pool", pool)],
         total.total as f64,
@@ -439,20 +488,6 @@ impl CacheWindows {
     }
 }
 
-/// A sample line under a family that is already declared: a summary's
-/// `_sum` and `_count` belong to its family and get no `# TYPE` of their own.
-fn family_sample(e: &mut Exposition, name: &str, labels: &[(&str, &str)], value: f64) {
-    e.out.push_str(name);
-    e.out.push('{');
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            e.out.push(',');
-        }
-        let _ = write!(e.out, "{k}=\"{}\"", escape(v));
-    }
-    let _ = writeln!(e.out, "}} {value}");
-}
-
 /// Every cache's counters, its waiting gauge, and its windowed lock-wait
 /// summary, labelled `cache="<name>"`. A stampede shows as misses and
 /// `tidepool_cache_lock_wait_seconds_count` climbing together while
@@ -529,15 +564,17 @@ pub fn caches(e: &mut Exposition, windows: &CacheWindows, caches: &[CacheStats])
             );
         }
         let l = [("cache", s.name.as_str())];
-        family_sample(
-            e,
+        e.sample(
             "tidepool_cache_lock_wait_seconds_sum",
+            "summary",
+            help,
             &l,
             s.lock_wait.sum_us as f64 / 1e6,
         );
-        family_sample(
-            e,
+        e.sample(
             "tidepool_cache_lock_wait_seconds_count",
+            "summary",
+            help,
             &l,
             s.lock_wait.total as f64,
         );
@@ -607,5 +644,212 @@ mod tests {
         assert!(text.contains("tidepool_pool_query_seconds{pool=\"pg\",quantile=\"0.5\"} 0\n"));
         // Each family is declared once.
         assert_eq!(text.matches("# TYPE tidepool_pool_closes_total").count(), 1);
+    }
+
+    /// A strict reader of the Prometheus text format (0.0.4), as a scraper
+    /// applies it: each family has at most one HELP and one TYPE, declared
+    /// before its samples; a family's samples form one group; a sample's
+    /// name is its family's (or, for a summary or histogram, the family's
+    /// `_sum`/`_count`/`_bucket`); labels are well formed; no sample is
+    /// repeated; a summary's quantiles carry `quantile` and every label set
+    /// has its `_sum` and `_count`. Returns each family's kind.
+    fn parse_strict(text: &str) -> Result<Vec<(String, String)>, String> {
+        use std::collections::{BTreeSet, HashMap, HashSet};
+        let mut kinds: HashMap<String, String> = HashMap::new();
+        let mut helps: HashSet<String> = HashSet::new();
+        let mut order: Vec<(String, String)> = Vec::new();
+        let mut closed: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut seen: HashSet<String> = HashSet::new();
+        // Per summary: label sets (without quantile) seen as quantile, sum, count.
+        let mut parts: HashMap<String, [BTreeSet<String>; 3]> = HashMap::new();
+        let mut enter = |fam: &str, current: &mut Option<String>, closed: &mut HashSet<String>| {
+            if current.as_deref() != Some(fam) {
+                if closed.contains(fam) {
+                    return Err(format!("family {fam} appears in two groups"));
+                }
+                if let Some(prev) = current.take() {
+                    closed.insert(prev);
+                }
+                *current = Some(fam.to_string());
+            }
+            Ok(())
+        };
+        for (n, line) in text.lines().enumerate() {
+            let at = |m: String| format!("line {}: {m}: {line:?}", n + 1);
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut it = rest.splitn(3, ' ');
+                let (what, name) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+                enter(name, &mut current, &mut closed).map_err(at)?;
+                match what {
+                    "HELP" => {
+                        if !helps.insert(name.to_string()) {
+                            return Err(at("second HELP".into()));
+                        }
+                    }
+                    "TYPE" => {
+                        let kind = it.next().unwrap_or("");
+                        if !["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind)
+                        {
+                            return Err(at(format!("unknown type {kind}")));
+                        }
+                        if kinds.insert(name.to_string(), kind.to_string()).is_some() {
+                            return Err(at("second TYPE".into()));
+                        }
+                        order.push((name.to_string(), kind.to_string()));
+                    }
+                    _ => return Err(at("unknown comment".into())),
+                }
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("no value".into()))?;
+            let ok_value = value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value);
+            if !ok_value {
+                return Err(at("bad value".into()));
+            }
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (
+                    n,
+                    rest.strip_suffix('}')
+                        .ok_or_else(|| at("unclosed labels".into()))?,
+                ),
+                None => (series, ""),
+            };
+            let mut pairs = Vec::new();
+            let mut rest = labels;
+            while !rest.is_empty() {
+                let (k, v) = rest
+                    .split_once("=\"")
+                    .ok_or_else(|| at("bad label".into()))?;
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(at(format!("bad label name {k:?}")));
+                }
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in v.char_indices() {
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = Some(i);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                let end = end.ok_or_else(|| at("unterminated label value".into()))?;
+                pairs.push((k.to_string(), v[..end].to_string()));
+                rest = &v[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+            let family = [("_sum", 0), ("_count", 0), ("_bucket", 0)]
+                .iter()
+                .find_map(|(suf, _)| {
+                    let base = name.strip_suffix(suf)?;
+                    let kind = kinds.get(base)?;
+                    let grouped = kind == "histogram" || (kind == "summary" && *suf != "_bucket");
+                    grouped.then(|| base.to_string())
+                })
+                .unwrap_or_else(|| name.to_string());
+            let kind = kinds
+                .get(&family)
+                .ok_or_else(|| at(format!("sample before TYPE of {family}")))?
+                .clone();
+            enter(&family, &mut current, &mut closed).map_err(at)?;
+            if !seen.insert(series.to_string()) {
+                return Err(at("repeated sample".into()));
+            }
+            if kind == "summary" {
+                let rest: Vec<String> = pairs
+                    .iter()
+                    .filter(|(k, _)| k != "quantile")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let key = rest.join(",");
+                let slot = if name.ends_with("_sum") && name != family {
+                    1
+                } else if name.ends_with("_count") && name != family {
+                    2
+                } else {
+                    if !pairs.iter().any(|(k, _)| k == "quantile") {
+                        return Err(at("summary sample without quantile".into()));
+                    }
+                    0
+                };
+                parts.entry(family.clone()).or_default()[slot].insert(key);
+            }
+        }
+        for (fam, [q, sum, count]) in parts {
+            if q != sum || q != count {
+                return Err(format!(
+                    "summary {fam}: label sets of quantiles, _sum and _count differ"
+                ));
+            }
+        }
+        Ok(order)
+    }
+
+    #[test]
+    fn the_strict_reader_refuses_what_a_scraper_would() {
+        let split = "# HELP a x\n# TYPE a gauge\na{p=\"1\"} 1\n# HELP b y\n# TYPE b gauge\nb 2\na{p=\"2\"} 3\n";
+        assert!(parse_strict(split).unwrap_err().contains("two groups"));
+        let untyped_sum = "# HELP s x\n# TYPE s summary\ns{quantile=\"0.5\"} 1\n# HELP s_sum x\n# TYPE s_sum untyped\ns_sum 1\n";
+        assert!(parse_strict(untyped_sum).is_err());
+        let twice = "# TYPE a gauge\na 1\na 2\n";
+        assert!(parse_strict(twice).unwrap_err().contains("repeated"));
+        let no_count = "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 1\n";
+        assert!(parse_strict(no_count).unwrap_err().contains("differ"));
+        let good = "# HELP s x\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 1\ns_count 1\n";
+        assert_eq!(
+            parse_strict(good).unwrap(),
+            [("s".to_string(), "summary".to_string())]
+        );
+    }
+
+    /// Everything an app with three pools and two caches exposes, added in
+    /// the order the example adds it (pool by pool), reads as a scraper
+    /// reads it, with each family once.
+    #[test]
+    fn a_full_exposition_parses_strictly() {
+        let mut e = Exposition::new();
+        http(&mut e, &HttpStats::default());
+        io_backend(&mut e);
+        let pool = |name: &str| PoolStats {
+            name: name.into(),
+            max_open: 4,
+            ..PoolStats::default()
+        };
+        pools(
+            &mut e,
+            &PoolWindows::default(),
+            &[pool("pg"), pool("pg-shared"), pool("redis")],
+        );
+        let cache = |name: &str| CacheStats {
+            name: name.into(),
+            ..CacheStats::default()
+        };
+        caches(
+            &mut e,
+            &CacheWindows::default(),
+            &[cache("report"), cache("other")],
+        );
+        supervisor(&mut e, &SupervisorState::default());
+        let text = e.finish();
+        let families = parse_strict(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        let names: std::collections::HashSet<_> = families.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), families.len(), "a family declared twice");
+        let kind = |n: &str| {
+            families
+                .iter()
+                .find(|(f, _)| f == n)
+                .map(|(_, k)| k.as_str())
+        };
+        assert_eq!(kind("tidepool_pool_acquire_wait_seconds"), Some("summary"));
+        assert_eq!(
+            kind("tidepool_pool_acquire_wait_seconds_sum"),
+            None,
+            "part of its summary"
+        );
+        assert_eq!(text.matches("tidepool_pool_max_open{").count(), 3);
     }
 }
