@@ -663,7 +663,7 @@ mod tests {
         let mut seen: HashSet<String> = HashSet::new();
         // Per summary: label sets (without quantile) seen as quantile, sum, count.
         let mut parts: HashMap<String, [BTreeSet<String>; 3]> = HashMap::new();
-        let mut enter = |fam: &str, current: &mut Option<String>, closed: &mut HashSet<String>| {
+        let enter = |fam: &str, current: &mut Option<String>, closed: &mut HashSet<String>| {
             if current.as_deref() != Some(fam) {
                 if closed.contains(fam) {
                     return Err(format!("family {fam} appears in two groups"));
