@@ -2,6 +2,7 @@
 //! and the HTTP/1.1 server that runs on them.
 
 pub mod cgroup;
+pub mod config;
 pub mod http;
 pub mod rt;
 pub mod tls;

@@ -25,9 +25,14 @@ pub struct Args {
     pub coalesce_us: Option<u64>,
     pub pin: bool,
     pub io: tidepool::engine::rt::IoChoice,
+    /// `--config FILE`: HTTP and pool settings (TOML; see `tidepool::config`).
+    pub config: Option<std::path::PathBuf>,
+    /// The flags given on the command line (they win over the file and the
+    /// environment).
+    pub given: Vec<String>,
 }
 
-pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin]
+pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-pin] [--config FILE]
              [--tls-cert FILE --tls-key FILE]...
              [--pg URL] [--pg-max-open N] [--pg-autoscale MIN:MAX]
              [--pg-min-idle N] [--warmup-slots N] [--warmup-delay MS] [--warmup-jitter MS]
@@ -40,6 +45,12 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
   --workers N               worker threads (default: one per CPU the process may
                             run on, within its cgroup's CPU quota)
   --no-pin                  do not pin workers to CPUs
+  --config FILE             HTTP and pool settings from a TOML file: [http] holds
+                            HttpConfig fields, [pools.NAME] PoolConfig fields and
+                            [pools.NAME.autoscale] PoolAutoscale fields, NAME being pg,
+                            pg-shared or redis; TIDEPOOL_POOLS__PG__MAX_OPEN=3 and the
+                            like set the same keys from the environment; the flags
+                            below win over both
   --tls-cert FILE           serve HTTPS on --listen with this certificate chain (PEM);
   --tls-key FILE            ... and its private key (PEM); repeat the pair for more
                             names: the certificate valid for the client's SNI is used
@@ -71,6 +82,13 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
   --io auto|io_uring|epoll  I/O backend (default auto: TIDEPOOL_IO if set, else io_uring
                             where the kernel allows it, epoll where it does not)
   --fault-injection         enable POST /debug/supervisor-panic (tests and drills)";
+
+impl Args {
+    /// Whether `flag` was given on the command line.
+    pub fn given(&self, flag: &str) -> bool {
+        self.given.iter().any(|f| f == flag)
+    }
+}
 
 fn rails(flag: &str, v: &str) -> Result<(usize, usize), String> {
     let (a, b) = v
@@ -107,6 +125,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         coalesce_us: None,
         pin: true,
         io: Default::default(),
+        config: None,
+        given: Vec::new(),
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -124,6 +144,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let v = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        a.given.push(flag.clone());
         let num = |v: &str| -> Result<usize, String> {
             v.parse()
                 .map_err(|_| format!("{flag}: not a number: {v:?}"))
@@ -152,6 +173,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
             "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),
             "--io" => a.io = v.parse().map_err(|e| format!("--io: {e}"))?,
+            "--config" => a.config = Some(v.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidepool::config::{ConfigError, Settings};
 use tidepool::drivers::cache::{Cache, CacheConfig, OnTimeout, DEFAULT_XFETCH_BETA};
 use tidepool::drivers::pool::pg::{PgManager, PgSharedManager, WarmupSlots};
 use tidepool::drivers::pool::redis::RedisManager;
@@ -27,7 +28,7 @@ use tidepool::drivers::pool::supervised::Probe;
 use tidepool::drivers::pool::{Pool, PoolConfig};
 use tidepool::drivers::{pg, redis};
 use tidepool::engine::workers::{default_workers, on_termination_signal};
-use tidepool::engine::Server;
+use tidepool::engine::{HttpConfig, Server};
 use tidepool::supervisor::{PoolAutoscale, SupervisedPool, Supervisor, SupervisorConfig, Target};
 
 /// Rails from the command line; a short window so a demo shows movement
@@ -45,6 +46,73 @@ fn autoscale(rails: Option<(usize, usize)>) -> PoolAutoscale {
             cooldown: Duration::from_secs(2),
         },
     }
+}
+
+/// Pool `name`'s configuration: the example's defaults, then the config
+/// file and the environment, then the flags given.
+fn pool_config(
+    settings: &Settings,
+    name: &str,
+    args: &args::Args,
+) -> Result<PoolConfig, ConfigError> {
+    let ms = Duration::from_millis;
+    let base = match name {
+        "pg" => PoolConfig {
+            max_open: 8,
+            ..PoolConfig::default()
+        },
+        "pg-shared" => PoolConfig {
+            max_open: 4,
+            max_in_flight: PG_SHARED_IN_FLIGHT,
+            ..PoolConfig::default()
+        },
+        _ => PoolConfig {
+            max_open: 2,
+            ..PoolConfig::default()
+        },
+    };
+    let mut c = settings.pool(name, base)?;
+    let flag = |f: &str| args.given(f);
+    match name {
+        "pg" => {
+            if flag("--pg-max-open") {
+                c.max_open = args.pg_max_open;
+            }
+            if flag("--pg-min-idle") {
+                c.min_idle = args.pg_min_idle;
+            }
+            if flag("--warmup-delay") {
+                c.warmup_delay = ms(args.warmup_delay_ms);
+            }
+            if flag("--warmup-jitter") {
+                c.warmup_jitter = ms(args.warmup_jitter_ms);
+            }
+            if flag("--warmup-pause") {
+                c.warmup_pause = ms(args.warmup_pause_ms);
+            }
+        }
+        "pg-shared" if flag("--pg-shared-max-open") => c.max_open = args.pg_shared_max_open,
+        "redis" if flag("--redis-max-open") => c.max_open = args.redis_max_open,
+        _ => {}
+    }
+    Ok(c)
+}
+
+/// Pool `name`'s autoscaling: the file's and the environment's settings
+/// over the example's, with the rails of a `--*-autoscale MIN:MAX` flag
+/// winning.
+fn autoscale_config(
+    settings: &Settings,
+    name: &str,
+    rails: Option<(usize, usize)>,
+) -> Result<PoolAutoscale, ConfigError> {
+    let mut a = settings.autoscale(name, autoscale(rails))?;
+    if let Some((min, max)) = rails {
+        a.enabled = true;
+        a.min = min;
+        a.max = max;
+    }
+    Ok(a)
 }
 
 /// The /report cache: a lease well above the query's 200 ms, a short wait
@@ -106,6 +174,20 @@ fn main() -> ExitCode {
     } else {
         args.workers
     };
+    let settings = match Settings::load(args.config.as_deref())
+        .and_then(|s| s.check(&[], &["pg", "pg-shared", "redis"]).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // Every pool's settings are checked now, the pools not started as well.
+    for name in ["pg", "pg-shared", "redis"] {
+        let checked = pool_config(&settings, name, &args)
+            .and_then(|_| autoscale_config(&settings, name, None));
+        if let Err(e) = checked {
+            return fail(e);
+        }
+    }
     let (pg, pg_shared) = match &args.pg {
         None => (None, None),
         Some(url) => {
@@ -116,13 +198,9 @@ fn main() -> ExitCode {
                 Ok(c) => c.application_name("tidepool-hello"),
                 Err(e) => return fail(e),
             };
-            let pool_cfg = PoolConfig {
-                max_open: args.pg_max_open,
-                min_idle: args.pg_min_idle,
-                warmup_delay: Duration::from_millis(args.warmup_delay_ms),
-                warmup_jitter: Duration::from_millis(args.warmup_jitter_ms),
-                warmup_pause: Duration::from_millis(args.warmup_pause_ms),
-                ..PoolConfig::default()
+            let pool_cfg = match pool_config(&settings, "pg", &args) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
             };
             // The cluster-wide warm-up slots gate the pool that warms up
             // (the exclusive one, with --pg-min-idle): one slot per process.
@@ -141,10 +219,9 @@ fn main() -> ExitCode {
             // Point queries pipelined on a few shared connections: a
             // backend answers a batch for far less CPU than one wake-up
             // per query.
-            let shared_cfg = PoolConfig {
-                max_open: args.pg_shared_max_open,
-                max_in_flight: PG_SHARED_IN_FLIGHT,
-                ..PoolConfig::default()
+            let shared_cfg = match pool_config(&settings, "pg-shared", &args) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
             };
             let m = PgSharedManager::new(cfg);
             match Pool::new("pg-shared", shared_cfg, m, workers) {
@@ -168,9 +245,9 @@ fn main() -> ExitCode {
             if let Err(e) = setup::prepare_redis(&cfg) {
                 return fail(format!("Redis at {url}: {e}"));
             }
-            let pool_cfg = PoolConfig {
-                max_open: args.redis_max_open,
-                ..PoolConfig::default()
+            let pool_cfg = match pool_config(&settings, "redis", &args) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
             };
             let m = RedisManager::new(cfg, pool_cfg.max_in_flight);
             match Pool::new("redis", pool_cfg, m, workers) {
@@ -198,7 +275,12 @@ fn main() -> ExitCode {
         return fail(format!("cannot install signal handling: {e}"));
     }
     let for_workers = shared.clone();
+    let http = match settings.http(HttpConfig::default()) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
     let mut server = Server::bind(args.listen)
+        .http_config(http)
         .workers(workers)
         .pin_workers(args.pin)
         .io(args.io);
@@ -222,21 +304,30 @@ fn main() -> ExitCode {
     if let Some(p) = &shared.pg {
         supervised.push((
             Box::new(Probe::new(p.clone())),
-            autoscale(args.pg_autoscale),
+            match autoscale_config(&settings, "pg", args.pg_autoscale) {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            },
             p.config().min_idle,
         ));
     }
     if let Some(p) = &shared.pg_shared {
         supervised.push((
             Box::new(Probe::new(p.clone())),
-            autoscale(args.pg_shared_autoscale),
+            match autoscale_config(&settings, "pg-shared", args.pg_shared_autoscale) {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            },
             p.config().min_idle,
         ));
     }
     if let Some(p) = &shared.redis {
         supervised.push((
             Box::new(Probe::new(p.clone())),
-            autoscale(args.redis_autoscale),
+            match autoscale_config(&settings, "redis", args.redis_autoscale) {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            },
             p.config().min_idle,
         ));
     }

@@ -42,7 +42,20 @@ use crate::Signals;
 /// let cfg = PoolAutoscale { enabled: true, min: 4, max: 64, ..PoolAutoscale::default() };
 /// assert!(cfg.validate(16, 2).is_ok());
 /// ```
-#[derive(Clone, Debug)]
+///
+/// In a configuration file (TOML, as `tidepool::config` loads it), under
+/// the pool's `autoscale` table:
+///
+/// ```toml
+/// enabled = true
+/// min = 4
+/// max = 64
+/// target = { acquire_wait_p99 = "5ms" }   # or { idle_ratio = 0.3 }
+/// window = "30s"
+/// cooldown = "5s"
+/// ```
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolAutoscale {
     /// Whether the controller may resize the pool at all. Default `false`:
     /// autoscaling is opt-in, because a static pool is easier to reason about
@@ -63,6 +76,7 @@ pub struct PoolAutoscale {
     /// much evidence it gathers at a new size before judging that size.
     /// Default `30 s`. Every decision needs a full window of samples taken
     /// since the last change, so the pool changes at most once per window.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub window: Duration,
     /// Connections added or removed per change. Default `1`. Raise it when
     /// bursts need many connections quickly: settling after a burst takes
@@ -72,6 +86,7 @@ pub struct PoolAutoscale {
     /// It only binds when it is longer than `window` (a change also restarts
     /// the window); use it to space changes out beyond the evidence period,
     /// e.g. when connection setup is expensive.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub cooldown: Duration,
 }
 
@@ -123,6 +138,36 @@ pub enum Target {
 impl Default for Target {
     fn default() -> Self {
         Target::AcquireWaitP99(Duration::from_millis(5))
+    }
+}
+
+/// How a [`Target`] is written in a configuration file: a table with one
+/// key, `acquire_wait_p99 = "5ms"` or `idle_ratio = 0.3`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum TargetRepr {
+    AcquireWaitP99(#[serde(with = "tidepool_engine::config::duration")] Duration),
+    IdleRatio(f64),
+}
+
+impl serde::Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Target::AcquireWaitP99(d) => TargetRepr::AcquireWaitP99(*d).serialize(s),
+            Target::IdleRatio(r) => TargetRepr::IdleRatio(*r).serialize(s),
+            Target::Custom(_) => Err(serde::ser::Error::custom(
+                "a custom autoscale target cannot be written to a configuration",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match TargetRepr::deserialize(d)? {
+            TargetRepr::AcquireWaitP99(t) => Target::AcquireWaitP99(t),
+            TargetRepr::IdleRatio(r) => Target::IdleRatio(r),
+        })
     }
 }
 

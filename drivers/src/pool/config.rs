@@ -4,8 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Configuration of one pool (all shards together).
-#[derive(Clone, Debug)]
+/// Configuration of one pool (all shards together). It reads from a
+/// configuration file (TOML, as `tidepool::config` loads it): durations
+/// with units (`acquire_timeout = "2s"`), and `"off"` for the optional ones.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Connections kept open even when idle (spread over the shards).
     /// Default 0.
@@ -14,36 +17,46 @@ pub struct PoolConfig {
     /// even share (remainder spread). Default 10. The supervisor may move it.
     pub max_open: usize,
     /// How long `get()` waits for a connection before failing. Default 5 s.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub acquire_timeout: Duration,
     /// Budget for establishing one connection, retries included. Default 5 s.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub connect_timeout: Duration,
     /// An idle connection unused this long is closed (never below
     /// `min_idle`). Default 60 s.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub idle_timeout: Duration,
     /// A connection is retired after this age (when idle; never while in
     /// use), with +-`lifetime_jitter` so connections do not all reconnect in
     /// the same second. Default 30 min.
+    #[serde(with = "tidepool_engine::config::duration::option")]
     pub max_lifetime: Option<Duration>,
     /// Fraction of `max_lifetime` used as jitter. Default 0.1.
     pub lifetime_jitter: f64,
     /// A connection idle longer than this is health-checked before it is
     /// handed out. Default 30 s; `None` never checks.
+    #[serde(with = "tidepool_engine::config::duration::option")]
     pub check_after_idle: Option<Duration>,
     /// A connection held longer than this is reported as a possible leak,
     /// with the route that holds it. Default `None`.
+    #[serde(with = "tidepool_engine::config::duration::option")]
     pub leak_threshold: Option<Duration>,
     /// Connects in flight at once per shard (bounded fan-out). Default 2.
     pub max_connecting: usize,
     /// How often each shard reaps idle and expired connections on its own
     /// timer, independent of the supervisor. Default 1 s.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub reap_interval: Duration,
     /// Warm-up: wait this long after start ... Default 0.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub warmup_delay: Duration,
     /// ... plus a uniform random delay in `[0, warmup_jitter]`. Default 1 s.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub warmup_jitter: Duration,
     /// Warm-up opens `min_idle` in batches of this many ... Default 2.
     pub warmup_batch: usize,
     /// ... with this pause between batches. Default 100 ms.
+    #[serde(with = "tidepool_engine::config::duration")]
     pub warmup_pause: Duration,
     /// Multiplexed pools (Redis): commands in flight per connection before
     /// a new connection is opened or callers wait. Ignored for exclusive

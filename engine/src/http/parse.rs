@@ -52,7 +52,8 @@ pub enum BodyFraming {
 }
 
 /// Bounds on what a client may make us buffer before the head is complete.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Request line including its CRLF (414 beyond it; default 8 KiB).
     pub max_request_line: usize,

@@ -21,7 +21,11 @@ use crate::rt::{self, time};
 use crate::workers::{Runtime, RuntimeConfig, ShutdownHandle, WorkerInfo};
 
 /// Limits and timeouts of the HTTP server. Every default is finite.
-#[derive(Clone, Debug)]
+///
+/// It reads from a configuration file (TOML, as `tidepool::config` loads
+/// it) with durations written with units: `header_timeout = "5s"`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Request-line, head-size and header-count limits (414 / 431; see
     /// [`Limits`] for their defaults).
@@ -35,17 +39,23 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// From a request's first byte until its head is complete (slowloris;
     /// default 10 s).
+    #[serde(with = "crate::config::duration")]
     pub header_timeout: Duration,
     /// Extra time for the body once the head is in (default 30 s).
+    #[serde(with = "crate::config::duration")]
     pub body_timeout: Duration,
     /// A keep-alive connection with no request in progress (default 60 s).
+    #[serde(with = "crate::config::duration")]
     pub idle_timeout: Duration,
     /// Sending responses to a client that does not read (default 30 s).
+    #[serde(with = "crate::config::duration")]
     pub write_timeout: Duration,
     /// One async handler's run; past it the request is answered 503 and
     /// the handler's future dropped (default 30 s).
+    #[serde(with = "crate::config::duration")]
     pub handler_timeout: Duration,
     /// How long shutdown waits for requests in flight (default 10 s).
+    #[serde(with = "crate::config::duration")]
     pub shutdown_grace: Duration,
     /// Initial read buffer per connection (default 4 KiB).
     pub read_buffer: usize,
@@ -54,8 +64,10 @@ pub struct HttpConfig {
     /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]:
     /// certificates by SNI, ALPN `http/1.1`); `None`, the default, serves
     /// cleartext.
+    #[serde(skip)]
     pub tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
     /// From accept until the TLS handshake is done (default 10 s).
+    #[serde(with = "crate::config::duration")]
     pub tls_handshake_timeout: Duration,
 }
 
