@@ -9,7 +9,7 @@ if [ -x scripts/ensure-deps.sh ]; then
 fi
 # End-to-end tests run the example server as a process; `cargo test`
 # builds examples only as test harnesses, so build the binary first.
-cargo build --example hello
+cargo build --examples
 cargo test --workspace --all-targets "$@"
 # The integration suites a second time on the epoll backend, which is what
 # runs where io_uring is blocked (container seccomp profiles): HTTP and the

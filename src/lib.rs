@@ -18,3 +18,8 @@ pub use tidepool_engine::http::{
 
 pub mod config;
 pub mod metrics;
+
+// The README's quick start compiles as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -11,21 +11,27 @@ use std::time::{Duration, Instant};
 
 /// The example binary cargo built next to this test.
 pub fn example_path() -> PathBuf {
+    example_named("hello")
+}
+
+/// Example `name`'s binary, refused when older than its sources.
+pub fn example_named(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/examples/hello
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
     let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("examples").join("hello");
+    let p = dir.join("examples").join(name);
     assert!(
         p.exists(),
-        "{} missing: scripts/test.sh builds it (or run `cargo build --example hello`)",
+        "{} missing: scripts/test.sh builds it (or run `cargo build --examples`)",
         p.display()
     );
     // `cargo test` does not build example binaries into target/*/examples:
     // refuse a stale one rather than test old code.
     let built = std::fs::metadata(&p).unwrap().modified().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let own = format!("examples/{name}");
     for dir in [
-        "examples/hello",
+        own.as_str(),
         "src",
         "engine/src",
         "drivers/src",
@@ -35,7 +41,7 @@ pub fn example_path() -> PathBuf {
             let changed = std::fs::metadata(&entry).unwrap().modified().unwrap();
             assert!(
                 changed <= built,
-                "{} is older than {}: run `cargo build --example hello` first",
+                "{} is older than {}: run `cargo build --examples` first",
                 p.display(),
                 entry.display()
             );
@@ -76,9 +82,14 @@ impl App {
     /// Like `start`, with `configure` applied to the command first (its
     /// environment, a seccomp filter).
     pub fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> App {
+        Self::start_example("hello", args, configure)
+    }
+
+    /// Example `name` (started with `--listen` and `args`).
+    pub fn start_example(name: &str, args: &[&str], configure: impl FnOnce(&mut Command)) -> App {
         let port = tidepool_testkit::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut cmd = Command::new(example_path());
+        let mut cmd = Command::new(example_named(name));
         cmd.arg("--listen")
             .arg(addr.to_string())
             .args(args)
@@ -102,10 +113,21 @@ impl App {
     }
 
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        self.request_with(method, path, "", body)
+    }
+
+    /// A request with extra header lines (`headers`: each ending in CRLF).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes()).unwrap();
