@@ -3,8 +3,9 @@
 //! rings, and a supervisor that sizes the pools.
 //!
 //! This crate re-exports the parts and adds what ties them together
-//! (`metrics`: the Prometheus exposition of all of them; `config`: their
-//! settings from a TOML file and the environment).
+//! (`app`: the builder that wires a service; `metrics`: the Prometheus
+//! exposition of all of them; `config`: their settings from a TOML file
+//! and the environment).
 
 pub use tidepool_drivers as drivers;
 pub use tidepool_engine as engine;
@@ -16,6 +17,7 @@ pub use tidepool_engine::http::{
     Response, Router, Server, ServerHandle, Status,
 };
 
+pub mod app;
 pub mod config;
 pub mod metrics;
 

@@ -122,8 +122,57 @@ fn every_route_and_error() {
     assert_eq!(error(&app, "GET", "/todos?limit=many", "", "").0, 400);
     assert_eq!(error(&app, "GET", "/nowhere", "", "").0, 404);
     assert_eq!(error(&app, "DELETE", "/todos/1", "", "").0, 405);
+    // What App serves besides the routes.
+    assert_eq!(app.get("/health"), (200, "ok".into()));
+    assert_eq!(
+        app.metric("tidepool_pool_max_open{pool=\"pg\"}"),
+        Some(10.0)
+    );
+    assert_eq!(
+        app.metric("tidepool_pool_max_open{pool=\"redis\"}"),
+        Some(10.0)
+    );
+    assert!(app.metric("tidepool_http_requests_total").unwrap() >= 20.0);
     let status = app.stop();
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+}
+
+/// The App reads `--config` (and the environment) for the pools it declares.
+#[test]
+fn the_config_file_sizes_the_apps_pools() {
+    let pg = PgServer::shared();
+    let redis = RedisServer::shared();
+    let path = std::env::temp_dir().join(format!("todo-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[pools.pg]\nmax_open = 3\n[pools.redis.autoscale]\nenabled = true\nmax = 4\n",
+    )
+    .unwrap();
+    let app = App::start_example(
+        "todo",
+        &[
+            "--workers",
+            "2",
+            "--pg",
+            &pg.url(PgUser::Md5),
+            "--redis",
+            &redis.url(),
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        |_| {},
+    );
+    assert_eq!(app.metric("tidepool_pool_max_open{pool=\"pg\"}"), Some(3.0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.metric("tidepool_supervisor_autoscale_enabled{pool=\"redis\"}") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis autoscale never reported on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&path);
+    assert!(app.stop().success());
 }
 
 #[test]

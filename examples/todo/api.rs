@@ -1,20 +1,16 @@
 //! The routes, the worker's state and the API's errors.
 
 use serde::{Deserialize, Serialize};
+use tidepool::app::Pools;
 use tidepool::drivers::pg::{self, Row};
 use tidepool::drivers::pool::pg::PgManager;
 use tidepool::drivers::pool::redis::RedisManager;
-use tidepool::drivers::pool::{AcquireError, LocalPool, Pool};
+use tidepool::drivers::pool::{AcquireError, LocalPool};
 use tidepool::drivers::redis::{self, SetOptions};
 use tidepool::{IntoResponse, Json, Query, Rejection, Request, Response, Router, Status};
 
 /// How long a todo stays in the cache after it was read from PostgreSQL.
 const CACHE_SECS: u64 = 60;
-
-pub struct Pools {
-    pub pg: Pool<PgManager>,
-    pub redis: Pool<RedisManager>,
-}
 
 /// One worker's shards of the pools.
 pub struct State {
@@ -183,17 +179,16 @@ async fn list(req: &Request<'_>, st: &State) -> Result<Json<Vec<Todo>>> {
     Ok(Json(rows.iter().map(Todo::from_row).collect()))
 }
 
-/// Worker `index`'s router.
-pub fn router(pools: &Pools, index: usize) -> Router<State> {
+/// A worker's router, over its shards of the pools.
+pub fn router(pools: &Pools) -> Router<State> {
     let state = State {
-        pg: pools.pg.local(index),
-        redis: pools.redis.local(index),
+        pg: pools.pg("pg"),
+        redis: pools.redis("redis"),
     };
     Router::new(state)
         .post("/todos", create)
         .get("/todos", list)
         .get("/todos/{id}", show)
         .patch("/todos/{id}", update)
-        .get("/health", async |_, _| "ok")
         .error_renderer(json_error)
 }

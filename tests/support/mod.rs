@@ -96,9 +96,12 @@ impl App {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         configure(&mut cmd);
-        let child = cmd.spawn().expect("start example");
+        let mut child = cmd.spawn().expect("start example");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited before listening ({status}); its stderr is above");
+            }
             assert!(
                 Instant::now() < deadline,
                 "example never listened on {addr}"

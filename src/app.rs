@@ -1,0 +1,543 @@
+//! `App`: one builder that wires a service together. It owns the worker
+//! count and hands it to the server and to every pool (so they cannot
+//! disagree), reads the configuration file and the environment, declares
+//! the PostgreSQL and Redis pools, starts the supervisor with each pool's
+//! autoscale settings, serves `/metrics` and `/health`, runs a start-up
+//! hook (schema, seeds) before listening, and drains on SIGINT/SIGTERM.
+//!
+//! ```no_run
+//! use tidepool::app::{App, Pools};
+//! use tidepool::drivers::pool::pg::PgManager;
+//! use tidepool::drivers::pool::LocalPool;
+//! use tidepool::{Request, Router};
+//!
+//! struct State {
+//!     pg: LocalPool<PgManager>,
+//! }
+//!
+//! async fn count(_: &Request<'_>, st: &State) -> Result<String, tidepool::Status> {
+//!     let mut c = st.pg.get().await.map_err(|_| tidepool::Status::SERVICE_UNAVAILABLE)?;
+//!     let row = c.query_one("SELECT count(*) FROM todos", &[]).await
+//!         .map_err(|_| tidepool::Status::INTERNAL_SERVER_ERROR)?;
+//!     Ok(row.get::<i64>(0).to_string())
+//! }
+//!
+//! fn main() -> Result<(), tidepool::app::AppError> {
+//!     App::new()
+//!         .listen("127.0.0.1:8080")
+//!         .config_file("app.toml") // [pools.pg] max_open = 16, ...
+//!         .postgres("pg", "postgres://app@127.0.0.1/app")
+//!         .on_start(async |db| {
+//!             let mut c = db.postgres("pg").await?;
+//!             c.batch_execute("CREATE TABLE IF NOT EXISTS todos (id bigserial PRIMARY KEY)").await?;
+//!             Ok(())
+//!         })
+//!         .run(|pools: &Pools| Router::new(State { pg: pools.pg("pg") }).get("/count", count))
+//! }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use tidepool_drivers::pg;
+use tidepool_drivers::pool::pg::{PgManager, PgSharedManager};
+use tidepool_drivers::pool::redis::RedisManager;
+use tidepool_drivers::pool::supervised::Probe;
+use tidepool_drivers::pool::{LocalPool, Pool, PoolConfig, PoolStats};
+use tidepool_drivers::redis;
+use tidepool_engine::http::{HttpStats, WorkerStats};
+use tidepool_engine::rt;
+use tidepool_engine::workers::{default_workers, on_termination_signal};
+use tidepool_engine::{HttpConfig, Method, Response, Router, Server, ServerHandle};
+use tidepool_supervisor::{
+    PoolAutoscale, SupervisedPool, Supervisor, SupervisorConfig, SupervisorState,
+};
+
+use crate::config::Settings;
+use crate::metrics::{self, Exposition, PoolWindows};
+
+/// Why an app could not start, naming what failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError(pub String);
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AppError {}
+
+fn err(what: impl fmt::Display) -> AppError {
+    AppError(what.to_string())
+}
+
+/// A pool as declared: its kind and where it connects.
+enum Target {
+    Pg(String),
+    PgShared(String),
+    Redis(String),
+}
+
+struct Declared {
+    name: String,
+    target: Target,
+    config: PoolConfig,
+    autoscale: PoolAutoscale,
+}
+
+/// A pool as built.
+#[derive(Clone)]
+enum Built {
+    Pg(Pool<PgManager>),
+    PgShared(Pool<PgSharedManager>),
+    Redis(Pool<RedisManager>),
+}
+
+impl Built {
+    fn stats(&self) -> PoolStats {
+        match self {
+            Built::Pg(p) => p.stats(),
+            Built::PgShared(p) => p.stats(),
+            Built::Redis(p) => p.stats(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Built::Pg(_) => "postgres",
+            Built::PgShared(_) => "postgres_shared",
+            Built::Redis(_) => "redis",
+        }
+    }
+}
+
+type StartHook = Box<dyn FnOnce(&Startup) -> Pin<Box<dyn Future<Output = HookResult> + '_>>>;
+
+/// What the start-up hook returns: any error stops the start.
+pub type HookResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A service being put together; [`App::run`] starts it.
+pub struct App {
+    listen: String,
+    workers: Option<usize>,
+    pin: bool,
+    config_file: Option<PathBuf>,
+    settings: Option<Settings>,
+    http: HttpConfig,
+    pools: Vec<Declared>,
+    on_start: Option<StartHook>,
+    metrics_path: Option<&'static str>,
+    health_path: Option<&'static str>,
+    supervisor: SupervisorConfig,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App::new()
+    }
+}
+
+impl App {
+    /// Listens on 127.0.0.1:8080 with one worker per CPU this process may
+    /// use (its cgroup's quota and CPU set), `/metrics` and `/health`
+    /// served, settings from `TIDEPOOL_*` variables.
+    pub fn new() -> App {
+        App {
+            listen: "127.0.0.1:8080".into(),
+            workers: None,
+            pin: true,
+            config_file: None,
+            settings: None,
+            http: HttpConfig::default(),
+            pools: Vec::new(),
+            on_start: None,
+            metrics_path: Some("/metrics"),
+            health_path: Some("/health"),
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+
+    /// The address to serve on (`"0.0.0.0:8080"`; port 0 picks one).
+    pub fn listen(mut self, addr: impl Into<String>) -> App {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Worker threads (default: one per CPU the process may run on).
+    pub fn workers(mut self, n: usize) -> App {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Whether workers are pinned to CPUs (default yes).
+    pub fn pin_workers(mut self, pin: bool) -> App {
+        self.pin = pin;
+        self
+    }
+
+    /// Settings from this TOML file (and then the environment): `[http]`,
+    /// `[pools.<name>]`, `[pools.<name>.autoscale]`; see [`crate::config`].
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> App {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Settings already read (instead of [`config_file`](Self::config_file)).
+    pub fn settings(mut self, settings: Settings) -> App {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// The HTTP limits and timeouts to start from (the settings' `[http]`
+    /// keys are applied over them).
+    pub fn http(mut self, config: HttpConfig) -> App {
+        self.http = config;
+        self
+    }
+
+    fn declare(mut self, name: &str, target: Target) -> App {
+        self.pools.push(Declared {
+            name: name.to_string(),
+            target,
+            config: PoolConfig::default(),
+            autoscale: PoolAutoscale::default(),
+        });
+        self
+    }
+
+    /// A PostgreSQL pool of exclusive connections (transactions, session
+    /// state), at `url` (`postgres://user:pass@host:port/db?sslmode=…`).
+    pub fn postgres(self, name: &str, url: &str) -> App {
+        self.declare(name, Target::Pg(url.into()))
+    }
+
+    /// A PostgreSQL pool whose connections many callers share, their
+    /// statements pipelined (point queries; no transactions).
+    pub fn postgres_shared(self, name: &str, url: &str) -> App {
+        self.declare(name, Target::PgShared(url.into()))
+    }
+
+    /// A Redis pool (`redis://` or `rediss://`).
+    pub fn redis(self, name: &str, url: &str) -> App {
+        self.declare(name, Target::Redis(url.into()))
+    }
+
+    fn declared(&mut self, name: &str) -> &mut Declared {
+        self.pools
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("pool `{name}` is not declared (declare it first)"))
+    }
+
+    /// The configuration pool `name` starts from (the settings' keys are
+    /// applied over it). Panics if no pool of that name was declared.
+    pub fn pool_config(mut self, name: &str, config: PoolConfig) -> App {
+        self.declared(name).config = config;
+        self
+    }
+
+    /// The autoscaling pool `name` starts from (the settings' keys are
+    /// applied over it). Panics if no pool of that name was declared.
+    pub fn autoscale(mut self, name: &str, autoscale: PoolAutoscale) -> App {
+        self.declared(name).autoscale = autoscale;
+        self
+    }
+
+    /// Runs once before the server listens, on a runtime of its own, with
+    /// fresh connections to the declared databases: create the schema,
+    /// seed data. An error stops the start.
+    pub fn on_start<F>(mut self, f: F) -> App
+    where
+        F: AsyncFnOnce(&Startup) -> HookResult + 'static,
+    {
+        self.on_start = Some(Box::new(move |s: &Startup| Box::pin(f(s))));
+        self
+    }
+
+    /// Where the Prometheus exposition is served (`None`: not at all).
+    pub fn metrics_path(mut self, path: Option<&'static str>) -> App {
+        self.metrics_path = path;
+        self
+    }
+
+    /// Where `ok` is served for health checks (`None`: not at all).
+    pub fn health_path(mut self, path: Option<&'static str>) -> App {
+        self.health_path = path;
+        self
+    }
+
+    /// The supervisor's sampling and restart settings.
+    pub fn supervisor(mut self, config: SupervisorConfig) -> App {
+        self.supervisor = config;
+        self
+    }
+
+    /// Starts the service and serves until SIGINT or SIGTERM, then lets
+    /// requests in flight finish (`HttpConfig::shutdown_grace`) and stops.
+    /// `routes` runs on each worker and builds its router from the
+    /// worker's shards of the pools.
+    pub fn run<S, F>(self, routes: F) -> Result<(), AppError>
+    where
+        S: 'static,
+        F: Fn(&Pools) -> Router<S> + Send + Sync + 'static,
+    {
+        // Before any thread starts: they inherit the blocked signals.
+        let (tx, rx) = std::sync::mpsc::channel();
+        on_termination_signal(move || {
+            let _ = tx.send(());
+        })
+        .map_err(|e| err(format!("cannot install signal handling: {e}")))?;
+        let running = self.start(routes)?;
+        tracing::info!(addr = %running.local_addr(), workers = running.workers, "listening");
+        let _ = rx.recv();
+        tracing::info!("shutting down");
+        running.shutdown();
+        Ok(())
+    }
+
+    /// Starts the service and returns at once (for tests and embedders,
+    /// which stop it with [`Running::shutdown`]); no signal handling.
+    pub fn start<S, F>(self, routes: F) -> Result<Running, AppError>
+    where
+        S: 'static,
+        F: Fn(&Pools) -> Router<S> + Send + Sync + 'static,
+    {
+        let settings = match (self.settings, &self.config_file) {
+            (Some(s), _) => s,
+            (None, file) => Settings::load(file.as_deref()).map_err(err)?,
+        };
+        let names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        settings.check(&[], &names).map_err(err)?;
+        let workers = self.workers.unwrap_or_else(default_workers).max(1);
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| err(format!("listen address {:?}: {e}", self.listen)))?;
+        let http = settings.http(self.http).map_err(err)?;
+        let startup = Startup {
+            targets: self
+                .pools
+                .iter()
+                .map(|p| (p.name.clone(), target_url(&p.target).to_string()))
+                .collect(),
+        };
+        if let Some(hook) = self.on_start {
+            rt::block_on(hook(&startup)).map_err(|e| err(format!("start-up hook: {e}")))?;
+        }
+        let mut built = Vec::new();
+        let mut supervised: Vec<(Box<dyn SupervisedPool>, PoolAutoscale, usize)> = Vec::new();
+        for p in self.pools {
+            let config = settings.pool(&p.name, p.config).map_err(err)?;
+            let autoscale = settings.autoscale(&p.name, p.autoscale).map_err(err)?;
+            let pool = build(&p.name, &p.target, config, workers)?;
+            let (probe, min_idle): (Box<dyn SupervisedPool>, usize) = match &pool {
+                Built::Pg(x) => (Box::new(Probe::new(x.clone())), x.config().min_idle),
+                Built::PgShared(x) => (Box::new(Probe::new(x.clone())), x.config().min_idle),
+                Built::Redis(x) => (Box::new(Probe::new(x.clone())), x.config().min_idle),
+            };
+            supervised.push((probe, autoscale, min_idle));
+            built.push((p.name, pool));
+        }
+        let supervisor = Supervisor::start(self.supervisor, supervised).map_err(err)?;
+        let shared = Arc::new(Shared {
+            pools: built,
+            windows: PoolWindows::default(),
+            http_stats: OnceLock::new(),
+            supervisor: supervisor.state(),
+        });
+        let for_workers = shared.clone();
+        let (metrics_path, health_path) = (self.metrics_path, self.health_path);
+        let server = Server::bind(listen)
+            .workers(workers)
+            .pin_workers(self.pin)
+            .http_config(http)
+            .serve(move |info| {
+                let pools = Pools {
+                    index: info.index,
+                    shared: for_workers.clone(),
+                };
+                let mut router = routes(&pools);
+                if let Some(path) = health_path {
+                    router = router.route_sync(Method::Get, path, |_, _| "ok");
+                }
+                if let Some(path) = metrics_path {
+                    let shared = for_workers.clone();
+                    router = router.route_sync(Method::Get, path, move |_, _| shared.exposition());
+                }
+                router
+            })
+            .map_err(|e| err(format!("cannot serve on {listen}: {e}")))?;
+        let _ = shared.http_stats.set(server.worker_stats());
+        Ok(Running {
+            server,
+            supervisor,
+            shared,
+            workers,
+        })
+    }
+}
+
+fn target_url(t: &Target) -> &str {
+    match t {
+        Target::Pg(u) | Target::PgShared(u) | Target::Redis(u) => u,
+    }
+}
+
+fn build(
+    name: &str,
+    target: &Target,
+    config: PoolConfig,
+    workers: usize,
+) -> Result<Built, AppError> {
+    let bad = |e: &dyn fmt::Display| err(format!("pool `{name}`: {e}"));
+    Ok(match target {
+        Target::Pg(url) => {
+            let c = pg::Config::from_url(url).map_err(|e| bad(&e))?;
+            Built::Pg(Pool::new(name, config, PgManager::new(c), workers).map_err(|e| bad(&e))?)
+        }
+        Target::PgShared(url) => {
+            let c = pg::Config::from_url(url).map_err(|e| bad(&e))?;
+            let m = PgSharedManager::new(c);
+            Built::PgShared(Pool::new(name, config, m, workers).map_err(|e| bad(&e))?)
+        }
+        Target::Redis(url) => {
+            let c = redis::Config::from_url(url).map_err(|e| bad(&e))?;
+            let m = RedisManager::new(c, config.max_in_flight);
+            Built::Redis(Pool::new(name, config, m, workers).map_err(|e| bad(&e))?)
+        }
+    })
+}
+
+/// What every worker shares: the pools, and what `/metrics` reports.
+struct Shared {
+    pools: Vec<(String, Built)>,
+    windows: PoolWindows,
+    http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
+    supervisor: Arc<SupervisorState>,
+}
+
+impl Shared {
+    fn exposition(&self) -> Response {
+        let mut e = Exposition::new();
+        if let Some(stats) = self.http_stats.get() {
+            metrics::http(&mut e, &HttpStats::sum(stats.iter().map(|s| &**s)));
+        }
+        metrics::io_backend(&mut e);
+        let pools: Vec<PoolStats> = self.pools.iter().map(|(_, p)| p.stats()).collect();
+        metrics::pools(&mut e, &self.windows, &pools);
+        metrics::supervisor(&mut e, &self.supervisor);
+        Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
+    }
+}
+
+/// One worker's view of the pools, for building its router: each call
+/// returns this worker's shard.
+pub struct Pools {
+    index: usize,
+    shared: Arc<Shared>,
+}
+
+impl Pools {
+    /// The worker's index (0-based).
+    pub fn worker(&self) -> usize {
+        self.index
+    }
+
+    fn find(&self, name: &str, kind: &str) -> &Built {
+        let found = self.shared.pools.iter().find(|(n, _)| n == name);
+        match found {
+            Some((_, p)) if p.kind() == kind => p,
+            Some((_, p)) => panic!("pool `{name}` is a {} pool, not {kind}", p.kind()),
+            None => {
+                let names: Vec<&str> = self.shared.pools.iter().map(|(n, _)| n.as_str()).collect();
+                panic!("no pool `{name}` (declared: {})", names.join(", "))
+            }
+        }
+    }
+
+    /// This worker's shard of PostgreSQL pool `name` (declared with
+    /// `postgres`). Panics, failing the start, if there is none.
+    pub fn pg(&self, name: &str) -> LocalPool<PgManager> {
+        match self.find(name, "postgres") {
+            Built::Pg(p) => p.local(self.index),
+            _ => unreachable!("kind checked"),
+        }
+    }
+
+    /// This worker's shard of shared PostgreSQL pool `name`.
+    pub fn pg_shared(&self, name: &str) -> LocalPool<PgSharedManager> {
+        match self.find(name, "postgres_shared") {
+            Built::PgShared(p) => p.local(self.index),
+            _ => unreachable!("kind checked"),
+        }
+    }
+
+    /// This worker's shard of Redis pool `name`.
+    pub fn redis(&self, name: &str) -> LocalPool<RedisManager> {
+        match self.find(name, "redis") {
+            Built::Redis(p) => p.local(self.index),
+            _ => unreachable!("kind checked"),
+        }
+    }
+}
+
+/// What the start-up hook may use: fresh connections to the declared
+/// databases (closed when dropped; not from the pools, which do not run yet).
+pub struct Startup {
+    targets: Vec<(String, String)>,
+}
+
+impl Startup {
+    fn url(&self, name: &str) -> Result<&str, Box<dyn std::error::Error>> {
+        self.targets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| u.as_str())
+            .ok_or_else(|| format!("no pool `{name}`").into())
+    }
+
+    /// A connection to PostgreSQL pool `name`'s database.
+    pub async fn postgres(&self, name: &str) -> Result<pg::Client, Box<dyn std::error::Error>> {
+        Ok(pg::Client::connect_url(self.url(name)?).await?)
+    }
+
+    /// A connection to Redis pool `name`'s server.
+    pub async fn redis(&self, name: &str) -> Result<redis::Connection, Box<dyn std::error::Error>> {
+        let cfg = redis::Config::from_url(self.url(name)?)?;
+        Ok(redis::Connection::connect(&cfg).await?)
+    }
+}
+
+/// A started app (from [`App::start`]).
+pub struct Running {
+    server: ServerHandle,
+    supervisor: Supervisor,
+    shared: Arc<Shared>,
+    workers: usize,
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The pools' numbers, as `/metrics` reports them.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.shared.pools.iter().map(|(_, p)| p.stats()).collect()
+    }
+
+    /// Stops listening, lets requests in flight finish, stops the supervisor.
+    pub fn shutdown(self) {
+        self.server.shutdown();
+        self.supervisor.stop();
+    }
+}
