@@ -43,8 +43,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
+use tidepool_drivers::cache::{Cache, CacheStats, LocalCache};
 use tidepool_drivers::pg;
-use tidepool_drivers::pool::pg::{PgManager, PgSharedManager};
+use tidepool_drivers::pool::pg::{PgManager, PgSharedManager, WarmupSlots};
 use tidepool_drivers::pool::redis::RedisManager;
 use tidepool_drivers::pool::supervised::Probe;
 use tidepool_drivers::pool::{LocalPool, Pool, PoolConfig, PoolStats};
@@ -58,7 +59,7 @@ use tidepool_supervisor::{
 };
 
 use crate::config::Settings;
-use crate::metrics::{self, Exposition, PoolWindows};
+use crate::metrics::{self, CacheWindows, Exposition, PoolWindows};
 
 /// Why an app could not start, naming what failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,18 +77,25 @@ fn err(what: impl fmt::Display) -> AppError {
     AppError(what.to_string())
 }
 
-/// A pool as declared: its kind and where it connects.
+/// A pool as declared: its kind and where it connects (a URL that did not
+/// parse is reported when the app starts).
 enum Target {
-    Pg(String),
-    PgShared(String),
-    Redis(String),
+    Pg(Result<pg::Config, String>),
+    PgShared(Result<pg::Config, String>),
+    Redis(Result<redis::Config, String>),
 }
+
+type Edit<T> = Box<dyn FnOnce(&mut T)>;
 
 struct Declared {
     name: String,
     target: Target,
     config: PoolConfig,
     autoscale: PoolAutoscale,
+    warmup_slots: Option<WarmupSlots>,
+    /// Applied after the settings (command-line flags, which win).
+    config_edits: Vec<Edit<PoolConfig>>,
+    autoscale_edits: Vec<Edit<PoolAutoscale>>,
 }
 
 /// A pool as built.
@@ -134,6 +142,10 @@ pub struct App {
     metrics_path: Option<&'static str>,
     health_path: Option<&'static str>,
     supervisor: SupervisorConfig,
+    caches: Vec<(Cache, String)>,
+    server: Vec<Box<dyn FnOnce(Server) -> Server>>,
+    /// Pools the settings may name though not declared (see `optional_pools`).
+    optional: Vec<String>,
 }
 
 impl Default for App {
@@ -159,6 +171,9 @@ impl App {
             metrics_path: Some("/metrics"),
             health_path: Some("/health"),
             supervisor: SupervisorConfig::default(),
+            caches: Vec::new(),
+            server: Vec::new(),
+            optional: Vec::new(),
         }
     }
 
@@ -206,6 +221,9 @@ impl App {
             target,
             config: PoolConfig::default(),
             autoscale: PoolAutoscale::default(),
+            warmup_slots: None,
+            config_edits: Vec::new(),
+            autoscale_edits: Vec::new(),
         });
         self
     }
@@ -213,18 +231,90 @@ impl App {
     /// A PostgreSQL pool of exclusive connections (transactions, session
     /// state), at `url` (`postgres://user:pass@host:port/db?sslmode=…`).
     pub fn postgres(self, name: &str, url: &str) -> App {
-        self.declare(name, Target::Pg(url.into()))
+        let c = pg::Config::from_url(url).map_err(|e| e.to_string());
+        self.declare(name, Target::Pg(c))
+    }
+
+    /// As [`postgres`](Self::postgres), from a configuration built in code.
+    pub fn postgres_config(self, name: &str, config: pg::Config) -> App {
+        self.declare(name, Target::Pg(Ok(config)))
     }
 
     /// A PostgreSQL pool whose connections many callers share, their
     /// statements pipelined (point queries; no transactions).
     pub fn postgres_shared(self, name: &str, url: &str) -> App {
-        self.declare(name, Target::PgShared(url.into()))
+        let c = pg::Config::from_url(url).map_err(|e| e.to_string());
+        self.declare(name, Target::PgShared(c))
+    }
+
+    /// As [`postgres_shared`](Self::postgres_shared), from a configuration
+    /// built in code.
+    pub fn postgres_shared_config(self, name: &str, config: pg::Config) -> App {
+        self.declare(name, Target::PgShared(Ok(config)))
     }
 
     /// A Redis pool (`redis://` or `rediss://`).
     pub fn redis(self, name: &str, url: &str) -> App {
-        self.declare(name, Target::Redis(url.into()))
+        let c = redis::Config::from_url(url).map_err(|e| e.to_string());
+        self.declare(name, Target::Redis(c))
+    }
+
+    /// As [`redis`](Self::redis), from a configuration built in code (a
+    /// CA file for `rediss://`, a client name).
+    pub fn redis_config(self, name: &str, config: redis::Config) -> App {
+        self.declare(name, Target::Redis(Ok(config)))
+    }
+
+    /// Pools this app declares only sometimes (when a flag gives their
+    /// database): settings naming them are accepted, and checked, when
+    /// they are not declared.
+    pub fn optional_pools(mut self, names: &[&str]) -> App {
+        self.optional.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// Changes pool `name`'s configuration after the settings were applied
+    /// (command-line flags, which win over the file and the environment).
+    pub fn override_pool(mut self, name: &str, f: impl FnOnce(&mut PoolConfig) + 'static) -> App {
+        self.declared(name).config_edits.push(Box::new(f));
+        self
+    }
+
+    /// Changes pool `name`'s autoscaling after the settings were applied.
+    pub fn override_autoscale(
+        mut self,
+        name: &str,
+        f: impl FnOnce(&mut PoolAutoscale) + 'static,
+    ) -> App {
+        self.declared(name).autoscale_edits.push(Box::new(f));
+        self
+    }
+
+    /// PostgreSQL pool `name` warms up holding one of a cluster's warm-up
+    /// slots (an advisory lock), so that a fleet does not open all its
+    /// connections at once. Panics if no pool of that name was declared.
+    pub fn warmup_slots(mut self, name: &str, slots: WarmupSlots) -> App {
+        self.declared(name).warmup_slots = Some(slots);
+        self
+    }
+
+    /// A cache over Redis pool `redis` (declared before): reported in
+    /// `/metrics`, and each worker's handle comes from [`Pools::cache`].
+    pub fn cache(mut self, cache: Cache, redis: &str) -> App {
+        self.caches.push((cache, redis.to_string()));
+        self
+    }
+
+    /// Serves HTTPS with this configuration (see `tidepool::engine::tls`).
+    pub fn tls(mut self, config: Arc<tidepool_engine::tls::rustls::ServerConfig>) -> App {
+        self.http.tls = Some(config);
+        self
+    }
+
+    /// Adjusts the server before it starts (its I/O backend, held waits).
+    pub fn server(mut self, f: impl FnOnce(Server) -> Server + 'static) -> App {
+        self.server.push(Box::new(f));
+        self
     }
 
     fn declared(&mut self, name: &str) -> &mut Declared {
@@ -293,7 +383,16 @@ impl App {
         })
         .map_err(|e| err(format!("cannot install signal handling: {e}")))?;
         let running = self.start(routes)?;
-        tracing::info!(addr = %running.local_addr(), workers = running.workers, "listening");
+        let io: Vec<String> = rt::backend::selections()
+            .iter()
+            .map(|s| format!("{} ({})", s.backend, s.reason))
+            .collect();
+        tracing::info!(
+            addr = %running.local_addr(),
+            workers = running.workers,
+            io = %io.join(", "),
+            "listening"
+        );
         let _ = rx.recv();
         tracing::info!("shutting down");
         running.shutdown();
@@ -311,30 +410,52 @@ impl App {
             (Some(s), _) => s,
             (None, file) => Settings::load(file.as_deref()).map_err(err)?,
         };
-        let names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        let mut names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        names.extend(self.optional.iter().map(String::as_str));
         settings.check(&[], &names).map_err(err)?;
+        for name in &self.optional {
+            settings.pool(name, PoolConfig::default()).map_err(err)?;
+            settings
+                .autoscale(name, PoolAutoscale::default())
+                .map_err(err)?;
+        }
         let workers = self.workers.unwrap_or_else(default_workers).max(1);
         let listen: SocketAddr = self
             .listen
             .parse()
             .map_err(|e| err(format!("listen address {:?}: {e}", self.listen)))?;
         let http = settings.http(self.http).map_err(err)?;
-        let startup = Startup {
-            targets: self
-                .pools
-                .iter()
-                .map(|p| (p.name.clone(), target_url(&p.target).to_string()))
-                .collect(),
-        };
+        let mut startup = Startup::default();
+        for p in &self.pools {
+            let bad = |e: &String| err(format!("pool `{}`: {e}", p.name));
+            match &p.target {
+                Target::Pg(c) | Target::PgShared(c) => {
+                    startup
+                        .pg
+                        .push((p.name.clone(), c.as_ref().map_err(bad)?.clone()));
+                }
+                Target::Redis(c) => {
+                    startup
+                        .redis
+                        .push((p.name.clone(), c.as_ref().map_err(bad)?.clone()));
+                }
+            }
+        }
         if let Some(hook) = self.on_start {
             rt::block_on(hook(&startup)).map_err(|e| err(format!("start-up hook: {e}")))?;
         }
         let mut built = Vec::new();
         let mut supervised: Vec<(Box<dyn SupervisedPool>, PoolAutoscale, usize)> = Vec::new();
         for p in self.pools {
-            let config = settings.pool(&p.name, p.config).map_err(err)?;
-            let autoscale = settings.autoscale(&p.name, p.autoscale).map_err(err)?;
-            let pool = build(&p.name, &p.target, config, workers)?;
+            let mut config = settings.pool(&p.name, p.config).map_err(err)?;
+            for edit in p.config_edits {
+                edit(&mut config);
+            }
+            let mut autoscale = settings.autoscale(&p.name, p.autoscale).map_err(err)?;
+            for edit in p.autoscale_edits {
+                edit(&mut autoscale);
+            }
+            let pool = build(&p.name, p.target, p.warmup_slots, config, workers)?;
             let (probe, min_idle): (Box<dyn SupervisedPool>, usize) = match &pool {
                 Built::Pg(x) => (Box::new(Probe::new(x.clone())), x.config().min_idle),
                 Built::PgShared(x) => (Box::new(Probe::new(x.clone())), x.config().min_idle),
@@ -344,18 +465,35 @@ impl App {
             built.push((p.name, pool));
         }
         let supervisor = Supervisor::start(self.supervisor, supervised).map_err(err)?;
+        for (cache, redis) in &self.caches {
+            match built.iter().find(|(n, _)| n == redis) {
+                Some((_, Built::Redis(_))) => {}
+                _ => {
+                    return Err(err(format!(
+                        "cache `{}`: no Redis pool `{redis}`",
+                        cache.name()
+                    )))
+                }
+            }
+        }
         let shared = Arc::new(Shared {
             pools: built,
+            caches: self.caches,
             windows: PoolWindows::default(),
+            cache_windows: CacheWindows::default(),
             http_stats: OnceLock::new(),
             supervisor: supervisor.state(),
         });
         let for_workers = shared.clone();
         let (metrics_path, health_path) = (self.metrics_path, self.health_path);
-        let server = Server::bind(listen)
+        let mut server = Server::bind(listen)
             .workers(workers)
             .pin_workers(self.pin)
-            .http_config(http)
+            .http_config(http);
+        for f in self.server {
+            server = f(server);
+        }
+        let server = server
             .serve(move |info| {
                 let pools = Pools {
                     index: info.index,
@@ -382,32 +520,31 @@ impl App {
     }
 }
 
-fn target_url(t: &Target) -> &str {
-    match t {
-        Target::Pg(u) | Target::PgShared(u) | Target::Redis(u) => u,
-    }
-}
-
 fn build(
     name: &str,
-    target: &Target,
+    target: Target,
+    slots: Option<WarmupSlots>,
     config: PoolConfig,
     workers: usize,
 ) -> Result<Built, AppError> {
     let bad = |e: &dyn fmt::Display| err(format!("pool `{name}`: {e}"));
     Ok(match target {
-        Target::Pg(url) => {
-            let c = pg::Config::from_url(url).map_err(|e| bad(&e))?;
-            Built::Pg(Pool::new(name, config, PgManager::new(c), workers).map_err(|e| bad(&e))?)
+        Target::Pg(c) => {
+            let mut m = PgManager::new(c.map_err(|e| bad(&e))?);
+            if let Some(s) = slots {
+                m = m.with_warmup_slots(s);
+            }
+            Built::Pg(Pool::new(name, config, m, workers).map_err(|e| bad(&e))?)
         }
-        Target::PgShared(url) => {
-            let c = pg::Config::from_url(url).map_err(|e| bad(&e))?;
-            let m = PgSharedManager::new(c);
+        Target::PgShared(c) => {
+            let mut m = PgSharedManager::new(c.map_err(|e| bad(&e))?);
+            if let Some(s) = slots {
+                m = m.with_warmup_slots(s);
+            }
             Built::PgShared(Pool::new(name, config, m, workers).map_err(|e| bad(&e))?)
         }
-        Target::Redis(url) => {
-            let c = redis::Config::from_url(url).map_err(|e| bad(&e))?;
-            let m = RedisManager::new(c, config.max_in_flight);
+        Target::Redis(c) => {
+            let m = RedisManager::new(c.map_err(|e| bad(&e))?, config.max_in_flight);
             Built::Redis(Pool::new(name, config, m, workers).map_err(|e| bad(&e))?)
         }
     })
@@ -416,7 +553,10 @@ fn build(
 /// What every worker shares: the pools, and what `/metrics` reports.
 struct Shared {
     pools: Vec<(String, Built)>,
+    /// Each cache, with the Redis pool it uses.
+    caches: Vec<(Cache, String)>,
     windows: PoolWindows,
+    cache_windows: CacheWindows,
     http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
     supervisor: Arc<SupervisorState>,
 }
@@ -430,6 +570,10 @@ impl Shared {
         metrics::io_backend(&mut e);
         let pools: Vec<PoolStats> = self.pools.iter().map(|(_, p)| p.stats()).collect();
         metrics::pools(&mut e, &self.windows, &pools);
+        if !self.caches.is_empty() {
+            let caches: Vec<CacheStats> = self.caches.iter().map(|(c, _)| c.stats()).collect();
+            metrics::caches(&mut e, &self.cache_windows, &caches);
+        }
         metrics::supervisor(&mut e, &self.supervisor);
         Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
     }
@@ -484,32 +628,59 @@ impl Pools {
             _ => unreachable!("kind checked"),
         }
     }
+
+    /// Whether a pool named `name` was declared (for pools an app declares
+    /// only when configured).
+    pub fn has(&self, name: &str) -> bool {
+        self.shared.pools.iter().any(|(n, _)| n == name)
+    }
+
+    /// This worker's handle to cache `name` (registered with `App::cache`),
+    /// on this worker's shard of its Redis pool.
+    pub fn cache(&self, name: &str) -> LocalCache {
+        let (cache, redis) = self
+            .shared
+            .caches
+            .iter()
+            .find(|(c, _)| c.name() == name)
+            .unwrap_or_else(|| panic!("no cache `{name}`"));
+        cache.local(self.redis(redis))
+    }
+
+    /// The supervisor's state (its heartbeat, decisions, and fault injection
+    /// for drills).
+    pub fn supervisor(&self) -> Arc<SupervisorState> {
+        self.shared.supervisor.clone()
+    }
 }
 
 /// What the start-up hook may use: fresh connections to the declared
 /// databases (closed when dropped; not from the pools, which do not run yet).
+#[derive(Default)]
 pub struct Startup {
-    targets: Vec<(String, String)>,
+    pg: Vec<(String, pg::Config)>,
+    redis: Vec<(String, redis::Config)>,
 }
 
 impl Startup {
-    fn url(&self, name: &str) -> Result<&str, Box<dyn std::error::Error>> {
-        self.targets
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, u)| u.as_str())
-            .ok_or_else(|| format!("no pool `{name}`").into())
-    }
-
     /// A connection to PostgreSQL pool `name`'s database.
     pub async fn postgres(&self, name: &str) -> Result<pg::Client, Box<dyn std::error::Error>> {
-        Ok(pg::Client::connect_url(self.url(name)?).await?)
+        let (_, c) = self
+            .pg
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| format!("no PostgreSQL pool `{name}`"))?;
+        Ok(pg::Client::connect(c).await?)
     }
 
     /// A connection to Redis pool `name`'s server.
     pub async fn redis(&self, name: &str) -> Result<redis::Connection, Box<dyn std::error::Error>> {
-        let cfg = redis::Config::from_url(self.url(name)?)?;
-        Ok(redis::Connection::connect(&cfg).await?)
+        let (_, c) = self
+            .redis
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| format!("no Redis pool `{name}`"))?;
+        Ok(redis::Connection::connect(c).await?)
     }
 }
 

@@ -1,38 +1,18 @@
 //! The example's routes and per-worker state.
 
 use std::cell::Cell;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tidepool::drivers::cache::{Cache, CacheError, LocalCache};
+use tidepool::app::Pools;
+use tidepool::drivers::cache::{CacheError, LocalCache};
 use tidepool::drivers::pg::ToSql;
 use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
-use tidepool::drivers::pool::{LocalPool, Pool};
+use tidepool::drivers::pool::LocalPool;
 use tidepool::drivers::redis::SetOptions;
-use tidepool::engine::http::{HttpStats, WorkerStats};
-use tidepool::engine::{Method, Request, Response, Router, Status, WorkerInfo};
-use tidepool::metrics::{self, CacheWindows, Exposition, PoolWindows};
+use tidepool::engine::{Method, Request, Response, Router, Status};
 use tidepool::supervisor::SupervisorState;
-
-/// Built once, shared by every worker (and readable by other threads).
-pub struct Shared {
-    pub pg: Option<Pool<PgManager>>,
-    /// Shared, pipelined connections for the point queries of /db and /queries.
-    pub pg_shared: Option<Pool<PgSharedManager>>,
-    pub redis: Option<Pool<RedisManager>>,
-    /// Filled once the server runs (the counters exist only then).
-    pub http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
-    pub windows: PoolWindows,
-    /// Enables POST /debug/supervisor-panic.
-    pub fault_injection: bool,
-    /// Set once the supervisor runs.
-    pub supervisor: OnceLock<Arc<SupervisorState>>,
-    /// Caches /report/{day} (present with --redis).
-    pub report_cache: Option<Cache>,
-    pub cache_windows: CacheWindows,
-}
 
 /// One worker's state: its shards of the pools.
 pub struct State {
@@ -40,7 +20,8 @@ pub struct State {
     pg_shared: Option<LocalPool<PgSharedManager>>,
     redis: Option<LocalPool<RedisManager>>,
     report_cache: Option<LocalCache>,
-    shared: Arc<Shared>,
+    /// For POST /debug/supervisor-panic, when fault injection is on.
+    supervisor: Option<std::sync::Arc<SupervisorState>>,
     rng: Cell<u64>,
 }
 
@@ -250,47 +231,16 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
     }
 }
 
-fn render_metrics(shared: &Shared) -> Response {
-    let mut e = Exposition::new();
-    if let Some(stats) = shared.http_stats.get() {
-        metrics::http(&mut e, &HttpStats::sum(stats.iter().map(|s| &**s)));
-        metrics::io_backend(&mut e);
-    }
-    let mut pools = Vec::new();
-    if let Some(p) = &shared.pg {
-        pools.push(p.stats());
-    }
-    if let Some(p) = &shared.pg_shared {
-        pools.push(p.stats());
-    }
-    if let Some(p) = &shared.redis {
-        pools.push(p.stats());
-    }
-    metrics::pools(&mut e, &shared.windows, &pools);
-    if let Some(c) = &shared.report_cache {
-        metrics::caches(&mut e, &shared.cache_windows, &[c.stats()]);
-    }
-    if let Some(s) = shared.supervisor.get() {
-        metrics::supervisor(&mut e, s);
-    }
-    Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
-}
-
-pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
-    // One shard per worker: the cache's handle shares the route's shard.
-    let redis = shared.redis.as_ref().map(|p| p.local(info.index));
-    let report_cache = shared
-        .report_cache
-        .as_ref()
-        .zip(redis.as_ref())
-        .map(|(c, p)| c.local(p.clone()));
+/// A worker's router, over its shards of the pools the flags declared.
+pub fn router(pools: &Pools, fault_injection: bool) -> Router<State> {
     let state = State {
-        pg: shared.pg.as_ref().map(|p| p.local(info.index)),
-        pg_shared: shared.pg_shared.as_ref().map(|p| p.local(info.index)),
-        redis,
-        report_cache,
-        shared,
-        rng: Cell::new(0x2545_F491_4F6C_DD1D ^ ((info.index as u64 + 1) << 32)),
+        pg: pools.has("pg").then(|| pools.pg("pg")),
+        pg_shared: pools.has("pg-shared").then(|| pools.pg_shared("pg-shared")),
+        redis: pools.has("redis").then(|| pools.redis("redis")),
+        // The cache's handle shares the route's shard of the Redis pool.
+        report_cache: pools.has("redis").then(|| pools.cache("report")),
+        supervisor: fault_injection.then(|| pools.supervisor()),
+        rng: Cell::new(0x2545_F491_4F6C_DD1D ^ ((pools.worker() as u64 + 1) << 32)),
     };
     Router::new(state)
         .get_sync("/plaintext", |_, _| Response::text("Hello, World!"))
@@ -299,8 +249,6 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
                 message: "Hello, World!",
             })
         })
-        .get_sync("/health", |_, _| Response::text("ok"))
-        .get_sync("/metrics", |_, st: &State| render_metrics(&st.shared))
         .get("/db", db)
         .get("/queries", queries)
         .get("/db/sleep", db_sleep)
@@ -311,8 +259,8 @@ pub fn router(info: &WorkerInfo, shared: Arc<Shared>) -> Router<State> {
         .route_sync(
             Method::Post,
             "/debug/supervisor-panic",
-            |_, st: &State| match (st.shared.fault_injection, st.shared.supervisor.get()) {
-                (true, Some(s)) => {
+            |_, st: &State| match &st.supervisor {
+                Some(s) => {
                     s.inject_panic();
                     Response::text("the supervisor's next tick panics")
                 }
