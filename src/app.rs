@@ -566,6 +566,7 @@ impl Shared {
         let mut e = Exposition::new();
         if let Some(stats) = self.http_stats.get() {
             metrics::http(&mut e, &HttpStats::sum(stats.iter().map(|s| &**s)));
+            metrics::routes(&mut e, stats);
         }
         metrics::io_backend(&mut e);
         let pools: Vec<PoolStats> = self.pools.iter().map(|(_, p)| p.stats()).collect();

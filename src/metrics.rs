@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tidepool_drivers::cache::CacheStats;
 use tidepool_drivers::pool::{CloseReason, Histogram, PoolStats};
-use tidepool_engine::http::HttpStats;
+use tidepool_engine::http::route_stats::{sum_samples, BUCKETS};
+use tidepool_engine::http::{HttpStats, RouteStats, WorkerStats};
 use tidepool_supervisor::{Action, SupervisorState};
 
 /// How far back quantiles look.
@@ -38,6 +39,12 @@ struct Family {
 impl Exposition {
     pub fn new() -> Exposition {
         Exposition::default()
+    }
+
+    /// Declares a family before its samples: a histogram's, whose samples
+    /// are all `_bucket`, `_sum` and `_count`.
+    pub fn declare(&mut self, name: &'static str, kind: &'static str, help: &str) {
+        self.family(name, kind, help);
     }
 
     /// The family a sample named `name` belongs to, declared as `kind` if new.
@@ -463,6 +470,66 @@ pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
     }
 }
 
+/// Every route's requests by method and status, with their durations, as
+/// the histogram `tidepool_http_request_duration_seconds{route,method,status}`
+/// (summed over workers; `HttpConfig::route_metrics`). A request no route
+/// took counts under `route=""`, `method="other"`.
+pub fn routes(e: &mut Exposition, workers: &[std::sync::Arc<WorkerStats>]) {
+    let stats: Vec<&RouteStats> = workers
+        .iter()
+        .filter_map(|w| w.routes.get())
+        .map(|r| &**r)
+        .collect();
+    let name = "tidepool_http_request_duration_seconds";
+    let help = "Time from a request's first byte to its response, by route, method and status.";
+    e.declare(name, "histogram", help);
+    for s in sum_samples(stats) {
+        let status = s.status.to_string();
+        let l = [
+            ("route", s.route.as_str()),
+            ("method", s.method),
+            ("status", status.as_str()),
+        ];
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+            cumulative += n;
+            let le = bound.to_string();
+            let mut with_le = l.to_vec();
+            with_le.push(("le", &le));
+            e.sample(
+                "tidepool_http_request_duration_seconds_bucket",
+                "histogram",
+                help,
+                &with_le,
+                cumulative as f64,
+            );
+        }
+        let mut inf = l.to_vec();
+        inf.push(("le", "+Inf"));
+        e.sample(
+            "tidepool_http_request_duration_seconds_bucket",
+            "histogram",
+            help,
+            &inf,
+            s.count as f64,
+        );
+        e.sample(
+            "tidepool_http_request_duration_seconds_sum",
+            "histogram",
+            help,
+            &l,
+            s.sum_seconds,
+        );
+        e.sample(
+            "tidepool_http_request_duration_seconds_count",
+            "histogram",
+            help,
+            &l,
+            s.count as f64,
+        );
+    }
+}
+
 /// Recent snapshots of each cache's lock-wait histogram, for windowed
 /// quantiles.
 #[derive(Default)]
@@ -809,6 +876,8 @@ mod tests {
     /// Everything an app with three pools and two caches exposes, added in
     /// the order the example adds it (pool by pool), reads as a scraper
     /// reads it, with each family once.
+    use std::sync::Arc;
+
     #[test]
     fn a_full_exposition_parses_strictly() {
         let mut e = Exposition::new();
@@ -834,8 +903,20 @@ mod tests {
             &[cache("report"), cache("other")],
         );
         supervisor(&mut e, &SupervisorState::default());
+        let worker = Arc::new(WorkerStats::default());
+        let r = RouteStats::for_tests([("GET", "/todos/{id}".to_string())]);
+        r.record_for_tests(0, 200, std::time::Duration::from_millis(3));
+        r.record_for_tests(0, 404, std::time::Duration::from_millis(1));
+        let _ = worker.routes.set(Arc::new(r));
+        routes(&mut e, &[worker.clone(), worker]);
         let text = e.finish();
         let families = parse_strict(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        assert!(text.contains(
+            "tidepool_http_request_duration_seconds_bucket{route=\"/todos/{id}\",method=\"GET\",status=\"200\",le=\"0.005\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "tidepool_http_request_duration_seconds_count{route=\"/todos/{id}\",method=\"GET\",status=\"404\"} 2\n"
+        ), "{text}");
         let names: std::collections::HashSet<_> = families.iter().map(|(n, _)| n).collect();
         assert_eq!(names.len(), families.len(), "a family declared twice");
         let kind = |n: &str| {

@@ -133,6 +133,16 @@ fn every_route_and_error() {
         Some(10.0)
     );
     assert!(app.metric("tidepool_http_requests_total").unwrap() >= 20.0);
+    // Per route, method and status, with the route's pattern as its label.
+    let shown = |route: &str, method: &str, status: u16| {
+        app.metric(&format!(
+            "tidepool_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}}"
+        ))
+    };
+    assert!(shown("/todos/{id}", "GET", 200).unwrap() >= 3.0);
+    assert_eq!(shown("/todos/{id}", "GET", 404), Some(1.0));
+    assert_eq!(shown("/todos", "POST", 201), Some(2.0));
+    assert_eq!(shown("", "other", 405), Some(1.0), "no route took it");
     let status = app.stop();
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
 }

@@ -210,6 +210,56 @@ fn plaintext_and_routing() {
     server.shutdown();
 }
 
+/// Middleware: a `before` hook answers instead of the handler when it
+/// says so (here: a missing token), an `after` hook sees every routed
+/// response (here: adds a header), and a panic in a hook is a 500 like one
+/// in a handler.
+#[test]
+fn before_and_after_hooks_wrap_routed_requests() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .serve(|_| {
+            Router::new(())
+                .get_sync("/open", |_, _| "open")
+                .get_sync("/secret", |_, _| "secret")
+                .get_sync("/hook-panics", |_, _| "never")
+                .before(|req, _| {
+                    if req.path() == "/hook-panics" {
+                        panic!("before hook panics (expected by the test)");
+                    }
+                    let locked = req.path() == "/secret" && req.header_str("x-token") != Some("t");
+                    locked.then(|| Response::error(Status::UNAUTHORIZED, "token needed"))
+                })
+                .after(|req, resp| {
+                    let seen = format!("{} {}", req.method(), resp.status.as_u16());
+                    resp.headers.push(("X-Seen", seen.into()));
+                })
+        })
+        .unwrap();
+    let mut s = connect(server.local_addr());
+    s.write_all(b"GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET /secret HTTP/1.1\r\nHost: x\r\nX-Token: t\r\n\r\n")
+        .unwrap();
+    let r = read_responses(&mut s, 3);
+    assert_eq!((r[0].status, &r[0].body[..]), (200, &b"open"[..]));
+    assert_eq!(r[0].header("x-seen"), Some("GET 200"));
+    assert_eq!(r[1].status, 401);
+    assert_eq!(
+        r[1].header("x-seen"),
+        Some("GET 401"),
+        "after sees what before answered"
+    );
+    assert_eq!((r[2].status, &r[2].body[..]), (200, &b"secret"[..]));
+    s.write_all(b"GET /hook-panics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(parse_resp(&out).unwrap().0.status, 500);
+    server.shutdown();
+}
+
 /// RFC 9112 §2.2 and §3.2.2: empty lines before a request line are
 /// ignored, an absolute-form target is routed by its path; an HTTP/1.0
 /// client that asked for keep-alive hears `Connection: keep-alive`; a

@@ -19,6 +19,7 @@ use super::parse::{
     find_head_end, parse_request, BodyFraming, Header, ParseError, Parsed, RequestHead, Version,
 };
 use super::response::{encode, police, Framing, Response};
+use super::route_stats::RouteStats;
 use super::router::{Dispatch, Params, Request, Router};
 use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
@@ -33,6 +34,8 @@ pub(crate) struct Shared<S> {
     pub(crate) router: Router<S>,
     pub(crate) config: HttpConfig,
     pub(crate) stats: Arc<WorkerStats>,
+    /// Per-route histograms, when `HttpConfig::route_metrics` is on.
+    pub(crate) routes: Option<Arc<RouteStats>>,
     pub(crate) date: RefCell<DateCache>,
     pub(crate) open: Cell<usize>,
 }
@@ -339,22 +342,28 @@ impl<S: 'static> Conn<'_, S> {
                 add(&stats.bytes_in, consumed as u64);
                 let head_only = head.method == "HEAD";
                 let mut params = Params::default();
+                let mut route = usize::MAX;
                 let response = match self
                     .shared
                     .router
                     .find(head.method, head.path(), &mut params)
                 {
                     Err(r) => r,
-                    Ok(handler) => {
+                    Ok((handler, index)) => {
+                        route = index;
                         let req = Request::new(&head, &params, body_bytes);
                         // A sync handler runs inside `dispatch`; an async one
                         // may panic building its future or polling it. Either
                         // way this request gets a 500 and the responses
-                        // before it on the connection still go out.
+                        // before it on the connection still go out. So do
+                        // the middleware hooks.
                         let router = &self.shared.router;
                         let dispatched =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                router.dispatch(handler, &req)
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match router
+                                .run_before(&req)
+                            {
+                                Some(r) => Dispatch::Ready(r),
+                                None => router.dispatch(handler, &req),
                             }));
                         let outcome = match dispatched {
                             Ok(Dispatch::Ready(r)) => Ok(r),
@@ -373,15 +382,35 @@ impl<S: 'static> Conn<'_, S> {
                             }
                             Err(_) => Err(()),
                         };
-                        outcome.unwrap_or_else(|()| {
+                        let mut r = outcome.unwrap_or_else(|()| {
                             close = true;
                             Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error")
-                        })
+                        });
+                        if router.has_after() {
+                            let after =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    router.run_after(&req, &mut r)
+                                }));
+                            if after.is_err() {
+                                close = true;
+                                r = Response::error(
+                                    Status::INTERNAL_SERVER_ERROR,
+                                    "internal server error",
+                                );
+                            }
+                        }
+                        r
                     }
                 };
                 let mut response = response;
                 self.shared.router.finish(&mut response);
                 close |= police(&mut response);
+                let now = rt::time::now();
+                if let Some(routes) = &self.shared.routes {
+                    let index = route.min(routes.unmatched());
+                    let took = request_started.map_or(Duration::ZERO, |t| now - t);
+                    routes.record(index, response.status.as_u16(), took);
+                }
                 // Checked after the handler: shutdown may have come meanwhile.
                 close |= !head.keep_alive || rt::shutdown_requested();
                 let framing = Framing {
@@ -390,7 +419,7 @@ impl<S: 'static> Conn<'_, S> {
                     keep_alive_10: head.version == Version::Http10,
                 };
                 let before = self.wbuf.len();
-                let date = *self.shared.date.borrow_mut().get(rt::time::now());
+                let date = *self.shared.date.borrow_mut().get(now);
                 encode(&response, &date, framing, &mut self.wbuf);
                 add(&stats.bytes_out, (self.wbuf.len() - before) as u64);
                 add(&stats.responses[class(response.status)], 1);

@@ -227,9 +227,17 @@ enum Segment {
 
 struct Route<S> {
     method: Method,
+    /// As written (`/todos/{id}`): the route's label in metrics.
+    pattern: String,
     segments: Vec<Segment>,
     handler: Handler<S>,
 }
+
+/// Runs before a routed request's handler; a response it returns is sent
+/// instead of calling the handler.
+type Before<S> = Box<dyn Fn(&Request<'_>, &S) -> Option<Response>>;
+/// Runs on a routed request's response before it is sent.
+type After = Box<dyn Fn(&Request<'_>, &mut Response)>;
 
 /// What the router decided for a request.
 pub(crate) enum Dispatch<'a> {
@@ -243,6 +251,8 @@ pub struct Router<S> {
     routes: Vec<Route<S>>,
     fallback: Option<Handler<S>>,
     renderer: Option<Renderer>,
+    before: Vec<Before<S>>,
+    after: Vec<After>,
     state: S,
 }
 
@@ -252,6 +262,8 @@ impl<S: 'static> Router<S> {
             routes: Vec::new(),
             fallback: None,
             renderer: None,
+            before: Vec::new(),
+            after: Vec::new(),
             state,
         }
     }
@@ -285,6 +297,7 @@ impl<S: 'static> Router<S> {
         );
         self.routes.push(Route {
             method,
+            pattern: path.to_string(),
             segments,
             handler,
         });
@@ -420,6 +433,46 @@ impl<S: 'static> Router<S> {
         self
     }
 
+    /// Middleware: `f` runs before the handler of every routed request
+    /// (the fallback's too), in the order added; when it returns a
+    /// response, that is sent and the handler is not called
+    /// (authentication, rate limits). A panic in it is a 500.
+    pub fn before(mut self, f: impl Fn(&Request<'_>, &S) -> Option<Response> + 'static) -> Self {
+        self.before.push(Box::new(f));
+        self
+    }
+
+    /// Middleware: `f` sees and may change the response to every routed
+    /// request before it is sent (headers, logging), in the order added.
+    pub fn after(mut self, f: impl Fn(&Request<'_>, &mut Response) + 'static) -> Self {
+        self.after.push(Box::new(f));
+        self
+    }
+
+    /// The first `before` hook's answer, if one answers.
+    pub(crate) fn run_before(&self, req: &Request<'_>) -> Option<Response> {
+        self.before.iter().find_map(|f| f(req, &self.state))
+    }
+
+    /// Whether any `after` hook is set (the connection skips the call).
+    pub(crate) fn has_after(&self) -> bool {
+        !self.after.is_empty()
+    }
+
+    pub(crate) fn run_after(&self, req: &Request<'_>, resp: &mut Response) {
+        for f in &self.after {
+            f(req, resp);
+        }
+    }
+
+    /// Each route's method and pattern, in the order route indexes count.
+    pub(crate) fn route_list(&self) -> Vec<(&'static str, String)> {
+        self.routes
+            .iter()
+            .map(|r| (r.method.as_str(), r.pattern.clone()))
+            .collect()
+    }
+
     /// Makes `resp` what is sent: an error response goes through the
     /// renderer. In place: a response is a hundred bytes, not worth moving
     /// twice per request for a check that almost always finds nothing.
@@ -478,20 +531,22 @@ impl<S: 'static> Router<S> {
     /// written into `params` (filled in place: it is a few hundred bytes,
     /// not worth moving twice per request); else the fallback, a 404, or a
     /// 405 listing the allowed methods.
+    /// The handler's route index is returned with it (`route_list`'s order;
+    /// the fallback's is the number of routes).
     pub(crate) fn find<'a>(
         &'a self,
         method: &str,
         path: &'a str,
         params: &mut Params<'a>,
-    ) -> Result<&'a Handler<S>, Response> {
+    ) -> Result<(&'a Handler<S>, usize), Response> {
         let mut allowed: Option<String> = None;
         let mut head_route = false;
-        for route in &self.routes {
+        for (i, route) in self.routes.iter().enumerate() {
             if !Self::matches(route, path, params) {
                 continue;
             }
             if route.method.as_str() == method {
-                return Ok(&route.handler);
+                return Ok((&route.handler, i));
             }
             head_route |= route.method == Method::Head;
             let a = allowed.get_or_insert_with(String::new);
@@ -502,9 +557,9 @@ impl<S: 'static> Router<S> {
         }
         // GET answers HEAD unless the path has a HEAD route of its own.
         if method == "HEAD" && !head_route {
-            for route in &self.routes {
+            for (i, route) in self.routes.iter().enumerate() {
                 if route.method == Method::Get && Self::matches(route, path, params) {
-                    return Ok(&route.handler);
+                    return Ok((&route.handler, i));
                 }
             }
         }
@@ -518,7 +573,7 @@ impl<S: 'static> Router<S> {
                     .with_header("Allow", a)
             }
             None => match &self.fallback {
-                Some(h) => return Ok(h),
+                Some(h) => return Ok((h, self.routes.len())),
                 None => Response::error(Status::NOT_FOUND, "not found"),
             },
         })
@@ -612,7 +667,7 @@ mod tests {
         let mut params = Params::default();
         let resp = match router.find(head.method, head.path(), &mut params) {
             Err(r) => r,
-            Ok(h) => {
+            Ok((h, _)) => {
                 let req = Request::new(&head, &params, &raw[head.head_len..]);
                 let dispatched = router.dispatch(h, &req);
                 match dispatched {

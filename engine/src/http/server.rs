@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::conn::{serve, Shared};
 use super::date::DateCache;
 use super::parse::Limits;
+use super::route_stats::RouteStats;
 use super::router::Router;
 use super::stats::{add, HttpStats, WorkerStats};
 use crate::rt::net::TcpListener;
@@ -69,6 +70,10 @@ pub struct HttpConfig {
     /// From accept until the TLS handshake is done (default 10 s).
     #[serde(with = "crate::config::duration")]
     pub tls_handshake_timeout: Duration,
+    /// Count every request by route, method and status, with a duration
+    /// histogram (`WorkerStats::routes`; `/metrics` shows it as
+    /// `tidepool_http_request_duration_seconds`). Default on.
+    pub route_metrics: bool,
 }
 
 impl Default for HttpConfig {
@@ -88,6 +93,7 @@ impl Default for HttpConfig {
             backlog: 4096,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            route_metrics: true,
         }
     }
 }
@@ -185,10 +191,18 @@ impl Server {
         rtc.workers = count;
         let runtime = Runtime::start(rtc, move |info| {
             let socket = sockets[info.index].lock().unwrap().take();
+            let router = app(&info);
+            let stats = worker_stats[info.index].clone();
+            let routes = http.route_metrics.then(|| {
+                let r = Arc::new(RouteStats::new(router.route_list()));
+                let _ = stats.routes.set(r.clone());
+                r
+            });
             let shared = Rc::new(Shared {
-                router: app(&info),
+                router,
                 config: http.clone(),
-                stats: worker_stats[info.index].clone(),
+                stats,
+                routes,
                 date: RefCell::new(DateCache::new()),
                 open: Cell::new(0),
             });

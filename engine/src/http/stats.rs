@@ -5,8 +5,11 @@
 //! instruction on the hot path. Other threads read and sum them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
-#[derive(Default, Debug)]
+use super::route_stats::RouteStats;
+
+#[derive(Default)]
 pub struct WorkerStats {
     pub requests: AtomicU64,
     /// Responses by status class: 1xx..5xx.
@@ -18,6 +21,18 @@ pub struct WorkerStats {
     pub connections_rejected: AtomicU64,
     pub parse_errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Per-route histograms (`HttpConfig::route_metrics`), laid out when
+    /// the worker's router is built.
+    pub routes: OnceLock<Arc<RouteStats>>,
+}
+
+impl std::fmt::Debug for WorkerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerStats")
+            .field("requests", &self.requests)
+            .field("responses", &self.responses)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Adds `n` to a counter that only the calling worker writes.
