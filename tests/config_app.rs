@@ -158,3 +158,22 @@ fn a_wrong_key_or_value_is_a_startup_error_naming_it() {
     let err = refused(&["--config", file.path()], &[]);
     assert!(err.contains("unknown pool `postgres`"), "{err}");
 }
+
+/// `[http] access_log` (here from the environment) logs each request
+/// through `tracing`, which the example prints to stderr.
+#[test]
+fn the_access_log_is_a_setting() {
+    let app = App::start_with(&["--workers", "1"], |cmd| {
+        cmd.env("TIDEPOOL_HTTP__ACCESS_LOG", "true")
+            .stderr(std::process::Stdio::piped());
+    });
+    assert_eq!(app.get("/plaintext").0, 200);
+    assert_eq!(app.get("/nope").0, 404);
+    let (status, err) = app.stop_with_stderr();
+    assert!(status.success());
+    assert!(
+        err.contains("request method=GET path=/plaintext status=200"),
+        "{err}"
+    );
+    assert!(err.contains("path=/nope status=404"), "{err}");
+}

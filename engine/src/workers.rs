@@ -139,6 +139,7 @@ impl Runtime {
                     }
                     CURRENT_INFO.with(|c| c.set(Some((info.index, info.count))));
                     let started = ready_tx.clone();
+                    let cpu = info.cpu;
                     let res = rt::block_on_with(&core, async move {
                         // Building the worker (its router, pools, state) is
                         // part of starting: a panic there fails the start
@@ -148,7 +149,14 @@ impl Runtime {
                         match built {
                             Ok(fut) => {
                                 let _ = started.send((index, Ok(rt::current_worker())));
-                                fut.await
+                                tracing::debug!(
+                                    worker = index,
+                                    cpu = ?cpu,
+                                    backend = %rt::io_backend(),
+                                    "worker started"
+                                );
+                                fut.await;
+                                tracing::debug!(worker = index, "worker stopped");
                             }
                             Err(panic) => {
                                 let why = io::Error::other(format!(

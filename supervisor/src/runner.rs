@@ -136,19 +136,6 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn describe(pool: &str, d: &Decision) -> Option<String> {
-    match d.action {
-        Action::Resize { from, to } => {
-            let dir = if to > from { "grow" } else { "shrink" };
-            Some(format!(
-                "pool={pool} {dir} {from}->{to} reason={}",
-                d.reason
-            ))
-        }
-        Action::Hold => None,
-    }
-}
-
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
@@ -377,8 +364,16 @@ fn tick_loop(
                         decision: d.clone(),
                     });
                     drop(log);
-                    if let Some(line) = describe(e.pool.name(), &d) {
-                        tracing::info!("tidepool: supervisor: {line}");
+                    if let Action::Resize { from, to } = d.action {
+                        tracing::info!(
+                            pool = e.pool.name(),
+                            direction = if to > from { "grow" } else { "shrink" },
+                            from,
+                            to,
+                            reason = d.reason.kind(),
+                            why = %d.reason,
+                            "supervisor resized a pool"
+                        );
                     }
                     e.pool.set_max_open(to);
                 }
@@ -389,9 +384,11 @@ fn tick_loop(
                     let was = view.last.as_ref().map(|l| l.reason.kind());
                     if was != Some(kind) && !matches!(kind, "within_band" | "warmup" | "disabled") {
                         tracing::info!(
-                            "tidepool: supervisor: pool={} hold reason={}",
-                            e.pool.name(),
-                            d.reason
+                            pool = e.pool.name(),
+                            direction = "hold",
+                            reason = kind,
+                            why = %d.reason,
+                            "supervisor holds a pool"
                         );
                     }
                 }

@@ -165,6 +165,22 @@ impl App {
     }
 }
 
+impl App {
+    /// SIGTERM and wait, returning the exit status and what the example
+    /// wrote to stderr (start it with `stderr(Stdio::piped())`).
+    pub fn stop_with_stderr(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signals only the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        (status, err)
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();

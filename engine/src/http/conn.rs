@@ -406,10 +406,20 @@ impl<S: 'static> Conn<'_, S> {
                 self.shared.router.finish(&mut response);
                 close |= police(&mut response);
                 let now = rt::time::now();
+                let took = request_started.map_or(Duration::ZERO, |t| now - t);
                 if let Some(routes) = &self.shared.routes {
                     let index = route.min(routes.unmatched());
-                    let took = request_started.map_or(Duration::ZERO, |t| now - t);
                     routes.record(index, response.status.as_u16(), took);
+                }
+                if cfg.access_log {
+                    tracing::info!(
+                        target: "tidepool::access",
+                        method = head.method,
+                        path = head.path(),
+                        status = response.status.as_u16(),
+                        micros = took.as_micros() as u64,
+                        "request"
+                    );
                 }
                 // Checked after the handler: shutdown may have come meanwhile.
                 close |= !head.keep_alive || rt::shutdown_requested();

@@ -74,6 +74,9 @@ pub struct HttpConfig {
     /// histogram (`WorkerStats::routes`; `/metrics` shows it as
     /// `tidepool_http_request_duration_seconds`). Default on.
     pub route_metrics: bool,
+    /// Log every request through `tracing` (target `tidepool::access`, level
+    /// info: method, path, status, microseconds). Default off.
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +97,7 @@ impl Default for HttpConfig {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             route_metrics: true,
+            access_log: false,
         }
     }
 }
