@@ -21,7 +21,11 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 
-// The README's quick start compiles as a doc test.
+// The README's quick start and the guide's examples compile as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+struct GuideDoctests;

@@ -74,18 +74,23 @@ pub struct PoolAutoscale {
     pub target: Target,
     /// How long a signal must hold before the controller acts on it, and how
     /// much evidence it gathers at a new size before judging that size.
-    /// Default `30 s`. Every decision needs a full window of samples taken
-    /// since the last change, so the pool changes at most once per window.
+    /// Default `30 s`. A first growth, and every shrink, needs a full window
+    /// of samples since the last change in which two thirds (growth) or all
+    /// (shrink) of the ticks agree; growth that follows up its own previous
+    /// step needs only a `cooldown` (see `docs/autoscale.md`).
     #[serde(with = "tidepool_engine::config::duration")]
     pub window: Duration,
     /// Connections added or removed per change. Default `1`. Raise it when
     /// bursts need many connections quickly: settling after a burst takes
-    /// about `ceil(deficit / step)` windows.
+    /// about `⅔ × window + (ceil(deficit / step) − 1) × cooldown`, plus the
+    /// time to drain the queue.
     pub step: usize,
     /// Minimum time between two changes, in either direction. Default `5 s`.
-    /// It only binds when it is longer than `window` (a change also restarts
-    /// the window); use it to space changes out beyond the evidence period,
-    /// e.g. when connection setup is expensive.
+    /// It is also the pace of follow-up growth during a sustained shortage:
+    /// once a first step was taken on a full window of evidence, each
+    /// further step needs only this long (while queries have not slowed
+    /// down since). Raise it to space changes out when connection setup is
+    /// expensive.
     #[serde(with = "tidepool_engine::config::duration")]
     pub cooldown: Duration,
 }
