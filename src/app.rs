@@ -129,11 +129,35 @@ type StartHook = Box<dyn FnOnce(&Startup) -> Pin<Box<dyn Future<Output = HookRes
 /// What the start-up hook returns: any error stops the start.
 pub type HookResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The app's own settings, from the `[app]` table of the configuration
+/// (or `TIDEPOOL_APP__LISTEN` and the like); what the builder was told
+/// explicitly wins over them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppSettings {
+    /// The address to serve on. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Worker threads; 0, the default, is one per CPU the process may use.
+    pub workers: usize,
+    /// Pin workers to CPUs. Default true.
+    pub pin_workers: bool,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            pin_workers: true,
+        }
+    }
+}
+
 /// A service being put together; [`App::run`] starts it.
 pub struct App {
-    listen: String,
+    listen: Option<String>,
     workers: Option<usize>,
-    pin: bool,
+    pin: Option<bool>,
     config_file: Option<PathBuf>,
     settings: Option<Settings>,
     http: HttpConfig,
@@ -160,9 +184,9 @@ impl App {
     /// served, settings from `TIDEPOOL_*` variables.
     pub fn new() -> App {
         App {
-            listen: "127.0.0.1:8080".into(),
+            listen: None,
             workers: None,
-            pin: true,
+            pin: None,
             config_file: None,
             settings: None,
             http: HttpConfig::default(),
@@ -179,7 +203,7 @@ impl App {
 
     /// The address to serve on (`"0.0.0.0:8080"`; port 0 picks one).
     pub fn listen(mut self, addr: impl Into<String>) -> App {
-        self.listen = addr.into();
+        self.listen = Some(addr.into());
         self
     }
 
@@ -191,7 +215,7 @@ impl App {
 
     /// Whether workers are pinned to CPUs (default yes).
     pub fn pin_workers(mut self, pin: bool) -> App {
-        self.pin = pin;
+        self.pin = Some(pin);
         self
     }
 
@@ -412,18 +436,25 @@ impl App {
         };
         let mut names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
         names.extend(self.optional.iter().map(String::as_str));
-        settings.check(&[], &names).map_err(err)?;
+        settings.check(&["app"], &names).map_err(err)?;
+        let own = settings
+            .section("app", AppSettings::default())
+            .map_err(err)?;
+        let listen_text = self.listen.unwrap_or(own.listen);
+        let workers = match self.workers.unwrap_or(own.workers) {
+            0 => default_workers(),
+            n => n,
+        };
+        let pin = self.pin.unwrap_or(own.pin_workers);
         for name in &self.optional {
             settings.pool(name, PoolConfig::default()).map_err(err)?;
             settings
                 .autoscale(name, PoolAutoscale::default())
                 .map_err(err)?;
         }
-        let workers = self.workers.unwrap_or_else(default_workers).max(1);
-        let listen: SocketAddr = self
-            .listen
+        let listen: SocketAddr = listen_text
             .parse()
-            .map_err(|e| err(format!("listen address {:?}: {e}", self.listen)))?;
+            .map_err(|e| err(format!("listen address {listen_text:?}: {e}")))?;
         let http = settings.http(self.http).map_err(err)?;
         let mut startup = Startup::default();
         for p in &self.pools {
@@ -488,7 +519,7 @@ impl App {
         let (metrics_path, health_path) = (self.metrics_path, self.health_path);
         let mut server = Server::bind(listen)
             .workers(workers)
-            .pin_workers(self.pin)
+            .pin_workers(pin)
             .http_config(http);
         for f in self.server {
             server = f(server);
@@ -711,5 +742,60 @@ impl Running {
     pub fn shutdown(self) {
         self.server.shutdown();
         self.supervisor.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_apps_own_settings_come_from_its_table_and_the_builder_wins() {
+        let s = Settings::from_toml(
+            "[app]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n",
+            "app.toml",
+        )
+        .unwrap();
+        let running = App::new()
+            .settings(s.clone())
+            .start(|_| Router::new(()).get("/x", async |_, _| "x"))
+            .unwrap();
+        assert_eq!(running.workers(), 1, "from [app]");
+        assert_ne!(running.local_addr().port(), 0);
+        running.shutdown();
+        let running = App::new()
+            .settings(s)
+            .workers(2)
+            .start(|_| Router::new(()).get("/x", async |_, _| "x"))
+            .unwrap();
+        assert_eq!(running.workers(), 2, "the builder wins");
+        running.shutdown();
+        let bad = Settings::from_toml("[app]\nlistn = \"x\"\n", "app.toml").unwrap();
+        let e = App::new()
+            .settings(bad)
+            .start(|_| Router::new(()))
+            .err()
+            .expect("refused");
+        assert!(e.0.contains("app.listn"), "{e}");
+    }
+
+    #[test]
+    fn a_pool_the_settings_name_must_be_declared_or_optional() {
+        let s = Settings::from_toml("[pools.pg]\nmax_open = 2\n", "app.toml").unwrap();
+        let e = App::new()
+            .settings(s.clone())
+            .listen("127.0.0.1:0")
+            .start(|_| Router::new(()))
+            .err()
+            .expect("refused");
+        assert!(e.0.contains("unknown pool `pg`"), "{e}");
+        let running = App::new()
+            .settings(s)
+            .listen("127.0.0.1:0")
+            .workers(1)
+            .optional_pools(&["pg"])
+            .start(|_| Router::new(()))
+            .unwrap();
+        running.shutdown();
     }
 }

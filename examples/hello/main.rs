@@ -23,10 +23,14 @@ use tidepool::app::App;
 use tidepool::drivers::{pg, redis};
 
 fn run(args: args::Args) -> Result<(), String> {
-    let mut app = App::new()
-        .listen(args.listen.to_string())
-        .pin_workers(args.pin)
-        .optional_pools(&["pg", "pg-shared", "redis"]);
+    let mut app = App::new().optional_pools(&["pg", "pg-shared", "redis"]);
+    // Flags given win over the configuration's [app] table.
+    if args.given("--listen") {
+        app = app.listen(args.listen.to_string());
+    }
+    if !args.pin {
+        app = app.pin_workers(false);
+    }
     if args.workers > 0 {
         app = app.workers(args.workers);
     }
