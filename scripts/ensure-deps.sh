@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure the external programs tidepool-testkit runs in tests are
-# installed: the PostgreSQL server and its clients, and redis. Silent when
+# Makes sure the external programs the tests run are installed: the
+# PostgreSQL server and its clients, and redis (tidepool-testkit starts
+# them), and valgrind (the instruction-count gate). Silent when
 # they all are; installs the missing Debian packages when run as root;
 # otherwise says what to install and fails.
 set -euo pipefail
@@ -24,6 +25,8 @@ have_pg_server || missing+=(postgresql)
 have redis-server || missing+=(redis-server)
 # redis-cli has a package of its own on Debian.
 have redis-cli || missing+=(redis-tools)
+# benches/icount.sh, the instruction-count gate the test script runs.
+have valgrind || missing+=(valgrind)
 
 if ((${#missing[@]} == 0)); then
     exit 0

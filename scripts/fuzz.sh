@@ -12,7 +12,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(http_head chunked resp pg_backend pg_types)
+  targets=(http_head chunked resp resp_differential pg_backend pg_types loadgen_response)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd fuzz

@@ -11,6 +11,9 @@ fi
 # builds examples only as test harnesses, so build the binary first.
 cargo build --examples
 cargo test --workspace --all-targets "$@"
+# Instructions per request and per query against the committed baseline:
+# more than 3% above it fails (benches/icount.sh explains).
+benches/icount.sh
 # The integration suites a second time on the epoll backend, which is what
 # runs where io_uring is blocked (container seccomp profiles): HTTP and the
 # runtime, PostgreSQL, Redis, pools and cache, and the example end to end.

@@ -211,7 +211,26 @@ pub(crate) struct PoolInner<M: Manager> {
 }
 
 /// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
-/// the supervisor holds one to read stats and resize.
+/// the supervisor holds one to read stats and resize. Each worker takes its
+/// shard with [`Pool::local`] on its own thread (`tidepool::app::App` does
+/// all of this for an application).
+///
+/// ```no_run
+/// use tidepool_drivers::pg::Config;
+/// use tidepool_drivers::pool::pg::PgManager;
+/// use tidepool_drivers::pool::{Pool, PoolConfig};
+/// use tidepool_engine::rt;
+///
+/// let cfg: Config = "postgres://app@127.0.0.1/app".parse().unwrap();
+/// let config = PoolConfig { max_open: 4, ..PoolConfig::default() };
+/// let pool = Pool::new("pg", config, PgManager::new(cfg), 1).unwrap();
+/// rt::block_on(async move {
+///     let shard = pool.local(0); // on worker 0's thread
+///     let mut c = shard.get_for("/count").await.unwrap();
+///     let n: i64 = c.query_one("SELECT count(*) FROM todos", &[]).await.unwrap().get(0);
+///     println!("{n} todos");
+/// });
+/// ```
 pub struct Pool<M: Manager> {
     inner: Arc<PoolInner<M>>,
 }

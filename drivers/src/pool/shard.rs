@@ -1006,6 +1006,17 @@ impl<M: Manager> Shard<M> {
                         ),
                     };
                     self.stats.connect_failed(why);
+                    // Once per failed connect (its retries and back-off
+                    // already ran): rare, and the one line an operator
+                    // needs when a password or a certificate is wrong.
+                    tracing::warn!(
+                        pool = %self.pool.name,
+                        worker = self.index,
+                        failure = ?why,
+                        error = err.as_deref().unwrap_or(""),
+                        fatal,
+                        "connect failed"
+                    );
                     st.last_error = err.clone();
                     // Retries and back-off already ran for the whole
                     // connect_timeout: with nothing open, waiting longer

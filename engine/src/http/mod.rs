@@ -9,6 +9,8 @@ mod date;
 pub mod extract;
 pub mod into_response;
 pub mod method;
+#[doc(hidden)]
+pub mod offline;
 pub mod parse;
 pub mod response;
 pub mod route_stats;
