@@ -25,18 +25,14 @@ fn error(app: &App, method: &str, path: &str, headers: &str, body: &str) -> (u16
 }
 
 fn start(pg: &PgServer, redis: &RedisServer) -> App {
-    App::start_example(
-        "todo",
-        &[
-            "--workers",
-            "2",
-            "--pg",
-            &pg.url(PgUser::Md5),
-            "--redis",
-            &redis.url(),
-        ],
-        |_| {},
-    )
+    start_with(pg, redis, &[])
+}
+
+fn start_with(pg: &PgServer, redis: &RedisServer, more: &[&str]) -> App {
+    let (pg, redis) = (pg.url(PgUser::Md5), redis.url());
+    let mut args = vec!["--workers", "2", "--pg", &pg, "--redis", &redis];
+    args.extend_from_slice(more);
+    App::start_example("todo", &args, |_| {})
 }
 
 #[test]
@@ -158,20 +154,7 @@ fn the_config_file_sizes_the_apps_pools() {
         "[pools.pg]\nmax_open = 3\n[pools.redis.autoscale]\nenabled = true\nmax = 4\n",
     )
     .unwrap();
-    let app = App::start_example(
-        "todo",
-        &[
-            "--workers",
-            "2",
-            "--pg",
-            &pg.url(PgUser::Md5),
-            "--redis",
-            &redis.url(),
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        |_| {},
-    );
+    let app = start_with(pg, redis, &["--config", path.to_str().unwrap()]);
     assert_eq!(app.metric("tidepool_pool_max_open{pool=\"pg\"}"), Some(3.0));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while app.metric("tidepool_supervisor_autoscale_enabled{pool=\"redis\"}") != Some(1.0) {

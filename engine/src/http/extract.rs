@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::into_response::IntoResponse;
-use super::response::{Body, Response};
+use super::response::Response;
 use super::router::Request;
 use super::status::Status;
 
@@ -108,17 +108,7 @@ impl IntoResponse for Rejection {
 /// `application/json`; a value that cannot be serialized is a 500.
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
-            Ok(body) => Response {
-                content_type: Some("application/json"),
-                body: Body::Bytes(body),
-                ..Response::new(Status::OK)
-            },
-            Err(_) => Response::error(
-                Status::INTERNAL_SERVER_ERROR,
-                "response serialization failed",
-            ),
-        }
+        Response::json(&self.0)
     }
 }
 
