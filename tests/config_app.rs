@@ -4,62 +4,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use support::{example_path, App};
+use support::{example_path, App, TempFile};
 use tidepool_testkit::{PgServer, PgUser, RedisServer};
-
-fn write_config(text: &str) -> tempfile_path::TempFile {
-    tempfile_path::TempFile::new(text)
-}
-
-/// A file removed when the test ends (no crate for two functions).
-mod tempfile_path {
-    use std::path::PathBuf;
-
-    pub struct TempFile(pub PathBuf);
-
-    impl TempFile {
-        pub fn new(text: &str) -> TempFile {
-            let path = std::env::temp_dir().join(format!(
-                "tidepool-config-{}-{}.toml",
-                std::process::id(),
-                tidepool_testkit::free_port()
-            ));
-            std::fs::write(&path, text).unwrap();
-            TempFile(path)
-        }
-
-        pub fn path(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-/// Waits until /metrics has `sample` (the supervisor publishes its state
-/// after its first tick).
-fn metric_eventually(app: &App, sample: &str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = app.metric(sample) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{sample} never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_file_and_the_environment_size_the_pools_and_flags_win() {
     let pg = PgServer::shared();
     let redis = RedisServer::shared();
-    let file = write_config(
+    let file = TempFile::new(
         r#"
 [http]
 max_body = 100
@@ -110,14 +62,11 @@ window = "10s"
         "from the environment"
     );
     assert_eq!(
-        metric_eventually(
-            &app,
-            "tidepool_supervisor_autoscale_enabled{pool=\"pg-shared\"}"
-        ),
+        app.metric_eventually("tidepool_supervisor_autoscale_enabled{pool=\"pg-shared\"}"),
         1.0
     );
     assert_eq!(
-        metric_eventually(&app, "tidepool_supervisor_autoscale_enabled{pool=\"pg\"}"),
+        app.metric_eventually("tidepool_supervisor_autoscale_enabled{pool=\"pg\"}"),
         0.0
     );
     // [http] max_body: a larger body is refused before the handler.
@@ -144,7 +93,7 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn a_wrong_key_or_value_is_a_startup_error_naming_it() {
-    let file = write_config("[pools.pg]\nmax_opn = 3\n");
+    let file = TempFile::new("[pools.pg]\nmax_opn = 3\n");
     let err = refused(&["--config", file.path()], &[]);
     assert!(err.contains("pools.pg.max_opn"), "{err}");
     assert!(err.contains(file.path()), "names the file: {err}");
@@ -154,7 +103,7 @@ fn a_wrong_key_or_value_is_a_startup_error_naming_it() {
             && err.contains("TIDEPOOL_POOLS__PG__ACQUIRE_TIMEOUT"),
         "{err}"
     );
-    let file = write_config("[pools.postgres]\nmax_open = 3\n");
+    let file = TempFile::new("[pools.postgres]\nmax_open = 3\n");
     let err = refused(&["--config", file.path()], &[]);
     assert!(err.contains("unknown pool `postgres`"), "{err}");
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::App;
+use support::{App, TempFile};
 use tidepool_testkit::{PgServer, PgUser, RedisServer};
 
 const JSON: &str = "Content-Type: application/json\r\n";
@@ -148,23 +148,15 @@ fn every_route_and_error() {
 fn the_config_file_sizes_the_apps_pools() {
     let pg = PgServer::shared();
     let redis = RedisServer::shared();
-    let path = std::env::temp_dir().join(format!("todo-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
+    let file = TempFile::new(
         "[pools.pg]\nmax_open = 3\n[pools.redis.autoscale]\nenabled = true\nmax = 4\n",
-    )
-    .unwrap();
-    let app = start_with(pg, redis, &["--config", path.to_str().unwrap()]);
+    );
+    let app = start_with(pg, redis, &["--config", file.path()]);
     assert_eq!(app.metric("tidepool_pool_max_open{pool=\"pg\"}"), Some(3.0));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.metric("tidepool_supervisor_autoscale_enabled{pool=\"redis\"}") != Some(1.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis autoscale never reported on"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        app.metric_eventually("tidepool_supervisor_autoscale_enabled{pool=\"redis\"}"),
+        1.0
+    );
     assert!(app.stop().success());
 }
 

@@ -155,6 +155,19 @@ impl App {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Waits until `/metrics` has `sample` (a supervisor publishes after
+    /// its first tick) and returns its value.
+    pub fn metric_eventually(&self, sample: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.metric(sample) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{sample} never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM and wait; the exit status must be a clean one.
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signals only the child this test started.
@@ -185,5 +198,30 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A file written for a test and removed when it ends.
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    pub fn new(text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "tidepool-test-{}-{}.toml",
+            std::process::id(),
+            tidepool_testkit::free_port()
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
