@@ -26,10 +26,11 @@
 //!     for id in &ids {
 //!         p.query("select name from users where id = $1", &[id]);
 //!     }
+//!     let mut names = Vec::new();
 //!     for r in p.run().await? {
-//!         println!("{:?}", r?.rows);
+//!         names.push(r?.rows[0].get::<String>("name"));
 //!     }
-//!     # let _ = name;
+//!     # let _ = (name, names);
 //!     Ok(())
 //! })
 //! # }
