@@ -12,12 +12,24 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(http_head chunked resp resp_differential pg_backend pg_types loadgen_response)
+  targets=(http_head http_conn chunked resp resp_differential pg_backend pg_types loadgen_response)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd fuzz
+mkdir -p logs
+summary=()
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== $t: ${secs}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -rss_limit_mb=2048
+  cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+    2>&1 | tee "logs/$t.log" | grep -E "DONE|Done|ERROR|SUMMARY|panicked" || true
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    echo "$t: FAILED (log: fuzz/logs/$t.log, input: fuzz/artifacts/$t)" >&2
+    exit 1
+  fi
+  # libFuzzer's last lines: "#N DONE cov: C ft: F corp: K/..." and "Done N runs in S second(s)".
+  done_line=$(grep -E "^#[0-9]+ +DONE" "logs/$t.log" | tail -1)
+  summary+=("$t: $(grep -oE "Done [0-9]+ runs in [0-9]+ second" "logs/$t.log" | tail -1 | cut -d' ' -f2) runs, cov $(echo "$done_line" | grep -oE "cov: [0-9]+" | cut -d' ' -f2), ft $(echo "$done_line" | grep -oE "ft: [0-9]+" | cut -d' ' -f2), corpus $(ls "corpus/$t" | wc -l)")
 done
+echo "== summary (${secs}s each; logs in fuzz/logs)"
+printf '%s\n' "${summary[@]}"

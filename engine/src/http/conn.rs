@@ -1,66 +1,38 @@
-//! One HTTP/1.1 connection: read, parse every complete request, run the
-//! handlers in order, write all responses in one send, repeat.
+//! One HTTP/1.1 server connection as a sans-IO state machine, as
+//! quinn-proto's connections and hyper's `proto::h1::conn` are: bytes go
+//! in, complete requests come out one at a time, their responses go in,
+//! and the machine says what the connection needs next (send, receive
+//! until a deadline, close). It owns the connection's plaintext buffers
+//! and every framing rule (pipelining, bodies, `100 Continue`, limits,
+//! which error closes); it does no I/O, reads no clock and runs no
+//! handler, so it is unit-tested and fuzzed without sockets. `serve.rs`
+//! drives it on a worker's ring.
 //!
-//! The read buffer is owned by the connection and lent to the kernel for
-//! each receive; request heads and bodies borrow it, so parsing copies
-//! nothing. Every wait has a deadline from `HttpConfig`.
+//! The driver's loop:
+//! 1. [`Conn::next_request`] until it answers [`Next::Wait`]: each
+//!    [`Next::Request`] gets its response through [`Conn::respond`], a
+//!    [`Next::Reject`] through [`Conn::reject`].
+//! 2. [`Conn::poll_io`]: send [`Conn::take_output`], then close, go back
+//!    to 1, or receive into [`Conn::take_input`] until the deadline
+//!    ([`Conn::timed_out`] when it passes).
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::{pin, Pin};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::chunked::{ChunkedDecoder, ChunkedLimits, Progress};
-use super::date::DateCache;
 use super::parse::{
     find_head_end, parse_request, BodyFraming, Header, ParseError, Parsed, RequestHead, Version,
 };
 use super::response::{encode, police, Framing, Response};
-use super::route_stats::RouteStats;
-use super::router::{Dispatch, Params, Request, Router};
 use super::server::HttpConfig;
-use super::stats::{add, sub, WorkerStats};
 use super::status::Status;
-use crate::rt::net::TcpStream;
-use crate::rt::time::{race, sleep_until, Sleep};
-use crate::rt::{self, shutdown_signal, ShutdownSignal};
-use crate::tls::Session;
 
-/// What every connection on a worker shares.
-pub(crate) struct Shared<S> {
-    pub(crate) router: Router<S>,
-    pub(crate) config: HttpConfig,
-    pub(crate) stats: Arc<WorkerStats>,
-    /// Per-route histograms, when `HttpConfig::route_metrics` is on.
-    pub(crate) routes: Option<Arc<RouteStats>>,
-    pub(crate) date: RefCell<DateCache>,
-    pub(crate) open: Cell<usize>,
-}
+/// Header slots per request; `HttpConfig::limits.max_headers` may lower it.
+pub const MAX_HEADERS: usize = 64;
 
-/// Keeps the open-connection count right however the task ends.
-struct OpenGuard<'a, S> {
-    shared: &'a Shared<S>,
-}
-
-impl<S> Drop for OpenGuard<'_, S> {
-    fn drop(&mut self) {
-        self.shared.open.set(self.shared.open.get() - 1);
-        sub(&self.shared.stats.connections_open, 1);
-    }
-}
-
-enum ReadEvent {
-    Data,
-    /// The responses could not be sent (error or write timeout).
-    WriteFailed,
-    Eof,
-    Timeout,
-    Shutdown,
-    Error,
-}
+/// Header slots tried first: initialising all `MAX_HEADERS` (2 KiB) for
+/// every request cost about 4% of a pipelined request's CPU, and few
+/// requests carry more than 16 fields.
+pub const FEW_HEADERS: usize = 16;
 
 /// Where the body of the request at the front of the buffer stands.
 enum BodyState {
@@ -75,17 +47,425 @@ enum BodyState {
         head_len: usize,
         decoder: ChunkedDecoder,
         body: Vec<u8>,
+        /// Chunked bytes decoded (and drained) so far.
+        wire: usize,
         done: bool,
     },
 }
 
-/// Header slots per request; `HttpConfig::limits.max_headers` may lower it.
-pub const MAX_HEADERS: usize = 64;
+/// What the request handed out last needs for its response.
+#[derive(Clone, Copy)]
+struct Pending {
+    consumed: usize,
+    head_only: bool,
+    keep_alive: bool,
+    http10: bool,
+}
 
-/// Header slots tried first: initialising all `MAX_HEADERS` (2 KiB) for
-/// every request cost about 4% of a pipelined request's CPU, and few
-/// requests carry more than 16 fields.
-const FEW_HEADERS: usize = 16;
+/// The state of one connection. `'c` is the server's configuration.
+pub struct Conn<'c> {
+    cfg: &'c HttpConfig,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    /// Bytes at the front of `rbuf` consumed by requests this turn.
+    off: usize,
+    /// Requests served this turn (bounded by `max_pipelined`).
+    handled: usize,
+    /// Bytes of the request at `off` already searched for a head end.
+    scanned: usize,
+    body: BodyState,
+    /// When the first byte of the request at `off` was seen.
+    started: Option<Instant>,
+    sent_continue: bool,
+    /// Whether this request's first line was already checked.
+    line_checked: bool,
+    pending: Option<Pending>,
+    /// No more requests are read: the connection ends after its output.
+    closing: bool,
+    /// Whether the last `Io::Receive` waited for the rest of a request
+    /// (the input buffer itself may be out with the receive then).
+    under_way: bool,
+}
+
+/// What [`Conn::next_request`] found.
+pub enum Next<'a> {
+    /// A complete request: run its handler, then give the response to
+    /// [`Conn::respond`] (before asking for the next one).
+    Request(Incoming<'a>),
+    /// Decoding moved on (a chunked body's head was read): ask again.
+    Again,
+    /// No complete request is buffered, this turn's pipelining budget is
+    /// spent, or the connection is closing: ask [`Conn::poll_io`].
+    Wait,
+    /// The input is malformed or over a limit: answer with this response
+    /// through [`Conn::reject`]; the connection closes after it.
+    Reject(Response),
+}
+
+/// A complete request, borrowed from the connection's buffer.
+pub struct Incoming<'a> {
+    pub head: RequestHead<'a, 'a>,
+    pub body: &'a [u8],
+    /// Head and body bytes on the wire (a chunked body's framing included).
+    pub wire_len: usize,
+    /// When its first byte was seen.
+    pub started: Instant,
+}
+
+/// What the connection needs from its driver next. In every case the
+/// output ([`Conn::take_output`]) is sent first.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Io {
+    /// Then close. With `drain`, half-close and read what the client still
+    /// sends for a moment first, so unread request bytes do not turn the
+    /// close into a reset that destroys the responses before the client
+    /// reads them.
+    Close { drain: bool },
+    /// Then go back to [`Conn::next_request`]: more requests are buffered
+    /// than one turn serves.
+    Flush,
+    /// And receive at the same time, until `deadline` at the latest.
+    /// `idle`: no request is under way (a shutdown may end the wait, and
+    /// the deadline passing is not an error).
+    Receive { deadline: Instant, idle: bool },
+}
+
+impl<'c> Conn<'c> {
+    pub fn new(cfg: &'c HttpConfig) -> Conn<'c> {
+        Conn {
+            cfg,
+            rbuf: Vec::with_capacity(cfg.read_buffer),
+            wbuf: Vec::new(),
+            off: 0,
+            handled: 0,
+            scanned: 0,
+            body: BodyState::Head,
+            started: None,
+            sent_continue: false,
+            line_checked: false,
+            pending: None,
+            closing: false,
+            under_way: false,
+        }
+    }
+
+    /// The next complete request in the buffer, if any. `now` dates the
+    /// request's first byte; `few` and `many` are the header slots its
+    /// head is parsed into (made by the caller, so the head may borrow
+    /// them).
+    pub fn next_request<'a>(
+        &'a mut self,
+        now: Instant,
+        few: &'a mut [Header<'a>; FEW_HEADERS],
+        many: &'a mut Option<[Header<'a>; MAX_HEADERS]>,
+    ) -> Next<'a> {
+        assert!(self.pending.is_none(), "the last request has no response");
+        let cfg = self.cfg;
+        if self.closing || self.off >= self.rbuf.len() || self.handled >= cfg.max_pipelined {
+            return Next::Wait;
+        }
+        if matches!(self.body, BodyState::Head) {
+            // Empty lines before a request line are ignored (RFC 9112
+            // §2.2); they are dropped with the consumed bytes, so a client
+            // sending only those grows nothing. A CR and its LF may arrive
+            // in different reads: the search starts again after them.
+            while self.rbuf[self.off..].starts_with(b"\r\n") {
+                self.off += 2;
+                self.scanned = 0;
+            }
+            if self.off == self.rbuf.len() {
+                return Next::Wait;
+            }
+        }
+        self.started.get_or_insert(now);
+        // A chunked body is decoded before the head is borrowed, since
+        // decoding removes the consumed bytes from the buffer.
+        if let BodyState::Chunked {
+            head_len,
+            decoder,
+            body: out,
+            wire,
+            done: done @ false,
+        } = &mut self.body
+        {
+            let start = self.off + *head_len;
+            match decoder.decode(&self.rbuf[start..], out) {
+                Ok((used, progress)) => {
+                    self.rbuf.drain(start..start + used);
+                    *wire += used;
+                    if progress == Progress::NeedMore {
+                        return Next::Wait;
+                    }
+                    *done = true;
+                }
+                Err(e) => return self.reject_with(Response::error(e.status(), e.reason())),
+            }
+        }
+        let limit = cfg.limits.max_headers.min(MAX_HEADERS);
+        let avail = &self.rbuf[self.off..];
+        if let BodyState::Head = self.body {
+            if find_head_end(avail, self.scanned.saturating_sub(3)).is_none() {
+                self.scanned = avail.len();
+                // Over the limits, the parser names the error (414/431/400)
+                // instead of letting the buffer grow; and once the request
+                // line has ended, a malformed one is refused at once rather
+                // than after a timeout. Each check parses the head at most
+                // once per request, so a client sending it a byte at a time
+                // costs O(n), not a parse of the whole head per read.
+                let line_ended = !self.line_checked && memchr::memchr(b'\n', avail).is_some();
+                self.line_checked |= line_ended;
+                let over = if self.line_checked {
+                    avail.len() >= cfg.limits.max_head_bytes
+                } else {
+                    avail.len() > cfg.limits.max_request_line
+                };
+                if line_ended || over {
+                    if let Err(e) = parse_head(avail, few, many, limit, cfg) {
+                        self.closing = true;
+                        return Next::Reject(Response::error(e.status(), e.reason()));
+                    }
+                }
+                return Next::Wait;
+            }
+            self.scanned = 0;
+        }
+        let head = match parse_head(avail, few, many, limit, cfg) {
+            Ok(Parsed::Complete(h)) => h,
+            Ok(Parsed::Partial) => return Next::Wait,
+            Err(e) => {
+                self.closing = true;
+                return Next::Reject(Response::error(e.status(), e.reason()));
+            }
+        };
+        if let BodyState::Head = self.body {
+            self.body = match head.framing {
+                BodyFraming::None => BodyState::Length {
+                    total: head.head_len,
+                },
+                BodyFraming::Length(n) if n > cfg.max_body => {
+                    self.closing = true;
+                    return Next::Reject(Response::error(
+                        Status::CONTENT_TOO_LARGE,
+                        "request body too large",
+                    ));
+                }
+                BodyFraming::Length(n) => BodyState::Length {
+                    total: head.head_len + n as usize,
+                },
+                BodyFraming::Chunked => BodyState::Chunked {
+                    head_len: head.head_len,
+                    decoder: ChunkedDecoder::new(ChunkedLimits {
+                        max_body: cfg.max_body,
+                        ..ChunkedLimits::default()
+                    }),
+                    body: Vec::new(),
+                    wire: 0,
+                    done: false,
+                },
+            };
+            if head.expect_continue && head.version == Version::Http11 {
+                let complete =
+                    matches!(self.body, BodyState::Length { total } if avail.len() >= total);
+                if !complete && !self.sent_continue {
+                    // The client waits for this before sending the body.
+                    self.sent_continue = true;
+                    self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+            }
+            if let BodyState::Chunked { .. } = self.body {
+                // Decoded at the next call.
+                return Next::Again;
+            }
+        }
+        let (consumed, wire_len, body): (usize, usize, &[u8]) = match &self.body {
+            BodyState::Head => unreachable!("set above"),
+            BodyState::Length { total } if avail.len() < *total => return Next::Wait,
+            BodyState::Length { total } => (*total, *total, &avail[head.head_len..*total]),
+            BodyState::Chunked {
+                head_len,
+                body,
+                wire,
+                ..
+            } => (*head_len, *head_len + *wire, body),
+        };
+        self.pending = Some(Pending {
+            consumed,
+            head_only: head.method == "HEAD",
+            keep_alive: head.keep_alive,
+            http10: head.version == Version::Http10,
+        });
+        Next::Request(Incoming {
+            head,
+            body,
+            wire_len,
+            started: self.started.unwrap_or(now),
+        })
+    }
+
+    fn reject_with<'a>(&mut self, response: Response) -> Next<'a> {
+        self.closing = true;
+        Next::Reject(response)
+    }
+
+    /// Queues the response to the request [`Conn::next_request`] handed
+    /// out last, framed for it, and returns its length. `close` ends the
+    /// connection after it (as its request's `Connection: close`, the
+    /// response's own, or an HTTP/1.0 request without keep-alive do).
+    pub fn respond(&mut self, mut response: Response, date: &[u8], close: bool) -> usize {
+        let pending = self
+            .pending
+            .take()
+            .expect("respond answers the request handed out last");
+        let close = police(&mut response) | close | !pending.keep_alive;
+        let framing = Framing {
+            head_only: pending.head_only,
+            close,
+            keep_alive_10: pending.http10,
+        };
+        let before = self.wbuf.len();
+        encode(&response, date, framing, &mut self.wbuf);
+        self.off += pending.consumed;
+        self.handled += 1;
+        self.body = BodyState::Head;
+        self.started = None;
+        self.sent_continue = false;
+        self.line_checked = false;
+        self.closing |= close;
+        self.wbuf.len() - before
+    }
+
+    /// Queues the answer to a [`Next::Reject`] (or to [`Conn::timed_out`])
+    /// and returns its length; nothing more is read.
+    pub fn reject(&mut self, response: &Response, date: &[u8]) -> usize {
+        self.pending = None;
+        self.closing = true;
+        let framing = Framing {
+            close: true,
+            ..Framing::default()
+        };
+        let before = self.wbuf.len();
+        encode(response, date, framing, &mut self.wbuf);
+        self.wbuf.len() - before
+    }
+
+    /// What to do once no request is ready. `handshake` is a TLS
+    /// handshake's deadline while one is under way; `shutdown` whether the
+    /// worker is shutting down (an idle connection then closes).
+    pub fn poll_io(&mut self, now: Instant, handshake: Option<Instant>, shutdown: bool) -> Io {
+        assert!(self.pending.is_none(), "the last request has no response");
+        let cfg = self.cfg;
+        if self.off > 0 {
+            if self.off == self.rbuf.len() {
+                self.rbuf.clear();
+            } else {
+                self.rbuf.drain(..self.off);
+            }
+            self.off = 0;
+        }
+        let handled = std::mem::take(&mut self.handled);
+        if self.closing {
+            return Io::Close { drain: true };
+        }
+        if handled >= cfg.max_pipelined && !self.rbuf.is_empty() {
+            return Io::Flush;
+        }
+        self.under_way = false;
+        if let Some(deadline) = handshake {
+            return Io::Receive {
+                deadline,
+                idle: false,
+            };
+        }
+        if self.rbuf.is_empty() && matches!(self.body, BodyState::Head) {
+            if shutdown {
+                // Whatever was answered still goes out.
+                self.closing = true;
+                return Io::Close { drain: false };
+            }
+            if self.rbuf.capacity() > cfg.read_buffer * 4 {
+                // A large body grew the buffer: an idle connection gives it back.
+                self.rbuf = Vec::with_capacity(cfg.read_buffer);
+            }
+            return Io::Receive {
+                deadline: now + cfg.idle_timeout,
+                idle: true,
+            };
+        }
+        if let BodyState::Length { total } = self.body {
+            // Room for the whole body, so it arrives without copies.
+            if self.rbuf.capacity() < total {
+                self.rbuf.reserve(total - self.rbuf.len());
+            }
+        }
+        self.under_way = true;
+        let started = *self.started.get_or_insert(now);
+        let deadline = match self.body {
+            BodyState::Head => started + cfg.header_timeout,
+            _ => started + cfg.header_timeout + cfg.body_timeout,
+        };
+        Io::Receive {
+            deadline,
+            idle: false,
+        }
+    }
+
+    /// A [`Io::Receive`] deadline passed without input. Returns the
+    /// response owed to a client whose request was under way (408, to go
+    /// through [`Conn::reject`]); the connection closes either way.
+    pub fn timed_out(&mut self) -> Option<Response> {
+        self.closing = true;
+        self.under_way.then(|| Response::error(Status::REQUEST_TIMEOUT, "request timeout"))
+    }
+
+    /// Whether no more requests will be read.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The input buffer, for a receive to append to; at least 512 bytes
+    /// spare. Give it back with [`Conn::put_input`].
+    pub fn take_input(&mut self) -> Vec<u8> {
+        debug_assert_eq!(self.off, 0, "poll_io compacts before a receive");
+        let mut buf = std::mem::take(&mut self.rbuf);
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(self.cfg.read_buffer);
+        }
+        buf
+    }
+
+    /// Gives back the input buffer with what was received appended.
+    pub fn put_input(&mut self, buf: Vec<u8>) {
+        self.rbuf = buf;
+    }
+
+    /// Appends received bytes (for drivers that receive elsewhere: tests).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.rbuf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received and not yet consumed by a request.
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len() - self.off
+    }
+
+    /// The responses queued so far, to send; give the buffer back with
+    /// [`Conn::put_output`] once sent.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.wbuf)
+    }
+
+    /// Gives back a sent output buffer (kept for the next responses unless
+    /// a large response grew it).
+    pub fn put_output(&mut self, buf: Vec<u8>) {
+        debug_assert!(self.wbuf.is_empty(), "output queued while a send was out");
+        self.wbuf = recycle(buf);
+    }
+
+    /// Whether responses are queued.
+    pub fn has_output(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+}
 
 /// Parses a request head into `few` slots, or, when it has more fields
 /// than those and `limit` allows more, into `MAX_HEADERS` slots made then.
@@ -107,647 +487,9 @@ fn parse_head<'b, 'h>(
     parse_request(avail, &mut slots[..limit], &cfg.limits)
 }
 
-struct Conn<'s, S> {
-    stream: TcpStream,
-    shared: &'s Shared<S>,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-    /// HTTPS: the session, and its ciphertext buffers (in, out). `rbuf` and
-    /// `wbuf` stay plaintext, so parsing and encoding do not change.
-    tls: Option<Box<Session>>,
-    cipher_in: Vec<u8>,
-    cipher_out: Vec<u8>,
-    accepted: Instant,
-    timer: Sleep,
-    /// Registered once per connection, not once per read.
-    shutdown: ShutdownSignal,
-}
-
-pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) {
-    let shared = &*shared;
-    shared.open.set(shared.open.get() + 1);
-    add(&shared.stats.connections_open, 1);
-    add(&shared.stats.connections_accepted, 1);
-    let tls = match &shared.config.tls {
-        None => None,
-        Some(config) => match Session::server(config.clone()) {
-            Ok(s) => Some(Box::new(s)),
-            Err(_) => return,
-        },
-    };
-    let mut conn = Conn {
-        stream,
-        shared,
-        rbuf: Vec::with_capacity(shared.config.read_buffer),
-        wbuf: Vec::new(),
-        tls,
-        cipher_in: Vec::new(),
-        cipher_out: Vec::new(),
-        accepted: rt::time::now(),
-        timer: sleep_until(Instant::now() + shared.config.idle_timeout),
-        shutdown: shutdown_signal(),
-    };
-    // Declared after `conn`, so dropped before it: the count is down
-    // before the socket closes (on epoll the close is immediate, and a
-    // client that saw it may read the count at once).
-    let _guard = OpenGuard { shared };
-    conn.run().await;
-}
-
-/// Runs `fut` for at most `limit`; `None` when it ran out. The timer is
-/// armed only once the future has had to wait: a handler that completes
-/// at its first poll costs no timer.
-async fn bounded<F: Future + Unpin>(
-    mut fut: F,
-    timer: &mut Sleep,
-    limit: Duration,
-) -> Option<F::Output> {
-    let mut armed = false;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = Pin::new(&mut fut).poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if !armed {
-            timer.reset(rt::time::now() + limit);
-            armed = true;
-        }
-        match Pin::new(&mut *timer).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// Polls a handler future, turning a panic into a 500 for this request.
-struct CatchUnwind<F>(F);
-
-impl<F: Future<Output = Response> + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<Response, ()>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = &mut self.0;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(fut).poll(cx))) {
-            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
-        }
-    }
-}
-
-impl<S: 'static> Conn<'_, S> {
-    async fn run(&mut self) {
-        let cfg = &self.shared.config;
-        let stats = &*self.shared.stats;
-        // Bytes at the front of the buffer already searched for a head end.
-        let mut scanned = 0usize;
-        let mut body = BodyState::Head;
-        let mut request_started: Option<Instant> = None;
-        let mut sent_continue = false;
-        // Whether this request's first line was already checked.
-        let mut line_checked = false;
-        loop {
-            let mut off = 0usize;
-            let mut handled = 0usize;
-            let mut close = false;
-            let mut failure: Option<Response> = None;
-            // Handle every complete request in the buffer.
-            while off < self.rbuf.len() && handled < cfg.max_pipelined {
-                if matches!(body, BodyState::Head) && scanned == 0 {
-                    // Empty lines before a request line are ignored (RFC
-                    // 9112 §2.2); they are dropped with the consumed bytes,
-                    // so a client sending only those grows nothing.
-                    while self.rbuf[off..].starts_with(b"\r\n") {
-                        off += 2;
-                    }
-                    if off == self.rbuf.len() {
-                        break;
-                    }
-                }
-                request_started.get_or_insert_with(rt::time::now);
-                // A chunked body is decoded before the head is borrowed again,
-                // since decoding removes the consumed bytes from the buffer.
-                if let BodyState::Chunked {
-                    head_len,
-                    decoder,
-                    body: out,
-                    done: false,
-                } = &mut body
-                {
-                    let start = off + *head_len;
-                    match decoder.decode(&self.rbuf[start..], out) {
-                        Ok((used, progress)) => {
-                            self.rbuf.drain(start..start + used);
-                            if progress == Progress::NeedMore {
-                                break;
-                            }
-                            if let BodyState::Chunked { done, .. } = &mut body {
-                                *done = true;
-                            }
-                        }
-                        Err(e) => {
-                            add(&stats.parse_errors, 1);
-                            failure = Some(Response::error(e.status(), e.reason()));
-                            break;
-                        }
-                    }
-                }
-                // Slots for a typical request's fields; the full set is
-                // initialised only for a request that fills these.
-                let mut few = [Header::EMPTY; FEW_HEADERS];
-                let mut many = None;
-                let limit = cfg.limits.max_headers.min(MAX_HEADERS);
-                let avail = &self.rbuf[off..];
-                if let BodyState::Head = body {
-                    if find_head_end(avail, scanned.saturating_sub(3)).is_none() {
-                        scanned = avail.len();
-                        // Over the limits, the parser names the error (414/431/400)
-                        // instead of letting the buffer grow; and once the request
-                        // line has ended, a malformed one is refused at once rather
-                        // than after a timeout. Each check parses the head at most
-                        // once per request, so a client sending it a byte at a time
-                        // costs O(n), not a parse of the whole head per read.
-                        let line_ended = !line_checked && memchr::memchr(b'\n', avail).is_some();
-                        line_checked |= line_ended;
-                        let over = if line_checked {
-                            avail.len() >= cfg.limits.max_head_bytes
-                        } else {
-                            avail.len() > cfg.limits.max_request_line
-                        };
-                        if line_ended || over {
-                            if let Err(e) = parse_head(avail, &mut few, &mut many, limit, cfg) {
-                                add(&stats.parse_errors, 1);
-                                failure = Some(Response::error(e.status(), e.reason()));
-                            }
-                        }
-                        break;
-                    }
-                    scanned = 0;
-                }
-                let head = match parse_head(avail, &mut few, &mut many, limit, cfg) {
-                    Ok(Parsed::Complete(h)) => h,
-                    Ok(Parsed::Partial) => break,
-                    Err(e) => {
-                        add(&stats.parse_errors, 1);
-                        failure = Some(Response::error(e.status(), e.reason()));
-                        break;
-                    }
-                };
-                if let BodyState::Head = body {
-                    body = match head.framing {
-                        BodyFraming::None => BodyState::Length {
-                            total: head.head_len,
-                        },
-                        BodyFraming::Length(n) if n > cfg.max_body => {
-                            failure = Some(Response::error(
-                                Status::CONTENT_TOO_LARGE,
-                                "request body too large",
-                            ));
-                            break;
-                        }
-                        BodyFraming::Length(n) => BodyState::Length {
-                            total: head.head_len + n as usize,
-                        },
-                        BodyFraming::Chunked => BodyState::Chunked {
-                            head_len: head.head_len,
-                            decoder: ChunkedDecoder::new(ChunkedLimits {
-                                max_body: cfg.max_body,
-                                ..ChunkedLimits::default()
-                            }),
-                            body: Vec::new(),
-                            done: false,
-                        },
-                    };
-                    if head.expect_continue && head.version == Version::Http11 {
-                        let complete =
-                            matches!(body, BodyState::Length { total } if avail.len() >= total);
-                        if !complete && !sent_continue {
-                            // The client waits for this before sending the body.
-                            sent_continue = true;
-                            self.wbuf
-                                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                        }
-                    }
-                    if let BodyState::Chunked { .. } = body {
-                        // Decoded at the top of the next iteration.
-                        continue;
-                    }
-                }
-                let (consumed, body_bytes): (usize, &[u8]) = match &body {
-                    BodyState::Head => unreachable!("set above"),
-                    BodyState::Length { total } if avail.len() < *total => break,
-                    BodyState::Length { total } => (*total, &avail[head.head_len..*total]),
-                    BodyState::Chunked { head_len, body, .. } => (*head_len, body),
-                };
-                add(&stats.requests, 1);
-                add(&stats.bytes_in, consumed as u64);
-                let head_only = head.method == "HEAD";
-                let mut params = Params::default();
-                let mut route = usize::MAX;
-                let response = match self
-                    .shared
-                    .router
-                    .find(head.method, head.path(), &mut params)
-                {
-                    Err(r) => r,
-                    Ok((handler, index)) => {
-                        route = index;
-                        let req = Request::new(&head, &params, body_bytes);
-                        // A sync handler runs inside `dispatch`; an async one
-                        // may panic building its future or polling it. Either
-                        // way this request gets a 500 and the responses
-                        // before it on the connection still go out. So do
-                        // the middleware hooks.
-                        let router = &self.shared.router;
-                        let dispatched =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match router
-                                .run_before(&req)
-                            {
-                                Some(r) => Dispatch::Ready(r),
-                                None => router.dispatch(handler, &req),
-                            }));
-                        let outcome = match dispatched {
-                            Ok(Dispatch::Ready(r)) => Ok(r),
-                            Ok(Dispatch::Pending(fut)) => {
-                                bounded(CatchUnwind(fut), &mut self.timer, cfg.handler_timeout)
-                                    .await
-                                    .unwrap_or_else(|| {
-                                        // Dropped: its work stops at its
-                                        // next await.
-                                        add(&stats.timeouts, 1);
-                                        Ok(Response::error(
-                                            Status::SERVICE_UNAVAILABLE,
-                                            "handler timed out",
-                                        ))
-                                    })
-                            }
-                            Err(_) => Err(()),
-                        };
-                        let mut r = outcome.unwrap_or_else(|()| {
-                            close = true;
-                            Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error")
-                        });
-                        if router.has_after() {
-                            let after =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    router.run_after(&req, &mut r)
-                                }));
-                            if after.is_err() {
-                                close = true;
-                                r = Response::error(
-                                    Status::INTERNAL_SERVER_ERROR,
-                                    "internal server error",
-                                );
-                            }
-                        }
-                        r
-                    }
-                };
-                let mut response = response;
-                self.shared.router.finish(&mut response);
-                close |= police(&mut response);
-                let now = rt::time::now();
-                let took = request_started.map_or(Duration::ZERO, |t| now - t);
-                if let Some(routes) = &self.shared.routes {
-                    let index = route.min(routes.unmatched());
-                    routes.record(index, response.status.as_u16(), took);
-                }
-                if cfg.access_log {
-                    tracing::info!(
-                        target: "tidepool::access",
-                        method = head.method,
-                        path = head.path(),
-                        status = response.status.as_u16(),
-                        micros = took.as_micros() as u64,
-                        "request"
-                    );
-                }
-                // Checked after the handler: shutdown may have come meanwhile.
-                close |= !head.keep_alive || rt::shutdown_requested();
-                let framing = Framing {
-                    head_only,
-                    close,
-                    keep_alive_10: head.version == Version::Http10,
-                };
-                let before = self.wbuf.len();
-                let date = *self.shared.date.borrow_mut().get(now);
-                encode(&response, &date, framing, &mut self.wbuf);
-                add(&stats.bytes_out, (self.wbuf.len() - before) as u64);
-                add(&stats.responses[class(response.status)], 1);
-                off += consumed;
-                handled += 1;
-                body = BodyState::Head;
-                request_started = None;
-                sent_continue = false;
-                line_checked = false;
-                if close {
-                    break;
-                }
-            }
-            if let Some(response) = failure {
-                self.fail(response).await;
-                return;
-            }
-            if off > 0 {
-                if off == self.rbuf.len() {
-                    self.rbuf.clear();
-                } else {
-                    self.rbuf.drain(..off);
-                }
-            }
-            if close || (handled == cfg.max_pipelined && !self.rbuf.is_empty()) {
-                if close {
-                    self.end_tls();
-                }
-                if (!self.wbuf.is_empty() || self.tls.is_some()) && !self.flush().await {
-                    return;
-                }
-                if close {
-                    self.linger().await;
-                    return;
-                }
-                // More pipelined requests may already be buffered.
-                continue;
-            }
-            let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
-            let idle = self.rbuf.is_empty() && matches!(body, BodyState::Head) && !handshaking;
-            let deadline = if handshaking {
-                self.accepted + cfg.tls_handshake_timeout
-            } else if idle {
-                if rt::shutdown_requested() {
-                    return;
-                }
-                if self.rbuf.capacity() > cfg.read_buffer * 4 {
-                    // A large body grew the buffer: an idle connection gives it back.
-                    self.rbuf = Vec::with_capacity(cfg.read_buffer);
-                }
-                rt::time::now() + cfg.idle_timeout
-            } else {
-                if let BodyState::Length { total } = body {
-                    // Room for the whole body, so it arrives without copies.
-                    if self.rbuf.capacity() < total {
-                        self.rbuf.reserve(total - self.rbuf.len());
-                    }
-                }
-                let started = request_started.unwrap_or_else(rt::time::now);
-                match body {
-                    BodyState::Head => started + cfg.header_timeout,
-                    _ => started + cfg.header_timeout + cfg.body_timeout,
-                }
-            };
-            match self.exchange(deadline, idle).await {
-                ReadEvent::Data => {}
-                ReadEvent::WriteFailed => return,
-                ReadEvent::Timeout => {
-                    add(&stats.timeouts, 1);
-                    if !idle {
-                        // A request was under way: tell the client why.
-                        self.fail(Response::error(Status::REQUEST_TIMEOUT, "request timeout"))
-                            .await;
-                    }
-                    return;
-                }
-                ReadEvent::Error => {
-                    // A TLS alert, if one is due, goes out best effort.
-                    if self.tls.is_some() {
-                        self.flush().await;
-                    }
-                    return;
-                }
-                ReadEvent::Eof | ReadEvent::Shutdown => return,
-            }
-        }
-    }
-
-    /// Sends the pending responses and receives more bytes at the same
-    /// time: both operations go to the kernel in one submission, so a
-    /// keep-alive request costs one loop turn, not two. The receive is
-    /// bounded by `read_deadline` and, for an idle connection, by the
-    /// worker's shutdown; the send by the write timeout.
-    async fn exchange(&mut self, read_deadline: Instant, idle: bool) -> ReadEvent {
-        let cfg = &self.shared.config;
-        let mut rbuf = std::mem::take(&mut self.rbuf);
-        if rbuf.capacity() - rbuf.len() < 512 {
-            rbuf.reserve(cfg.read_buffer);
-        }
-        let wbuf = self.take_output();
-        let mut write_done = wbuf.is_empty();
-        // The loop turn's clock: deadlines need no fresher time than that.
-        let write_deadline = rt::time::now() + cfg.write_timeout;
-        self.timer.reset(if write_done {
-            read_deadline
-        } else {
-            write_deadline.min(read_deadline)
-        });
-        let mut write = pin!(self.stream.write_all(wbuf));
-        // Over TLS the ciphertext is received apart and decrypted into
-        // `rbuf` below.
-        let tls = self.tls.is_some();
-        let (into, mut plain) = if tls {
-            let mut c = std::mem::take(&mut self.cipher_in);
-            c.clear();
-            c.reserve(cfg.read_buffer);
-            (c, Some(rbuf))
-        } else {
-            (rbuf, None)
-        };
-        // The connection's multishot receive stays armed: no submission here.
-        let mut read = pin!(self.stream.recv(into));
-        let mut got: Option<(std::io::Result<usize>, Vec<u8>)> = None;
-        let shutdown = &mut self.shutdown;
-        let timer = &mut self.timer;
-        let wslot = if tls {
-            &mut self.cipher_out
-        } else {
-            &mut self.wbuf
-        };
-        let stats = &*self.shared.stats;
-        let outcome = std::future::poll_fn(|cx| {
-            if !write_done {
-                if let Poll::Ready((res, buf)) = write.as_mut().poll(cx) {
-                    if res.is_err() {
-                        return Poll::Ready(Some(ReadEvent::WriteFailed));
-                    }
-                    *wslot = recycle(buf);
-                    write_done = true;
-                    timer.reset(read_deadline);
-                }
-            }
-            if got.is_none() {
-                if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                    got = Some(r);
-                }
-            }
-            if write_done && got.is_some() {
-                // The read buffer is handed back below.
-                return Poll::Ready(None);
-            }
-            if Pin::new(&mut *timer).poll(cx).is_ready() {
-                if !write_done && Instant::now() >= write_deadline {
-                    add(&stats.timeouts, 1);
-                    return Poll::Ready(Some(ReadEvent::WriteFailed));
-                }
-                if got.is_none() && Instant::now() >= read_deadline {
-                    return Poll::Ready(Some(ReadEvent::Timeout));
-                }
-                // Fired for the other deadline: re-arm for what remains.
-                timer.reset(if write_done {
-                    read_deadline
-                } else {
-                    write_deadline
-                });
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if idle && write_done && got.is_none() && Pin::new(&mut *shutdown).poll(cx).is_ready() {
-                return Poll::Ready(Some(ReadEvent::Shutdown));
-            }
-            Poll::Pending
-        })
-        .await;
-        if let Some(event) = outcome {
-            // Ops still in flight are dropped: their buffers stay parked
-            // until their completions; the connection ends.
-            return event;
-        }
-        let (res, buf) = got.expect("read finished");
-        let Some(mut rbuf) = plain.take() else {
-            self.rbuf = buf;
-            return match res {
-                Ok(0) => ReadEvent::Eof,
-                Ok(_) => ReadEvent::Data,
-                Err(_) => ReadEvent::Error,
-            };
-        };
-        self.cipher_in = buf;
-        let event = match res {
-            Ok(0) => ReadEvent::Eof,
-            Err(_) => ReadEvent::Error,
-            Ok(_) => {
-                let tls = self.tls.as_mut().expect("tls connection");
-                let before = rbuf.len();
-                match tls.receive(&self.cipher_in, &mut rbuf) {
-                    // The alert, if one is due, goes out best effort.
-                    Err(_) => {
-                        add(&self.shared.stats.parse_errors, 1);
-                        ReadEvent::Error
-                    }
-                    Ok(()) if tls.peer_closed() && rbuf.len() == before => ReadEvent::Eof,
-                    Ok(()) => ReadEvent::Data,
-                }
-            }
-        };
-        self.rbuf = rbuf;
-        event
-    }
-
-    /// What goes to the socket next: the responses, or over TLS their
-    /// records with whatever the session itself has to say (handshake
-    /// flights, alerts, `close_notify`; the plaintext buffer stays here).
-    fn take_output(&mut self) -> Vec<u8> {
-        let plain = std::mem::take(&mut self.wbuf);
-        let Some(tls) = self.tls.as_mut() else {
-            return plain;
-        };
-        if !plain.is_empty() {
-            // Into rustls' own buffer: cannot fail.
-            let _ = tls.send(&plain);
-        }
-        self.wbuf = recycle(plain);
-        let mut out = std::mem::take(&mut self.cipher_out);
-        out.clear();
-        tls.take_output(&mut out);
-        out
-    }
-
-    /// Sends the write buffer within the write timeout; false if the
-    /// connection must be dropped.
-    async fn flush(&mut self) -> bool {
-        let buf = self.take_output();
-        if buf.is_empty() {
-            return true;
-        }
-        self.timer
-            .reset(Instant::now() + self.shared.config.write_timeout);
-        match race(&mut self.timer, self.stream.write_all(buf)).await {
-            Some((Ok(()), buf)) => {
-                if self.tls.is_some() {
-                    self.cipher_out = recycle(buf);
-                } else {
-                    self.wbuf = recycle(buf);
-                }
-                true
-            }
-            Some((Err(_), _)) => false,
-            None => {
-                add(&self.shared.stats.timeouts, 1);
-                false
-            }
-        }
-    }
-
-    /// Answers with an error and closes the connection.
-    async fn fail(&mut self, mut response: Response) {
-        self.shared.router.finish(&mut response);
-        let now = rt::time::now();
-        let date = *self.shared.date.borrow_mut().get(now);
-        let before = self.wbuf.len();
-        let framing = Framing {
-            close: true,
-            ..Framing::default()
-        };
-        encode(&response, &date, framing, &mut self.wbuf);
-        add(
-            &self.shared.stats.bytes_out,
-            (self.wbuf.len() - before) as u64,
-        );
-        add(&self.shared.stats.responses[class(response.status)], 1);
-        self.end_tls();
-        if self.flush().await {
-            self.linger().await;
-        }
-    }
-
-    /// Queues `close_notify` after the last response, so both leave in one
-    /// send: a graceful end the client can tell from a truncation.
-    fn end_tls(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            // The responses first: rustls sends nothing queued after it.
-            if !self.wbuf.is_empty() {
-                let _ = tls.send(&self.wbuf);
-                self.wbuf.clear();
-            }
-            tls.close();
-        }
-    }
-
-    /// Half-closes and drains briefly before closing, so that unread request
-    /// bytes do not turn the close into a reset that destroys the response
-    /// before the client reads it.
-    async fn linger(&mut self) {
-        if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let mut drained = 0usize;
-        while drained < 256 * 1024 {
-            let mut buf = std::mem::take(&mut self.rbuf);
-            buf.clear();
-            self.timer.reset(deadline);
-            let r = race(&mut self.timer, self.stream.recv(buf)).await;
-            match r {
-                Some((Ok(n), buf)) if n > 0 => {
-                    drained += n;
-                    self.rbuf = buf;
-                }
-                _ => return,
-            }
-        }
-    }
-}
-
-/// An emptied write buffer, kept for the next responses unless a large
+/// An emptied output buffer, kept for the next responses unless a large
 /// response grew it (an idle connection should not hold that memory).
-fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
+pub(crate) fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
     buf.clear();
     if buf.capacity() > 64 * 1024 {
         buf = Vec::new();
@@ -755,6 +497,314 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
     buf
 }
 
-fn class(status: Status) -> usize {
-    (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const DATE: &[u8] = b"Thu, 03 Dec 2026 00:00:00 GMT";
+
+    /// What a connection did with its input: each request the handler saw
+    /// (method, target, body), what it sent, and what it asked for last.
+    #[derive(Debug, Default)]
+    struct Seen {
+        requests: Vec<(String, String, Vec<u8>)>,
+        rejected: Option<u16>,
+        out: Vec<u8>,
+    }
+
+    /// Serves every buffered request with a handler that echoes what it
+    /// saw, then asks for I/O; a `Flush` is served like the driver does.
+    fn turn(conn: &mut Conn<'_>, now: Instant, seen: &mut Seen) -> Io {
+        loop {
+            loop {
+                let mut few = [Header::EMPTY; FEW_HEADERS];
+                let mut many = None;
+                match conn.next_request(now, &mut few, &mut many) {
+                    Next::Again => continue,
+                    Next::Wait => break,
+                    Next::Reject(r) => {
+                        seen.rejected = Some(r.status.as_u16());
+                        conn.reject(&r, DATE);
+                        break;
+                    }
+                    Next::Request(inc) => {
+                        let entry = (
+                            inc.head.method.to_string(),
+                            inc.head.target.to_string(),
+                            inc.body.to_vec(),
+                        );
+                        let body = format!("{} {} {}", entry.0, entry.1, entry.2.len());
+                        seen.requests.push(entry);
+                        conn.respond(Response::text_owned(body), DATE, false);
+                    }
+                }
+            }
+            let io = conn.poll_io(now, None, false);
+            seen.out.extend_from_slice(&conn.take_output());
+            conn.put_output(Vec::new());
+            if io != Io::Flush {
+                return io;
+            }
+        }
+    }
+
+    fn run(cfg: &HttpConfig, chunks: &[&[u8]]) -> (Seen, Io) {
+        let mut conn = Conn::new(cfg);
+        let mut seen = Seen::default();
+        let now = Instant::now();
+        let mut io = turn(&mut conn, now, &mut seen);
+        for c in chunks {
+            if matches!(io, Io::Close { .. }) {
+                break;
+            }
+            conn.feed(c);
+            io = turn(&mut conn, now, &mut seen);
+        }
+        (seen, io)
+    }
+
+    fn text(out: &[u8]) -> String {
+        String::from_utf8_lossy(out).into_owned()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_in_one_turn() {
+        let cfg = HttpConfig::default();
+        let raw: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (seen, io) = run(&cfg, &[raw]);
+        let targets: Vec<_> = seen.requests.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(targets, ["/a", "/b", "/c"]);
+        assert_eq!(seen.requests[1].2, b"abc");
+        let out = text(&seen.out);
+        let (a, b, c) = (
+            out.find("GET /a 0").unwrap(),
+            out.find("POST /b 3").unwrap(),
+            out.find("GET /c 0").unwrap(),
+        );
+        assert!(a < b && b < c, "{out}");
+        assert!(matches!(io, Io::Receive { idle: true, .. }), "{io:?}");
+    }
+
+    #[test]
+    fn a_request_split_at_every_byte_is_the_same_request() {
+        let cfg = HttpConfig::default();
+        let raw: &[u8] = b"\r\nPOST /b?x=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (whole, _) = run(&cfg, &[raw]);
+        let bytes: Vec<&[u8]> = raw.chunks(1).collect();
+        let (split, io) = run(&cfg, &bytes);
+        assert_eq!(whole.requests, split.requests);
+        assert_eq!(whole.requests[0].2, b"abcde");
+        assert_eq!(whole.out, split.out);
+        assert!(matches!(io, Io::Receive { idle: true, .. }), "{io:?}");
+    }
+
+    #[test]
+    fn nothing_after_a_rejected_request_is_read() {
+        let cfg = HttpConfig::default();
+        // Both framings: a smuggling attempt. The request behind it must
+        // never reach a handler.
+        let raw: &[u8] = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (seen, io) = run(&cfg, &[raw]);
+        assert_eq!(seen.requests.len(), 1, "{seen:?}");
+        assert_eq!(seen.rejected, Some(400));
+        assert_eq!(io, Io::Close { drain: true });
+        let out = text(&seen.out);
+        let last = &out[out.rfind("HTTP/1.1 ").unwrap()..];
+        assert!(last.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(last.contains("\r\nConnection: close\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_malformed_request_line_is_refused_before_its_head_ends() {
+        let cfg = HttpConfig::default();
+        let (seen, io) = run(&cfg, &[b"GET /a HTTP/9.9\r\nHost: x\r\n"]);
+        assert!(seen.requests.is_empty());
+        assert_eq!(seen.rejected, Some(505));
+        assert_eq!(io, Io::Close { drain: true });
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_from_its_head() {
+        let cfg = HttpConfig {
+            max_body: 10,
+            ..HttpConfig::default()
+        };
+        let (seen, io) = run(
+            &cfg,
+            &[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"],
+        );
+        assert_eq!(seen.rejected, Some(413));
+        assert_eq!(io, Io::Close { drain: true });
+    }
+
+    #[test]
+    fn the_pipelining_budget_flushes_and_goes_on() {
+        let cfg = HttpConfig {
+            max_pipelined: 2,
+            ..HttpConfig::default()
+        };
+        let mut conn = Conn::new(&cfg);
+        conn.feed(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5));
+        let now = Instant::now();
+        let mut served = 0;
+        let mut ios = Vec::new();
+        loop {
+            let mut few = [Header::EMPTY; FEW_HEADERS];
+            let mut many = None;
+            match conn.next_request(now, &mut few, &mut many) {
+                Next::Request(_) => {
+                    served += 1;
+                    conn.respond(Response::text("x"), DATE, false);
+                }
+                Next::Wait => {
+                    let io = conn.poll_io(now, None, false);
+                    let flush = io == Io::Flush;
+                    ios.push((served, io));
+                    let out = conn.take_output();
+                    conn.put_output(out);
+                    if !flush {
+                        break;
+                    }
+                }
+                _ => panic!("unexpected"),
+            }
+        }
+        assert_eq!(served, 5);
+        assert_eq!(ios.len(), 3, "{ios:?}");
+        assert_eq!(ios[0], (2, Io::Flush));
+        assert_eq!(ios[1], (4, Io::Flush));
+        assert!(matches!(ios[2], (5, Io::Receive { idle: true, .. })));
+    }
+
+    #[test]
+    fn deadlines_follow_the_request_and_a_timeout_mid_request_is_a_408() {
+        let cfg = HttpConfig::default();
+        let mut conn = Conn::new(&cfg);
+        let mut seen = Seen::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            turn(&mut conn, t0, &mut seen),
+            Io::Receive {
+                deadline: t0 + cfg.idle_timeout,
+                idle: true
+            }
+        );
+        assert!(conn.timed_out().is_none(), "an idle connection just closes");
+
+        let mut conn = Conn::new(&cfg);
+        conn.feed(b"GET / HTTP/1.1\r\nHo");
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            turn(&mut conn, t0, &mut seen),
+            Io::Receive {
+                deadline: t0 + cfg.header_timeout,
+                idle: false
+            }
+        );
+        // The header deadline counts from the request's first byte, not
+        // from the latest read.
+        conn.feed(b"st: x\r\nContent-Length: 4\r\n\r\nab");
+        assert_eq!(
+            turn(&mut conn, t1, &mut seen),
+            Io::Receive {
+                deadline: t0 + cfg.header_timeout + cfg.body_timeout,
+                idle: false
+            }
+        );
+        // The buffer may be out with a receive when the deadline passes.
+        let lent = conn.take_input();
+        let r = conn.timed_out().expect("a request was under way");
+        assert_eq!(r.status, Status::REQUEST_TIMEOUT);
+        drop(lent);
+        assert!(conn.is_closing());
+    }
+
+    #[test]
+    fn expect_continue_is_answered_once_and_only_when_the_body_is_missing() {
+        let cfg = HttpConfig::default();
+        let head: &[u8] =
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let (seen, _) = run(&cfg, &[head, b"a", b"b"]);
+        let out = text(&seen.out);
+        assert_eq!(out.matches("100 Continue").count(), 1, "{out}");
+        assert!(out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), "{out}");
+        let whole = [head, b"ab"].concat();
+        let (seen, _) = run(&cfg, &[&whole]);
+        assert!(!text(&seen.out).contains("100 Continue"));
+    }
+
+    #[test]
+    fn close_comes_from_the_request_the_response_or_the_driver() {
+        let cfg = HttpConfig::default();
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /late HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\nGET /late HTTP/1.0\r\n\r\n",
+        ] {
+            let (seen, io) = run(&cfg, &[raw]);
+            assert_eq!(seen.requests.len(), 1, "{}", text(raw));
+            assert_eq!(io, Io::Close { drain: true });
+            assert!(text(&seen.out).contains("\r\nConnection: close\r\n"));
+        }
+        // The driver's reason (a panic, a shutdown), and the response's own.
+        for (resp, close) in [
+            (Response::text("x"), true),
+            (Response::text("x").with_header("Connection", "close"), false),
+        ] {
+            let mut conn = Conn::new(&cfg);
+            conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+            let now = Instant::now();
+            let mut few = [Header::EMPTY; FEW_HEADERS];
+            let mut many = None;
+            assert!(matches!(
+                conn.next_request(now, &mut few, &mut many),
+                Next::Request(_)
+            ));
+            conn.respond(resp, DATE, close);
+            let mut few = [Header::EMPTY; FEW_HEADERS];
+            let mut many = None;
+            assert!(matches!(conn.next_request(now, &mut few, &mut many), Next::Wait));
+            assert_eq!(conn.poll_io(now, None, false), Io::Close { drain: true });
+        }
+    }
+
+    #[test]
+    fn shutdown_closes_an_idle_connection_after_its_output() {
+        let cfg = HttpConfig::default();
+        let mut conn = Conn::new(&cfg);
+        conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let now = Instant::now();
+        let mut few = [Header::EMPTY; FEW_HEADERS];
+        let mut many = None;
+        assert!(matches!(
+            conn.next_request(now, &mut few, &mut many),
+            Next::Request(_)
+        ));
+        conn.respond(Response::text("x"), DATE, false);
+        assert_eq!(conn.poll_io(now, None, true), Io::Close { drain: false });
+        assert!(conn.has_output(), "the response is still sent");
+        // Mid-request, a shutdown waits for the request.
+        let mut conn = Conn::new(&cfg);
+        conn.feed(b"GET / HTTP/1.1\r\n");
+        let mut few = [Header::EMPTY; FEW_HEADERS];
+        let mut many = None;
+        assert!(matches!(conn.next_request(now, &mut few, &mut many), Next::Wait));
+        assert!(matches!(
+            conn.poll_io(now, None, true),
+            Io::Receive { idle: false, .. }
+        ));
+    }
+
+    #[test]
+    fn blank_lines_alone_grow_nothing() {
+        let cfg = HttpConfig::default();
+        let mut conn = Conn::new(&cfg);
+        let mut seen = Seen::default();
+        for _ in 0..1000 {
+            conn.feed(b"\r\n");
+            turn(&mut conn, Instant::now(), &mut seen);
+        }
+        assert_eq!(conn.buffered(), 0);
+        assert!(seen.out.is_empty());
+    }
 }

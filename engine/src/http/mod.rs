@@ -1,10 +1,11 @@
-//! HTTP/1.1: a sans-IO core (`parse`, `chunked`, `response`, `date`) and
-//! the parts that drive it on a worker's ring (`conn`, `server`), with
+//! HTTP/1.1: a sans-IO core (`parse`, `chunked`, `response`, `date`, and
+//! `conn`, the connection's state machine) and the parts that drive it on
+//! a worker's ring (`serve`, `server`), with
 //! routing (`router`, `method`), what handlers return (`into_response`,
 //! `status`), typed views of requests (`extract`) and counters (`stats`).
 
 pub mod chunked;
-mod conn;
+pub mod conn;
 mod date;
 pub mod extract;
 pub mod into_response;
@@ -15,6 +16,7 @@ pub mod parse;
 pub mod response;
 pub mod route_stats;
 pub mod router;
+mod serve;
 pub mod server;
 pub mod stats;
 pub mod status;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::conn::{serve, Shared};
+use super::serve::{serve, Shared};
 use super::date::DateCache;
 use super::parse::Limits;
 use super::route_stats::RouteStats;
