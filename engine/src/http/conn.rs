@@ -153,6 +153,7 @@ impl<'c> Conn<'c> {
     /// request's first byte; `few` and `many` are the header slots its
     /// head is parsed into (made by the caller, so the head may borrow
     /// them).
+    #[inline]
     pub fn next_request<'a>(
         &'a mut self,
         now: Instant,
@@ -269,7 +270,8 @@ impl<'c> Conn<'c> {
                 if !complete && !self.sent_continue {
                     // The client waits for this before sending the body.
                     self.sent_continue = true;
-                    self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    self.wbuf
+                        .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 }
             }
             if let BodyState::Chunked { .. } = self.body {
@@ -311,6 +313,7 @@ impl<'c> Conn<'c> {
     /// out last, framed for it, and returns its length. `close` ends the
     /// connection after it (as its request's `Connection: close`, the
     /// response's own, or an HTTP/1.0 request without keep-alive do).
+    #[inline]
     pub fn respond(&mut self, mut response: Response, date: &[u8], close: bool) -> usize {
         let pending = self
             .pending
@@ -414,7 +417,8 @@ impl<'c> Conn<'c> {
     /// through [`Conn::reject`]); the connection closes either way.
     pub fn timed_out(&mut self) -> Option<Response> {
         self.closing = true;
-        self.under_way.then(|| Response::error(Status::REQUEST_TIMEOUT, "request timeout"))
+        self.under_way
+            .then(|| Response::error(Status::REQUEST_TIMEOUT, "request timeout"))
     }
 
     /// Whether no more requests will be read.
@@ -728,7 +732,10 @@ mod tests {
         let (seen, _) = run(&cfg, &[head, b"a", b"b"]);
         let out = text(&seen.out);
         assert_eq!(out.matches("100 Continue").count(), 1, "{out}");
-        assert!(out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), "{out}");
+        assert!(
+            out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
+            "{out}"
+        );
         let whole = [head, b"ab"].concat();
         let (seen, _) = run(&cfg, &[&whole]);
         assert!(!text(&seen.out).contains("100 Continue"));
@@ -749,7 +756,10 @@ mod tests {
         // The driver's reason (a panic, a shutdown), and the response's own.
         for (resp, close) in [
             (Response::text("x"), true),
-            (Response::text("x").with_header("Connection", "close"), false),
+            (
+                Response::text("x").with_header("Connection", "close"),
+                false,
+            ),
         ] {
             let mut conn = Conn::new(&cfg);
             conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /late HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -763,7 +773,10 @@ mod tests {
             conn.respond(resp, DATE, close);
             let mut few = [Header::EMPTY; FEW_HEADERS];
             let mut many = None;
-            assert!(matches!(conn.next_request(now, &mut few, &mut many), Next::Wait));
+            assert!(matches!(
+                conn.next_request(now, &mut few, &mut many),
+                Next::Wait
+            ));
             assert_eq!(conn.poll_io(now, None, false), Io::Close { drain: true });
         }
     }
@@ -788,7 +801,10 @@ mod tests {
         conn.feed(b"GET / HTTP/1.1\r\n");
         let mut few = [Header::EMPTY; FEW_HEADERS];
         let mut many = None;
-        assert!(matches!(conn.next_request(now, &mut few, &mut many), Next::Wait));
+        assert!(matches!(
+            conn.next_request(now, &mut few, &mut many),
+            Next::Wait
+        ));
         assert!(matches!(
             conn.poll_io(now, None, true),
             Io::Receive { idle: false, .. }

@@ -147,84 +147,32 @@ impl<F: Future<Output = Response> + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-/// Routes a request and runs its middleware and handler. Returns the
-/// response and whether the connection must close after it (a panic).
-async fn handle<S: 'static>(
+/// Counts a response in the route's histogram and the access log.
+fn record<S>(
     shared: &Shared<S>,
-    timer: &mut Sleep,
     incoming: &Incoming<'_>,
-) -> (Response, bool) {
-    let head = &incoming.head;
-    let stats = &*shared.stats;
-    let router = &shared.router;
-    let mut params = Params::default();
-    let mut close = false;
-    let mut route = usize::MAX;
-    let mut response = match router.find(head.method, head.path(), &mut params) {
-        Err(r) => r,
-        Ok((handler, index)) => {
-            route = index;
-            let req = Request::new(head, &params, incoming.body);
-            // A sync handler runs inside `dispatch`; an async one may
-            // panic building its future or polling it. Either way this
-            // request gets a 500 and the responses before it on the
-            // connection still go out. So do the middleware hooks.
-            let dispatched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match router.run_before(&req) {
-                    Some(r) => Dispatch::Ready(r),
-                    None => router.dispatch(handler, &req),
-                }
-            }));
-            let outcome = match dispatched {
-                Ok(Dispatch::Ready(r)) => Ok(r),
-                Ok(Dispatch::Pending(fut)) => {
-                    bounded(CatchUnwind(fut), timer, shared.config.handler_timeout)
-                        .await
-                        .unwrap_or_else(|| {
-                            // Dropped: its work stops at its next await.
-                            add(&stats.timeouts, 1);
-                            Ok(Response::error(
-                                Status::SERVICE_UNAVAILABLE,
-                                "handler timed out",
-                            ))
-                        })
-                }
-                Err(_) => Err(()),
-            };
-            let mut r = outcome.unwrap_or_else(|()| {
-                close = true;
-                Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error")
-            });
-            if router.has_after() {
-                let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    router.run_after(&req, &mut r)
-                }));
-                if after.is_err() {
-                    close = true;
-                    r = Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error");
-                }
-            }
-            r
-        }
-    };
-    router.finish(&mut response);
-    let now = rt::time::now();
+    route: usize,
+    status: Status,
+    now: Instant,
+) {
+    if shared.routes.is_none() && !shared.config.access_log {
+        return;
+    }
     let took = now.saturating_duration_since(incoming.started);
     if let Some(routes) = &shared.routes {
-        let index = route.min(routes.unmatched());
-        routes.record(index, response.status.as_u16(), took);
+        routes.record(route.min(routes.unmatched()), status.as_u16(), took);
     }
     if shared.config.access_log {
+        let head = &incoming.head;
         tracing::info!(
             target: "tidepool::access",
             method = head.method,
             path = head.path(),
-            status = response.status.as_u16(),
+            status = status.as_u16(),
             micros = took.as_micros() as u64,
             "request"
         );
     }
-    (response, close)
 }
 
 impl<S: 'static> Driver<'_, S> {
@@ -235,10 +183,7 @@ impl<S: 'static> Driver<'_, S> {
             loop {
                 let mut few = [Header::EMPTY; FEW_HEADERS];
                 let mut many = None;
-                match self
-                    .conn
-                    .next_request(rt::time::now(), &mut few, &mut many)
-                {
+                match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
                     Next::Again => continue,
                     Next::Wait => break,
                     Next::Reject(response) => {
@@ -246,16 +191,75 @@ impl<S: 'static> Driver<'_, S> {
                         self.reject(response);
                         break;
                     }
-                    Next::Request(incoming) => {
+                    Next::Request(ref incoming) => {
                         add(&stats.requests, 1);
                         add(&stats.bytes_in, incoming.wire_len as u64);
-                        let (response, panicked) =
-                            handle(self.shared, &mut self.timer, &incoming).await;
-                        drop(incoming);
+                        let head = &incoming.head;
+                        let router = &self.shared.router;
+                        let mut params = Params::default();
+                        // A panic closes the connection after its 500.
+                        let mut panicked = false;
+                        let mut route = usize::MAX;
+                        let mut response = match router.find(head.method, head.path(), &mut params)
+                        {
+                            Err(r) => r,
+                            Ok((handler, index)) => {
+                                route = index;
+                                let req = Request::new(head, &params, incoming.body);
+                                // A sync handler runs inside `dispatch`; an async
+                                // one may panic building its future or polling it.
+                                // Either way this request gets a 500 and the
+                                // responses before it on the connection still go
+                                // out. So do the middleware hooks.
+                                let dispatched =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        match router.run_before(&req) {
+                                            Some(r) => Dispatch::Ready(r),
+                                            None => router.dispatch(handler, &req),
+                                        }
+                                    }));
+                                let outcome = match dispatched {
+                                    Ok(Dispatch::Ready(r)) => Ok(r),
+                                    Ok(Dispatch::Pending(fut)) => bounded(
+                                        CatchUnwind(fut),
+                                        &mut self.timer,
+                                        self.shared.config.handler_timeout,
+                                    )
+                                    .await
+                                    .unwrap_or_else(|| {
+                                        // Dropped: its work stops at its next await.
+                                        add(&stats.timeouts, 1);
+                                        Ok(Response::error(
+                                            Status::SERVICE_UNAVAILABLE,
+                                            "handler timed out",
+                                        ))
+                                    }),
+                                    Err(_) => Err(()),
+                                };
+                                let mut r = outcome.unwrap_or_else(|()| {
+                                    panicked = true;
+                                    internal_error()
+                                });
+                                if router.has_after() {
+                                    let after =
+                                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                            || router.run_after(&req, &mut r),
+                                        ));
+                                    if after.is_err() {
+                                        panicked = true;
+                                        r = internal_error();
+                                    }
+                                }
+                                r
+                            }
+                        };
+                        router.finish(&mut response);
                         let status = response.status;
+                        let now = rt::time::now();
+                        record(self.shared, incoming, route, status, now);
                         // Checked after the handler: shutdown may have come meanwhile.
                         let close = panicked || rt::shutdown_requested();
-                        let date = *self.shared.date.borrow_mut().get(rt::time::now());
+                        let date = *self.shared.date.borrow_mut().get(now);
                         let n = self.conn.respond(response, &date, close);
                         add(&stats.bytes_out, n as u64);
                         add(&stats.responses[class(status)], 1);
@@ -537,6 +541,10 @@ impl<S: 'static> Driver<'_, S> {
             }
         }
     }
+}
+
+fn internal_error() -> Response {
+    Response::error(Status::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
 fn class(status: Status) -> usize {

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::serve::{serve, Shared};
 use super::date::DateCache;
 use super::parse::Limits;
 use super::route_stats::RouteStats;
 use super::router::Router;
+use super::serve::{serve, Shared};
 use super::stats::{add, HttpStats, WorkerStats};
 use crate::rt::net::TcpListener;
 use crate::rt::{self, time};
