@@ -20,6 +20,8 @@ usage:
   tidepool-loadgen compare A.json B.json
   tidepool-loadgen report DIR              re-render DIR/report.html from DIR/summary.json + series.jsonl
   tidepool-loadgen demo [--pattern FILE] [--duration SECS] [--out DIR] --target URL
+  tidepool-loadgen soak [--minutes N] [--out DIR]     the demo for N minutes while the databases
+                                                       are killed and restarted (scripts/soak.sh)
 
 LOAD (one of):
   --pattern FILE.toml        phases, classes and mix drift (see loadgen/patterns/demo.toml);
@@ -289,6 +291,7 @@ pub fn main(args: &[String]) -> i32 {
         "compare" => cmd_compare(rest),
         "report" => cmd_report(rest),
         "demo" => crate::demo::cmd_demo(rest),
+        "soak" => crate::soak::cmd_soak(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(0)

@@ -26,7 +26,7 @@ pub struct DemoExtras {
 }
 
 /// Takes `--app PATH` out of the argument list.
-fn split_extras(args: &[String]) -> Result<(Vec<String>, DemoExtras), String> {
+pub fn split_extras(args: &[String]) -> Result<(Vec<String>, DemoExtras), String> {
     let mut rest = Vec::new();
     let mut extras = DemoExtras::default();
     let mut it = args.iter();
@@ -137,6 +137,106 @@ fn wait_healthy(addr: &str, app: &mut Child, limit: Duration) -> Result<(), Stri
     }
 }
 
+/// PostgreSQL, Redis and the example app, started for a run and stopped
+/// (app first) when dropped.
+pub struct Stack {
+    app: AppProcess,
+    pub redis: RedisServer,
+    pub pg: PgServer,
+    pub addr: String,
+    /// The CPU the generator should use (the app has the last one).
+    pub gen_cpu: usize,
+}
+
+impl Stack {
+    /// Starts an ephemeral PostgreSQL and redis-server and the example app
+    /// at `app_path` (pinned to the last allowed CPU, PoolAutoscale on for
+    /// every pool), and waits until it answers /health.
+    pub fn start(app_path: &Path) -> Result<Stack, String> {
+        if !app_path.exists() {
+            return Err(format!("no example server at {}", app_path.display()));
+        }
+        eprintln!("starting an ephemeral PostgreSQL and redis-server");
+        let pg = PgServer::start().map_err(|e| e.to_string())?;
+        let redis = RedisServer::start().map_err(|e| e.to_string())?;
+        seed_cache(&redis);
+        let cpus = tidepool_engine::workers::allowed_cpus();
+        let (gen_cpu, app_cpu) = (cpus[0], *cpus.last().unwrap_or(&cpus[0]));
+        let port = tidepool_testkit::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(app_cpu.to_string()).arg(app_path);
+        cmd.args(["--listen", &addr, "--workers", "1"])
+            .args([
+                "--pg",
+                &pg.url(PgUser::Md5),
+                "--pg-max-open",
+                "2",
+                "--pg-autoscale",
+                "2:16",
+                "--pg-shared-max-open",
+                "1",
+                "--pg-shared-autoscale",
+                "1:4",
+            ])
+            .args([
+                "--redis",
+                &redis.url(),
+                "--redis-max-open",
+                "1",
+                "--redis-autoscale",
+                "1:4",
+            ])
+            .stdout(Stdio::null());
+        let child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start {} (is taskset from util-linux installed?): {e}",
+                app_path.display()
+            )
+        })?;
+        let mut app = AppProcess { child };
+        wait_healthy(&addr, &mut app.child, Duration::from_secs(60))?;
+        Ok(Stack {
+            app,
+            redis,
+            pg,
+            addr,
+            gen_cpu,
+        })
+    }
+
+    /// The app's process id.
+    pub fn app_pid(&self) -> u32 {
+        self.app.child.id()
+    }
+
+    /// Stores what the cache and redis classes read again (after a Redis
+    /// restart, whose data does not survive).
+    pub fn seed_cache(&self) {
+        seed_cache(&self.redis);
+    }
+}
+
+/// The cache class reads keys 1..=100: store them, so reads are hits; and
+/// the greeting the redis class reads (the app sets it at start-up only).
+fn seed_cache(redis: &RedisServer) {
+    let mut mset: Vec<String> = vec!["MSET".into(), "greeting".into(), "Hello, World!".into()];
+    for k in 1..=100 {
+        mset.push(format!("cache:{k}"));
+        mset.push(format!("cached value {k}"));
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    redis.cli(&mset);
+}
+
+/// The example app at `--app`, or built now.
+pub fn app_path(extras: DemoExtras) -> Result<PathBuf, String> {
+    match extras.app {
+        Some(p) => Ok(p),
+        None => build_app(),
+    }
+}
+
 /// Runs the demo: with `--target`, against that server; otherwise it starts
 /// PostgreSQL, Redis and the example app itself (the app pinned to the last
 /// allowed CPU, the generator to the first), and stops them all afterwards.
@@ -145,72 +245,19 @@ pub fn run_demo(mut opts: DemoOptions, extras: DemoExtras) -> Result<i32, String
     if opts.target.is_some() || opts.dry_run {
         return run_with(&opts, plan);
     }
-    let app_path = match extras.app {
-        Some(p) => p,
-        None => build_app()?,
-    };
-    if !app_path.exists() {
-        return Err(format!("demo: no example server at {}", app_path.display()));
-    }
-    eprintln!("demo: starting an ephemeral PostgreSQL and redis-server");
-    let pg = PgServer::start().map_err(|e| format!("demo: {e}"))?;
-    let redis = RedisServer::start().map_err(|e| format!("demo: {e}"))?;
-    // The cache class reads keys 1..=100: store them, so reads are hits.
-    let mut mset: Vec<String> = vec!["MSET".into()];
-    for k in 1..=100 {
-        mset.push(format!("cache:{k}"));
-        mset.push(format!("cached value {k}"));
-    }
-    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
-    redis.cli(&mset);
-    let cpus = tidepool_engine::workers::allowed_cpus();
-    let (gen_cpu, app_cpu) = (cpus[0], *cpus.last().unwrap_or(&cpus[0]));
-    let port = tidepool_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(app_cpu.to_string()).arg(&app_path);
-    cmd.args(["--listen", &addr, "--workers", "1"])
-        .args([
-            "--pg",
-            &pg.url(PgUser::Md5),
-            "--pg-max-open",
-            "2",
-            "--pg-autoscale",
-            "2:16",
-            "--pg-shared-max-open",
-            "1",
-            "--pg-shared-autoscale",
-            "1:4",
-        ])
-        .args([
-            "--redis",
-            &redis.url(),
-            "--redis-max-open",
-            "1",
-            "--redis-autoscale",
-            "1:4",
-        ])
-        .stdout(Stdio::null());
-    let child = cmd.spawn().map_err(|e| {
-        format!(
-            "demo: cannot start {} (is taskset from util-linux installed?): {e}",
-            app_path.display()
-        )
-    })?;
-    let mut app = AppProcess { child };
-    wait_healthy(&addr, &mut app.child, Duration::from_secs(60))?;
+    let app_path = app_path(extras)?;
+    let stack = Stack::start(&app_path).map_err(|e| format!("demo: {e}"))?;
     eprintln!(
-        "demo: example server on http://{addr} (PoolAutoscale: pg 2..16, pg-shared 1..4, redis 1..4); running {:.0} s of traffic",
+        "demo: example server on http://{} (PoolAutoscale: pg 2..16, pg-shared 1..4, redis 1..4); running {:.0} s of traffic",
+        stack.addr,
         plan.duration()
     );
-    opts.target = Some(format!("http://{addr}"));
+    opts.target = Some(format!("http://{}", stack.addr));
     if opts.cpus.is_none() {
-        opts.cpus = Some(vec![gen_cpu]);
+        opts.cpus = Some(vec![stack.gen_cpu]);
     }
     let result = run_with(&opts, plan);
-    drop(app);
-    drop(redis);
-    drop(pg);
+    drop(stack);
     let out = opts
         .out
         .clone()

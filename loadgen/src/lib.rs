@@ -22,6 +22,7 @@ pub mod run;
 pub mod sampler;
 pub mod schedule;
 pub mod signal;
+pub mod soak;
 pub mod spectrum;
 pub mod stats;
 pub mod summary;
