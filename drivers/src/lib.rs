@@ -2,6 +2,7 @@
 
 pub mod cache;
 mod delegate;
+pub mod fleet;
 pub mod pg;
 pub mod pool;
 pub mod redis;

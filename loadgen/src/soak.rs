@@ -181,9 +181,7 @@ fn inject_faults(
                 stack.seed_cache();
             }
             let back = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "soak: {what} killed at {start:.1} s, back at {back:.1} s"
-            );
+            eprintln!("soak: {what} killed at {start:.1} s, back at {back:.1} s");
             faults.lock().unwrap().push(Fault {
                 what,
                 start,
@@ -331,9 +329,8 @@ fn judge(
         )
     };
     let last = probes.last().map_or(duration, |p| p.t + 0.5);
-    let pair = |f: fn(&Probe) -> u64| {
-        window(early, early + span, f).zip(window(last - span, last, f))
-    };
+    let pair =
+        |f: fn(&Probe) -> u64| window(early, early + span, f).zip(window(last - span, last, f));
     Verdict {
         requests: seconds.iter().map(|s| s.completed).sum(),
         errors: seconds.iter().map(|s| s.errors).sum(),

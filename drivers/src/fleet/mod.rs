@@ -1,0 +1,13 @@
+//! A fleet-wide connection budget held in PostgreSQL itself: instances
+//! that name the same fleet share `budget` backend connections through
+//! leases recorded in a small table (see docs/fleet.md for the design and
+//! its failure analysis).
+//!
+//! - `share`: max-min fair shares by demand, with floors (pure).
+//! - `lease`: one instance's lease as a sans-IO state machine.
+
+pub mod lease;
+pub mod share;
+
+pub use lease::{FleetConfig, Lease, Member, Renewal};
+pub use share::{fair_shares, jain};
