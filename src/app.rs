@@ -41,9 +41,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tidepool_drivers::cache::{Cache, CacheStats, LocalCache};
+use tidepool_drivers::fleet::{Coordinator, FleetConfig, FleetState, Leased};
 use tidepool_drivers::pg;
 use tidepool_drivers::pool::pg::{PgManager, PgSharedManager, WarmupSlots};
 use tidepool_drivers::pool::redis::RedisManager;
@@ -170,6 +171,7 @@ pub struct App {
     server: Vec<Box<dyn FnOnce(Server) -> Server>>,
     /// Pools the settings may name though not declared (see `optional_pools`).
     optional: Vec<String>,
+    fleet: Option<FleetConfig>,
 }
 
 impl Default for App {
@@ -198,6 +200,7 @@ impl App {
             caches: Vec::new(),
             server: Vec::new(),
             optional: Vec::new(),
+            fleet: None,
         }
     }
 
@@ -385,6 +388,16 @@ impl App {
         self
     }
 
+    /// Shares a budget of PostgreSQL connections with every instance that
+    /// names the same fleet (see `tidepool_drivers::fleet` and
+    /// docs/fleet.md): this instance's PostgreSQL pools together hold no
+    /// more than its lease, which follows its demand. The lease is kept in
+    /// the first PostgreSQL pool's database, on a connection of its own.
+    pub fn fleet(mut self, config: FleetConfig) -> App {
+        self.fleet = Some(config);
+        self
+    }
+
     /// The supervisor's sampling and restart settings.
     pub fn supervisor(mut self, config: SupervisorConfig) -> App {
         self.supervisor = config;
@@ -495,6 +508,37 @@ impl App {
             supervised.push((probe, autoscale, min_idle));
             built.push((p.name, pool));
         }
+        // Before the supervisor and the workers: the pools' ceilings are 0
+        // until the first lease, so nothing is opened outside the budget.
+        let fleet = match self.fleet {
+            None => None,
+            Some(cfg) => {
+                let mut leased: Vec<Arc<dyn Leased>> = Vec::new();
+                let mut db = None;
+                for (_, p) in &built {
+                    match p {
+                        Built::Pg(x) => {
+                            db.get_or_insert_with(|| x.manager().config().clone());
+                            leased.push(Arc::new(x.clone()));
+                        }
+                        Built::PgShared(x) => {
+                            db.get_or_insert_with(|| x.manager().config().clone());
+                            leased.push(Arc::new(x.clone()));
+                        }
+                        Built::Redis(_) => {}
+                    }
+                }
+                let db = db.ok_or_else(|| {
+                    err(format!(
+                        "fleet `{}`: no PostgreSQL pool to budget",
+                        cfg.name
+                    ))
+                })?;
+                let name = cfg.name.clone();
+                let c = Coordinator::new(cfg, &db, leased);
+                Some((name, c.state(), Mutex::new(Some(c))))
+            }
+        };
         let supervisor = Supervisor::start(self.supervisor, supervised).map_err(err)?;
         for (cache, redis) in &self.caches {
             match built.iter().find(|(n, _)| n == redis) {
@@ -514,7 +558,9 @@ impl App {
             cache_windows: CacheWindows::default(),
             http_stats: OnceLock::new(),
             supervisor: supervisor.state(),
+            fleet: fleet.as_ref().map(|(n, st, _)| (n.clone(), st.clone())),
         });
+        let coordinator = fleet.map(|(_, _, c)| c);
         let for_workers = shared.clone();
         let (metrics_path, health_path) = (self.metrics_path, self.health_path);
         let mut server = Server::bind(listen)
@@ -526,6 +572,12 @@ impl App {
         }
         let server = server
             .serve(move |info| {
+                if info.index == 0 {
+                    // The lease connection lives on the first worker's ring.
+                    if let Some(c) = coordinator.as_ref().and_then(|c| c.lock().unwrap().take()) {
+                        drop(rt::spawn(c.run()));
+                    }
+                }
                 let pools = Pools {
                     index: info.index,
                     shared: for_workers.clone(),
@@ -590,6 +642,8 @@ struct Shared {
     cache_windows: CacheWindows,
     http_stats: OnceLock<Vec<Arc<WorkerStats>>>,
     supervisor: Arc<SupervisorState>,
+    /// The fleet's name and this instance's lease, with `App::fleet`.
+    fleet: Option<(String, Arc<FleetState>)>,
 }
 
 impl Shared {
@@ -607,6 +661,9 @@ impl Shared {
             metrics::caches(&mut e, &self.cache_windows, &caches);
         }
         metrics::supervisor(&mut e, &self.supervisor);
+        if let Some((name, state)) = &self.fleet {
+            metrics::fleet(&mut e, name, state);
+        }
         Response::bytes("text/plain; version=0.0.4", e.finish().into_bytes())
     }
 }
@@ -738,8 +795,22 @@ impl Running {
         self.shared.pools.iter().map(|(_, p)| p.stats()).collect()
     }
 
-    /// Stops listening, lets requests in flight finish, stops the supervisor.
+    /// This instance's fleet lease, with `App::fleet`.
+    pub fn fleet(&self) -> Option<Arc<FleetState>> {
+        self.shared.fleet.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// Stops listening, lets requests in flight finish, stops the
+    /// supervisor. A fleet lease is handed back first (for at most a
+    /// second), so other instances may take it at once.
     pub fn shutdown(self) {
+        if let Some((_, state)) = &self.shared.fleet {
+            state.stop();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while !state.stopped() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         self.server.shutdown();
         self.supervisor.stop();
     }

@@ -419,6 +419,54 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
 }
 
 /// The supervisor's heartbeat and decision counters.
+/// A fleet's budget and this instance's lease (`App::fleet`).
+pub fn fleet(e: &mut Exposition, name: &str, s: &tidepool_drivers::fleet::FleetState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let l = [("fleet", name)];
+    e.sample(
+        "tidepool_fleet_budget",
+        "gauge",
+        "Backend connections the fleet's instances may hold together.",
+        &l,
+        s.budget.load(Relaxed) as f64,
+    );
+    e.sample(
+        "tidepool_fleet_lease",
+        "gauge",
+        "This instance's share of the budget, as its lease row records it.",
+        &l,
+        s.lease.load(Relaxed) as f64,
+    );
+    e.sample(
+        "tidepool_fleet_cap",
+        "gauge",
+        "What this instance's pools may hold now (the lease, or the safe capacity once it expired).",
+        &l,
+        s.cap.load(Relaxed) as f64,
+    );
+    e.sample(
+        "tidepool_fleet_instances",
+        "gauge",
+        "Live instances of the fleet at the last renew.",
+        &l,
+        s.instances.load(Relaxed) as f64,
+    );
+    e.sample(
+        "tidepool_fleet_renewals_total",
+        "counter",
+        "Lease renewals that committed.",
+        &l,
+        s.renewals.load(Relaxed) as f64,
+    );
+    e.sample(
+        "tidepool_fleet_renew_failures_total",
+        "counter",
+        "Lease renewals that failed (coordinator unreachable, refused, timed out).",
+        &l,
+        s.renew_failures.load(Relaxed) as f64,
+    );
+}
+
 pub fn supervisor(e: &mut Exposition, s: &SupervisorState) {
     e.sample(
         "tidepool_supervisor_last_tick_timestamp_seconds",

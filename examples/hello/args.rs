@@ -22,6 +22,12 @@ pub struct Args {
     pub redis_max_open: usize,
     pub redis_autoscale: Option<(usize, usize)>,
     pub fault_injection: bool,
+    /// `--fleet NAME --pg-fleet-budget N`: share N PostgreSQL connections
+    /// with every instance naming the fleet.
+    pub fleet: Option<String>,
+    pub pg_fleet_budget: Option<usize>,
+    pub fleet_lease_ttl_ms: Option<u64>,
+    pub fleet_safe_capacity: Option<usize>,
     pub coalesce_us: Option<u64>,
     pub pin: bool,
     pub io: tidepool::engine::rt::IoChoice,
@@ -39,6 +45,7 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
              [--warmup-pause MS]
              [--pg-shared-max-open N] [--pg-shared-autoscale MIN:MAX]
              [--redis URL] [--redis-ca FILE] [--redis-max-open N] [--redis-autoscale MIN:MAX]
+             [--fleet NAME --pg-fleet-budget N [--fleet-lease-ttl MS] [--fleet-safe-capacity N]]
              [--coalesce-us N] [--io auto|io_uring|epoll] [--fault-injection]
 
   --listen ADDR:PORT        address to serve on (default 127.0.0.1:8080)
@@ -77,6 +84,11 @@ pub const USAGE: &str = "usage: hello [--listen ADDR:PORT] [--workers N] [--no-p
                             (default: the system's roots)
   --redis-max-open N        Redis connections over all workers (default 2)
   --redis-autoscale MIN:MAX let the supervisor size the Redis pool within MIN..MAX
+  --fleet NAME              share a budget of PostgreSQL connections with every instance
+                            naming this fleet (leases kept in the database: docs/fleet.md)
+  --pg-fleet-budget N       ... N connections for the whole fleet (both PostgreSQL pools)
+  --fleet-lease-ttl MS      a lease lasts this long unrenewed (default 10000)
+  --fleet-safe-capacity N   what an instance keeps once it cannot renew (default 1)
   --coalesce-us N           most microseconds a saturated worker holds a wait to gather
                             completions; 0 turns it off (default 50)
   --io auto|io_uring|epoll  I/O backend (default auto: TIDEPOOL_IO if set, else io_uring
@@ -122,6 +134,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         redis_max_open: 2,
         redis_autoscale: None,
         fault_injection: false,
+        fleet: None,
+        pg_fleet_budget: None,
+        fleet_lease_ttl_ms: None,
+        fleet_safe_capacity: None,
         coalesce_us: None,
         pin: true,
         io: Default::default(),
@@ -172,6 +188,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--redis-max-open" => a.redis_max_open = num(&v)?.max(1),
             "--redis-autoscale" => a.redis_autoscale = Some(rails(&flag, &v)?),
             "--coalesce-us" => a.coalesce_us = Some(num(&v)? as u64),
+            "--fleet" => a.fleet = Some(v),
+            "--pg-fleet-budget" => a.pg_fleet_budget = Some(num(&v)?),
+            "--fleet-lease-ttl" => a.fleet_lease_ttl_ms = Some(num(&v)?.max(100) as u64),
+            "--fleet-safe-capacity" => a.fleet_safe_capacity = Some(num(&v)?),
             "--io" => a.io = v.parse().map_err(|e| format!("--io: {e}"))?,
             "--config" => a.config = Some(v.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),

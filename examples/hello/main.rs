@@ -56,6 +56,9 @@ fn run(args: args::Args) -> Result<(), String> {
             .postgres_shared_config("pg-shared", cfg);
         app = setup::pool(setup::pool(app, "pg", &args), "pg-shared", &args);
     }
+    if let Some(fleet) = setup::fleet(&args)? {
+        app = app.fleet(fleet);
+    }
     if let Some(url) = &args.redis {
         let mut cfg = redis::Config::from_url(url)
             .map_err(|e| e.to_string())?

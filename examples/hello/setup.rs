@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tidepool::app::{App, HookResult, Startup};
 use tidepool::drivers::cache::{Cache, CacheConfig, OnTimeout, DEFAULT_XFETCH_BETA};
+use tidepool::drivers::fleet::FleetConfig;
 use tidepool::drivers::pool::pg::WarmupSlots;
 use tidepool::drivers::pool::PoolConfig;
 use tidepool::drivers::redis::SetOptions;
@@ -151,4 +152,22 @@ pub fn tls_config(
         });
     }
     tls::server_config(certs, &[b"http/1.1"]).map_err(|e| e.to_string())
+}
+
+/// `--fleet NAME --pg-fleet-budget N [--fleet-lease-ttl MS] [--fleet-safe-capacity N]`.
+pub fn fleet(args: &Args) -> Result<Option<FleetConfig>, String> {
+    let (name, budget) = match (&args.fleet, args.pg_fleet_budget) {
+        (None, None) => return Ok(None),
+        (Some(n), Some(b)) if args.pg.is_some() => (n, b),
+        (Some(_), Some(_)) => return Err("--fleet needs --pg".into()),
+        _ => return Err("--fleet and --pg-fleet-budget go together".into()),
+    };
+    let mut cfg = FleetConfig::new(name.clone(), budget);
+    if let Some(ms) = args.fleet_lease_ttl_ms {
+        cfg.ttl = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = args.fleet_safe_capacity {
+        cfg.safe_capacity = n;
+    }
+    Ok(Some(cfg))
 }

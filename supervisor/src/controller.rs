@@ -97,6 +97,9 @@ pub enum Reason {
     },
     /// Growth is wanted but `max_open` is on the upper rail. `"at max (32)"`
     AtMax { max: usize },
+    /// Growth is wanted but `max_open` is at the ceiling a fleet's lease
+    /// sets. `"at the fleet lease (4)"`
+    AtLease { lease: usize },
     /// Shrinking is wanted but `max_open` is on the lower rail. `"at min (1)"`
     AtMin { min: usize },
     /// Growth is wanted but queries just got much slower: the database, not
@@ -143,6 +146,7 @@ impl Reason {
             Reason::Cooldown { .. } => "cooldown",
             Reason::OscillationLock { .. } => "oscillation_lock",
             Reason::AtMax { .. } => "at_max",
+            Reason::AtLease { .. } => "at_lease",
             Reason::AtMin { .. } => "at_min",
             Reason::LatencyGuard { .. } => "latency_guard",
             Reason::ErrorGuard { .. } => "error_guard",
@@ -193,6 +197,7 @@ impl fmt::Display for Reason {
                 Dur(*left)
             ),
             Reason::AtMax { max } => write!(f, "at max ({max})"),
+            Reason::AtLease { lease } => write!(f, "at the fleet lease ({lease})"),
             Reason::AtMin { min } => write!(f, "at min ({min})"),
             Reason::LatencyGuard { recent, baseline } => write!(
                 f,
@@ -464,6 +469,8 @@ struct Probe {
 pub struct Controller {
     cfg: PoolAutoscale,
     tuning: Tuning,
+    /// The last tick's ceiling (a fleet lease), if any.
+    ceiling: Option<usize>,
     max_open: usize,
     samples: VecDeque<Sample>,
     idle_ewma: Option<f64>,
@@ -501,6 +508,7 @@ impl Controller {
         Controller {
             cfg,
             tuning,
+            ceiling: None,
             max_open,
             samples: VecDeque::new(),
             idle_ewma: None,
@@ -585,6 +593,7 @@ impl Controller {
     }
 
     fn observe(&mut self, now: Instant, s: &Signals) {
+        self.ceiling = s.ceiling;
         // A supervisor that forgot to fill `tick` still gets sensible
         // weighting from the spacing of its calls.
         let tick = if !s.tick.is_zero() {
@@ -778,7 +787,16 @@ impl Controller {
                 if self.max_open >= self.cfg.max {
                     return hold(Reason::AtMax { max: self.cfg.max });
                 }
-                let to = (self.max_open + self.cfg.step).min(self.cfg.max);
+                let upper = match self.ceiling {
+                    Some(lease) if lease < self.cfg.max => {
+                        if self.max_open >= lease {
+                            return hold(Reason::AtLease { lease });
+                        }
+                        lease
+                    }
+                    _ => self.cfg.max,
+                };
+                let to = (self.max_open + self.cfg.step).min(upper);
                 self.gated(now, to, reason)
             }
             Some(Direction::Shrink) => {

@@ -51,6 +51,9 @@ pub struct Signals {
     /// How long this tick lasted; the supervisor reports what it measured, so
     /// a late tick is weighted by its true length.
     pub tick: Duration,
+    /// A cap from outside the controller (a fleet's lease on the database's
+    /// connections): growth stops at it, whatever the rails allow.
+    pub ceiling: Option<usize>,
 }
 
 impl Signals {

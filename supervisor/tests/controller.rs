@@ -271,6 +271,33 @@ fn grows_after_a_full_window_of_high_acquire_wait() {
 }
 
 #[test]
+fn a_fleet_lease_stops_growth_and_says_so() {
+    let mut r = Rig::new(cfg(), 4);
+    let leased = Signals {
+        ceiling: Some(5),
+        ..starved(4, 6, 20 * MS)
+    };
+    let ds = r.feed(&leased, 10);
+    assert_eq!(resize(&ds[9]), Some((4, 5)), "up to the lease");
+    let ds = r.feed(
+        &Signals {
+            ceiling: Some(5),
+            ..starved(5, 6, 20 * MS)
+        },
+        20,
+    );
+    assert!(ds.iter().all(|d| d.action == Action::Hold));
+    let last = &ds[19];
+    assert!(
+        matches!(last.reason, Reason::AtLease { lease: 5 }),
+        "{}",
+        last.reason
+    );
+    assert_eq!(last.reason.to_string(), "at the fleet lease (5)");
+    assert_eq!(r.c.max_open(), 5);
+}
+
+#[test]
 fn most_of_the_window_is_enough_but_a_spike_is_not() {
     // Three quiet ticks in ten still count as sustained (two thirds) ...
     let mut r = Rig::new(cfg(), 4);

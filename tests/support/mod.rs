@@ -69,6 +69,19 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// One GET to a server this test started, its status; `None` on any I/O
+/// trouble (for load threads that must not panic while a server dies).
+#[allow(dead_code)]
+pub fn try_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
+}
+
 pub struct App {
     pub child: Child,
     pub addr: SocketAddr,

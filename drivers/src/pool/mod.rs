@@ -194,6 +194,9 @@ pub(crate) struct PoolInner<M: Manager> {
     pub(crate) config: PoolConfig,
     pub(crate) manager: M,
     max_open: AtomicUsize,
+    /// What `set_max_open` asked for and the ceiling from outside (a fleet
+    /// lease), applied together: `max_open` is the smaller.
+    sizing: Mutex<Sizing>,
     pub(crate) shards: Vec<Arc<ShardStats>>,
     pub(crate) workers: Mutex<Vec<Option<WorkerHandle>>>,
     /// Bumped by every `set_max_open`: capacity lent between shards under
@@ -208,6 +211,13 @@ pub(crate) struct PoolInner<M: Manager> {
     /// A shard without capacity failed a caller fast: the probing shard
     /// keeps probing as if its own caller had asked.
     pub(crate) asked_elsewhere: std::sync::atomic::AtomicBool,
+}
+
+/// The two inputs of a pool's `max_open`.
+#[derive(Debug)]
+struct Sizing {
+    requested: usize,
+    ceiling: Option<usize>,
 }
 
 /// A pool declared once for all workers. Cheap to clone, `Send + Sync`:
@@ -271,6 +281,10 @@ impl<M: Manager> Pool<M> {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 name: name.into(),
                 max_open: AtomicUsize::new(config.max_open),
+                sizing: Mutex::new(Sizing {
+                    requested: config.max_open,
+                    ceiling: None,
+                }),
                 config,
                 manager,
                 shards,
@@ -335,10 +349,39 @@ impl<M: Manager> Pool<M> {
         self.inner.max_open.load(Ordering::Relaxed)
     }
 
-    /// Moves `max_open` (at least 1). Each worker's shard applies its new
-    /// cap on its own thread, on its next loop turn.
+    /// Moves `max_open` (at least 1; less only under a ceiling). Each
+    /// worker's shard applies its new cap on its own thread, on its next
+    /// loop turn.
     pub fn set_max_open(&self, n: usize) {
-        let n = n.max(1);
+        let mut sizing = self.inner.sizing.lock().unwrap();
+        sizing.requested = n.max(1);
+        self.apply(&sizing);
+    }
+
+    /// Caps `max_open` from outside whatever `set_max_open` asks (a
+    /// fleet's lease: see `tidepool_drivers::fleet`); `Some(0)` lets the
+    /// pool open nothing. `None` lifts the ceiling.
+    pub fn set_ceiling(&self, ceiling: Option<usize>) {
+        let mut sizing = self.inner.sizing.lock().unwrap();
+        sizing.ceiling = ceiling;
+        self.apply(&sizing);
+    }
+
+    /// The ceiling set by [`Pool::set_ceiling`].
+    pub fn ceiling(&self) -> Option<usize> {
+        self.inner.sizing.lock().unwrap().ceiling
+    }
+
+    /// What `set_max_open` (or the configuration) last asked for, before
+    /// the ceiling.
+    pub fn requested_max_open(&self) -> usize {
+        self.inner.sizing.lock().unwrap().requested
+    }
+
+    /// Splits the effective `max_open` over the shards; called with the
+    /// sizing locked, so concurrent resizes apply in order.
+    fn apply(&self, sizing: &Sizing) {
+        let n = sizing.requested.min(sizing.ceiling.unwrap_or(usize::MAX));
         self.inner.max_open.store(n, Ordering::Relaxed);
         self.inner.cap_epoch.fetch_add(1, Ordering::SeqCst);
         let caps = split(n, self.inner.shards.len());

@@ -68,6 +68,7 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
         errors: errs,
         timeouts,
         tick,
+        ceiling: None,
     }
 }
 
@@ -78,13 +79,16 @@ impl<M: Manager> SupervisedPool for Probe<M> {
 
     fn signals(&mut self, tick: Duration) -> Signals {
         let now = self.pool.stats();
-        let s = signals(&now, self.prev.as_ref(), tick);
+        let mut s = signals(&now, self.prev.as_ref(), tick);
+        s.ceiling = self.pool.ceiling();
         self.prev = Some(now);
         s
     }
 
+    /// What the supervisor asked for: under a fleet's ceiling the pool's
+    /// effective `max_open` may be lower.
     fn max_open(&self) -> usize {
-        self.pool.max_open()
+        self.pool.requested_max_open()
     }
 
     fn set_max_open(&self, n: usize) {

@@ -325,6 +325,7 @@ impl<'a> Sim<'a> {
             errors: t.errors,
             timeouts: t.timeouts,
             tick,
+            ceiling: None,
         };
         // Keep the allocations for the next tick.
         waits.clear();
