@@ -28,8 +28,11 @@ for t in "${targets[@]}"; do
     exit 1
   fi
   # libFuzzer's last lines: "#N DONE cov: C ft: F corp: K/..." and "Done N runs in S second(s)".
-  done_line=$(grep -E "^#[0-9]+ +DONE" "logs/$t.log" | tail -1)
-  summary+=("$t: $(grep -oE "Done [0-9]+ runs in [0-9]+ second" "logs/$t.log" | tail -1 | cut -d' ' -f2) runs, cov $(echo "$done_line" | grep -oE "cov: [0-9]+" | cut -d' ' -f2), ft $(echo "$done_line" | grep -oE "ft: [0-9]+" | cut -d' ' -f2), corpus $(ls "corpus/$t" | wc -l)")
+  done_line=$(grep -E "^#[0-9]+[[:space:]]+DONE" "logs/$t.log" | tail -1 || true)
+  runs=$(grep -oE "Done [0-9]+ runs" "logs/$t.log" | tail -1 | cut -d' ' -f2 || true)
+  cov=$(echo "$done_line" | grep -oE "cov: [0-9]+" | cut -d' ' -f2 || true)
+  ft=$(echo "$done_line" | grep -oE "ft: [0-9]+" | cut -d' ' -f2 || true)
+  summary+=("$t: ${runs:-?} runs, cov ${cov:-?}, ft ${ft:-?}, corpus $(find "corpus/$t" -type f | wc -l)")
 done
 echo "== summary (${secs}s each; logs in fuzz/logs)"
 printf '%s\n' "${summary[@]}"

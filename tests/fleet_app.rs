@@ -183,6 +183,15 @@ fn the_fleet_never_holds_more_than_its_budget_and_shares_follow_load() {
     std::thread::sleep(ttl);
     load.stop();
 
+    // A graceful stop hands the lease back: the others see it go at their
+    // next renew, sooner than the row would expire.
+    let first = apps.remove(0);
+    first.stop();
+    let took = wait_for(ttl * 3 / 4, "a stopped instance's row is gone", || {
+        apps[0].metric("tidepool_fleet_instances{fleet=\"test\"}") == Some(3.0)
+    });
+    eprintln!("a stopped instance's lease was handed back after {took:?}");
+
     let (max, samples) = sampler.finish();
     eprintln!("{samples} samples of pg_stat_activity, at most {max} pool backends");
     assert!(samples > 50, "the sampler ran: {samples}");

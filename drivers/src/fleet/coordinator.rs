@@ -29,9 +29,16 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS tidepool_fleet_lease (
 /// Serialises every renew of one fleet (the two-key form, so the key
 /// cannot collide with an application's single-key advisory locks).
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('tidepool.fleet'), hashtext($1))";
-const REAP: &str = "DELETE FROM tidepool_fleet_lease WHERE fleet = $1 AND expires < now()";
-const READ: &str = "SELECT instance, granted, demand FROM tidepool_fleet_lease WHERE fleet = $1";
-const WRITE: &str = "INSERT INTO tidepool_fleet_lease (fleet, instance, granted, demand, expires)
+/// The live rows, read after the lock (in its own statement, so its
+/// snapshot sees every renew committed before the lock was granted).
+const READ: &str = "SELECT instance, granted, demand FROM tidepool_fleet_lease
+    WHERE fleet = $1 AND expires >= now()";
+/// This instance's row, and expired rows of others reaped on the way: a
+/// renew is three statements (lock, read, write) besides BEGIN and COMMIT.
+const WRITE: &str = "WITH reaped AS (
+        DELETE FROM tidepool_fleet_lease
+        WHERE fleet = $1 AND instance <> $2 AND expires < now())
+    INSERT INTO tidepool_fleet_lease (fleet, instance, granted, demand, expires)
     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
     ON CONFLICT (fleet, instance) DO UPDATE
     SET granted = EXCLUDED.granted, demand = EXCLUDED.demand, expires = EXCLUDED.expires";
@@ -265,7 +272,6 @@ impl Coordinator {
         let me = self.lease.instance().to_string();
         let mut tx = client.transaction().await.map_err(err)?;
         tx.query(LOCK, &[&name]).await.map_err(err)?;
-        tx.execute(REAP, &[&name]).await.map_err(err)?;
         let rows = tx.query(READ, &[&name]).await.map_err(err)?;
         let others: Vec<Member> = rows
             .iter()
