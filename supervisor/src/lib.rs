@@ -12,6 +12,7 @@
 
 mod config;
 mod controller;
+pub mod fleet;
 mod signals;
 pub mod sim;
 

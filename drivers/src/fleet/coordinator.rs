@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use tidepool_engine::rt;
 
-use super::lease::{FleetConfig, Lease, Member};
-use super::share::fair_shares;
 use crate::pg::{Client, Config};
 use crate::pool::{Manager, Pool};
+use tidepool_supervisor::fleet::{fair_shares, FleetConfig, Lease, Member};
 
 /// The table every fleet's rows live in; created on first use.
 pub const TABLE: &str = "tidepool_fleet_lease";
@@ -29,15 +28,19 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS tidepool_fleet_lease (
 /// Serialises every renew of one fleet (the two-key form, so the key
 /// cannot collide with an application's single-key advisory locks).
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('tidepool.fleet'), hashtext($1))";
-/// The live rows, read after the lock (in its own statement, so its
-/// snapshot sees every renew committed before the lock was granted).
-const READ: &str = "SELECT instance, granted, demand FROM tidepool_fleet_lease
-    WHERE fleet = $1 AND expires >= now()";
-/// This instance's row, and expired rows of others reaped on the way: a
-/// renew is three statements (lock, read, write) besides BEGIN and COMMIT.
+/// The fleet's rows, read after the lock (in its own statement, so its
+/// snapshot sees every renew committed before the lock was granted), with
+/// how long ago each expired by the database's clock (0: valid).
+const READ: &str = "SELECT instance, granted, demand,
+        extract(epoch FROM greatest(now() - expires, interval '0'))::float8
+    FROM tidepool_fleet_lease WHERE fleet = $1";
+/// This instance's row; and, when the lease says so ($6), rows of others
+/// expired for more than a TTL, deleted on the way: a renew is three
+/// statements (lock, read, write) besides BEGIN and COMMIT.
 const WRITE: &str = "WITH reaped AS (
         DELETE FROM tidepool_fleet_lease
-        WHERE fleet = $1 AND instance <> $2 AND expires < now())
+        WHERE $6 AND fleet = $1 AND instance <> $2
+          AND expires < now() - make_interval(secs => $5))
     INSERT INTO tidepool_fleet_lease (fleet, instance, granted, demand, expires)
     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
     ON CONFLICT (fleet, instance) DO UPDATE
@@ -273,30 +276,31 @@ impl Coordinator {
         let mut tx = client.transaction().await.map_err(err)?;
         tx.query(LOCK, &[&name]).await.map_err(err)?;
         let rows = tx.query(READ, &[&name]).await.map_err(err)?;
-        let others: Vec<Member> = rows
+        let rows: Vec<Member> = rows
             .iter()
-            .map(|r| Member {
-                instance: r.get::<String>(0),
-                granted: r.get::<i32>(1).max(0) as usize,
-                demand: r.get::<i32>(2).max(0) as usize,
+            .map(|r| {
+                let ago = r.get::<f64>(3);
+                Member {
+                    instance: r.get::<String>(0),
+                    granted: r.get::<i32>(1).max(0) as usize,
+                    demand: r.get::<i32>(2).max(0) as usize,
+                    expired_for: (ago > 0.0).then(|| Duration::from_secs_f64(ago)),
+                }
             })
-            .filter(|m| m.instance != me)
             .collect();
-        let plan = self.lease.plan(&others, demand, open);
+        let plan = self.lease.plan(&rows, demand, open, Instant::now());
         // Lowering is safe at once; raising waits for the commit.
         if plan.cap < self.lease.cap(Instant::now()) {
             self.apply(plan.cap);
         }
         let (record, demand) = (plan.record as i32, demand.min(i32::MAX as usize) as i32);
-        tx.execute(WRITE, &[&name, &me, &record, &demand, &ttl])
+        tx.execute(WRITE, &[&name, &me, &record, &demand, &ttl, &plan.reap])
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
-        self.lease.committed(&plan, sent_at, others.len() + 1);
+        self.lease.committed(&plan, sent_at);
         self.state.lease.store(plan.record, Ordering::Relaxed);
-        self.state
-            .instances
-            .store(others.len() + 1, Ordering::Relaxed);
+        self.state.instances.store(plan.live, Ordering::Relaxed);
         self.state
             .renewals
             .store(self.lease.renewals(), Ordering::Relaxed);

@@ -29,6 +29,7 @@
 //! release build.
 
 mod engine;
+pub mod fleet;
 mod hist;
 mod load;
 pub mod report;

@@ -62,12 +62,27 @@ impl FleetConfig {
     }
 }
 
-/// Another live instance's row, as read under the fleet's lock.
+/// A row of the fleet's table, as read under the fleet's lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub instance: String,
     pub granted: usize,
     pub demand: usize,
+    /// How long ago the row expired, by the database's clock; `None` while
+    /// it is valid.
+    pub expired_for: Option<Duration>,
+}
+
+impl Member {
+    /// A valid row.
+    pub fn live(instance: impl Into<String>, granted: usize, demand: usize) -> Member {
+        Member {
+            instance: instance.into(),
+            granted,
+            demand,
+            expired_for: None,
+        }
+    }
 }
 
 /// What one renew writes and applies.
@@ -80,6 +95,12 @@ pub struct Renewal {
     pub cap: usize,
     /// This instance's fair share at the time (for logs).
     pub target: usize,
+    /// Whether rows expired for more than a TTL may be deleted: only once
+    /// this instance has renewed for a whole TTL without failing, so that
+    /// after an outage every live instance had its chance to renew first.
+    pub reap: bool,
+    /// Live instances, this one included.
+    pub live: usize,
 }
 
 /// The lease's state.
@@ -90,6 +111,8 @@ pub struct Lease {
     recorded: usize,
     cap: usize,
     valid_until: Option<Instant>,
+    /// When the current run of successful renews began.
+    up_since: Option<Instant>,
     instances: usize,
     renewals: u64,
     failures: u64,
@@ -103,6 +126,7 @@ impl Lease {
             recorded: 0,
             cap: 0,
             valid_until: None,
+            up_since: None,
             instances: 0,
             renewals: 0,
             failures: 0,
@@ -117,59 +141,91 @@ impl Lease {
         &self.instance
     }
 
-    /// What to record, given the other live instances' rows, this
-    /// instance's demand, and how many connections its pools hold now
-    /// (open or opening).
-    pub fn plan(&self, others: &[Member], demand: usize, open: usize) -> Renewal {
+    /// What to record, given the fleet's rows as read under its lock (this
+    /// instance's own among them, unless it has none), this instance's
+    /// demand, how many connections its pools hold now (open or opening),
+    /// and the time.
+    ///
+    /// - What this instance holds is what its *valid* row says, not what it
+    ///   recorded last: a row that expired holds nothing, and others may
+    ///   have taken its share meanwhile.
+    /// - An expired row still reserves what its instance may keep without
+    ///   a lease (the safe capacity, at most its grant) until it has been
+    ///   expired for a TTL *and* this instance has been renewing for a TTL:
+    ///   after a coordinator outage every live instance holds its safe
+    ///   capacity unrecorded, and must get the chance to renew before its
+    ///   reservation is handed to others.
+    pub fn plan(&self, rows: &[Member], demand: usize, open: usize, now: Instant) -> Renewal {
+        let ttl = self.cfg.ttl;
+        let settled = self.up_since.is_some_and(|u| now.duration_since(u) >= ttl);
+        let mut members: Vec<(&str, usize)> = vec![(self.instance.as_str(), demand)];
+        let mut others_held = 0;
+        let mut held = 0;
+        for m in rows {
+            let mine = m.instance == self.instance;
+            match m.expired_for {
+                None if mine => held = m.granted,
+                None => {
+                    members.push((m.instance.as_str(), m.demand));
+                    others_held += m.granted;
+                }
+                Some(_) if mine => {}
+                Some(ago) if settled && ago > ttl => {}
+                Some(_) => others_held += m.granted.min(self.cfg.safe_capacity),
+            }
+        }
         // Every instance orders the members the same way (by id), so they
-        // agree on every share.
-        let mut members: Vec<(&str, usize)> = others
-            .iter()
-            .filter(|m| m.instance != self.instance)
-            .map(|m| (m.instance.as_str(), m.demand))
-            .collect();
-        members.push((self.instance.as_str(), demand));
+        // agree on every share. What expired rows reserve is set aside.
         members.sort_unstable();
         let demands: Vec<usize> = members.iter().map(|m| m.1).collect();
-        let shares = fair_shares(self.cfg.budget, &demands, self.cfg.floor);
+        let reserved: usize = rows
+            .iter()
+            .filter(|m| m.instance != self.instance && m.expired_for.is_some())
+            .filter(|m| !(settled && m.expired_for.is_some_and(|a| a > ttl)))
+            .map(|m| m.granted.min(self.cfg.safe_capacity))
+            .sum();
+        let shares = fair_shares(
+            self.cfg.budget.saturating_sub(reserved),
+            &demands,
+            self.cfg.floor,
+        );
         let me = members
             .iter()
             .position(|m| m.0 == self.instance)
             .expect("pushed above");
         let target = shares[me];
-        let others_granted: usize = others
-            .iter()
-            .filter(|m| m.instance != self.instance)
-            .map(|m| m.granted)
-            .sum();
-        if target >= self.recorded {
-            let free = self
-                .cfg
-                .budget
-                .saturating_sub(others_granted + self.recorded);
-            let record = target.min(self.recorded + free);
+        let live = members.len();
+        if target >= held {
+            let free = self.cfg.budget.saturating_sub(others_held + held);
+            let record = target.min(held + free);
             return Renewal {
                 record,
                 cap: record,
                 target,
+                reap: settled,
+                live,
             };
         }
         // Shrinking: the record follows only once the cap is down.
         let record = if self.cap <= target {
-            target.max(open).min(self.recorded)
+            target.max(open).min(held)
         } else {
-            self.recorded
+            held
         };
         Renewal {
             record,
             cap: target,
             target,
+            reap: settled,
+            live,
         }
     }
 
     /// The renew sent at `sent_at` committed `r`; `members` instances
     /// (this one included) were live.
-    pub fn committed(&mut self, r: &Renewal, sent_at: Instant, members: usize) {
+    pub fn committed(&mut self, r: &Renewal, sent_at: Instant) {
+        self.up_since.get_or_insert(sent_at);
+        let members = r.live;
         self.recorded = r.record;
         self.cap = r.cap.min(r.record);
         self.valid_until = Some(sent_at + self.cfg.ttl - self.cfg.margin());
@@ -180,6 +236,7 @@ impl Lease {
     /// A renew failed (the coordinator unreachable, a query refused).
     pub fn failed(&mut self) {
         self.failures += 1;
+        self.up_since = None;
     }
 
     /// The lease was handed back (graceful shutdown): nothing is held.
@@ -231,11 +288,7 @@ mod tests {
     use super::*;
 
     fn member(id: &str, granted: usize, demand: usize) -> Member {
-        Member {
-            instance: id.into(),
-            granted,
-            demand,
-        }
+        Member::live(id, granted, demand)
     }
 
     fn cfg() -> FleetConfig {
@@ -247,14 +300,24 @@ mod tests {
         let lease = Lease::new(cfg(), "c");
         // Two instances hold 7 of 8; the newcomer's fair share is more,
         // but only 1 is free.
-        let r = lease.plan(&[member("a", 4, 10), member("b", 3, 10)], 10, 0);
+        let r = lease.plan(
+            &[member("a", 4, 10), member("b", 3, 10)],
+            10,
+            0,
+            Instant::now(),
+        );
         assert_eq!(
             r.target, 2,
             "8 among 3: 3, 3, 2 (the remainder to the first ids)"
         );
         assert_eq!((r.record, r.cap), (1, 1));
         // Nothing free: it records 0 and waits for the others to give back.
-        let r = lease.plan(&[member("a", 4, 10), member("b", 4, 10)], 10, 0);
+        let r = lease.plan(
+            &[member("a", 4, 10), member("b", 4, 10)],
+            10,
+            0,
+            Instant::now(),
+        );
         assert_eq!((r.record, r.cap), (0, 0));
     }
 
@@ -262,22 +325,36 @@ mod tests {
     fn shrinking_lowers_the_cap_first_and_the_record_a_renew_later() {
         let mut lease = Lease::new(cfg(), "a");
         let t0 = Instant::now();
-        let r = lease.plan(&[], 10, 0);
+        let r = lease.plan(&[], 10, 0, t0);
         assert_eq!((r.record, r.cap), (8, 8));
-        lease.committed(&r, t0, 1);
+        lease.committed(&r, t0);
         assert_eq!(lease.cap(t0), 8);
         // A second instance with demand arrives: a's share falls to 4.
-        let others = [member("b", 0, 10)];
-        let r = lease.plan(&others, 10, 8);
+        let rows = |a: usize| [member("a", a, 10), member("b", 0, 10)];
+        let r = lease.plan(&rows(8), 10, 8, t0);
         assert_eq!((r.record, r.cap), (8, 4), "the record waits");
-        lease.committed(&r, t0, 2);
+        lease.committed(&r, t0);
         assert_eq!(lease.cap(t0), 4);
         // Next renew: 6 still open (in use when the cap fell): record 6.
-        let r = lease.plan(&others, 10, 6);
+        let r = lease.plan(&rows(8), 10, 6, t0);
         assert_eq!((r.record, r.cap), (6, 4));
-        lease.committed(&r, t0, 2);
-        let r = lease.plan(&others, 10, 3);
+        lease.committed(&r, t0);
+        let r = lease.plan(&rows(6), 10, 3, t0);
         assert_eq!((r.record, r.cap), (4, 4));
+    }
+
+    #[test]
+    fn a_row_that_expired_holds_nothing() {
+        // After an outage longer than the TTL, b took the budget: a's
+        // stale record must not be written back.
+        let mut lease = Lease::new(cfg(), "a");
+        let t0 = Instant::now();
+        let r = lease.plan(&[], 10, 0, t0);
+        lease.committed(&r, t0);
+        assert_eq!(lease.recorded(), 8);
+        let r = lease.plan(&[member("b", 7, 10)], 10, 1, t0);
+        assert_eq!(r.target, 4);
+        assert_eq!((r.record, r.cap), (1, 1), "only what is free");
     }
 
     #[test]
@@ -285,8 +362,8 @@ mod tests {
         let mut lease = Lease::new(cfg(), "a");
         let t0 = Instant::now();
         assert_eq!(lease.cap(t0), 0, "nothing before the first lease");
-        let r = lease.plan(&[], 5, 0);
-        lease.committed(&r, t0, 1);
+        let r = lease.plan(&[], 5, 0, t0);
+        lease.committed(&r, t0);
         let ttl = lease.config().ttl;
         assert_eq!(lease.cap(t0 + ttl / 2), 5);
         // Trusted for less than the TTL: the database keeps the row longer.
@@ -341,15 +418,13 @@ mod tests {
                     _ => {}
                 }
             }
-            let others: Vec<Member> = leases
+            let rows: Vec<Member> = leases
                 .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, (l, d, _))| member(l.instance(), l.recorded(), *d))
+                .map(|(l, d, _)| member(l.instance(), l.recorded(), *d))
                 .collect();
             let (lease, demand, open) = &mut leases[i];
-            let r = lease.plan(&others, *demand, *open);
-            lease.committed(&r, t0, others.len() + 1);
+            let r = lease.plan(&rows, *demand, *open, t0);
+            lease.committed(&r, t0);
             let recorded: usize = leases.iter().map(|l| l.0.recorded()).sum();
             assert!(recorded <= budget, "step {step}: {recorded}");
             for (l, _, open) in &leases {
@@ -360,8 +435,8 @@ mod tests {
         // And the shares follow demand: with equal demand, equal leases.
         let others = [member("b", 4, 10)];
         let mut a = Lease::new(FleetConfig::new("f", budget), "a");
-        let r = a.plan(&others, 10, 0);
-        a.committed(&r, t0, 2);
+        let r = a.plan(&others, 10, 0, t0);
+        a.committed(&r, t0);
         assert_eq!(a.recorded(), 4);
     }
 }
