@@ -26,6 +26,7 @@
 
 mod backoff;
 mod config;
+pub mod discipline;
 mod histogram;
 pub mod pg;
 pub mod redis;
