@@ -344,6 +344,21 @@ pub fn pools(e: &mut Exposition, windows: &PoolWindows, pools: &[PoolStats]) {
             &l,
             t.acquire_timeouts as f64,
         );
+        for class in tidepool_drivers::pool::Class::ALL {
+            for reason in tidepool_drivers::pool::ShedReason::ALL {
+                e.sample(
+                    "tidepool_pool_shed_total",
+                    "counter",
+                    "Acquires turned away by the queue's discipline under overload, by request class and reason (standing_queue, deadline).",
+                    &[
+                        ("pool", p),
+                        ("class", class.as_str()),
+                        ("reason", reason.as_str()),
+                    ],
+                    t.sheds[class as usize][reason as usize] as f64,
+                );
+            }
+        }
         e.sample(
             "tidepool_pool_connects_total",
             "counter",

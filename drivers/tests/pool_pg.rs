@@ -550,9 +550,19 @@ fn query_errors_and_timeouts_are_counted_for_the_supervisor() {
         let (e, s) = (exclusive.stats(), shared.stats());
         assert_eq!((e.total.query_errors, e.total.query_timeouts), (1, 1));
         assert_eq!((s.total.query_errors, s.total.query_timeouts), (2, 2));
-        let sig = signals(&e, Some(&before.0), Duration::from_secs(1));
+        let sig = signals(
+            &e,
+            Some(&before.0),
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+        );
         assert_eq!((sig.errors, sig.timeouts), (1, 1));
-        let sig = signals(&s, Some(&before.1), Duration::from_secs(1));
+        let sig = signals(
+            &s,
+            Some(&before.1),
+            Duration::from_secs(1),
+            Duration::from_millis(5),
+        );
         assert_eq!((sig.errors, sig.timeouts), (2, 2));
     });
 }
@@ -711,7 +721,12 @@ fn query_latency_is_send_to_reply_not_hold_time() {
             let q = now.total.query_latency.since(&prev.total.query_latency);
             // Three statements, plus the shared connection's prepare.
             assert!(q.total >= 3, "{}: {q:?}", now.name);
-            let s = signals(&now, Some(prev), Duration::from_secs(1));
+            let s = signals(
+                &now,
+                Some(prev),
+                Duration::from_secs(1),
+                Duration::from_millis(5),
+            );
             assert!(
                 s.query_p99 >= Duration::from_millis(20)
                     && s.query_p99 < Duration::from_millis(200),

@@ -62,6 +62,9 @@ pub struct PoolConfig {
     /// a new connection is opened or callers wait. Ignored for exclusive
     /// pools. Default 64.
     pub max_in_flight: usize,
+    /// How callers waiting for a connection are served and shed under
+    /// overload (default: adaptive; see `pool::discipline`).
+    pub queue: super::discipline::QueueConfig,
 }
 
 impl Default for PoolConfig {
@@ -83,6 +86,7 @@ impl Default for PoolConfig {
             warmup_batch: 2,
             warmup_pause: Duration::from_millis(100),
             max_in_flight: 64,
+            queue: super::discipline::QueueConfig::default(),
         }
     }
 }

@@ -7,15 +7,20 @@
 //! clients have often given up. The adaptive mode (Facebook's CoDel
 //! variant for server queues, with adaptive LIFO):
 //!
-//! - **A standing queue** is one whose waits have all been above the
-//!   target (5 ms) for an interval (100 ms) without the queue draining.
-//!   An acquire served at once, or a wait within target, clears it, so a
-//!   pool below capacity never looks overloaded.
-//! - **While it stands**, waiters are served newest first (their clients
-//!   are still there) and by class (`Critical`, then `Default`, then
-//!   `Sheddable`); a `Default` waiter that waited more than twice the
-//!   target, or a `Sheddable` one more than the target, is turned away at
-//!   once (a fast 503 instead of a slow one). `Critical` waiters are never
+//! - **A standing queue** is one that has held more waiters than the pool
+//!   has connections, with the pool at its cap, for an interval (100 ms),
+//!   its oldest waiter past the target (5 ms). A shorter queue is served
+//!   within one hold time however long the holds are (a lone caller
+//!   waiting for a long transaction is not overload), and a pool still
+//!   opening connections is not overloaded; either ends the standing
+//!   state, and so does draining. The short waits that LIFO gives the
+//!   newest callers do not.
+//! - **Classes** are served in order (`Critical`, then `Default`, then
+//!   `Sheddable`), oldest first within a class.
+//! - **While it stands**, the newest within a class is served first
+//!   (its client is still there); a `Default` waiter that waited more
+//!   than twice the target, or a `Sheddable` one more than the target, is
+//!   turned away at once (a fast 503 instead of a slow one). `Critical` waiters are never
 //!   shed for standing.
 //! - **Whatever the state**, a waiter whose deadline comes before it can
 //!   expect a connection (those ahead of it, times the mean hold time, over
@@ -33,10 +38,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueMode {
-    /// First come, first served; waiters leave only by timing out.
-    Fifo,
-    /// Standing-queue detection, adaptive LIFO, shedding (the default).
+    /// First come, first served; waiters leave only by timing out (the
+    /// default until the demo's comparison shows the adaptive mode's
+    /// effect on the autoscaler's growth).
     #[default]
+    Fifo,
+    /// Standing-queue detection, adaptive LIFO, shedding.
     Adaptive,
 }
 
@@ -57,7 +64,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            mode: QueueMode::Adaptive,
+            mode: QueueMode::Fifo,
             target: Duration::from_millis(5),
             interval: Duration::from_millis(100),
         }
@@ -125,10 +132,14 @@ struct Entry {
 pub struct WaitQueue {
     cfg: QueueConfig,
     entries: VecDeque<Entry>,
-    /// Since when every wait has been above target without the queue
-    /// draining (CoDel's "first above time").
-    above_since: Option<Instant>,
+    /// Since when the queue has been longer than the connections serve
+    /// in one hold, with the pool at its cap.
+    long_since: Option<Instant>,
     standing: bool,
+    /// Callers the pool serves at once (connections, or in-flight slots).
+    servers: usize,
+    /// Whether the pool is at its cap (it cannot open more).
+    full: bool,
 }
 
 impl WaitQueue {
@@ -136,9 +147,18 @@ impl WaitQueue {
         WaitQueue {
             cfg,
             entries: VecDeque::new(),
-            above_since: None,
+            long_since: None,
             standing: false,
+            servers: 1,
+            full: true,
         }
+    }
+
+    /// How many callers the pool serves at once now, and whether it is at
+    /// its cap.
+    pub fn set_pool(&mut self, servers: usize, full: bool) {
+        self.servers = servers.max(1);
+        self.full = full;
     }
 
     pub fn len(&self) -> usize {
@@ -154,41 +174,33 @@ impl WaitQueue {
         self.standing
     }
 
-    /// Moves the standing-queue detection to `now`: a waiter older than
-    /// the target means waits are above it from the moment it crossed.
+    /// Moves the standing-queue detection to `now`.
     fn advance(&mut self, now: Instant) {
         if self.cfg.mode == QueueMode::Fifo {
             return;
         }
-        if let Some(oldest) = self.entries.iter().map(|e| e.since).min() {
-            let crossed = oldest + self.cfg.target;
-            if now > crossed {
-                let since = self.above_since.get_or_insert(crossed);
-                *since = (*since).min(crossed);
-            }
+        if self.entries.len() <= self.servers || !self.full {
+            // A queue the connections serve within one hold, or a pool
+            // still opening connections: not standing.
+            self.clear();
+            return;
         }
-        self.standing = self
-            .above_since
-            .is_some_and(|a| now.saturating_duration_since(a) >= self.cfg.interval);
+        let since = *self.long_since.get_or_insert(now);
+        // It stands once it has been long for an interval and its oldest
+        // waiter is past the target.
+        let oldest = self.entries.iter().map(|e| e.since).min().unwrap_or(now);
+        self.standing = now.saturating_duration_since(since) >= self.cfg.interval
+            && now.saturating_duration_since(oldest) > self.cfg.target;
     }
 
-    /// The queue is healthy again: a wait within target, or drained.
     fn clear(&mut self) {
-        self.above_since = None;
+        self.long_since = None;
         self.standing = false;
     }
 
-    /// An acquire was served without waiting.
-    pub fn served_at_once(&mut self, now: Instant) {
-        self.note_wait(Duration::ZERO, now);
-    }
-
-    fn note_wait(&mut self, w: Duration, now: Instant) {
-        if w <= self.cfg.target {
-            self.clear();
-        } else if self.cfg.mode == QueueMode::Adaptive {
-            self.above_since.get_or_insert(now);
-        }
+    /// An acquire was served without waiting: nobody was queued.
+    pub fn served_at_once(&mut self, _now: Instant) {
+        self.clear();
     }
 
     /// Whether a caller arriving at `now` with `deadline`, expecting to
@@ -219,17 +231,23 @@ impl WaitQueue {
     /// The waiter to serve next, if any.
     pub fn pop(&mut self, now: Instant) -> Option<usize> {
         self.advance(now);
-        let i = if self.standing {
-            // Newest first within the most important class waiting.
-            let best = self.entries.iter().map(|e| e.class).min()?;
-            self.entries.iter().rposition(|e| e.class == best)?
-        } else if self.entries.is_empty() {
+        if self.entries.is_empty() {
             return None;
-        } else {
+        }
+        let i = if self.cfg.mode == QueueMode::Fifo {
             0
+        } else {
+            // The most important class waiting first; within it the
+            // oldest, or while the queue stands the newest (its client is
+            // still there).
+            let best = self.entries.iter().map(|e| e.class).min()?;
+            if self.standing {
+                self.entries.iter().rposition(|e| e.class == best)?
+            } else {
+                self.entries.iter().position(|e| e.class == best)?
+            }
         };
         let e = self.entries.remove(i)?;
-        self.note_wait(now.saturating_duration_since(e.since), now);
         if self.entries.is_empty() {
             self.clear();
         }
@@ -237,8 +255,8 @@ impl WaitQueue {
     }
 
     /// Waiters to turn away now (a standing queue's over-limit waiters),
-    /// removed from the queue.
-    pub fn shed(&mut self, now: Instant) -> Vec<usize> {
+    /// with their classes, removed from the queue.
+    pub fn shed(&mut self, now: Instant) -> Vec<(usize, Class)> {
         self.advance(now);
         if !self.standing {
             return Vec::new();
@@ -252,7 +270,7 @@ impl WaitQueue {
                 Class::Sheddable => target,
             };
             if now.saturating_duration_since(e.since) > limit {
-                out.push(e.key);
+                out.push((e.key, e.class));
                 false
             } else {
                 true
@@ -290,6 +308,11 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    #[test]
+    fn fifo_is_the_default() {
+        assert_eq!(QueueConfig::default().mode, QueueMode::Fifo);
+    }
+
     fn queue(mode: QueueMode) -> (WaitQueue, Instant) {
         let t0 = Instant::now();
         let cfg = QueueConfig {
@@ -319,29 +342,30 @@ mod tests {
 
     #[test]
     fn a_standing_queue_is_detected_served_lifo_and_sheds_the_old() {
+        // One connection (the default), ten waiters: longer than it can
+        // serve in one hold.
         let (mut q, t0) = queue(QueueMode::Adaptive);
-        // Ten waiters arrive at once; one is served every 20 ms: every
-        // wait is above target and the queue never drains.
         for k in 0..10 {
             q.push(k, Class::Default, t0);
         }
         assert_eq!(q.pop(t0 + MS * 20), Some(0), "not standing yet: FIFO");
         assert!(!q.standing());
-        // An interval later it stands: the over-limit waiters are shed...
+        q.push(10, Class::Default, t0 + MS * 115);
+        q.push(11, Class::Default, t0 + MS * 118);
+        // An interval later it stands: the over-limit waiters are shed ...
         let now = t0 + MS * 120;
-        q.push(10, Class::Default, now);
-        assert!(q.standing());
         let shed = q.shed(now);
-        assert_eq!(shed, (1..10).collect::<Vec<_>>());
+        assert!(q.standing());
+        let keys: Vec<usize> = shed.iter().map(|s| s.0).collect();
+        assert_eq!(keys, (1..10).collect::<Vec<_>>());
         // ... and the newest is served first.
-        q.push(11, Class::Default, now + MS);
-        assert_eq!(q.pop(now + MS * 2), Some(11));
-        // Drained: no longer standing, FIFO again.
-        assert_eq!(q.pop(now + MS * 3), Some(10));
+        assert_eq!(q.pop(now + MS), Some(11));
+        // One left, which one connection serves: no longer standing.
+        assert_eq!(q.pop(now + MS * 2), Some(10));
         assert!(!q.standing());
         q.push(12, Class::Default, now + MS * 4);
         q.push(13, Class::Default, now + MS * 4);
-        assert_eq!(q.pop(now + MS * 5), Some(12));
+        assert_eq!(q.pop(now + MS * 5), Some(12), "FIFO again");
     }
 
     #[test]
@@ -349,20 +373,52 @@ mod tests {
         let (mut q, t0) = queue(QueueMode::Adaptive);
         q.push(0, Class::Default, t0);
         q.push(1, Class::Default, t0);
+        q.push(6, Class::Default, t0);
         let later = t0 + MS * 150;
         q.push(2, Class::Sheddable, later - MS * 8);
         q.push(3, Class::Critical, later - MS * 50);
         q.push(4, Class::Default, later - MS * 8);
         q.push(5, Class::Sheddable, later - MS * 2);
-        // No grant in the interval while the oldest waited 150 ms: standing.
         let shed = q.shed(later);
         assert!(q.standing());
         // Default waits over 10 ms go, sheddable over 5 ms; critical stays.
-        assert_eq!(shed, vec![0, 1, 2]);
+        assert_eq!(
+            shed,
+            vec![
+                (0, Class::Default),
+                (1, Class::Default),
+                (6, Class::Default),
+                (2, Class::Sheddable)
+            ]
+        );
         assert_eq!(q.pop(later), Some(3), "critical first");
         assert_eq!(q.pop(later), Some(4), "then default");
         assert_eq!(q.pop(later), Some(5));
         assert!(q.is_empty());
+        // Classes order service below overload too (oldest first within).
+        q.push(7, Class::Sheddable, later);
+        q.push(8, Class::Default, later);
+        q.push(9, Class::Default, later);
+        assert_eq!(q.pop(later + MS), Some(8));
+    }
+
+    #[test]
+    fn a_lone_waiter_or_a_pool_still_opening_is_not_a_standing_queue() {
+        let (mut q, t0) = queue(QueueMode::Adaptive);
+        // One waiter on one connection, for a second.
+        q.push(0, Class::Sheddable, t0);
+        assert!(q.shed(t0 + MS * 1000).is_empty());
+        // Many waiters while the pool opens connections.
+        q.set_pool(1, false);
+        for k in 1..10 {
+            q.push(k, Class::Sheddable, t0);
+        }
+        assert!(q.shed(t0 + MS * 1000).is_empty());
+        assert!(!q.standing());
+        q.set_pool(1, true);
+        q.shed(t0 + MS * 1001);
+        assert!(!q.standing(), "the interval starts when the pool is full");
+        assert_eq!(q.shed(t0 + MS * 1200).len(), 10);
     }
 
     #[test]
@@ -385,10 +441,11 @@ mod tests {
     fn removing_the_last_waiter_clears_the_standing_state() {
         let (mut q, t0) = queue(QueueMode::Adaptive);
         q.push(0, Class::Default, t0);
-        q.push(1, Class::Critical, t0);
+        q.push(1, Class::Default, t0);
+        q.push(2, Class::Critical, t0);
         q.shed(t0 + MS * 150);
         assert!(q.standing());
-        q.remove(1);
+        q.remove(2);
         assert!(!q.standing());
         assert!(q.is_empty());
     }

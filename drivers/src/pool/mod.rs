@@ -27,6 +27,8 @@
 mod backoff;
 mod config;
 pub mod discipline;
+
+pub use discipline::{Class, QueueConfig, QueueMode, ShedReason};
 mod histogram;
 pub mod pg;
 pub mod redis;
@@ -153,6 +155,22 @@ pub enum AcquireError {
     },
     /// Connecting failed with an error that retrying cannot fix.
     Connect { pool: String, message: String },
+    /// Turned away by the queue's discipline under overload (a standing
+    /// queue, or a deadline the wait could not meet): answer fast, with a
+    /// `Retry-After`, rather than late.
+    Shed {
+        pool: String,
+        class: discipline::Class,
+        reason: discipline::ShedReason,
+        waited: Duration,
+    },
+}
+
+impl AcquireError {
+    /// Whether this acquire was shed under overload.
+    pub fn is_shed(&self) -> bool {
+        matches!(self, AcquireError::Shed { .. })
+    }
 }
 
 impl std::fmt::Display for AcquireError {
@@ -181,11 +199,39 @@ impl std::fmt::Display for AcquireError {
             AcquireError::Connect { pool, message } => {
                 write!(f, "pool {pool}: cannot connect: {message}")
             }
+            AcquireError::Shed {
+                pool,
+                class,
+                reason,
+                waited,
+            } => match reason {
+                ShedReason::Standing => write!(
+                    f,
+                    "pool {pool}: overloaded, {class} request shed after {waited:?} in a standing queue"
+                ),
+                ShedReason::Deadline => write!(
+                    f,
+                    "pool {pool}: overloaded, {class} request shed: no connection could come before its deadline"
+                ),
+            },
         }
     }
 }
 
 impl std::error::Error for AcquireError {}
+
+/// A handler can return an acquire error as it is (`?` on
+/// `pool.get()`): 503 with `Retry-After: 1`, the message in the body
+/// (through the router's error renderer).
+impl tidepool_engine::http::IntoResponse for AcquireError {
+    fn into_response(self) -> tidepool_engine::http::Response {
+        tidepool_engine::http::Response::error(
+            tidepool_engine::http::Status::SERVICE_UNAVAILABLE,
+            &self.to_string(),
+        )
+        .with_header("Retry-After", "1")
+    }
+}
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -419,15 +465,27 @@ impl<M: Manager> Clone for LocalPool<M> {
 
 impl<M: Manager> LocalPool<M> {
     /// A connection (exclusive pools) or an in-flight slot on a shared
-    /// connection (multiplexed pools), waiting in FIFO order up to
-    /// `acquire_timeout`.
+    /// connection (multiplexed pools), waiting up to `acquire_timeout` in
+    /// the order `PoolConfig::queue` sets (FIFO until the queue stands; see
+    /// `pool::discipline`).
     pub async fn get(&self) -> Result<Pooled<M>, AcquireError> {
-        self.shard.acquire("").await
+        self.shard.acquire("", Class::Default).await
     }
 
     /// Like `get`, naming the route that holds the connection in leak reports.
     pub async fn get_for(&self, route: &'static str) -> Result<Pooled<M>, AcquireError> {
-        self.shard.acquire(route).await
+        self.shard.acquire(route, Class::Default).await
+    }
+
+    /// Like `get_for`, in request class `class`: under overload `Critical`
+    /// callers are served first and never shed for a standing queue,
+    /// `Sheddable` ones are shed first.
+    pub async fn get_as(
+        &self,
+        route: &'static str,
+        class: Class,
+    ) -> Result<Pooled<M>, AcquireError> {
+        self.shard.acquire(route, class).await
     }
 
     /// This shard's numbers.

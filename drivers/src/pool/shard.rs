@@ -22,6 +22,7 @@ use tidepool_engine::rt::{self, time};
 
 use super::backoff::{random_unit, retry_observed, Backoff, RetryError};
 use super::config::share;
+use super::discipline::{Class, ShedReason, WaitQueue};
 use super::stats::{add, set, CloseReason, ConnectFailure, ShardStats};
 use super::warmup::warmup_plan;
 use super::{AcquireError, Manager, PoolError, PoolInner};
@@ -46,6 +47,13 @@ struct Slot<C> {
 enum Grant {
     Slot(usize),
     Failed(String),
+    Shed(ShedReason),
+}
+
+/// Why a wait ended without a connection.
+enum Denied {
+    Failed(String),
+    Shed(ShedReason),
 }
 
 struct Waiter {
@@ -62,7 +70,10 @@ struct State<C> {
     /// Callers holding a connection (exclusive) or an in-flight slot (multiplexed).
     in_use: usize,
     waiters: Slab<Waiter>,
-    queue: VecDeque<usize>,
+    queue: WaitQueue,
+    /// Mean time a connection is held (EWMA), for the expected wait of a
+    /// newcomer to the queue.
+    hold_ewma: Duration,
     last_error: Option<String>,
     /// The last connect failed with nothing open: the database is out of
     /// reach from here. Callers fail at once (naming the error) instead of
@@ -381,6 +392,7 @@ impl<M: Manager> Capacity for Shard<M> {
 impl<M: Manager> Shard<M> {
     pub(crate) fn start(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
         let stats = pool.shards[index].clone();
+        let queue_config = pool.config.queue;
         let cap = stats.target_cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
         set(&stats.cap, cap);
         let warming = share(pool.config.min_idle, pool.shards.len(), index) > 0;
@@ -395,7 +407,8 @@ impl<M: Manager> Shard<M> {
                 opening: 0,
                 in_use: 0,
                 waiters: Slab::new(),
-                queue: VecDeque::new(),
+                queue: WaitQueue::new(queue_config, clock()),
+                hold_ewma: Duration::ZERO,
                 last_error: None,
                 down: false,
                 probing: false,
@@ -902,7 +915,7 @@ impl<M: Manager> Shard<M> {
     /// once the books are released).
     fn fail_waiters(&self, st: &mut State<M::Conn>, msg: &str) -> Vec<Waker> {
         let mut wakers = Vec::new();
-        while let Some(w) = st.queue.pop_front() {
+        for w in st.queue.drain() {
             let waiter = &mut st.waiters[w];
             waiter.grant = Some(Grant::Failed(msg.to_string()));
             if let Some(wk) = waiter.waker.take() {
@@ -1061,7 +1074,14 @@ impl<M: Manager> Shard<M> {
     /// Gives slot `key` (free, connection inside) to the first waiter, or
     /// files it as idle.
     fn hand_off(&self, st: &mut State<M::Conn>, key: usize) {
-        while let Some(w) = st.queue.pop_front() {
+        let now = clock();
+        let shed = self.shed(st, now);
+        // Woken now: their futures only run on a later poll, once the books
+        // are released.
+        for w in shed {
+            w.wake();
+        }
+        while let Some(w) = st.queue.pop(now) {
             let Some(waiter) = st.waiters.get_mut(w) else {
                 continue;
             };
@@ -1088,15 +1108,21 @@ impl<M: Manager> Shard<M> {
     pub(crate) async fn acquire(
         self: &Rc<Self>,
         route: &'static str,
+        class: Class,
     ) -> Result<Pooled<M>, AcquireError> {
         let start = clock();
         let deadline = start + self.pool.config.acquire_timeout;
         loop {
             let (key, expired) = {
                 let mut st = self.state.borrow_mut();
-                // FIFO: nobody overtakes callers already waiting.
+                // Nobody overtakes callers already waiting.
                 let r = if st.queue.is_empty() {
-                    self.take_available(&mut st, clock(), route)
+                    let now = clock();
+                    let r = self.take_available(&mut st, now, route);
+                    if r.0.is_some() {
+                        st.queue.served_at_once(now);
+                    }
+                    r
                 } else {
                     (None, Vec::new())
                 };
@@ -1106,7 +1132,7 @@ impl<M: Manager> Shard<M> {
             drop(expired);
             let key = match key {
                 Some(k) => k,
-                None => match self.wait(start, deadline).await {
+                None => match self.wait(start, deadline, class).await {
                     Ok(k) => {
                         self.state.borrow_mut().slots[k].route = route;
                         k
@@ -1194,10 +1220,52 @@ impl<M: Manager> Shard<M> {
         Some(guard)
     }
 
+    /// Turns away what the queue's discipline sheds now (a standing
+    /// queue's over-limit waiters); returns their wakers.
+    /// Tells the queue what the pool can serve now.
+    fn size_queue(&self, st: &mut State<M::Conn>) {
+        let per_conn = if M::MULTIPLEXED {
+            self.pool.config.max_in_flight
+        } else {
+            1
+        };
+        let servers = st.open() * per_conn;
+        let full = st.open() + st.opening >= st.cap;
+        st.queue.set_pool(servers, full);
+    }
+
+    fn shed(&self, st: &mut State<M::Conn>, now: Instant) -> Vec<Waker> {
+        self.size_queue(st);
+        let mut wakers = Vec::new();
+        for (w, class) in st.queue.shed(now) {
+            self.count_shed(class, ShedReason::Standing);
+            let waiter = &mut st.waiters[w];
+            waiter.grant = Some(Grant::Shed(ShedReason::Standing));
+            if let Some(wk) = waiter.waker.take() {
+                wakers.push(wk);
+            }
+        }
+        wakers
+    }
+
+    fn count_shed(&self, class: Class, reason: ShedReason) {
+        add(&self.stats.sheds[class as usize][reason as usize], 1);
+    }
+
+    fn shed_error(&self, class: Class, reason: ShedReason, waited: Duration) -> AcquireError {
+        AcquireError::Shed {
+            pool: self.pool.name.clone(),
+            class,
+            reason,
+            waited,
+        }
+    }
+
     async fn wait(
         self: &Rc<Self>,
         start: Instant,
         deadline: Instant,
+        class: Class,
     ) -> Result<usize, AcquireError> {
         // Waiters queued before the outage showed (the last connection
         // went in a way that does not pass through `release`) hear it now.
@@ -1236,12 +1304,29 @@ impl<M: Manager> Shard<M> {
                     message,
                 });
             }
+            let now = clock();
+            // What a newcomer can expect to wait: those ahead of it, times
+            // the mean hold, over the connections (at least one).
+            let ahead = st.queue.len() as u32 + 1;
+            let conns = st.cap.max(1) as u32;
+            let expected = st.hold_ewma * ahead / conns;
+            self.size_queue(&mut st);
+            if let Err(reason) = st.queue.admit(now, deadline, expected) {
+                self.count_shed(class, reason);
+                self.publish(&st);
+                return Err(self.shed_error(class, reason, Duration::ZERO));
+            }
             let k = st.waiters.insert(Waiter {
                 waker: None,
                 grant: None,
             });
-            st.queue.push_back(k);
+            st.queue.push(k, class, now);
+            let shed = self.shed(&mut st, now);
             self.publish(&st);
+            drop(st);
+            for w in shed {
+                w.wake();
+            }
             k
         };
         let mut wait = WaitGrant {
@@ -1254,10 +1339,13 @@ impl<M: Manager> Shard<M> {
         self.ask_share();
         match time::timeout_at(deadline, &mut wait).await {
             Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(msg)) => Err(AcquireError::Connect {
+            Ok(Err(Denied::Failed(msg))) => Err(AcquireError::Connect {
                 pool: self.pool.name.clone(),
                 message: msg,
             }),
+            Ok(Err(Denied::Shed(reason))) => {
+                Err(self.shed_error(class, reason, clock().saturating_duration_since(start)))
+            }
             Err(_) => {
                 drop(wait);
                 let st = self.state.borrow();
@@ -1288,6 +1376,11 @@ impl<M: Manager> Shard<M> {
         reason: Option<CloseReason>,
     ) {
         self.stats.hold.record(held);
+        {
+            // A tenth of each new hold: the mean over the last few dozen.
+            let mut st = self.state.borrow_mut();
+            st.hold_ewma = (st.hold_ewma * 9 + held) / 10;
+        }
         // At most the caller's handle and the slot's connection: no Vec.
         let mut handle: Option<M::Conn> = None;
         let mut closing: Option<M::Conn> = None;
@@ -1476,7 +1569,7 @@ impl<M: Manager> Shard<M> {
             }
         }
         assert!(st.opening <= self.pool.config.max_connecting);
-        for &w in &st.queue {
+        for w in st.queue.keys() {
             assert!(
                 st.waiters[w].grant.is_none(),
                 "queued waiters have no grant"
@@ -1528,7 +1621,7 @@ struct WaitGrant<M: Manager> {
 }
 
 impl<M: Manager> Future for &mut WaitGrant<M> {
-    type Output = Result<usize, String>;
+    type Output = Result<usize, Denied>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut **self.get_mut();
         let mut st = this.shard.state.borrow_mut();
@@ -1539,7 +1632,8 @@ impl<M: Manager> Future for &mut WaitGrant<M> {
                 this.done = true;
                 Poll::Ready(match g {
                     Grant::Slot(k) => Ok(k),
-                    Grant::Failed(m) => Err(m),
+                    Grant::Failed(m) => Err(Denied::Failed(m)),
+                    Grant::Shed(r) => Err(Denied::Shed(r)),
                 })
             }
             None => {
@@ -1561,7 +1655,7 @@ impl<M: Manager> Drop for WaitGrant<M> {
         let granted = {
             let mut st = self.shard.state.borrow_mut();
             let key = self.key;
-            st.queue.retain(|k| *k != key);
+            st.queue.remove(key);
             let w = st.waiters.remove(key);
             self.shard.publish(&st);
             w.grant

@@ -76,6 +76,8 @@ pub(crate) struct ShardStats {
     pub(crate) leaks: AtomicU64,
     pub(crate) query_errors: AtomicU64,
     pub(crate) query_timeouts: AtomicU64,
+    /// Waiters turned away by the queue's discipline, by class and reason.
+    pub(crate) sheds: [[AtomicU64; 2]; 3],
     pub(crate) acquire_wait: AtomicHistogram,
     pub(crate) hold: AtomicHistogram,
     /// Statement latency, send to reply, recorded by the connections.
@@ -124,6 +126,7 @@ impl ShardStats {
             leaks: g(&self.leaks),
             query_errors: g(&self.query_errors),
             query_timeouts: g(&self.query_timeouts),
+            sheds: std::array::from_fn(|c| std::array::from_fn(|r| g(&self.sheds[c][r]))),
             acquire_wait: self.acquire_wait.snapshot(),
             hold: self.hold.snapshot(),
             query_latency: self.query_latency.snapshot(),
@@ -164,6 +167,9 @@ pub struct ShardSnapshot {
     pub query_errors: u64,
     /// Statements (commands) that ran past the query timeout.
     pub query_timeouts: u64,
+    /// Waiters turned away by the queue's discipline, indexed by
+    /// `[Class as usize][ShedReason as usize]` (see `pool::discipline`).
+    pub sheds: [[u64; 2]; 3],
     /// Cumulative acquire-wait histogram (every acquire, waited or not).
     pub acquire_wait: Histogram,
     /// Cumulative hold-time histogram: checkout to return (exclusive pools),
@@ -213,6 +219,11 @@ impl PoolStats {
             t.leaks += s.leaks;
             t.query_errors += s.query_errors;
             t.query_timeouts += s.query_timeouts;
+            for c in 0..3 {
+                for r in 0..2 {
+                    t.sheds[c][r] += s.sheds[c][r];
+                }
+            }
             t.acquire_wait.merge(&s.acquire_wait);
             t.hold.merge(&s.hold);
             t.query_latency.merge(&s.query_latency);

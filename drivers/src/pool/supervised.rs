@@ -19,8 +19,14 @@ impl<M: Manager> Probe<M> {
     }
 }
 
-/// Signals from `now` relative to `prev` (the previous tick's snapshot).
-pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Signals {
+/// Signals from `now` relative to `prev` (the previous tick's snapshot);
+/// `queue_target` is the pool's `QueueConfig::target`.
+pub fn signals(
+    now: &PoolStats,
+    prev: Option<&PoolStats>,
+    tick: Duration,
+    queue_target: Duration,
+) -> Signals {
     let t = &now.total;
     let errors = |s: &PoolStats| {
         s.total.connect_failures[ConnectFailure::Transient as usize]
@@ -48,6 +54,23 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
             t.query_timeouts,
         ),
     };
+    // Waiters shed for a standing queue waited past its limit without
+    // being counted as waits: they read as waits of twice the target (a
+    // pool too small grows; when the database is the bottleneck the
+    // controller's latency and error guards hold it, and say so).
+    let standing = |s: &PoolStats| -> u64 {
+        s.total
+            .sheds
+            .iter()
+            .map(|c| c[super::ShedReason::Standing as usize])
+            .sum()
+    };
+    let shed = prev.map_or(standing(now), |p| standing(now).saturating_sub(standing(p)));
+    let acquire_wait_p99 = if shed > 0 {
+        wait.quantile(0.99).max(queue_target * 2)
+    } else {
+        wait.quantile(0.99)
+    };
     Signals {
         max_open: now.max_open,
         open: t.open,
@@ -55,7 +78,7 @@ pub fn signals(now: &PoolStats, prev: Option<&PoolStats>, tick: Duration) -> Sig
         in_use: t.open - t.idle.min(t.open),
         idle: t.idle.min(t.open),
         waiting: t.waiting,
-        acquire_wait_p99: wait.quantile(0.99),
+        acquire_wait_p99,
         // Statement latency from send to reply where the connections
         // record it (PostgreSQL); else hold time per checkout, which is the
         // command's round trip on a multiplexed connection (Redis).
@@ -79,7 +102,8 @@ impl<M: Manager> SupervisedPool for Probe<M> {
 
     fn signals(&mut self, tick: Duration) -> Signals {
         let now = self.pool.stats();
-        let mut s = signals(&now, self.prev.as_ref(), tick);
+        let target = self.pool.config().queue.target;
+        let mut s = signals(&now, self.prev.as_ref(), tick, target);
         s.ceiling = self.pool.ceiling();
         self.prev = Some(now);
         s
