@@ -9,8 +9,9 @@ use tidepool::drivers::cache::{CacheError, LocalCache};
 use tidepool::drivers::pg::ToSql;
 use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
-use tidepool::drivers::pool::LocalPool;
+use tidepool::drivers::pool::{Class, LocalPool};
 use tidepool::drivers::redis::SetOptions;
+use tidepool::engine::http::IntoResponse;
 use tidepool::engine::{Method, Request, Response, Router, Status};
 use tidepool::supervisor::SupervisorState;
 
@@ -120,7 +121,9 @@ async fn queries(req: &Request<'_>, st: &State) -> Response {
     Response::json(&out)
 }
 
-/// Holds a pooled connection for `ms` (creates acquire-wait on demand).
+/// Holds a pooled connection for `ms` (creates acquire-wait on demand), in
+/// request class `class` (critical, default or sheddable: who is served
+/// and shed first when the pool's queue is adaptive and overloaded).
 async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
     let pool = pool_or!(&st.pg, "--pg");
     let ms = req
@@ -128,7 +131,17 @@ async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(10)
         .min(60_000);
-    let mut c = try_or!(pool.get_for("/db/sleep").await, Status::SERVICE_UNAVAILABLE);
+    let class = match req.query_param("class").as_deref() {
+        Some("critical") => Class::Critical,
+        Some("sheddable") => Class::Sheddable,
+        _ => Class::Default,
+    };
+    // A shed acquire is a fast 503 with Retry-After (AcquireError's own
+    // response).
+    let mut c = match pool.get_as("/db/sleep", class).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let secs = ms as f64 / 1000.0;
     try_or!(
         c.execute("SELECT pg_sleep($1)", &[&secs]).await,

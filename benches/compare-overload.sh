@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The pool's acquire queue under overload: the example's /db/sleep?ms=20
+# through a pool of 4 PostgreSQL connections (capacity 200 req/s), open
+# loop at 0.5x, 1x, 2x and 3x of it, requests split evenly between the
+# critical, default and sheddable classes; the FIFO queue and the adaptive
+# one in the same run, alternating. Prints, per mode and rate: successes
+# per second, 503s (shed or timed out), and each class's p50/p99 latency.
+#
+# usage: benches/compare-overload.sh [SECONDS per step, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+scripts/ensure-deps.sh
+cargo build --release --quiet --example hello
+cargo build --release --quiet -p tidepool-loadgen -p tidepool-benches --bin dbservers
+out=$(mktemp -d)
+mkfifo "$out/hold"
+target/release/dbservers < "$out/hold" > "$out/urls" &
+dbs=$!
+exec 3> "$out/hold"
+trap 'exec 3>&-; wait $dbs 2>/dev/null; rm -rf "$out"' EXIT
+while ! grep -q '^PG=' "$out/urls" 2>/dev/null; do sleep 0.1; done
+pg=$(sed -n 's/^PG=//p' "$out/urls")
+port=$((20000 + RANDOM % 20000))
+for factor in 0.5 1 2 3; do
+  rate=$(python3 -c "print(int(200*$factor))")
+  for mode in fifo adaptive; do
+    TIDEPOOL_POOLS__PG__QUEUE__MODE=$mode TIDEPOOL_POOLS__PG__ACQUIRE_TIMEOUT=1s \
+      target/release/examples/hello --listen 127.0.0.1:$port --workers 1 --no-pin \
+      --pg "$pg" --pg-max-open 4 > /dev/null 2>&1 &
+    app=$!
+    until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do sleep 0.1; done
+    target/release/tidepool-loadgen run --target "http://127.0.0.1:$port" --rate "$rate" \
+      --duration "${secs}s" --connections 256 --timeout 5s --quiet --no-metrics \
+      --path "critical=/db/sleep?ms=20&class=critical" \
+      --path "default=/db/sleep?ms=20&class=default" \
+      --path "sheddable=/db/sleep?ms=20&class=sheddable" \
+      --out "$out/$mode-$factor" > /dev/null 2>&1 || true
+    kill $app; wait $app 2>/dev/null || true
+  done
+done
+python3 - "$out" "$secs" <<'PY'
+import json, sys, os
+out, secs = sys.argv[1], float(sys.argv[2])
+print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")))
+for f in ("0.5", "1", "2", "3"):
+    for mode in ("fifo", "adaptive"):
+        p = os.path.join(out, f"{mode}-{f}", "summary.json")
+        if not os.path.exists(p):
+            print(f"{f:>5} {mode:>9}   (no result)"); continue
+        s = json.load(open(p))
+        ok = (s["completed"] - s["errors"]) / secs
+        cls = s["classes"]
+        cols = []
+        for c in ("critical", "default", "sheddable"):
+            l = cls[c]["latency"]
+            cols.append(f"{l['p50_ms']:>8.1f}/{l['p99_ms']:<8.1f}")
+        print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols))
+PY
