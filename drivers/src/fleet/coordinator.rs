@@ -114,7 +114,9 @@ pub struct Coordinator {
     pools: Vec<Arc<dyn Leased>>,
     state: Arc<FleetState>,
     peak_demand: usize,
+    /// The cap last split over the pools, and each pool's ceiling.
     applied: Option<usize>,
+    ceilings: Vec<usize>,
     rng: u64,
 }
 
@@ -132,6 +134,7 @@ impl Coordinator {
         for p in &pools {
             p.set_ceiling(Some(0));
         }
+        let n = pools.len();
         Coordinator {
             lease: Lease::new(cfg, instance),
             pg,
@@ -139,6 +142,7 @@ impl Coordinator {
             state,
             peak_demand: 0,
             applied: Some(0),
+            ceilings: vec![0; n],
             rng,
         }
     }
@@ -167,6 +171,8 @@ impl Coordinator {
             if now >= next_renew {
                 self.renew(&mut client).await;
                 self.peak_demand = self.demand();
+                // The split over the pools follows their demand at renews.
+                self.applied = None;
                 next_renew = Instant::now() + every.mul_f64(0.9) + self.jitter(every / 5);
             }
             self.apply(self.lease.cap(Instant::now()));
@@ -189,27 +195,57 @@ impl Coordinator {
     }
 
     /// Splits the instance's cap over its pools by their demand (each
-    /// with a floor of one while the cap allows), the rest round-robin.
+    /// with a floor of one while the cap allows, the rest round-robin),
+    /// when the cap changed or a renew asked for a new split. Lowered
+    /// ceilings apply at once; a pool's ceiling rises only by what the
+    /// others leave free counting the connections they still hold above
+    /// their new ceilings, so the pools together never hold more than the
+    /// cap while one shrinks and another grows.
     fn apply(&mut self, cap: usize) {
         self.state.cap.store(cap, Ordering::Relaxed);
-        if self.applied == Some(cap) && self.pools.len() == 1 {
+        if self.applied == Some(cap) {
             return;
         }
         let demands: Vec<usize> = self.pools.iter().map(|p| p.demand()).collect();
+        let held: Vec<usize> = self.pools.iter().map(|p| p.held()).collect();
         let floor = usize::from(cap >= self.pools.len());
-        let mut shares = fair_shares(cap, &demands, floor);
-        let mut left = cap - shares.iter().sum::<usize>();
-        let n = shares.len();
+        let mut want = fair_shares(cap, &demands, floor);
+        let mut left = cap - want.iter().sum::<usize>();
+        let n = want.len();
         let mut i = 0;
         while left > 0 && n > 0 {
-            shares[i % n] += 1;
+            want[i % n] += 1;
             left -= 1;
             i += 1;
         }
-        for (p, s) in self.pools.iter().zip(shares) {
-            p.set_ceiling(Some(s));
+        let mut ceil: Vec<usize> = want
+            .iter()
+            .zip(&self.ceilings)
+            .map(|(w, old)| (*w).min(*old))
+            .collect();
+        let used: usize = ceil.iter().zip(&held).map(|(c, h)| (*c).max(*h)).sum();
+        let mut free = cap.saturating_sub(used);
+        for i in 0..n {
+            if want[i] > ceil[i] {
+                let base = ceil[i].max(held[i]);
+                let extra = want[i].max(held[i]) - base;
+                let take = extra.min(free);
+                free -= take;
+                ceil[i] = if extra == 0 {
+                    want[i]
+                } else {
+                    (base + take).min(want[i]).max(ceil[i])
+                };
+            }
         }
-        self.applied = Some(cap);
+        for (p, (c, old)) in self.pools.iter().zip(ceil.iter().zip(&self.ceilings)) {
+            if c != old {
+                p.set_ceiling(Some(*c));
+            }
+        }
+        // Not fully applied while a rise waits for room: try again.
+        self.applied = (ceil == want).then_some(cap);
+        self.ceilings = ceil;
     }
 
     async fn renew(&mut self, client: &mut Option<Client>) {

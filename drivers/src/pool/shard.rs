@@ -1220,8 +1220,6 @@ impl<M: Manager> Shard<M> {
         Some(guard)
     }
 
-    /// Turns away what the queue's discipline sheds now (a standing
-    /// queue's over-limit waiters); returns their wakers.
     /// Tells the queue what the pool can serve now.
     fn size_queue(&self, st: &mut State<M::Conn>) {
         let per_conn = if M::MULTIPLEXED {
@@ -1234,6 +1232,8 @@ impl<M: Manager> Shard<M> {
         st.queue.set_pool(servers, full);
     }
 
+    /// Turns away what the queue's discipline sheds now (a standing
+    /// queue's over-limit waiters); returns their wakers.
     fn shed(&self, st: &mut State<M::Conn>, now: Instant) -> Vec<Waker> {
         self.size_queue(st);
         let mut wakers = Vec::new();
