@@ -258,6 +258,10 @@ pub(crate) struct PoolInner<M: Manager> {
     /// A shard without capacity failed a caller fast: the probing shard
     /// keeps probing as if its own caller had asked.
     pub(crate) asked_elsewhere: std::sync::atomic::AtomicBool,
+    /// Connects that succeeded, on any shard: a connect attempt that fails
+    /// after another shard's succeeded (it began before the database came
+    /// back) is stale evidence of an outage.
+    pub(crate) connects_ok: AtomicU64,
 }
 
 /// The two inputs of a pool's `max_open`.
@@ -340,6 +344,7 @@ impl<M: Manager> Pool<M> {
                 warmup_gate,
                 outage: Mutex::new(None),
                 asked_elsewhere: Default::default(),
+                connects_ok: AtomicU64::new(0),
             }),
         })
     }

@@ -859,8 +859,20 @@ impl<M: Manager> Shard<M> {
     /// database is out of reach from here: the waiters hear it now, not
     /// after the whole retry budget, later callers fail fast (`wait`), and
     /// the retries go on as the probe, at most `PROBE_INTERVAL` apart.
-    fn attempt_failed(&self, e: &M::Error) -> Option<Duration> {
+    fn attempt_failed(&self, e: &M::Error, started: u64) -> Option<Duration> {
         let mut wake = Vec::new();
+        if self.stale(started) {
+            // Another shard connected after this attempt began: the
+            // database is back, whatever this attempt met on its way (a
+            // reset from the server that was going away). Not an outage:
+            // dial again at once.
+            let mut st = self.state.borrow_mut();
+            st.last_error = Some(e.to_string());
+            st.down = false;
+            st.probing = false;
+            self.publish(&st);
+            return Some(Duration::ZERO);
+        }
         let down = {
             let mut st = self.state.borrow_mut();
             st.last_error = Some(e.to_string());
@@ -878,6 +890,15 @@ impl<M: Manager> Shard<M> {
             w.wake();
         }
         down.then_some(PROBE_INTERVAL)
+    }
+
+    /// Whether a connect attempt that began when `started` connects had
+    /// succeeded pool-wide is stale: another has succeeded since.
+    fn stale(&self, started: u64) -> bool {
+        self.pool
+            .connects_ok
+            .load(std::sync::atomic::Ordering::Acquire)
+            != started
     }
 
     /// The database is out of reach from this shard (nothing open, a
@@ -954,7 +975,11 @@ impl<M: Manager> Shard<M> {
 
     /// A finished connect: the opening slot is released on this same path,
     /// success or failure.
-    fn finish_connect(self: &Rc<Self>, mut res: Result<M::Conn, RetryError<M::Error>>) {
+    fn finish_connect(
+        self: &Rc<Self>,
+        mut res: Result<M::Conn, RetryError<M::Error>>,
+        started: u64,
+    ) {
         if let Ok(conn) = res.as_mut() {
             self.pool
                 .manager
@@ -969,9 +994,20 @@ impl<M: Manager> Shard<M> {
             match res {
                 Ok(conn) => {
                     add(&self.stats.connects, 1);
+                    self.pool
+                        .connects_ok
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     st.last_error = None;
+                    // Shards that found the database down dial now, whether
+                    // or not this one did (it may have kept connections
+                    // through the outage, or never dialled during it).
+                    let others_down = self.pool.shards.iter().enumerate().any(|(j, s)| {
+                        j != self.index && s.down.load(std::sync::atomic::Ordering::Relaxed) > 0
+                    });
                     if st.down {
                         tracing::info!(pool = %self.pool.name, "database reachable again");
+                    }
+                    if st.down || others_down {
                         self.tell_others(|s| s.peer_up());
                     }
                     st.down = false;
@@ -1034,7 +1070,7 @@ impl<M: Manager> Shard<M> {
                     // Retries and back-off already ran for the whole
                     // connect_timeout: with nothing open, waiting longer
                     // only makes every caller slow to fail.
-                    if st.open() == 0 && st.cap > 0 {
+                    if st.open() == 0 && st.cap > 0 && !self.stale(started) {
                         self.go_down(&mut st, err.as_deref().unwrap_or_default());
                     }
                     if fatal || st.down {
@@ -1589,15 +1625,21 @@ async fn connect_task<M: Manager>(shard: Rc<Shard<M>>) {
     let shard = guard.0.as_ref().expect("set above");
     let deadline = Instant::now() + shard.pool.config.connect_timeout;
     let manager = &shard.pool.manager;
+    // Successful connects pool-wide when the current attempt began.
+    let started = Cell::new(0);
+    let ok = &shard.pool.connects_ok;
     let res = retry_observed(
         deadline,
         &Backoff::default(),
-        || manager.connect(),
-        |e| shard.attempt_failed(e),
+        || {
+            started.set(ok.load(std::sync::atomic::Ordering::Acquire));
+            manager.connect()
+        },
+        |e| shard.attempt_failed(e, started.get()),
     )
     .await;
     let shard = guard.0.take().expect("set above");
-    shard.finish_connect(res);
+    shard.finish_connect(res, started.get());
 }
 
 /// Frees the capacity a connect reserved (`opening`) if its task ends
