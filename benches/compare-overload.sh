@@ -4,7 +4,8 @@
 # loop at 0.5x, 1x, 2x and 3x of it, requests split evenly between the
 # critical, default and sheddable classes; the FIFO queue and the adaptive
 # one in the same run, alternating. Prints, per mode and rate: successes
-# per second, 503s (shed or timed out), and each class's p50/p99 latency.
+# per second, goodput (successes within 200 ms of their intended send, per
+# second), 503s (shed or timed out), and each class's p50/p99 latency.
 #
 # usage: benches/compare-overload.sh [SECONDS per step, default 10]
 set -euo pipefail
@@ -42,7 +43,7 @@ done
 python3 - "$out" "$secs" <<'PY'
 import json, sys, os
 out, secs = sys.argv[1], float(sys.argv[2])
-print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")))
+print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'good/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")))
 for f in ("0.5", "1", "2", "3"):
     for mode in ("fifo", "adaptive"):
         p = os.path.join(out, f"{mode}-{f}", "summary.json")
@@ -55,5 +56,5 @@ for f in ("0.5", "1", "2", "3"):
         for c in ("critical", "default", "sheddable"):
             l = cls[c]["latency"]
             cols.append(f"{l['p50_ms']:>8.1f}/{l['p99_ms']:<8.1f}")
-        print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols))
+        print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['goodput_rps']:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols))
 PY

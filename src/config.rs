@@ -405,6 +405,23 @@ window = "1m"
     }
 
     #[test]
+    fn routes_get_request_classes_and_queue_mode_from_the_file() {
+        use tidepool_drivers::pool::{Class, QueueMode};
+        let file = "[pools.pg.queue]\nmode = \"fifo\"\n\n[pools.pg.classes]\n\"/report\" = \"sheddable\"\n\"/checkout\" = \"critical\"\n";
+        let s = Settings::from_toml(file, "app.toml").unwrap();
+        let pg = s.pool("pg", base()).unwrap();
+        assert_eq!(pg.queue.mode, QueueMode::Fifo);
+        assert_eq!(pg.classes.get("/report"), Some(&Class::Sheddable));
+        assert_eq!(pg.classes.get("/checkout"), Some(&Class::Critical));
+        let s = Settings::from_toml("[pools.pg.classes]\n\"/x\" = \"urgent\"\n", "f").unwrap();
+        let e = s.pool("pg", base()).unwrap_err().0;
+        assert!(
+            e.contains("pools.pg.classes") && e.contains("urgent"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn mistakes_name_the_key_and_where_it_came_from() {
         let s = Settings::from_toml("[pools.pg]\nmax_opne = 3\n", "app.toml").unwrap();
         let e = s.pool("pg", base()).unwrap_err().0;

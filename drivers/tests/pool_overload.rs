@@ -33,9 +33,34 @@ fn p99(v: &mut [Duration]) -> Duration {
         .unwrap_or_default()
 }
 
+/// The routes of `overload_by_route`, one per class.
+const ROUTES: [&str; 3] = ["/checkout", "/browse", "/export"];
+
 /// 12 callers in a loop for `run`, classes round-robin, on a pool of 2.
 fn overload(server: &PgServer, app: &str, mode: QueueMode, acquire_timeout: Duration) -> Outcome {
-    let cfg = PoolConfig {
+    overload_with(server, app, mode, acquire_timeout, false)
+}
+
+/// The same, each caller naming its route (`get_for`) and the pool's
+/// configuration giving each route its class.
+fn overload_by_route(server: &PgServer, app: &str) -> Outcome {
+    overload_with(
+        server,
+        app,
+        QueueMode::Adaptive,
+        Duration::from_secs(5),
+        true,
+    )
+}
+
+fn overload_with(
+    server: &PgServer,
+    app: &str,
+    mode: QueueMode,
+    acquire_timeout: Duration,
+    by_route: bool,
+) -> Outcome {
+    let mut cfg = PoolConfig {
         max_open: 2,
         acquire_timeout,
         queue: QueueConfig {
@@ -44,6 +69,11 @@ fn overload(server: &PgServer, app: &str, mode: QueueMode, acquire_timeout: Dura
         },
         ..PoolConfig::default()
     };
+    if by_route {
+        for c in Class::ALL {
+            cfg.classes.insert(ROUTES[c as usize].to_string(), c);
+        }
+    }
     let url = Config::from_url(&server.url(PgUser::Md5))
         .unwrap()
         .application_name(app);
@@ -59,7 +89,12 @@ fn overload(server: &PgServer, app: &str, mode: QueueMode, acquire_timeout: Dura
                 rt::spawn(async move {
                     while Instant::now() < until {
                         let t0 = Instant::now();
-                        match local.get_as("/overload", class).await {
+                        let got = if by_route {
+                            local.get_for(ROUTES[class as usize]).await
+                        } else {
+                            local.get_as("/overload", class).await
+                        };
+                        match got {
                             Ok(mut c) => {
                                 out.borrow_mut().waits[class as usize].push(t0.elapsed());
                                 c.execute("SELECT pg_sleep(0.02)", &[]).await.unwrap();
@@ -85,6 +120,25 @@ fn overload(server: &PgServer, app: &str, mode: QueueMode, acquire_timeout: Dura
         assert_eq!(s.sheds, seen);
         Rc::try_unwrap(out).ok().unwrap().into_inner()
     })
+}
+
+#[test]
+fn routes_take_their_class_from_the_pool_configuration() {
+    let out = overload_by_route(PgServer::shared(), "overload_routes");
+    assert!(out.other_errors.is_empty(), "{:?}", out.other_errors);
+    let standing = |c: Class| out.shed[c as usize][ShedReason::Standing as usize];
+    // The pool counts sheds by class: the configured class reached it.
+    assert!(
+        standing(Class::Sheddable) > 0,
+        "the /export route is shed as sheddable: {:?}",
+        out.shed
+    );
+    assert_eq!(
+        standing(Class::Critical),
+        0,
+        "the /checkout route is critical: {:?}",
+        out.shed
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@ use tidepool_drivers::pg::Config;
 use tidepool_drivers::pool::pg::{
     try_warmup_slot, wait_warmup_slot, PgManager, PgSharedManager, WarmupSlots,
 };
-use tidepool_drivers::pool::{AcquireError, CloseReason, LocalPool, Pool, PoolConfig};
+use tidepool_drivers::pool::{
+    AcquireError, CloseReason, LocalPool, Pool, PoolConfig, QueueConfig, QueueMode,
+};
 use tidepool_engine::rt::{self, time};
 use tidepool_testkit::{PgServer, PgUser};
 
@@ -121,6 +123,13 @@ fn resize_under_load_stays_within_the_cap() {
         let cfg = PoolConfig {
             max_open: 2,
             acquire_timeout: Duration::from_secs(10),
+            // Every caller waits its turn: this is about resizing, and
+            // sixteen callers on two connections is a standing queue the
+            // default (adaptive) queue would shed.
+            queue: QueueConfig {
+                mode: QueueMode::Fifo,
+                ..QueueConfig::default()
+            },
             ..PoolConfig::default()
         };
         let p = pool(server, "pool_resize", cfg);
@@ -589,6 +598,12 @@ fn a_pool_whose_queries_fail_does_not_grow() {
             PoolConfig {
                 max_open: 2,
                 acquire_timeout: Duration::from_secs(5),
+                // The pool is always short on purpose (the guard is under
+                // test, not shedding): callers wait their turn.
+                queue: QueueConfig {
+                    mode: QueueMode::Fifo,
+                    ..QueueConfig::default()
+                },
                 ..PoolConfig::default()
             },
             PgManager::new(cfg),

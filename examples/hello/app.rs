@@ -123,7 +123,8 @@ async fn queries(req: &Request<'_>, st: &State) -> Response {
 
 /// Holds a pooled connection for `ms` (creates acquire-wait on demand), in
 /// request class `class` (critical, default or sheddable: who is served
-/// and shed first when the pool's queue is adaptive and overloaded).
+/// and shed first when the pool's queue is adaptive and overloaded), or
+/// the route's configured class.
 async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
     let pool = pool_or!(&st.pg, "--pg");
     let ms = req
@@ -131,14 +132,17 @@ async fn db_sleep(req: &Request<'_>, st: &State) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(10)
         .min(60_000);
-    let class = match req.query_param("class").as_deref() {
-        Some("critical") => Class::Critical,
-        Some("sheddable") => Class::Sheddable,
-        _ => Class::Default,
+    // `?class=` names the class per call; without it the route's class
+    // in the pool's configuration applies (`[pools.pg.classes]`).
+    let got = match req.query_param("class").as_deref() {
+        Some("critical") => pool.get_as("/db/sleep", Class::Critical).await,
+        Some("sheddable") => pool.get_as("/db/sleep", Class::Sheddable).await,
+        Some(_) => pool.get_as("/db/sleep", Class::Default).await,
+        None => pool.get_for("/db/sleep").await,
     };
     // A shed acquire is a fast 503 with Retry-After (AcquireError's own
     // response).
-    let mut c = match pool.get_as("/db/sleep", class).await {
+    let mut c = match got {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

@@ -68,7 +68,7 @@ OPTIONS:
 exit codes: 0 ok, 1 a threshold failed, 2 bad usage or settings, 3 the run could not be done";
 
 /// Parsed `run` (and `demo`) arguments.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunArgs {
     pub target: Option<String>,
     pub pattern: Option<PathBuf>,
@@ -596,7 +596,7 @@ fn print_summary(o: &mut dyn Write, s: &Summary, seconds: &[Second]) {
     }
 }
 
-fn read_summary(path: &str) -> Result<Summary, String> {
+pub fn read_summary(path: &str) -> Result<Summary, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let s: Summary = serde_json::from_str(&text)
         .map_err(|e| format!("{path} is not a tidepool-loadgen summary: {e}"))?;

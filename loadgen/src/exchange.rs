@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::http::{parse_response, Parsed};
-use crate::stats::{record, Interval};
+use crate::stats::{record, Interval, GOOD_WITHIN_US};
 
 /// A request sent and not yet answered.
 pub struct InFlight {
@@ -141,6 +141,12 @@ fn record_response(iv: &mut Interval, f: InFlight, status: u16, now: Instant) {
     record(&mut c.corrected, corrected);
     record(&mut c.uncorrected, service);
     c.status[(status / 100).min(5) as usize] += 1;
+    if (200..400).contains(&status) && corrected <= GOOD_WITHIN_US {
+        c.good += 1;
+    }
+    if status == 503 {
+        c.unavailable += 1;
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +223,30 @@ mod tests {
         );
         assert_eq!(c.status[1], 0, "no 1xx is counted as a response");
         assert!(ex.inflight.is_empty());
+    }
+
+    #[test]
+    fn goodput_counts_successes_within_the_bound_and_503s_apart() {
+        let t0 = Instant::now();
+        let (mut ex, mut iv) = (Exchange::with_depth(4), Interval::new(0, 1));
+        for _ in 0..4 {
+            sent(&mut ex, t0, false);
+        }
+        let busy = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n";
+        // A fast success, a fast 503 (a shed: fast but not good), then at
+        // 250 ms a success too late to count and a 500.
+        ex.feed(OK, t0 + Duration::from_millis(199), &mut iv)
+            .unwrap();
+        ex.feed(busy, t0 + Duration::from_millis(1), &mut iv)
+            .unwrap();
+        let mut late = OK.to_vec();
+        late.extend_from_slice(b"HTTP/1.1 500 No\r\nContent-Length: 0\r\n\r\n");
+        ex.feed(&late, t0 + Duration::from_millis(250), &mut iv)
+            .unwrap();
+        let c = iv.classes[0].as_ref().unwrap();
+        assert_eq!(c.completed(), 4);
+        assert_eq!((c.good, c.unavailable), (1, 1));
+        assert_eq!(c.errors(), 2);
     }
 
     #[test]

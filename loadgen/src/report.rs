@@ -332,6 +332,20 @@ fn opt_ms(v: Option<f64>) -> String {
 }
 
 /// Builds the whole report.
+/// The reports' style sheet (this report and the demo's comparison).
+pub const STYLE: &str = r#"body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#222}
+h1{font-size:22px} h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 10px;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.warn{background:#fde2e1;border:2px solid #d62728;padding:10px 14px;font-weight:600}
+.ok{background:#e5f5e5;border:1px solid #2ca02c;padding:8px 14px}
+.chart{display:block;margin:14px 0;background:#fff}
+.chart .title{font-size:14px;font-weight:600} .chart .legend,.chart .ytick,.chart .xtick,.chart .xlabel,.chart .ylabel,.chart .reflabel{font-size:11px;fill:#444}
+.chart .ytick{text-anchor:end} .chart .xtick,.chart .xlabel,.chart .ylabel{text-anchor:middle} .chart .reflabel{text-anchor:end;fill:#d62728}
+.chart .grid{stroke:#eee} .chart .axis{stroke:#999} .chart .frame{fill:none;stroke:#bbb} .chart .guide{stroke:#aaa;stroke-dasharray:2,3}
+.chart .ref{stroke:#d62728;stroke-dasharray:4,3} .chart .grow{fill:#2ca02c} .chart .shrink{fill:#ff7f0e} .chart .empty{fill:#999}
+.note{color:#555;font-size:13px}
+"#;
+
 pub fn render(s: &Summary, seconds: &[Second]) -> String {
     // Seconds after the schedule only hold the drain of late responses:
     // they stay in the series file but would read as a collapse on a chart.
@@ -591,21 +605,11 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tidepool-loadgen report: {target}</title>
 <style>
-body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#222}}
-h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px}}
-table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}} th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
-.warn{{background:#fde2e1;border:2px solid #d62728;padding:10px 14px;font-weight:600}}
-.ok{{background:#e5f5e5;border:1px solid #2ca02c;padding:8px 14px}}
-.chart{{display:block;margin:14px 0;background:#fff}}
-.chart .title{{font-size:14px;font-weight:600}} .chart .legend,.chart .ytick,.chart .xtick,.chart .xlabel,.chart .ylabel,.chart .reflabel{{font-size:11px;fill:#444}}
-.chart .ytick{{text-anchor:end}} .chart .xtick,.chart .xlabel,.chart .ylabel{{text-anchor:middle}} .chart .reflabel{{text-anchor:end;fill:#d62728}}
-.chart .grid{{stroke:#eee}} .chart .axis{{stroke:#999}} .chart .frame{{fill:none;stroke:#bbb}} .chart .guide{{stroke:#aaa;stroke-dasharray:2,3}}
-.chart .ref{{stroke:#d62728;stroke-dasharray:4,3}} .chart .grow{{fill:#2ca02c}} .chart .shrink{{fill:#ff7f0e}} .chart .empty{{fill:#999}}
-.note{{color:#555;font-size:13px}}
-</style></head><body>
+{style}</style></head><body>
 <h1>tidepool-loadgen: {target}</h1>
 <p class="note">{mode} loop, {arrivals} arrivals, {conns} connections, pipeline {pipe}, {threads} thread(s), seed {seed}, {dur:.0} s schedule{io}.</p>
 "#,
+        style = STYLE,
         target = esc(&s.target),
         mode = esc(&s.mode),
         arrivals = esc(&s.arrivals),

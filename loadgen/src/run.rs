@@ -112,6 +112,9 @@ impl RunOptions {
     }
 }
 
+/// A pool's grow, shrink and shed counters at the previous scrape.
+type Counters3 = (Option<f64>, Option<f64>, Option<f64>);
+
 /// One class in one second of the series.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClassSecond {
@@ -122,6 +125,12 @@ pub struct ClassSecond {
     /// Service time (from the actual send), p50 and p99.
     pub service_p50_ms: f64,
     pub service_p99_ms: f64,
+    /// Successes within 200 ms of the intended send (`stats::GOOD_WITHIN_US`).
+    #[serde(default)]
+    pub good: u64,
+    /// 503 responses (turned away: shed, pool timeout, database down).
+    #[serde(default)]
+    pub unavailable: u64,
 }
 
 /// One pool in one second (absent values were not exported by the server).
@@ -142,6 +151,9 @@ pub struct PoolSecond {
     pub grow: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shrink: Option<f64>,
+    /// Waiters the pool's acquire queue shed since the previous scrape.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shed: Option<f64>,
 }
 
 /// One line of series.jsonl.
@@ -156,6 +168,9 @@ pub struct Second {
     pub sent: u64,
     pub completed: u64,
     pub errors: u64,
+    /// Successes within 200 ms of their intended send, all classes.
+    #[serde(default)]
+    pub good: u64,
     pub late: u64,
     pub dropped: u64,
     pub timeouts: u64,
@@ -305,8 +320,9 @@ pub fn execute(
             .collect()
     };
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
-    // Connections get a head start so the first intended sends do not pay for connecting.
-    let start = Instant::now() + Duration::from_millis(250);
+    // Connections get a head start so the first intended sends do not pay
+    // for connecting (longer for thousands of connections).
+    let start = Instant::now() + Duration::from_millis(250 + opts.connections as u64 / 10);
     let mut handles = Vec::new();
     for (th, &cpu) in cpus.iter().enumerate() {
         let conns =
@@ -398,7 +414,7 @@ struct Collector<'a> {
     pending: BTreeMap<u64, Interval>,
     ticks: BTreeMap<u64, Tick>,
     next: u64,
-    prev_decisions: BTreeMap<String, (Option<f64>, Option<f64>)>,
+    prev_decisions: BTreeMap<String, Counters3>,
     seconds: Vec<Second>,
     totals: Vec<ClassInterval>,
     counters: Counters,
@@ -506,6 +522,8 @@ impl<'a> Collector<'a> {
                     latency: Latency::of(&c.corrected),
                     service_p50_ms: service.p50_ms,
                     service_p99_ms: service.p99_ms,
+                    good: c.good,
+                    unavailable: c.unavailable,
                 },
             );
         }
@@ -531,6 +549,7 @@ impl<'a> Collector<'a> {
             sent: k.sent,
             completed: all.completed(),
             errors: all.errors() + k.dropped,
+            good: all.good,
             late: k.late,
             dropped: k.dropped,
             timeouts: k.timeouts,
@@ -561,12 +580,16 @@ impl<'a> Collector<'a> {
                 (Some(_), Some(_)) => None,
                 _ => None,
             };
-            let (grow, shrink) = match prev {
-                Some((pg, ps)) => (delta(g.grow_total, pg), delta(g.shrink_total, ps)),
-                None => (None, None),
+            let (grow, shrink, shed) = match prev {
+                Some((pg, ps, pd)) => (
+                    delta(g.grow_total, pg),
+                    delta(g.shrink_total, ps),
+                    delta(g.shed_total, pd),
+                ),
+                None => (None, None, None),
             };
             self.prev_decisions
-                .insert(name.clone(), (g.grow_total, g.shrink_total));
+                .insert(name.clone(), (g.grow_total, g.shrink_total, g.shed_total));
             out.insert(
                 name,
                 PoolSecond {
@@ -577,6 +600,7 @@ impl<'a> Collector<'a> {
                     acquire_wait_p99_ms: g.acquire_wait_p99.map(|s| s * 1e3),
                     grow,
                     shrink,
+                    shed,
                 },
             );
         }

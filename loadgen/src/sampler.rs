@@ -24,6 +24,8 @@ pub struct PoolGauges {
     pub acquire_wait_p99: Option<f64>,
     pub grow_total: Option<f64>,
     pub shrink_total: Option<f64>,
+    /// Waiters the acquire queue shed, every class and reason.
+    pub shed_total: Option<f64>,
 }
 
 /// What the sampler saw at the end of one second.
@@ -137,6 +139,8 @@ pub fn pool_gauges(samples: &[Sample]) -> BTreeMap<String, PoolGauges> {
                 Some("shrink") => Some(|g| &mut g.shrink_total),
                 _ => None,
             },
+            // One series per class and reason: they add up below.
+            "tidepool_pool_shed_total" => Some(|g| &mut g.shed_total),
             _ => None,
         };
         if let Some(f) = field {
@@ -346,6 +350,8 @@ tidepool_pool_acquire_wait_seconds{pool="pg",quantile="0.5"} 0.0001
 tidepool_pool_acquire_wait_seconds{pool="pg",quantile="0.99"} 0.0042
 tidepool_supervisor_decisions_total{pool="pg",direction="grow"} 3
 tidepool_supervisor_decisions_total{pool="pg",direction="shrink"} 1
+tidepool_pool_shed_total{pool="pg",class="default",reason="standing_queue"} 4
+tidepool_pool_shed_total{pool="pg",class="sheddable",reason="deadline"} 3
 tidepool_pool_open{pool="re\"dis"} 2 1700000000000
 tidepool_http_requests_total 123
 garbage line here
@@ -354,9 +360,9 @@ garbage line here
     #[test]
     fn parses_the_exposition() {
         let s = parse_prometheus(TEXT);
-        assert_eq!(s.len(), 10);
-        assert_eq!(s[8].label("pool"), Some("re\"dis"));
-        assert_eq!(s[8].value, 2.0);
+        assert_eq!(s.len(), 12);
+        assert_eq!(s[10].label("pool"), Some("re\"dis"));
+        assert_eq!(s[10].value, 2.0);
         let pools = pool_gauges(&s);
         let pg = &pools["pg"];
         assert_eq!(pg.open, Some(5.0));
@@ -364,6 +370,7 @@ garbage line here
         assert_eq!(pg.acquire_wait_p99, Some(0.0042));
         assert_eq!(pg.grow_total, Some(3.0));
         assert_eq!(pg.shrink_total, Some(1.0));
+        assert_eq!(pg.shed_total, Some(7.0), "classes and reasons add up");
         // Missing series stay absent.
         assert_eq!(pools["re\"dis"].max_open, None);
     }

@@ -1,4 +1,4 @@
-//! `soak`: the demo's composite pattern for many minutes against the
+//! `soak`: a composite pattern (the demo's, without its overload) for many minutes against the
 //! example app while PostgreSQL and Redis are killed (-9) and restarted
 //! every two minutes; passes when the server's memory and descriptors
 //! stay flat, no request hangs, errors happen only while a database is
@@ -9,13 +9,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cli::{parse_run_args, read_series, run_with};
-use crate::demo::{app_path, split_extras, Stack, DEMO_PATTERN};
 use crate::run::Second;
 use crate::sampler::{parse_prometheus, pool_gauges, Sample, Scraper};
+use crate::stack::{app_path, split_extras, Sizing, Stack};
+
+/// The soak's traffic: the demo's composite pattern without its overload
+/// phase, so that every error belongs to an injected fault.
+pub const SOAK_PATTERN: &str = include_str!("../patterns/soak.toml");
 
 const USAGE: &str = "usage: tidepool-loadgen soak [--minutes N] [--period SECS] [--grace SECS] [--out DIR] [--app PATH] [run options]
-Starts an ephemeral PostgreSQL and redis-server and the example app, runs the demo's composite
-pattern stretched to --minutes (default 10), and every --period seconds (default 120) kills -9 and
+Starts an ephemeral PostgreSQL and redis-server and the example app, runs the composite pattern
+(patterns/soak.toml) stretched to --minutes (default 10), and every --period seconds (default 120) kills -9 and
 restarts PostgreSQL, and half a period later Redis. A fault's window runs from the kill until --grace
 seconds (default 10) after the database is back. Passes (exit 0) when:
   - no request timed out or was left unfinished (nothing hangs);
@@ -100,9 +104,10 @@ pub fn cmd_soak(args: &[String]) -> Result<i32, String> {
     let duration = soak.minutes * 60.0;
     opts.shorthand.duration = Some(duration);
     let out = opts.out.get_or_insert_with(|| "soak-out".into()).clone();
-    let plan = opts.plan(Some(DEMO_PATTERN))?;
+    let plan = opts.plan(Some(SOAK_PATTERN))?;
     let app = app_path(extras)?;
-    let stack = Stack::start(&app).map_err(|e| format!("soak: {e}"))?;
+    let stack =
+        Stack::start_sized(&app, &Sizing::Adaptive, &out).map_err(|e| format!("soak: {e}"))?;
     opts.target = Some(format!("http://{}", stack.addr));
     if opts.cpus.is_none() {
         opts.cpus = Some(vec![stack.gen_cpu]);

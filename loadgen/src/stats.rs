@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Latencies are recorded in microseconds up to 100 s (longer ones are clamped).
 pub const MAX_US: u64 = 100_000_000;
 
+/// A success counts toward goodput when it arrives within this long of its
+/// intended send time (an answer later than this is as good as lost to
+/// most callers).
+pub const GOOD_WITHIN_US: u64 = 200_000;
+
 pub fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("static histogram bounds")
 }
@@ -33,6 +38,11 @@ pub struct ClassInterval {
     pub failed: u64,
     pub sent: u64,
     pub offered: u64,
+    /// 2xx and 3xx responses within [`GOOD_WITHIN_US`] of the intended send.
+    pub good: u64,
+    /// 503 responses: the server turned the request away (shed, pool
+    /// timeout, database down), as opposed to failing it.
+    pub unavailable: u64,
 }
 
 impl Default for ClassInterval {
@@ -44,6 +54,8 @@ impl Default for ClassInterval {
             failed: 0,
             sent: 0,
             offered: 0,
+            good: 0,
+            unavailable: 0,
         }
     }
 }
@@ -58,6 +70,8 @@ impl ClassInterval {
         self.failed += o.failed;
         self.sent += o.sent;
         self.offered += o.offered;
+        self.good += o.good;
+        self.unavailable += o.unavailable;
     }
 
     pub fn completed(&self) -> u64 {

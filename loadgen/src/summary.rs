@@ -20,6 +20,13 @@ pub struct ClassSummary {
     pub throughput_rps: f64,
     pub latency: Latency,
     pub service: Latency,
+    /// Successes within 200 ms of their intended send, and per second.
+    pub good: u64,
+    pub goodput_rps: f64,
+    /// 503 responses (shed, pool timeout, database down).
+    pub unavailable: u64,
+    /// p99 of each second with responses of this class (for `compare`).
+    pub p99_samples_ms: Vec<f64>,
 }
 
 /// What happened after one sudden change of offered rate.
@@ -59,6 +66,8 @@ pub struct PoolSummary {
     pub grow_decisions: f64,
     pub shrink_decisions: f64,
     pub acquire_wait_p99_max_ms: f64,
+    /// Waiters the acquire queue shed (from the server's counters).
+    pub sheds: f64,
     /// The largest overshoot after any rising edge.
     pub max_overshoot_pct: Option<f64>,
     pub samples: usize,
@@ -94,6 +103,8 @@ pub struct Samples {
     pub p99_ms: Vec<f64>,
     pub p999_ms: Vec<f64>,
     pub errors: Vec<f64>,
+    /// Successes within 200 ms per second.
+    pub goodput: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -136,7 +147,11 @@ pub struct Summary {
     pub unfinished: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
+    /// 503 responses, all classes.
+    pub unavailable: u64,
     pub throughput_rps: f64,
+    /// Successes within 200 ms of their intended send, per second.
+    pub goodput_rps: f64,
     /// From the intended send time (coordinated-omission corrected).
     pub latency: Latency,
     /// From the actual send.
@@ -184,6 +199,10 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
                 throughput_rps: t.completed() as f64 / duration,
                 latency: Latency::of(&t.corrected),
                 service: Latency::of(&t.uncorrected),
+                good: t.good,
+                goodput_rps: t.good as f64 / duration,
+                unavailable: t.unavailable,
+                p99_samples_ms: Vec::new(),
             },
         );
     }
@@ -194,6 +213,14 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         .iter()
         .filter(|s| (s.t as f64) + 1.0 <= duration + 1e-9)
         .collect();
+    for (name, cs) in classes.iter_mut() {
+        cs.p99_samples_ms = inside
+            .iter()
+            .filter_map(|s| s.classes.get(name))
+            .filter(|c| c.latency.count > 0)
+            .map(|c| c.latency.p99_ms)
+            .collect();
+    }
     let seconds_over_slo = inside
         .iter()
         .filter(|s| s.latency.count > 0 && s.latency.p99_ms > slo_ms)
@@ -239,6 +266,7 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
             }
             p.grow_decisions += ps.grow.unwrap_or(0.0);
             p.shrink_decisions += ps.shrink.unwrap_or(0.0);
+            p.sheds += ps.shed.unwrap_or(0.0);
             if let Some(w) = ps.acquire_wait_p99_ms {
                 p.acquire_wait_p99_max_ms = p.acquire_wait_p99_max_ms.max(w);
             }
@@ -320,7 +348,9 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
         unfinished: k.unfinished,
         status_4xx: all.status[4],
         status_5xx: all.status[5],
+        unavailable: all.unavailable,
         throughput_rps: all.completed() as f64 / duration,
+        goodput_rps: all.good as f64 / duration,
         latency: Latency::of(&all.corrected),
         service: Latency::of(&all.uncorrected),
         classes,
@@ -362,6 +392,7 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
                 .map(|s| s.latency.p999_ms)
                 .collect(),
             errors: inside.iter().map(|s| s.errors as f64).collect(),
+            goodput: inside.iter().map(|s| s.good as f64).collect(),
         },
         thresholds: Vec::new(),
     }

@@ -141,6 +141,7 @@ fn summary(throughput: f64, p99: f64) -> Summary {
             p99_ms: (0..n).map(|i| p99 + (i % 4) as f64 * 0.1).collect(),
             p999_ms: (0..n).map(|i| p99 * 2.0 + (i % 4) as f64 * 0.1).collect(),
             errors: vec![0.0; n],
+            goodput: (0..n).map(|i| throughput + (i % 5) as f64).collect(),
         },
         ..Default::default()
     };
@@ -211,6 +212,8 @@ fn synthetic_seconds() -> Vec<Second> {
                         },
                         service_p50_ms: 1.0,
                         service_p99_ms: 3.0,
+                        good: rate / 2,
+                        unavailable: 0,
                     },
                 );
             }
@@ -226,6 +229,7 @@ fn synthetic_seconds() -> Vec<Second> {
                     acquire_wait_p99_ms: Some(if high { 3.0 } else { 0.5 }),
                     grow: (t == 10 || t == 30).then_some(1.0),
                     shrink: (t == 22).then_some(1.0),
+                    shed: None,
                 },
             );
             Second {

@@ -1,6 +1,7 @@
 //! The README's main job in a short mode: `demo` starts PostgreSQL, Redis
-//! and the example app, drives the composite pattern, writes the report and
-//! cleans up.
+//! and the example app, drives the composite pattern three times (adaptive,
+//! static for the average, static for the peak), writes each run's report
+//! and the comparison, and cleans up.
 
 use std::path::PathBuf;
 
@@ -39,21 +40,37 @@ fn demo_short_mode_writes_a_report() {
     .collect();
     let code = tidepool_loadgen::demo::cmd_demo(&args).expect("demo runs");
     assert_eq!(code, 0);
+    // The comparison page over the three runs.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.matches("<svg").count() >= 3, "charts in the report");
-    assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    tidepool_loadgen::report::check_balanced(&html).unwrap();
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "charts in the comparison"
+    );
+    for run in ["adaptive", "static-average", "static-peak"] {
+        assert!(html.contains(&format!("{run}/report.html")), "links {run}");
+        // Each run's own report and series.
+        let own = std::fs::read_to_string(out.join(run).join("report.html")).unwrap();
+        assert!(own.matches("<svg").count() >= 3, "charts in {run}'s report");
+        let series = std::fs::read_to_string(out.join(run).join("series.jsonl")).unwrap();
+        assert!(series.lines().count() >= 6, "{run}'s series");
+    }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let text = summary.to_string();
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 3);
+    let pools = &runs[0]["summary"]["pools"];
     assert!(
-        text.contains("\"pg\""),
-        "the pg pool is on the timeline: {text:.400}"
+        pools.get("pg").is_some() && pools.get("redis").is_some(),
+        "the adaptive run's pools are on its timeline: {pools:.400}"
     );
+    // The static runs were sized from what the adaptive run held.
+    let sizing = runs[2]["sizing"].as_str().unwrap();
+    assert!(sizing.starts_with("static (pg "), "{sizing}");
+    let table = std::fs::read_to_string(out.join("comparison.txt")).unwrap();
     assert!(
-        text.contains("\"redis\""),
-        "the redis pool is on the timeline"
+        table.contains("goodput") && table.contains("connection-seconds"),
+        "{table}"
     );
-    let series = std::fs::read_to_string(out.join("series.jsonl")).unwrap();
-    assert!(series.lines().count() >= 6);
     let _ = std::fs::remove_dir_all(&out);
 }

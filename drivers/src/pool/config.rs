@@ -1,8 +1,11 @@
 //! `PoolConfig`: every knob with a finite, conservative default, validated
 //! when the pool is built.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+
+use super::discipline::Class;
 
 /// Configuration of one pool (all shards together). It reads from a
 /// configuration file (TOML, as `tidepool::config` loads it): durations
@@ -65,6 +68,10 @@ pub struct PoolConfig {
     /// How callers waiting for a connection are served and shed under
     /// overload (default: adaptive; see `pool::discipline`).
     pub queue: super::discipline::QueueConfig,
+    /// Request class by route, for `get_for(route)` (routes not listed
+    /// are `default`; `get_as` names the class per call). In TOML:
+    /// `[pools.pg.classes]` with `"/report" = "sheddable"`.
+    pub classes: BTreeMap<String, Class>,
 }
 
 impl Default for PoolConfig {
@@ -87,6 +94,7 @@ impl Default for PoolConfig {
             warmup_pause: Duration::from_millis(100),
             max_in_flight: 64,
             queue: super::discipline::QueueConfig::default(),
+            classes: BTreeMap::new(),
         }
     }
 }

@@ -26,7 +26,8 @@
 //!   expect a connection (those ahead of it, times the mean hold time, over
 //!   the connections) is turned away on arrival.
 //!
-//! FIFO mode keeps the plain queue, for comparison.
+//! The adaptive mode is the default. FIFO mode keeps the plain queue
+//! (classes ignored), for comparison.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -38,12 +39,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueMode {
-    /// First come, first served; waiters leave only by timing out (the
-    /// default until the demo's comparison shows the adaptive mode's
-    /// effect on the autoscaler's growth).
-    #[default]
+    /// First come, first served; waiters leave only by timing out (for
+    /// comparison, and for pools whose callers must all wait their turn).
     Fifo,
-    /// Standing-queue detection, adaptive LIFO, shedding.
+    /// Standing-queue detection, adaptive LIFO, shedding (the default).
+    #[default]
     Adaptive,
 }
 
@@ -64,15 +64,21 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            mode: QueueMode::Fifo,
+            mode: QueueMode::Adaptive,
             target: Duration::from_millis(5),
             interval: Duration::from_millis(100),
         }
     }
 }
 
-/// How much a caller's work matters when the pool is overloaded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How much a caller's work matters when the pool is overloaded. Chosen
+/// per call (`LocalPool::get_as`) or per route (`PoolConfig::classes`,
+/// read by `get_for`); written `critical`, `default`, `sheddable` in
+/// configuration files.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Served first and never shed for a standing queue.
     Critical,
@@ -309,8 +315,9 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn fifo_is_the_default() {
-        assert_eq!(QueueConfig::default().mode, QueueMode::Fifo);
+    fn adaptive_is_the_default() {
+        assert_eq!(QueueConfig::default().mode, QueueMode::Adaptive);
+        assert_eq!(QueueMode::default(), QueueMode::Adaptive);
     }
 
     fn queue(mode: QueueMode) -> (WaitQueue, Instant) {

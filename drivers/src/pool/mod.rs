@@ -471,15 +471,20 @@ impl<M: Manager> Clone for LocalPool<M> {
 impl<M: Manager> LocalPool<M> {
     /// A connection (exclusive pools) or an in-flight slot on a shared
     /// connection (multiplexed pools), waiting up to `acquire_timeout` in
-    /// the order `PoolConfig::queue` sets (FIFO until the queue stands; see
+    /// the order `PoolConfig::queue` sets (by class, oldest first, until
+    /// the queue stands; see
     /// `pool::discipline`).
     pub async fn get(&self) -> Result<Pooled<M>, AcquireError> {
         self.shard.acquire("", Class::Default).await
     }
 
-    /// Like `get`, naming the route that holds the connection in leak reports.
+    /// Like `get`, naming the route that holds the connection in leak
+    /// reports; the caller's class under overload is the route's in
+    /// `PoolConfig::classes` (`Default` when it is not listed).
     pub async fn get_for(&self, route: &'static str) -> Result<Pooled<M>, AcquireError> {
-        self.shard.acquire(route, Class::Default).await
+        self.shard
+            .acquire(route, self.shard.route_class(route))
+            .await
     }
 
     /// Like `get_for`, in request class `class`: under overload `Critical`

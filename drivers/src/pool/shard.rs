@@ -432,6 +432,15 @@ impl<M: Manager> Shard<M> {
         shard
     }
 
+    /// The request class configured for `route` (`PoolConfig::classes`).
+    pub(crate) fn route_class(&self, route: &str) -> Class {
+        let classes = &self.pool.config.classes;
+        if classes.is_empty() {
+            return Class::Default;
+        }
+        classes.get(route).copied().unwrap_or_default()
+    }
+
     pub(crate) fn cap(&self) -> usize {
         self.state.borrow().cap
     }
@@ -1264,8 +1273,24 @@ impl<M: Manager> Shard<M> {
             1
         };
         let servers = st.open() * per_conn;
-        let full = st.open() + st.opening >= st.cap;
+        // The pool, not only this shard, must be at its cap: a shard short
+        // of its share while another shard could lend it a unit (or an
+        // idle connection) is waiting for capacity, not overloaded.
+        let full = st.open() + st.opening >= st.cap && !self.others_could_lend();
         st.queue.set_pool(servers, full);
+    }
+
+    /// Whether another shard has capacity it does not use, or an idle
+    /// connection, and nobody waiting for it: what `borrow_capacity` asks
+    /// for.
+    fn others_could_lend(&self) -> bool {
+        let load = |c: &std::sync::atomic::AtomicU64| {
+            c.load(std::sync::atomic::Ordering::Relaxed) as usize
+        };
+        self.others().any(|(_, s)| {
+            let unused = load(&s.cap).saturating_sub(load(&s.open) + load(&s.opening));
+            load(&s.waiting) == 0 && (unused > 0 || load(&s.idle) > 0)
+        })
     }
 
     /// Turns away what the queue's discipline sheds now (a standing
