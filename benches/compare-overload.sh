@@ -5,7 +5,8 @@
 # critical, default and sheddable classes; the FIFO queue and the adaptive
 # one in the same run, alternating. Prints, per mode and rate: successes
 # per second, goodput (successes within 200 ms of their intended send, per
-# second), 503s (shed or timed out), and each class's p50/p99 latency.
+# second), 503s (shed or timed out), each class's p50/p99 latency, and
+# how long the 503s took (p50/p99, all classes: a shed should be fast).
 #
 # usage: benches/compare-overload.sh [SECONDS per step, default 10]
 set -euo pipefail
@@ -43,7 +44,7 @@ done
 python3 - "$out" "$secs" <<'PY'
 import json, sys, os
 out, secs = sys.argv[1], float(sys.argv[2])
-print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'good/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")))
+print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'good/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")) + "   503s p50/p99 ms (default, sheddable)")
 for f in ("0.5", "1", "2", "3"):
     for mode in ("fifo", "adaptive"):
         p = os.path.join(out, f"{mode}-{f}", "summary.json")
@@ -56,5 +57,9 @@ for f in ("0.5", "1", "2", "3"):
         for c in ("critical", "default", "sheddable"):
             l = cls[c]["latency"]
             cols.append(f"{l['p50_ms']:>8.1f}/{l['p99_ms']:<8.1f}")
-        print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['goodput_rps']:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols))
+        sheds = []
+        for c in ("default", "sheddable"):
+            u = cls[c].get("unavailable_latency", {})
+            sheds.append(f"{u.get('p50_ms', 0):.1f}/{u.get('p99_ms', 0):.1f}" if cls[c].get("unavailable", 0) else "-")
+        print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['goodput_rps']:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols) + "   " + ", ".join(sheds))
 PY

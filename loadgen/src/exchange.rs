@@ -146,6 +146,7 @@ fn record_response(iv: &mut Interval, f: InFlight, status: u16, now: Instant) {
     }
     if status == 503 {
         c.unavailable += 1;
+        record(&mut c.unavailable_latency, corrected);
     }
 }
 
@@ -246,6 +247,11 @@ mod tests {
         let c = iv.classes[0].as_ref().unwrap();
         assert_eq!(c.completed(), 4);
         assert_eq!((c.good, c.unavailable), (1, 1));
+        assert_eq!(c.unavailable_latency.len(), 1);
+        assert!(
+            c.unavailable_latency.max() <= 1_001,
+            "the 503's own latency"
+        );
         assert_eq!(c.errors(), 2);
     }
 

@@ -43,6 +43,9 @@ pub struct ClassInterval {
     /// 503 responses: the server turned the request away (shed, pool
     /// timeout, database down), as opposed to failing it.
     pub unavailable: u64,
+    /// How long those 503s took, from the intended send (a shed should be
+    /// fast; a timed-out wait is not).
+    pub unavailable_latency: Histogram<u64>,
 }
 
 impl Default for ClassInterval {
@@ -56,6 +59,7 @@ impl Default for ClassInterval {
             offered: 0,
             good: 0,
             unavailable: 0,
+            unavailable_latency: new_hist(),
         }
     }
 }
@@ -72,6 +76,9 @@ impl ClassInterval {
         self.offered += o.offered;
         self.good += o.good;
         self.unavailable += o.unavailable;
+        self.unavailable_latency
+            .add(&o.unavailable_latency)
+            .expect("same bounds");
     }
 
     pub fn completed(&self) -> u64 {

@@ -25,6 +25,9 @@ pub struct ClassSummary {
     pub goodput_rps: f64,
     /// 503 responses (shed, pool timeout, database down).
     pub unavailable: u64,
+    /// Their latency from the intended send: fast for sheds, the acquire
+    /// timeout for waits that ran out.
+    pub unavailable_latency: Latency,
     /// p99 of each second with responses of this class (for `compare`).
     pub p99_samples_ms: Vec<f64>,
 }
@@ -202,6 +205,7 @@ pub fn summarize(c: &Collected, opts: &RunOptions) -> Summary {
                 good: t.good,
                 goodput_rps: t.good as f64 / duration,
                 unavailable: t.unavailable,
+                unavailable_latency: Latency::of(&t.unavailable_latency),
                 p99_samples_ms: Vec::new(),
             },
         );

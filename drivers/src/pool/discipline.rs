@@ -12,13 +12,17 @@
 //!   its oldest waiter past the target (5 ms). A shorter queue is served
 //!   within one hold time however long the holds are (a lone caller
 //!   waiting for a long transaction is not overload), and a pool still
-//!   opening connections is not overloaded; either ends the standing
-//!   state, and so does draining. The short waits that LIFO gives the
-//!   newest callers do not.
+//!   opening connections is not overloaded. A pool with room ends the
+//!   standing state at once; a queue the connections keep up with ends it
+//!   after an interval of that (shedding and LIFO service empty a
+//!   standing queue in moments while the overload goes on: ending there
+//!   would let the next waiters age a whole interval unshed).
 //! - **Classes** are served in order (`Critical`, then `Default`, then
 //!   `Sheddable`), oldest first within a class.
 //! - **While it stands**, the newest within a class is served first
-//!   (its client is still there); a `Default` waiter that waited more
+//!   (its client is still there), except among `Critical` waiters, who are
+//!   never shed and keep their order until their own oldest has waited an
+//!   interval (critical demand alone is then over capacity); a `Default` waiter that waited more
 //!   than twice the target, or a `Sheddable` one more than the target, is
 //!   turned away at once (a fast 503 instead of a slow one). `Critical` waiters are never
 //!   shed for standing.
@@ -141,6 +145,9 @@ pub struct WaitQueue {
     /// Since when the queue has been longer than the connections serve
     /// in one hold, with the pool at its cap.
     long_since: Option<Instant>,
+    /// Since when a standing queue has been no longer than the
+    /// connections serve in one hold.
+    short_since: Option<Instant>,
     standing: bool,
     /// Callers the pool serves at once (connections, or in-flight slots).
     servers: usize,
@@ -154,6 +161,7 @@ impl WaitQueue {
             cfg,
             entries: VecDeque::new(),
             long_since: None,
+            short_since: None,
             standing: false,
             servers: 1,
             full: true,
@@ -185,10 +193,29 @@ impl WaitQueue {
         if self.cfg.mode == QueueMode::Fifo {
             return;
         }
-        if self.entries.len() <= self.servers || !self.full {
-            // A queue the connections serve within one hold, or a pool
-            // still opening connections: not standing.
+        if !self.full {
+            // A pool still opening connections (or with room to): not
+            // overloaded.
             self.clear();
+            return;
+        }
+        if self.entries.len() <= self.servers {
+            // A queue the connections serve within one hold. A standing
+            // queue ends only after an interval of that: shedding and LIFO
+            // service empty it in moments while the overload goes on, and
+            // ending at once would let the next waiters age a whole
+            // interval before anyone is shed again.
+            self.long_since = None;
+            if self.standing {
+                let since = *self.short_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.cfg.interval {
+                    self.clear();
+                }
+            }
+            return;
+        }
+        self.short_since = None;
+        if self.standing {
             return;
         }
         let since = *self.long_since.get_or_insert(now);
@@ -201,12 +228,14 @@ impl WaitQueue {
 
     fn clear(&mut self) {
         self.long_since = None;
+        self.short_since = None;
         self.standing = false;
     }
 
-    /// An acquire was served without waiting: nobody was queued.
-    pub fn served_at_once(&mut self, _now: Instant) {
-        self.clear();
+    /// An acquire was served without waiting: nobody was queued (a short
+    /// queue, for the standing state's end).
+    pub fn served_at_once(&mut self, now: Instant) {
+        self.advance(now);
     }
 
     /// Whether a caller arriving at `now` with `deadline`, expecting to
@@ -245,18 +274,29 @@ impl WaitQueue {
         } else {
             // The most important class waiting first; within it the
             // oldest, or while the queue stands the newest (its client is
-            // still there).
+            // still there; the old ones are shed). Critical waiters are
+            // never shed, so they keep their order while the connections
+            // keep up with them (LIFO would only leave the oldest waiting
+            // longest), and go newest-first only once their own oldest has
+            // waited an interval: critical demand alone is over capacity,
+            // and serving the fresh keeps most of them fast.
             let best = self.entries.iter().map(|e| e.class).min()?;
-            if self.standing {
+            let lifo = self.standing
+                && (best != Class::Critical
+                    || self
+                        .entries
+                        .iter()
+                        .find(|e| e.class == Class::Critical)
+                        .is_some_and(|e| {
+                            now.saturating_duration_since(e.since) > self.cfg.interval
+                        }));
+            if lifo {
                 self.entries.iter().rposition(|e| e.class == best)?
             } else {
                 self.entries.iter().position(|e| e.class == best)?
             }
         };
         let e = self.entries.remove(i)?;
-        if self.entries.is_empty() {
-            self.clear();
-        }
         Some(e.key)
     }
 
@@ -282,18 +322,12 @@ impl WaitQueue {
                 true
             }
         });
-        if self.entries.is_empty() {
-            self.clear();
-        }
         out
     }
 
     /// Removes waiter `key` (it left: a timeout, a dropped acquire).
     pub fn remove(&mut self, key: usize) {
         self.entries.retain(|e| e.key != key);
-        if self.entries.is_empty() {
-            self.clear();
-        }
     }
 
     /// The keys in the queue, oldest first.
@@ -367,12 +401,24 @@ mod tests {
         assert_eq!(keys, (1..10).collect::<Vec<_>>());
         // ... and the newest is served first.
         assert_eq!(q.pop(now + MS), Some(11));
-        // One left, which one connection serves: no longer standing.
+        // One left, which one connection serves: a moment's short queue
+        // does not end the standing state (shedding empties it while the
+        // overload goes on) ...
         assert_eq!(q.pop(now + MS * 2), Some(10));
-        assert!(!q.standing());
+        q.served_at_once(now + MS * 3);
+        assert!(q.standing());
         q.push(12, Class::Default, now + MS * 4);
         q.push(13, Class::Default, now + MS * 4);
-        assert_eq!(q.pop(now + MS * 5), Some(12), "FIFO again");
+        assert_eq!(q.pop(now + MS * 5), Some(13), "still LIFO");
+        assert_eq!(q.pop(now + MS * 6), Some(12));
+        // ... an interval of it does.
+        q.served_at_once(now + MS * 50);
+        assert!(q.standing());
+        q.served_at_once(now + MS * 106);
+        assert!(!q.standing());
+        q.push(14, Class::Default, now + MS * 107);
+        q.push(15, Class::Default, now + MS * 107);
+        assert_eq!(q.pop(now + MS * 108), Some(14), "FIFO again");
     }
 
     #[test]
@@ -398,15 +444,26 @@ mod tests {
                 (2, Class::Sheddable)
             ]
         );
-        assert_eq!(q.pop(later), Some(3), "critical first");
+        q.push(10, Class::Critical, later);
+        q.push(11, Class::Critical, later);
+        assert_eq!(q.pop(later), Some(3), "critical first, oldest first");
+        // Critical waiters older than an interval: the newest first.
+        q.push(12, Class::Critical, later + MS * 110);
+        assert_eq!(q.pop(later + MS * 111), Some(12));
+        assert_eq!(q.pop(later + MS * 111), Some(11));
+        assert_eq!(q.pop(later + MS * 111), Some(10));
         assert_eq!(q.pop(later), Some(4), "then default");
         assert_eq!(q.pop(later), Some(5));
         assert!(q.is_empty());
-        // Classes order service below overload too (oldest first within).
-        q.push(7, Class::Sheddable, later);
-        q.push(8, Class::Default, later);
-        q.push(9, Class::Default, later);
-        assert_eq!(q.pop(later + MS), Some(8));
+        // Classes order service below overload too (oldest first within),
+        // once the queue has been short for an interval.
+        let calm = later + MS * 100;
+        q.served_at_once(calm);
+        assert!(!q.standing());
+        q.push(7, Class::Sheddable, calm);
+        q.push(8, Class::Default, calm);
+        q.push(9, Class::Default, calm);
+        assert_eq!(q.pop(calm + MS), Some(8));
     }
 
     #[test]
@@ -445,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_the_last_waiter_clears_the_standing_state() {
+    fn a_standing_queue_ends_once_the_connections_keep_up_for_an_interval_or_the_pool_has_room() {
         let (mut q, t0) = queue(QueueMode::Adaptive);
         q.push(0, Class::Default, t0);
         q.push(1, Class::Default, t0);
@@ -453,7 +510,21 @@ mod tests {
         q.shed(t0 + MS * 150);
         assert!(q.standing());
         q.remove(2);
-        assert!(!q.standing());
         assert!(q.is_empty());
+        q.shed(t0 + MS * 160);
+        assert!(q.standing(), "empty for a moment");
+        q.shed(t0 + MS * 259);
+        assert!(q.standing());
+        q.shed(t0 + MS * 260);
+        assert!(!q.standing(), "empty for an interval");
+        // Standing again; then the pool gets room: over at once.
+        for k in 3..6 {
+            q.push(k, Class::Critical, t0 + MS * 300);
+        }
+        q.shed(t0 + MS * 420);
+        assert!(q.standing());
+        q.set_pool(1, false);
+        q.shed(t0 + MS * 421);
+        assert!(!q.standing());
     }
 }
