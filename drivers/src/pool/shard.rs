@@ -1273,10 +1273,13 @@ impl<M: Manager> Shard<M> {
             1
         };
         let servers = st.open() * per_conn;
-        // The pool, not only this shard, must be at its cap: a shard short
-        // of its share while another shard could lend it a unit (or an
-        // idle connection) is waiting for capacity, not overloaded.
-        let full = st.open() + st.opening >= st.cap && !self.others_could_lend();
+        // The pool, not only this shard, must be at its cap with its
+        // connections open: callers waiting for a connect (at start, after
+        // an outage) wait for the database to answer, not for others to
+        // finish; and a shard short of its share while another shard could
+        // lend it a unit (or an idle connection) is waiting for capacity.
+        // Neither is overload.
+        let full = st.open() >= st.cap && st.opening == 0 && !self.others_could_lend();
         st.queue.set_pool(servers, full);
     }
 
