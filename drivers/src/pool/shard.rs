@@ -1279,7 +1279,12 @@ impl<M: Manager> Shard<M> {
         // finish; and a shard short of its share while another shard could
         // lend it a unit (or an idle connection) is waiting for capacity.
         // Neither is overload.
-        let full = st.open() >= st.cap && st.opening == 0 && !self.others_could_lend();
+        // (The other shards are read only for a queue longer than this
+        // shard serves, the case that can start or keep a standing state:
+        // not on every release.)
+        let full = st.open() >= st.cap
+            && st.opening == 0
+            && (st.queue.len() <= servers || !self.others_could_lend());
         st.queue.set_pool(servers, full);
     }
 
