@@ -80,9 +80,9 @@ pub fn run_demo(mut opts: DemoOptions, extras: DemoExtras) -> Result<i32, String
     for name in ["adaptive", "static-average", "static-peak"] {
         let sizing = match (name, runs.first()) {
             ("adaptive", _) => Sizing::Adaptive,
-            ("static-average", Some(a)) => static_sizing(a, mean_in_use),
+            ("static-average", Some(a)) => static_sizing(a, mean_in_use)?,
             (_, Some(a)) => {
-                static_sizing(a, |r, pool| r.summary.pools.get(pool).map(|p| p.peak_open))
+                static_sizing(a, |r, pool| r.summary.pools.get(pool).map(|p| p.peak_open))?
             }
             (_, None) => unreachable!("the adaptive run comes first"),
         };
@@ -155,17 +155,22 @@ fn run_one(
 
 /// Static sizes from the adaptive run: `pick` reads a pool's figure (its
 /// mean demand, or the most it held), rounded up, at least one connection.
-fn static_sizing(adaptive: &Run, pick: fn(&Run, &str) -> Option<f64>) -> Sizing {
-    let size = |pool: &str, fallback: usize| {
+/// A pool the adaptive run exported no figure for cannot be sized from it:
+/// the comparison would be made up, so the demo stops.
+fn static_sizing(adaptive: &Run, pick: fn(&Run, &str) -> Option<f64>) -> Result<Sizing, String> {
+    let size = |pool: &str| {
         pick(adaptive, pool)
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map_or(fallback, |v| (v.ceil() as usize).max(1))
+            .filter(|v| v.is_finite())
+            .map(|v| (v.ceil() as usize).max(1))
+            .ok_or_else(|| {
+                format!("demo: the adaptive run's metrics have no figures for pool {pool}: cannot size the static runs")
+            })
     };
-    Sizing::Static {
-        pg: size("pg", Sizing::PG_RAILS.1),
-        pg_shared: size("pg-shared", 1),
-        redis: size("redis", 1),
-    }
+    Ok(Sizing::Static {
+        pg: size("pg")?,
+        pg_shared: size("pg-shared")?,
+        redis: size("redis")?,
+    })
 }
 
 /// A pool's mean number of connections in use, over the run's seconds:

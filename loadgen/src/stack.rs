@@ -149,7 +149,7 @@ impl Sizing {
 
     /// The example's flags for this sizing.
     fn args(&self) -> Vec<String> {
-        let v: Vec<String> = match self {
+        match self {
             Sizing::Adaptive => vec![
                 "--pg-max-open".into(),
                 Self::PG_RAILS.0.to_string(),
@@ -178,8 +178,7 @@ impl Sizing {
                 "--redis-max-open".into(),
                 redis.to_string(),
             ],
-        };
-        v
+        }
     }
 
     /// The app's configuration file for this sizing: every pool's queue
