@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The pool's acquire queue under overload: the example's /db/sleep?ms=20
 # through a pool of 4 PostgreSQL connections (capacity 200 req/s), open
-# loop at 0.5x, 1x, 2x and 3x of it, requests split evenly between the
-# critical, default and sheddable classes; the FIFO queue and the adaptive
+# loop at 0.5x, 1x, 2x and 3x of it, requests split between the critical,
+# default and sheddable classes (MIX below); the FIFO queue and the adaptive
 # one in the same run, alternating. Prints, per mode and rate: successes
 # per second, goodput (successes within 200 ms of their intended send, per
 # second), 503s (shed or timed out), each class's p50/p99 latency, and
 # how long the 503s took (p50/p99, all classes: a shed should be fast).
 #
-# usage: benches/compare-overload.sh [SECONDS per step, default 10]
+# usage: benches/compare-overload.sh [SECONDS per step, default 10] [MIX]
+#   MIX: the critical:default:sheddable weights, default 1:2:2 (a fifth of
+#   the requests critical: at 3x their demand alone is 0.6x the pool's
+#   capacity; with 1:1:1 it is all of it, and no discipline can then keep
+#   critical requests at their unloaded latency)
+# FACTORS="2 3" runs only those loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+IFS=: read -r w_critical w_default w_sheddable <<< "${2:-1:2:2}"
 scripts/ensure-deps.sh
 cargo build --release --quiet --example hello
 cargo build --release --quiet -p tidepool-loadgen -p tidepool-benches --bin dbservers
@@ -24,7 +30,8 @@ trap 'exec 3>&-; wait $dbs 2>/dev/null; rm -rf "$out"' EXIT
 while ! grep -q '^PG=' "$out/urls" 2>/dev/null; do sleep 0.1; done
 pg=$(sed -n 's/^PG=//p' "$out/urls")
 port=$((20000 + RANDOM % 20000))
-for factor in 0.5 1 2 3; do
+factors=${FACTORS:-0.5 1 2 3}
+for factor in $factors; do
   rate=$(python3 -c "print(int(200*$factor))")
   for mode in fifo adaptive; do
     TIDEPOOL_POOLS__PG__QUEUE__MODE=$mode TIDEPOOL_POOLS__PG__ACQUIRE_TIMEOUT=1s \
@@ -32,26 +39,42 @@ for factor in 0.5 1 2 3; do
       --pg "$pg" --pg-max-open 4 > /dev/null 2>&1 &
     app=$!
     until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do sleep 0.1; done
-    target/release/tidepool-loadgen run --target "http://127.0.0.1:$port" --rate "$rate" \
-      --duration "${secs}s" --connections 256 --timeout 5s --quiet --no-metrics \
-      --path "critical=/db/sleep?ms=20&class=critical" \
-      --path "default=/db/sleep?ms=20&class=default" \
-      --path "sheddable=/db/sleep?ms=20&class=sheddable" \
+    cat > "$out/pattern.toml" <<EOF
+seed = 11
+[[class]]
+name = "critical"
+path = "/db/sleep?ms=20&class=critical"
+weight = $w_critical
+[[class]]
+name = "default"
+path = "/db/sleep?ms=20&class=default"
+weight = $w_default
+[[class]]
+name = "sheddable"
+path = "/db/sleep?ms=20&class=sheddable"
+weight = $w_sheddable
+[[phase]]
+kind = "steady"
+rate = $rate
+duration = "${secs}s"
+EOF
+    target/release/tidepool-loadgen run --target "http://127.0.0.1:$port" --pattern "$out/pattern.toml" \
+      --connections 256 --timeout 5s --quiet --no-metrics \
       --out "$out/$mode-$factor" > /dev/null 2>&1 || true
     kill $app; wait $app 2>/dev/null || true
   done
 done
-python3 - "$out" "$secs" <<'PY'
+python3 - "$out" "$secs" $factors <<'PY'
 import json, sys, os
 out, secs = sys.argv[1], float(sys.argv[2])
 print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'good/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")) + "   503s p50/p99 ms (default, sheddable)")
-for f in ("0.5", "1", "2", "3"):
+for f in sys.argv[3:]:
     for mode in ("fifo", "adaptive"):
         p = os.path.join(out, f"{mode}-{f}", "summary.json")
         if not os.path.exists(p):
             print(f"{f:>5} {mode:>9}   (no result)"); continue
         s = json.load(open(p))
-        ok = (s["completed"] - s["errors"]) / secs
+        ok = (s["completed"] - s["status_4xx"] - s["status_5xx"]) / secs
         cls = s["classes"]
         cols = []
         for c in ("critical", "default", "sheddable"):

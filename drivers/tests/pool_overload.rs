@@ -2,9 +2,9 @@
 //! connections, callers holding one for 20 ms each, far more callers than
 //! it can serve. FIFO and the adaptive mode in the same run, on the same
 //! load: FIFO sheds nothing and every caller waits its turn; the adaptive
-//! mode sheds (never a critical caller), serves critical callers first,
-//! and turns away at arrival a caller whose deadline the queue cannot
-//! meet.
+//! mode sheds (never a critical caller), mostly on arrival, serves
+//! critical callers first, and turns away at arrival a caller whose
+//! deadline the queue cannot meet.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,6 +23,10 @@ struct Outcome {
     /// Waits of the acquires that got a connection, by class.
     waits: [Vec<Duration>; 3],
     shed: [[u64; 2]; 3],
+    /// Standing-queue sheds turned away on arrival (never queued), and
+    /// those shed after waiting.
+    standing_at_arrival: u64,
+    standing_after_waiting: u64,
     other_errors: Vec<String>,
 }
 
@@ -99,8 +103,18 @@ fn overload_with(
                                 out.borrow_mut().waits[class as usize].push(t0.elapsed());
                                 c.execute("SELECT pg_sleep(0.02)", &[]).await.unwrap();
                             }
-                            Err(AcquireError::Shed { reason, .. }) => {
-                                out.borrow_mut().shed[class as usize][reason as usize] += 1;
+                            Err(AcquireError::Shed { reason, waited, .. }) => {
+                                {
+                                    let mut o = out.borrow_mut();
+                                    o.shed[class as usize][reason as usize] += 1;
+                                    if reason == ShedReason::Standing {
+                                        if waited.is_zero() {
+                                            o.standing_at_arrival += 1;
+                                        } else {
+                                            o.standing_after_waiting += 1;
+                                        }
+                                    }
+                                }
                                 // A shed caller's client backs off a little.
                                 time::sleep(Duration::from_millis(5)).await;
                             }
@@ -173,6 +187,18 @@ fn fifo_waits_its_turn_and_adaptive_sheds_fast_sparing_critical_callers() {
         standing(&adaptive, Class::Critical),
         0,
         "critical callers are never shed"
+    );
+    // While the queue stands, most of the shed are turned away on arrival
+    // (a 503 at once) rather than after waiting out their class's limit.
+    eprintln!(
+        "standing sheds: {} on arrival, {} after waiting",
+        adaptive.standing_at_arrival, adaptive.standing_after_waiting
+    );
+    assert!(
+        adaptive.standing_at_arrival > adaptive.standing_after_waiting,
+        "{} on arrival, {} after waiting",
+        adaptive.standing_at_arrival,
+        adaptive.standing_after_waiting
     );
     let fifo_p99 = p99(&mut fifo.waits[Class::Critical as usize]);
     let critical_p99 = p99(&mut adaptive.waits[Class::Critical as usize]);

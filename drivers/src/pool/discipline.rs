@@ -26,6 +26,12 @@
 //!   than twice the target, or a `Sheddable` one more than the target, is
 //!   turned away at once (a fast 503 instead of a slow one). `Critical` waiters are never
 //!   shed for standing.
+//! - **On arrival while it stands**, a `Default` or `Sheddable` caller is
+//!   turned away at once when the waiters of its class and the more
+//!   important ones could not all be served within its class's limit: one
+//!   of them would be shed at the limit, and a 503 now lets its client
+//!   retry or degrade without waiting for it. Turning callers away keeps
+//!   the queue short, which does not end the standing state.
 //! - **Whatever the state**, a waiter whose deadline comes before it can
 //!   expect a connection (those ahead of it, times the mean hold time, over
 //!   the connections) is turned away on arrival.
@@ -238,19 +244,58 @@ impl WaitQueue {
         self.advance(now);
     }
 
-    /// Whether a caller arriving at `now` with `deadline`, expecting to
-    /// wait `expected` if queued, may wait; `Err` turns it away.
+    /// Whether a caller of `class` arriving at `now` with `deadline`,
+    /// expecting to wait `expected` behind everyone queued, may wait, given
+    /// that each caller holds a connection for `hold` on average; `Err`
+    /// turns it away at once.
+    ///
+    /// While the queue stands, a `Default` or `Sheddable` newcomer is
+    /// admitted only if every waiter of its class or a more important one
+    /// could be served within its class's limit: otherwise someone would
+    /// be shed at the limit (the newcomer, behind the more important; or,
+    /// LIFO serving it first, an older one of its class), so it is turned
+    /// away now, a 503 in microseconds instead of one after the limit.
+    /// The queue of each class stays as long as the connections serve in
+    /// its limit: they never run dry, and nobody waits only to be shed.
     pub fn admit(
         &mut self,
         now: Instant,
         deadline: Instant,
         expected: Duration,
+        class: Class,
+        hold: Duration,
     ) -> Result<(), ShedReason> {
         self.advance(now);
-        if self.cfg.mode == QueueMode::Adaptive && now + expected > deadline {
+        if self.cfg.mode != QueueMode::Adaptive {
+            return Ok(());
+        }
+        if now + expected > deadline {
             return Err(ShedReason::Deadline);
         }
+        if let (true, Some(limit)) = (self.standing, self.limit(class)) {
+            // Connections come free every `hold / servers` on average, the
+            // first after half of that: the last of the `ahead` waiters
+            // and the newcomer gets the (ahead+1)-th.
+            let ahead = self.entries.iter().filter(|e| e.class <= class).count() as u32;
+            let wait = hold * (2 * ahead + 1) / (2 * self.servers as u32);
+            if wait > limit {
+                // Turning callers away keeps the queue short while the
+                // overload goes on: not a sign that it has ended.
+                self.short_since = None;
+                return Err(ShedReason::Standing);
+            }
+        }
         Ok(())
+    }
+
+    /// How long a waiter of `class` may wait while the queue stands
+    /// (`None`: never shed for standing).
+    fn limit(&self, class: Class) -> Option<Duration> {
+        match class {
+            Class::Critical => None,
+            Class::Default => Some(self.cfg.target * 2),
+            Class::Sheddable => Some(self.cfg.target),
+        }
     }
 
     /// Queues waiter `key`.
@@ -307,13 +352,11 @@ impl WaitQueue {
         if !self.standing {
             return Vec::new();
         }
-        let target = self.cfg.target;
+        let limits = Class::ALL.map(|c| self.limit(c));
         let mut out = Vec::new();
         self.entries.retain(|e| {
-            let limit = match e.class {
-                Class::Critical => return true,
-                Class::Default => target * 2,
-                Class::Sheddable => target,
+            let Some(limit) = limits[e.class as usize] else {
+                return true;
             };
             if now.saturating_duration_since(e.since) > limit {
                 out.push((e.key, e.class));
@@ -489,16 +532,98 @@ mod tests {
     fn a_waiter_that_cannot_be_served_in_time_is_turned_away_on_arrival() {
         let (mut q, t0) = queue(QueueMode::Adaptive);
         let deadline = t0 + MS * 50;
-        assert_eq!(q.admit(t0, deadline, MS * 10), Ok(()));
-        assert_eq!(q.admit(t0, deadline, MS * 60), Err(ShedReason::Deadline));
+        assert_eq!(q.admit(t0, deadline, MS * 10, Class::Default, MS), Ok(()));
+        assert_eq!(
+            q.admit(t0, deadline, MS * 60, Class::Default, MS),
+            Err(ShedReason::Deadline)
+        );
         // FIFO mode admits everyone and never sheds.
         let (mut f, t0) = queue(QueueMode::Fifo);
-        assert_eq!(f.admit(t0, t0 + MS, MS * 60), Ok(()));
+        assert_eq!(f.admit(t0, t0 + MS, MS * 60, Class::Sheddable, MS), Ok(()));
         for k in 0..10 {
             f.push(k, Class::Sheddable, t0);
         }
         assert!(f.shed(t0 + MS * 1000).is_empty());
         assert_eq!(f.pop(t0 + MS * 1000), Some(0));
+    }
+
+    #[test]
+    fn while_it_stands_a_newcomer_the_more_important_would_keep_past_its_limit_is_turned_away_on_arrival(
+    ) {
+        // Four connections held 20 ms each: one comes free every 5 ms.
+        let (mut q, t0) = queue(QueueMode::Adaptive);
+        q.set_pool(4, true);
+        let hold = MS * 20;
+        let deadline = t0 + MS * 10_000;
+        for k in 0..5 {
+            q.push(k, Class::Critical, t0);
+        }
+        q.shed(t0);
+        let now = t0 + MS * 150;
+        q.shed(now);
+        assert!(q.standing());
+        // Five critical waiters ahead: 27.5 ms, past both limits.
+        let admit = |q: &mut WaitQueue, class| q.admit(now, deadline, MS, class, hold);
+        assert_eq!(admit(&mut q, Class::Sheddable), Err(ShedReason::Standing));
+        assert_eq!(admit(&mut q, Class::Default), Err(ShedReason::Standing));
+        assert_eq!(
+            admit(&mut q, Class::Critical),
+            Ok(()),
+            "never shed for standing"
+        );
+        // One critical waiter ahead: 7.5 ms, within the default's 10 ms,
+        // past the sheddable's 5 ms.
+        for k in 0..4 {
+            q.remove(k);
+        }
+        assert_eq!(admit(&mut q, Class::Default), Ok(()));
+        assert_eq!(admit(&mut q, Class::Sheddable), Err(ShedReason::Standing));
+        // Waiters of its own class count too (LIFO would serve the
+        // newcomer first and leave an older one to be shed), but less
+        // important ones do not.
+        q.remove(4);
+        q.push(10, Class::Default, now);
+        assert_eq!(admit(&mut q, Class::Default), Ok(()), "7.5 ms");
+        q.push(11, Class::Default, now);
+        assert_eq!(admit(&mut q, Class::Default), Err(ShedReason::Standing));
+        q.remove(10);
+        q.remove(11);
+        for k in 20..30 {
+            q.push(k, Class::Sheddable, now);
+        }
+        assert_eq!(admit(&mut q, Class::Default), Ok(()), "2.5 ms");
+        assert_eq!(admit(&mut q, Class::Sheddable), Err(ShedReason::Standing));
+        for k in 20..30 {
+            q.remove(k);
+        }
+        // Nobody waiting: 2.5 ms, admitted.
+        assert_eq!(admit(&mut q, Class::Sheddable), Ok(()));
+        // Turning callers away is overload going on: the queue, short
+        // meanwhile, still stands an interval later.
+        q.push(30, Class::Default, now);
+        for i in 0..=30 {
+            let t = now + MS * 5 * i;
+            assert_eq!(
+                q.admit(t, deadline, MS, Class::Sheddable, hold),
+                Err(ShedReason::Standing)
+            );
+        }
+        assert!(q.standing());
+        q.remove(30);
+        q.shed(now + MS * 300);
+        assert!(q.standing(), "short for a moment");
+        q.shed(now + MS * 401);
+        assert!(!q.standing(), "short for an interval");
+        // Not standing: nobody is turned away for its class.
+        let (mut calm, t0) = queue(QueueMode::Adaptive);
+        calm.set_pool(4, true);
+        for k in 0..3 {
+            calm.push(k, Class::Critical, t0);
+        }
+        assert_eq!(
+            calm.admit(t0, t0 + MS * 10_000, MS, Class::Sheddable, hold),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1380,7 +1380,8 @@ impl<M: Manager> Shard<M> {
             let conns = st.cap.max(1) as u32;
             let expected = st.hold_ewma * ahead / conns;
             self.size_queue(&mut st);
-            if let Err(reason) = st.queue.admit(now, deadline, expected) {
+            let hold = st.hold_ewma;
+            if let Err(reason) = st.queue.admit(now, deadline, expected, class, hold) {
                 self.count_shed(class, reason);
                 self.publish(&st);
                 return Err(self.shed_error(class, reason, Duration::ZERO));
