@@ -28,10 +28,12 @@
 //!   shed for standing.
 //! - **On arrival while it stands**, a `Default` or `Sheddable` caller is
 //!   turned away at once when the waiters of its class and the more
-//!   important ones could not all be served within its class's limit: one
-//!   of them would be shed at the limit, and a 503 now lets its client
-//!   retry or degrade without waiting for it. Turning callers away keeps
-//!   the queue short, which does not end the standing state.
+//!   important ones could not all be served within its class's limit
+//!   (counting the connections that more important callers, at their rate
+//!   over the last interval, take meanwhile): one of them would be shed at
+//!   the limit, and a 503 now lets its client retry or degrade without
+//!   waiting for it. Turning callers away keeps the queue short, which
+//!   does not end the standing state.
 //! - **Whatever the state**, a waiter whose deadline comes before it can
 //!   expect a connection (those ahead of it, times the mean hold time, over
 //!   the connections) is turned away on arrival.
@@ -159,10 +161,16 @@ pub struct WaitQueue {
     servers: usize,
     /// Whether the pool is at its cap (it cannot open more).
     full: bool,
+    /// Callers queued per class in the interval that began at `window`,
+    /// and in the one before: how fast more important callers cut in
+    /// ahead of a newcomer while it waits.
+    queued: [u32; 3],
+    queued_last: [u32; 3],
+    window: Instant,
 }
 
 impl WaitQueue {
-    pub fn new(cfg: QueueConfig, _now: Instant) -> WaitQueue {
+    pub fn new(cfg: QueueConfig, now: Instant) -> WaitQueue {
         WaitQueue {
             cfg,
             entries: VecDeque::new(),
@@ -171,7 +179,25 @@ impl WaitQueue {
             standing: false,
             servers: 1,
             full: true,
+            queued: [0; 3],
+            queued_last: [0; 3],
+            window: now,
         }
+    }
+
+    /// Moves the per-class count of queued callers to `now`'s interval.
+    fn roll(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.window);
+        if age < self.cfg.interval {
+            return;
+        }
+        self.queued_last = if age < self.cfg.interval * 2 {
+            self.queued
+        } else {
+            [0; 3]
+        };
+        self.queued = [0; 3];
+        self.window = now;
     }
 
     /// How many callers the pool serves at once now, and whether it is at
@@ -272,13 +298,19 @@ impl WaitQueue {
         if now + expected > deadline {
             return Err(ShedReason::Deadline);
         }
+        self.roll(now);
         if let (true, Some(limit)) = (self.standing, self.limit(class)) {
             // Connections come free every `hold / servers` on average, the
             // first after half of that: the last of the `ahead` waiters
-            // and the newcomer gets the (ahead+1)-th.
-            let ahead = self.entries.iter().filter(|e| e.class <= class).count() as u32;
-            let wait = hold * (2 * ahead + 1) / (2 * self.servers as u32);
-            if wait > limit {
+            // and the newcomer gets the (ahead+1)-th, later by the share
+            // of connections that more important callers arriving
+            // meanwhile take ahead of them.
+            let ahead = self.entries.iter().filter(|e| e.class <= class).count() as f64;
+            let slot = hold.as_secs_f64() / self.servers as f64;
+            let cutting: u32 = self.queued_last[..class as usize].iter().sum();
+            let taken = cutting as f64 / self.cfg.interval.as_secs_f64() * slot;
+            let wait = (ahead + 0.5) * slot / (1.0 - taken).max(0.0);
+            if wait > limit.as_secs_f64() {
                 // Turning callers away keeps the queue short while the
                 // overload goes on: not a sign that it has ended.
                 self.short_since = None;
@@ -301,6 +333,8 @@ impl WaitQueue {
     /// Queues waiter `key`.
     pub fn push(&mut self, key: usize, class: Class, now: Instant) {
         self.advance(now);
+        self.roll(now);
+        self.queued[class as usize] += 1;
         self.entries.push_back(Entry {
             key,
             since: now,
@@ -624,6 +658,44 @@ mod tests {
             calm.admit(t0, t0 + MS * 10_000, MS, Class::Sheddable, hold),
             Ok(())
         );
+    }
+
+    #[test]
+    fn more_important_callers_arriving_while_a_newcomer_waits_count_against_it() {
+        // Four connections held 20 ms: one comes free every 5 ms. Ten
+        // sheddable waiters keep the queue standing.
+        let (mut q, t0) = queue(QueueMode::Adaptive);
+        q.set_pool(4, true);
+        let hold = MS * 20;
+        let deadline = t0 + MS * 10_000;
+        for k in 0..10 {
+            q.push(k, Class::Sheddable, t0);
+        }
+        q.served_at_once(t0);
+        let now = t0 + MS * 150;
+        q.served_at_once(now);
+        assert!(q.standing());
+        // A default newcomer with one default ahead expects 7.5 ms, within
+        // its 10 ms limit: the sheddable callers queued in the last
+        // interval do not cut in ahead of it.
+        q.push(10, Class::Default, now);
+        assert_eq!(q.admit(now, deadline, MS, Class::Default, hold), Ok(()));
+        // Critical callers do: 8 in the last interval (80/s) take 2 of
+        // every 5 connections that come free, and it would wait
+        // 7.5 / 0.6 = 12.5 ms.
+        for k in 20..28 {
+            q.push(k, Class::Critical, now + MS);
+            q.remove(k);
+        }
+        let next = now + MS * 100;
+        assert_eq!(
+            q.admit(next, deadline, MS, Class::Default, hold),
+            Err(ShedReason::Standing)
+        );
+        // With nobody ahead, 2.5 / 0.6 = 4.2 ms: admitted.
+        q.remove(10);
+        assert_eq!(q.admit(next, deadline, MS, Class::Default, hold), Ok(()));
+        assert!(q.standing());
     }
 
     #[test]
