@@ -12,7 +12,7 @@ use tidepool_engine::rt;
 
 use crate::pg::{Client, Config};
 use crate::pool::{Manager, Pool};
-use tidepool_supervisor::fleet::{fair_shares, FleetConfig, Lease, Member};
+use tidepool_supervisor::fleet::{fair_shares_with_headroom, FleetConfig, Lease, Member};
 
 /// The table every fleet's rows live in; created on first use.
 pub const TABLE: &str = "tidepool_fleet_lease";
@@ -53,6 +53,12 @@ pub trait Leased: Send + Sync {
     /// Connections busy plus callers waiting, now.
     fn demand(&self) -> usize;
     /// Connections open or opening, now.
+    /// The most connections busy plus callers waiting since the last call
+    /// (at least the current demand).
+    fn take_peak_demand(&self) -> usize;
+    /// Callers the acquire queue turned away so far, and the mean hold
+    /// time: callers shed for want of a connection are demand too.
+    fn shed_and_hold(&self) -> (u64, Duration);
     fn held(&self) -> usize;
     fn set_ceiling(&self, ceiling: Option<usize>);
 }
@@ -65,6 +71,15 @@ impl<M: Manager> Leased for Pool<M> {
     fn demand(&self) -> usize {
         let t = self.stats().total;
         t.open - t.idle.min(t.open) + t.waiting
+    }
+
+    fn take_peak_demand(&self) -> usize {
+        Pool::take_peak_demand(self).max(Leased::demand(self))
+    }
+
+    fn shed_and_hold(&self) -> (u64, Duration) {
+        let t = self.stats().total;
+        (t.sheds.iter().flatten().sum(), t.hold.mean())
     }
 
     fn held(&self) -> usize {
@@ -114,6 +129,13 @@ pub struct Coordinator {
     pools: Vec<Arc<dyn Leased>>,
     state: Arc<FleetState>,
     peak_demand: usize,
+    /// Each pool's peak demand since the last renew, and as of the last
+    /// renew (what the split over the pools follows).
+    pool_peaks: Vec<usize>,
+    split_demands: Vec<usize>,
+    /// Each pool's shed count at the last look, and when that was.
+    sheds_seen: Vec<u64>,
+    looked: Instant,
     /// The cap last split over the pools, and each pool's ceiling.
     applied: Option<usize>,
     ceilings: Vec<usize>,
@@ -141,6 +163,10 @@ impl Coordinator {
             pools,
             state,
             peak_demand: 0,
+            pool_peaks: vec![0; n],
+            split_demands: vec![0; n],
+            sheds_seen: vec![0; n],
+            looked: Instant::now(),
             applied: Some(0),
             ceilings: vec![0; n],
             rng,
@@ -167,11 +193,18 @@ impl Coordinator {
                 break;
             }
             let now = Instant::now();
-            self.peak_demand = self.peak_demand.max(self.demand());
+            let peaks = self.look(now);
+            for (kept, p) in self.pool_peaks.iter_mut().zip(&peaks) {
+                *kept = (*kept).max(*p);
+            }
+            self.peak_demand = self.peak_demand.max(peaks.iter().sum());
             if now >= next_renew {
                 self.renew(&mut client).await;
                 self.peak_demand = self.demand();
-                // The split over the pools follows their demand at renews.
+                // The split over the pools follows their peak demand over
+                // the period, at renews.
+                self.split_demands = std::mem::take(&mut self.pool_peaks);
+                self.pool_peaks = self.pools.iter().map(|p| p.demand()).collect();
                 self.applied = None;
                 next_renew = Instant::now() + every.mul_f64(0.9) + self.jitter(every / 5);
             }
@@ -185,6 +218,29 @@ impl Coordinator {
 
     fn demand(&self) -> usize {
         self.pools.iter().map(|p| p.demand()).sum()
+    }
+
+    /// Each pool's demand since the last look: its peak of busy plus
+    /// waiting, plus the callers its queue turned away meanwhile, as the
+    /// connections they would have kept busy (their rate times the mean
+    /// hold). A pool held at its ceiling sheds its overflow on arrival: the
+    /// queue alone would hide the demand that should raise the lease.
+    fn look(&mut self, now: Instant) -> Vec<usize> {
+        let dt = now.saturating_duration_since(self.looked).as_secs_f64();
+        self.looked = now;
+        let mut peaks = Vec::with_capacity(self.pools.len());
+        for (p, seen) in self.pools.iter().zip(self.sheds_seen.iter_mut()) {
+            let (shed, hold) = p.shed_and_hold();
+            let turned = shed.saturating_sub(*seen);
+            *seen = shed;
+            let extra = if dt > 0.0 {
+                (turned as f64 * hold.as_secs_f64() / dt).ceil() as usize
+            } else {
+                0
+            };
+            peaks.push(p.take_peak_demand() + extra);
+        }
+        peaks
     }
 
     fn jitter(&mut self, upto: Duration) -> Duration {
@@ -206,15 +262,25 @@ impl Coordinator {
         if self.applied == Some(cap) {
             return;
         }
-        let demands: Vec<usize> = self.pools.iter().map(|p| p.demand()).collect();
+        let demands = &self.split_demands;
         let held: Vec<usize> = self.pools.iter().map(|p| p.held()).collect();
         let floor = usize::from(cap >= self.pools.len());
-        let mut want = fair_shares(cap, &demands, floor);
+        let headroom = self.lease.config().headroom_pct;
+        let mut want = fair_shares_with_headroom(cap, demands, floor, headroom);
+        // The rest round-robin over the pools with demand (all of them when
+        // none has any): a ceiling on an idle pool opens nothing, and
+        // would only keep a busy one from its bursts.
         let mut left = cap - want.iter().sum::<usize>();
+        let busy: Vec<usize> = (0..want.len()).filter(|&i| demands[i] > 0).collect();
+        let order: Vec<usize> = if busy.is_empty() {
+            (0..want.len()).collect()
+        } else {
+            busy
+        };
         let n = want.len();
         let mut i = 0;
-        while left > 0 && n > 0 {
-            want[i % n] += 1;
+        while left > 0 && !order.is_empty() {
+            want[order[i % order.len()]] += 1;
             left -= 1;
             i += 1;
         }

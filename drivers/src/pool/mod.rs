@@ -453,6 +453,17 @@ impl<M: Manager> Pool<M> {
         let shards = self.inner.shards.iter().map(|s| s.snapshot()).collect();
         PoolStats::from_shards(&self.inner.name, self.max_open(), shards)
     }
+
+    /// The most callers busy or waiting at once since the last call (each
+    /// shard's high-water mark, summed: a burst between two samples of
+    /// `stats` is not missed), and starts the next period.
+    pub fn take_peak_demand(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.peak_demand.swap(0, std::sync::atomic::Ordering::Relaxed) as usize)
+            .sum()
+    }
 }
 
 /// A worker's shard of a pool; handlers acquire from it.

@@ -463,6 +463,13 @@ impl<M: Manager> Shard<M> {
         set(&s.in_use, st.in_use);
         set(&s.opening, st.opening);
         set(&s.waiting, st.queue.len());
+        // One writer (this worker); the reader resets it with a swap. A
+        // peak published just before a reset can be lost, not invented.
+        let demand = (st.in_use + st.queue.len()) as u64;
+        if demand > s.peak_demand.load(std::sync::atomic::Ordering::Relaxed) {
+            s.peak_demand
+                .store(demand, std::sync::atomic::Ordering::Relaxed);
+        }
         set(&s.down, usize::from(st.down));
         set(&s.probing, usize::from(st.probing));
     }

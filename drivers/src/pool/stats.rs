@@ -65,6 +65,9 @@ pub(crate) struct ShardStats {
     pub(crate) in_use: AtomicU64,
     pub(crate) opening: AtomicU64,
     pub(crate) waiting: AtomicU64,
+    /// The most callers busy or waiting at once since the last
+    /// `Pool::take_peak_demand` (what a fleet lease asks for).
+    pub(crate) peak_demand: AtomicU64,
     pub(crate) down: AtomicU64,
     pub(crate) probing: AtomicU64,
     pub(crate) acquires: AtomicU64,

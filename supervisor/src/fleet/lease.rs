@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::share::fair_shares;
+use super::share::fair_shares_with_headroom;
 
 /// A fleet's settings, the same in every instance of it.
 #[derive(Clone, Debug)]
@@ -36,6 +36,12 @@ pub struct FleetConfig {
     pub safe_capacity: usize,
     /// What every live instance is entitled to (default 1).
     pub floor: usize,
+    /// Headroom above an instance's demand (its peak of busy plus waiting
+    /// connections since its last renew), in percent of it, granted from
+    /// budget that no instance's demand takes (default 50): a lease that
+    /// only matched the last peak would queue every burst above it until
+    /// the next renew.
+    pub headroom_pct: usize,
 }
 
 impl FleetConfig {
@@ -46,6 +52,7 @@ impl FleetConfig {
             ttl: Duration::from_secs(10),
             safe_capacity: 1,
             floor: 1,
+            headroom_pct: 50,
         }
     }
 
@@ -184,10 +191,11 @@ impl Lease {
             .filter(|m| !(settled && m.expired_for.is_some_and(|a| a > ttl)))
             .map(|m| m.granted.min(self.cfg.safe_capacity))
             .sum();
-        let shares = fair_shares(
+        let shares = fair_shares_with_headroom(
             self.cfg.budget.saturating_sub(reserved),
             &demands,
             self.cfg.floor,
+            self.cfg.headroom_pct,
         );
         let me = members
             .iter()
@@ -362,10 +370,10 @@ mod tests {
         let mut lease = Lease::new(cfg(), "a");
         let t0 = Instant::now();
         assert_eq!(lease.cap(t0), 0, "nothing before the first lease");
-        let r = lease.plan(&[], 5, 0, t0);
+        let r = lease.plan(&[], 4, 0, t0);
         lease.committed(&r, t0);
         let ttl = lease.config().ttl;
-        assert_eq!(lease.cap(t0 + ttl / 2), 5);
+        assert_eq!(lease.cap(t0 + ttl / 2), 6, "its demand and half again");
         // Trusted for less than the TTL: the database keeps the row longer.
         assert_eq!(lease.cap(t0 + ttl - ttl / 20), 1);
         lease.failed();

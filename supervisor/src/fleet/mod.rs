@@ -8,4 +8,4 @@ pub mod lease;
 pub mod share;
 
 pub use lease::{FleetConfig, Lease, Member, Renewal};
-pub use share::{fair_shares, jain};
+pub use share::{fair_shares, fair_shares_with_headroom, jain};

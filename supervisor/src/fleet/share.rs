@@ -58,6 +58,33 @@ pub fn fair_shares(budget: usize, demands: &[usize], floor: usize) -> Vec<usize>
     shares
 }
 
+/// Shares of `budget` as [`fair_shares`] gives them for `demands`, then
+/// what is left split the same way among members asking for headroom:
+/// `headroom_pct` percent of their demand (rounded up) above it. Headroom
+/// comes second to every member's demand: a member with room to absorb
+/// its bursts never keeps another from what it uses.
+pub fn fair_shares_with_headroom(
+    budget: usize,
+    demands: &[usize],
+    floor: usize,
+    headroom_pct: usize,
+) -> Vec<usize> {
+    let mut shares = fair_shares(budget, demands, floor);
+    let left = budget.saturating_sub(shares.iter().sum());
+    if left == 0 || headroom_pct == 0 {
+        return shares;
+    }
+    let more: Vec<usize> = demands
+        .iter()
+        .zip(&shares)
+        .map(|(d, s)| (d + (d * headroom_pct).div_ceil(100)).saturating_sub(*s))
+        .collect();
+    for (s, e) in shares.iter_mut().zip(fair_shares(left, &more, 0)) {
+        *s += e;
+    }
+    shares
+}
+
 /// Jain's fairness index of `xs` (1 when all equal, 1/n when one has all).
 pub fn jain(xs: &[f64]) -> f64 {
     let sum: f64 = xs.iter().sum();
@@ -71,6 +98,29 @@ pub fn jain(xs: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headroom_comes_from_what_demands_leave() {
+        // One instance asking for 12 of 16, three idle: 12 + 6 headroom,
+        // of which 3 are left after the others' floors.
+        assert_eq!(
+            fair_shares_with_headroom(16, &[12, 0, 0, 0], 1, 50),
+            [13, 1, 1, 1]
+        );
+        // Alone: its demand and half again.
+        assert_eq!(fair_shares_with_headroom(16, &[8], 1, 50), [12]);
+        assert_eq!(fair_shares_with_headroom(16, &[12], 1, 50), [16]);
+        // Headroom never takes from another's demand: 10 + 2 of 16 are
+        // met first, the 4 left go to headroom (5 and 1 asked).
+        assert_eq!(fair_shares_with_headroom(16, &[10, 2], 1, 50), [13, 3]);
+        // Demand above the budget: plain fair shares.
+        assert_eq!(
+            fair_shares_with_headroom(8, &[10, 10], 1, 50),
+            fair_shares(8, &[10, 10], 1)
+        );
+        // No headroom asked: plain fair shares.
+        assert_eq!(fair_shares_with_headroom(16, &[8], 1, 0), [8]);
+    }
 
     #[test]
     fn small_demands_are_met_and_the_rest_is_split_evenly() {
