@@ -581,21 +581,27 @@ mod tests {
         assert_eq!(f.pop(t0 + MS * 1000), Some(0));
     }
 
+    /// A queue standing on four connections (held 20 ms each in the tests
+    /// that use it: one comes free every 5 ms) with `n` waiters of
+    /// `class`; the time it stands from, and a far deadline.
+    fn standing_on_four(n: usize, class: Class) -> (WaitQueue, Instant, Instant) {
+        let (mut q, t0) = queue(QueueMode::Adaptive);
+        q.set_pool(4, true);
+        for k in 0..n {
+            q.push(k, class, t0);
+        }
+        q.served_at_once(t0);
+        let now = t0 + MS * 150;
+        q.served_at_once(now);
+        assert!(q.standing());
+        (q, now, t0 + MS * 10_000)
+    }
+
     #[test]
     fn while_it_stands_a_newcomer_the_more_important_would_keep_past_its_limit_is_turned_away_on_arrival(
     ) {
-        // Four connections held 20 ms each: one comes free every 5 ms.
-        let (mut q, t0) = queue(QueueMode::Adaptive);
-        q.set_pool(4, true);
+        let (mut q, now, deadline) = standing_on_four(5, Class::Critical);
         let hold = MS * 20;
-        let deadline = t0 + MS * 10_000;
-        for k in 0..5 {
-            q.push(k, Class::Critical, t0);
-        }
-        q.shed(t0);
-        let now = t0 + MS * 150;
-        q.shed(now);
-        assert!(q.standing());
         // Five critical waiters ahead: 27.5 ms, past both limits.
         let admit = |q: &mut WaitQueue, class| q.admit(now, deadline, MS, class, hold);
         assert_eq!(admit(&mut q, Class::Sheddable), Err(ShedReason::Standing));
@@ -662,19 +668,9 @@ mod tests {
 
     #[test]
     fn more_important_callers_arriving_while_a_newcomer_waits_count_against_it() {
-        // Four connections held 20 ms: one comes free every 5 ms. Ten
-        // sheddable waiters keep the queue standing.
-        let (mut q, t0) = queue(QueueMode::Adaptive);
-        q.set_pool(4, true);
+        // Ten sheddable waiters keep the queue standing.
+        let (mut q, now, deadline) = standing_on_four(10, Class::Sheddable);
         let hold = MS * 20;
-        let deadline = t0 + MS * 10_000;
-        for k in 0..10 {
-            q.push(k, Class::Sheddable, t0);
-        }
-        q.served_at_once(t0);
-        let now = t0 + MS * 150;
-        q.served_at_once(now);
-        assert!(q.standing());
         // A default newcomer with one default ahead expects 7.5 ms, within
         // its 10 ms limit: the sheddable callers queued in the last
         // interval do not cut in ahead of it.

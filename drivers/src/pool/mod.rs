@@ -262,6 +262,10 @@ pub(crate) struct PoolInner<M: Manager> {
     /// after another shard's succeeded (it began before the database came
     /// back) is stale evidence of an outage.
     pub(crate) connects_ok: AtomicU64,
+    /// `connects_ok` when a shard last found the database out of reach:
+    /// once it has moved on, the outage is over for every shard, even one
+    /// whose own connect (or news of another's) has not landed yet.
+    pub(crate) outage_ok: AtomicU64,
 }
 
 /// The two inputs of a pool's `max_open`.
@@ -345,6 +349,7 @@ impl<M: Manager> Pool<M> {
                 outage: Mutex::new(None),
                 asked_elsewhere: Default::default(),
                 connects_ok: AtomicU64::new(0),
+                outage_ok: AtomicU64::new(0),
             }),
         })
     }

@@ -80,6 +80,12 @@ struct State<C> {
     /// each waiting out `acquire_timeout`, while one connect at a time
     /// probes for its return; the first connect that succeeds clears it.
     down: bool,
+    /// Successful connects pool-wide when this shard went down: once
+    /// another shard's connect has succeeded since, the database is back
+    /// and callers here wait for this shard's own connect instead of
+    /// failing fast (the news that it should dial crosses workers, and a
+    /// caller can arrive before it).
+    down_ok: u64,
     /// While `down`: a probe connect is running or scheduled.
     probing: bool,
     /// While `down`: a caller failed fast since the last probe began. Probes
@@ -411,6 +417,7 @@ impl<M: Manager> Shard<M> {
                 hold_ewma: Duration::ZERO,
                 last_error: None,
                 down: false,
+                down_ok: 0,
                 probing: false,
                 asked: false,
                 borrowing: false,
@@ -514,6 +521,17 @@ impl<M: Manager> Shard<M> {
     /// going on a shard that can dial.
     fn outage_elsewhere(&self, st: &State<M::Conn>) -> Option<String> {
         if st.cap != 0 || st.open() + st.opening + st.remote != 0 || self.closed.get() {
+            return None;
+        }
+        let ok = &self.pool.connects_ok;
+        if ok.load(std::sync::atomic::Ordering::Acquire)
+            != self
+                .pool
+                .outage_ok
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // A connect succeeded since the last shard found the database
+            // down: wait for capacity or a handle instead.
             return None;
         }
         let prober = self.pool_down()?;
@@ -922,9 +940,19 @@ impl<M: Manager> Shard<M> {
     /// capacity, and, the first time, logged and told to the others.
     fn go_down(&self, st: &mut State<M::Conn>, error: &str) {
         *self.pool.outage.lock().unwrap() = Some(error.to_string());
+        self.pool.outage_ok.store(
+            self.pool
+                .connects_ok
+                .load(std::sync::atomic::Ordering::Acquire),
+            std::sync::atomic::Ordering::Release,
+        );
         if !st.down {
             tracing::warn!(pool = %self.pool.name, error, "database unreachable; failing fast while probing");
             st.down = true;
+            st.down_ok = self
+                .pool
+                .connects_ok
+                .load(std::sync::atomic::Ordering::Acquire);
             self.tell_others(|s| s.peer_down());
         }
     }
@@ -1351,7 +1379,21 @@ impl<M: Manager> Shard<M> {
         }
         let key = {
             let mut st = self.state.borrow_mut();
-            if st.down && st.open() == 0 {
+            let back = st.down
+                && self
+                    .pool
+                    .connects_ok
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    != st.down_ok;
+            if back && st.opening == 0 && st.open() < st.cap && !self.closed.get() {
+                // Another shard reached the database since this one went
+                // down: dial now (as `peer_up` will) and wait for it.
+                st.opening += 1;
+                st.probing = true;
+                self.publish(&st);
+                rt::spawn(connect_task(self.clone()));
+            }
+            if st.down && st.open() == 0 && !back {
                 // Everyone fails at once instead of waiting out the
                 // timeout, while one connect at a time (its retries paced
                 // by the back-off, at most `PROBE_INTERVAL` apart) probes
