@@ -52,13 +52,13 @@ pub trait Leased: Send + Sync {
     fn name(&self) -> &str;
     /// Connections busy plus callers waiting, now.
     fn demand(&self) -> usize;
-    /// Connections open or opening, now.
     /// The most connections busy plus callers waiting since the last call
     /// (at least the current demand).
     fn take_peak_demand(&self) -> usize;
     /// Callers the acquire queue turned away so far, and the mean hold
     /// time: callers shed for want of a connection are demand too.
     fn shed_and_hold(&self) -> (u64, Duration);
+    /// Connections open or opening, now.
     fn held(&self) -> usize;
     fn set_ceiling(&self, ceiling: Option<usize>);
 }
@@ -157,6 +157,7 @@ impl Coordinator {
             p.set_ceiling(Some(0));
         }
         let n = pools.len();
+        let sheds_seen = pools.iter().map(|p| p.shed_and_hold().0).collect();
         Coordinator {
             lease: Lease::new(cfg, instance),
             pg,
@@ -165,7 +166,7 @@ impl Coordinator {
             peak_demand: 0,
             pool_peaks: vec![0; n],
             split_demands: vec![0; n],
-            sheds_seen: vec![0; n],
+            sheds_seen,
             looked: Instant::now(),
             applied: Some(0),
             ceilings: vec![0; n],
