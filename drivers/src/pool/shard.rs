@@ -250,18 +250,7 @@ impl<M: Manager> Capacity for Shard<M> {
     /// down shard dials now instead of at its next probe (up to
     /// `PROBE_INTERVAL` away), so every worker recovers within one connect.
     fn peer_up(self: Rc<Self>) {
-        let go = {
-            let mut st = self.state.borrow_mut();
-            // A probe sleeping in `probe_later` finds this connect under
-            // way (or done) and stands down.
-            let go = st.down && st.opening == 0 && st.open() < st.cap && !self.closed.get();
-            if go {
-                st.opening += 1;
-                st.probing = true;
-                self.publish(&st);
-            }
-            go
-        };
+        let go = self.reserve_redial(&mut self.state.borrow_mut());
         if go {
             rt::spawn(connect_task(self.clone()));
         }
@@ -926,6 +915,20 @@ impl<M: Manager> Shard<M> {
         down.then_some(PROBE_INTERVAL)
     }
 
+    /// The database is back while this shard is down: reserves a connect
+    /// (the caller spawns it) unless one is under way or there is no room.
+    /// A probe sleeping in `probe_later` finds this connect under way (or
+    /// done) and stands down.
+    fn reserve_redial(&self, st: &mut State<M::Conn>) -> bool {
+        let go = st.down && st.opening == 0 && st.open() < st.cap && !self.closed.get();
+        if go {
+            st.opening += 1;
+            st.probing = true;
+            self.publish(st);
+        }
+        go
+    }
+
     /// Whether a connect attempt that began when `started` connects had
     /// succeeded pool-wide is stale: another has succeeded since.
     fn stale(&self, started: u64) -> bool {
@@ -1385,12 +1388,9 @@ impl<M: Manager> Shard<M> {
                     .connects_ok
                     .load(std::sync::atomic::Ordering::Acquire)
                     != st.down_ok;
-            if back && st.opening == 0 && st.open() < st.cap && !self.closed.get() {
-                // Another shard reached the database since this one went
-                // down: dial now (as `peer_up` will) and wait for it.
-                st.opening += 1;
-                st.probing = true;
-                self.publish(&st);
+            // Another shard reached the database since this one went down:
+            // dial now (as `peer_up` will) and wait for it.
+            if back && self.reserve_redial(&mut st) {
                 rt::spawn(connect_task(self.clone()));
             }
             if st.down && st.open() == 0 && !back {
