@@ -288,16 +288,19 @@ fn postgres_restart_hands_out_no_dead_idle_connection() {
     assert!(app.stop().success());
 }
 
-/// 16 concurrent requests spread over `paths`: status, time, path.
-fn round(app: &Arc<App>, paths: &'static [&'static str]) -> Vec<(u16, Duration, &'static str)> {
+/// 16 concurrent requests spread over `paths`: status, time, path, body.
+fn round(
+    app: &Arc<App>,
+    paths: &'static [&'static str],
+) -> Vec<(u16, Duration, &'static str, String)> {
     let threads: Vec<_> = (0..16)
         .map(|i| {
             let app = app.clone();
             let path = paths[i % paths.len()];
             std::thread::spawn(move || {
                 let t = Instant::now();
-                let (status, _) = app.get(path);
-                (status, t.elapsed(), path)
+                let (status, body) = app.get(path);
+                (status, t.elapsed(), path, body)
             })
         })
         .collect();

@@ -1316,26 +1316,28 @@ impl<M: Manager> Shard<M> {
         // an outage) wait for the database to answer, not for others to
         // finish; and a shard short of its share while another shard could
         // lend it a unit (or an idle connection) is waiting for capacity.
-        // Neither is overload.
+        // Neither is overload; nor is a shard without capacity of its own
+        // waiting while another shard still opens the pool's connections
+        // (eight workers sharing two connections, at start).
         // (The other shards are read only for a queue longer than this
         // shard serves, the case that can start or keep a standing state:
         // not on every release.)
         let full = st.open() >= st.cap
             && st.opening == 0
-            && (st.queue.len() <= servers || !self.others_could_lend());
+            && (st.queue.len() <= servers || !self.others_could_serve());
         st.queue.set_pool(servers, full);
     }
 
-    /// Whether another shard has capacity it does not use, or an idle
-    /// connection, and nobody waiting for it: what `borrow_capacity` asks
-    /// for.
-    fn others_could_lend(&self) -> bool {
+    /// Whether another shard is still opening a connection, or has
+    /// capacity it does not use or an idle connection with nobody waiting
+    /// for it (what `borrow_capacity` asks for).
+    fn others_could_serve(&self) -> bool {
         let load = |c: &std::sync::atomic::AtomicU64| {
             c.load(std::sync::atomic::Ordering::Relaxed) as usize
         };
         self.others().any(|(_, s)| {
             let unused = load(&s.cap).saturating_sub(load(&s.open) + load(&s.opening));
-            load(&s.waiting) == 0 && (unused > 0 || load(&s.idle) > 0)
+            load(&s.opening) > 0 || (load(&s.waiting) == 0 && (unused > 0 || load(&s.idle) > 0))
         })
     }
 

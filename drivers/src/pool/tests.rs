@@ -39,13 +39,21 @@ struct Fake {
     fail_transient: AtomicBool,
     fail_fatal: AtomicBool,
     panic: AtomicBool,
+    /// How long a connect takes, in milliseconds (0: 200 µs).
+    connect_ms: AtomicU64,
 }
 
 impl Manager for Fake {
     type Conn = FakeConn;
     type Error = FakeError;
     async fn connect(&self) -> Result<FakeConn, FakeError> {
-        time::sleep(Duration::from_micros(200)).await;
+        let ms = self.connect_ms.load(Ordering::Relaxed);
+        time::sleep(if ms == 0 {
+            Duration::from_micros(200)
+        } else {
+            Duration::from_millis(ms)
+        })
+        .await;
         if self.panic.load(Ordering::Relaxed) {
             panic!("connect panics (expected by the test)");
         }
@@ -614,6 +622,58 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
         .map(|(_, s)| s.closes.iter().sum::<u64>())
         .sum();
     assert!(opened - closed <= 2, "open at once: {}", opened - closed);
+}
+
+/// A shard without capacity of its own whose callers wait while another
+/// shard opens the pool's one connection (slowly: a TLS handshake on a
+/// busy machine) is waiting for a connect, not overloaded: none of them is
+/// shed for a standing queue, however long the connect takes.
+#[test]
+fn callers_waiting_for_another_shards_connect_are_not_shed_as_overload() {
+    let mut cfg = config(1);
+    cfg.acquire_timeout = Duration::from_secs(10);
+    cfg.connect_timeout = Duration::from_secs(5);
+    let fake = Fake::default();
+    // Several of the adaptive queue's intervals (100 ms).
+    fake.connect_ms.store(400, Ordering::Relaxed);
+    let pool = Pool::new("slow", cfg, fake, 2).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let (pool, done) = (pool.clone(), done.clone());
+            std::thread::spawn(move || {
+                rt::block_on(async move {
+                    let local = pool.local(i);
+                    let callers = if i == 0 { 1 } else { 4 };
+                    let gets: Vec<_> = (0..callers)
+                        .map(|_| {
+                            let local = local.clone();
+                            rt::spawn(async move {
+                                let r = local.get().await.map(|_c| ());
+                                r.map_err(|e| e.to_string())
+                            })
+                        })
+                        .collect();
+                    let mut results = Vec::new();
+                    for g in gets {
+                        results.push(g.await.expect("the caller's task finished"));
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    // Stay up (lending runs on every worker's loop).
+                    while done.load(Ordering::SeqCst) < 2 {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                    (results, local.stats())
+                })
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (results, stats) = t.join().unwrap();
+        for r in results {
+            assert!(r.is_ok(), "worker {i}: {r:?} ({stats:?})");
+        }
+    }
 }
 
 /// More workers than connections during an outage: the shard that has the
