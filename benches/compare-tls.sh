@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --example hello
 cargo build --release -p tidepool-benches --bin compare_tls --bin peer_hyper_tls
+cargo build --release -p tidepool-loadgen
 exec target/release/compare_tls "$@"

@@ -58,6 +58,47 @@ impl Opts {
     }
 }
 
+/// The open-loop generator's binary (`cargo build --release -p tidepool-loadgen`).
+pub const LOADGEN: &str = "target/release/tidepool-loadgen";
+
+/// Runs the generator, pinned to `cpu`, against `addr` for `secs` seconds
+/// of GET `path` over `connections`; `rate` None is closed loop. Returns
+/// its summary (`summary.json`).
+pub fn loadgen(
+    cpu: usize,
+    addr: &str,
+    path: &str,
+    connections: usize,
+    rate: Option<f64>,
+    secs: u64,
+) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!("tidepool-loadgen-{}", std::process::id()));
+    let rate = rate.map_or("max".to_string(), |r| format!("{r:.0}"));
+    let status = std::process::Command::new(LOADGEN)
+        .args(["run", "--target", &format!("http://{addr}")])
+        .args(["--rate", &rate, "--duration", &format!("{secs}s")])
+        .args(["--path", path, "--connections", &connections.to_string()])
+        .args(["--cpus", &cpu.to_string(), "--no-metrics", "--quiet"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {LOADGEN}: {e}"));
+    assert!(status.success(), "{LOADGEN} failed: {status}");
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary is JSON")
+}
+
+/// The number at `path` in a generator summary.
+pub fn summary_num(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = v;
+    for p in path {
+        v = &v[p];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("summary has no number at {path:?}"))
+}
+
 /// An ephemeral PostgreSQL and redis-server for a database comparison,
 /// pinned to the client's CPU so the app server keeps its own.
 pub fn databases(o: &Opts) -> (tidepool_testkit::PgServer, tidepool_testkit::RedisServer) {

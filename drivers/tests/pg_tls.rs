@@ -1,6 +1,6 @@
 //! PostgreSQL over TLS against a real server with `ssl = on`: each
-//! `sslmode`, certificate checks with the host name, SCRAM channel binding,
-//! and the errors that name their cause.
+//! `sslmode`, certificate checks (the host name, the issuer, the validity
+//! period), SCRAM channel binding, and the errors that name their cause.
 
 use std::sync::OnceLock;
 
@@ -121,6 +121,40 @@ fn certificate_checks_refuse_with_the_cause_and_are_not_retried() {
         assert!(e.to_string().contains("missing.pem"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// A certificate past its validity is refused with the cause named, and
+/// not retried, though the CA and the name are right.
+#[test]
+fn an_expired_certificate_is_refused_with_the_cause() {
+    // Its own server: the certificate changes under it.
+    let pg = PgServer::start_tls().expect("postgres with ssl");
+    let dir = std::env::temp_dir().join(format!("tidepool-pg-expired-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca2 = TestCa::new().unwrap();
+    let roots = Roots::PemFile(ca2.write_pem(&dir, "ca2.pem").unwrap());
+    pg.use_certificate(&ca2.issue_expired(&["127.0.0.1"]).unwrap())
+        .unwrap();
+    let config = cfg(&pg, PgUser::Md5, SslMode::VerifyFull).sslrootcert(roots);
+    block_on(async {
+        // Until the server has read the reload signal, it still shows the
+        // old certificate (from a CA this client does not trust).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let e = loop {
+            let e = Client::connect(&config).await.unwrap_err();
+            if !e.to_string().contains("UnknownIssuer") {
+                break e;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never loaded the new certificate: {e}"
+            );
+            tidepool_engine::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(e.to_string().contains("Expired"), "{e}");
+        assert!(matches!(e, Error::Tls { fatal: true, .. }), "{e:?}");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -129,6 +129,16 @@ impl PgServer {
         self.ca_file.as_deref()
     }
 
+    /// Replaces the server's certificate with `issued` and asks the server
+    /// to reload it (`pg_reload_conf()`): sessions that start once the
+    /// server has read the signal get the new one. A server started with
+    /// TLS only.
+    pub fn use_certificate(&self, issued: &crate::tls::Issued) -> Result<(), TestkitError> {
+        self.write_certificate(issued)?;
+        self.try_psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
     /// `tls`: `None` cleartext only, `Some(required)`.
     fn start_with(tls: Option<bool>) -> Result<PgServer, TestkitError> {
         let bins = PgBinaries::from_env()?;
@@ -311,9 +321,21 @@ impl PgServer {
     /// the data directory, owned by the server's account, key 0600) and
     /// turns `ssl` on.
     fn enable_tls(&mut self) -> Result<(), TestkitError> {
-        use std::os::unix::fs::PermissionsExt;
         let ca = crate::tls::TestCa::new()?;
-        let issued = ca.issue(&["127.0.0.1"])?;
+        self.write_certificate(&ca.issue(&["127.0.0.1"])?)?;
+        let io = |what: &Path, e: std::io::Error| {
+            TestkitError::new(format!("cannot write {}: {e}", what.display()))
+        };
+        let conf = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| io(&conf, e))?;
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text).map_err(|e| io(&conf, e))?;
+        self.ca_file = Some(ca.write_pem(self.proc.dir(), "ca.pem")?);
+        Ok(())
+    }
+
+    fn write_certificate(&self, issued: &crate::tls::Issued) -> Result<(), TestkitError> {
+        use std::os::unix::fs::PermissionsExt;
         let io = |what: &Path, e: std::io::Error| {
             TestkitError::new(format!("cannot write {}: {e}", what.display()))
         };
@@ -329,11 +351,6 @@ impl PgServer {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| io(&path, e))?;
             }
         }
-        let conf = self.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| io(&conf, e))?;
-        text.push_str("\nssl = on\n");
-        std::fs::write(&conf, text).map_err(|e| io(&conf, e))?;
-        self.ca_file = Some(ca.write_pem(self.proc.dir(), "ca.pem")?);
         Ok(())
     }
 

@@ -47,9 +47,23 @@ impl TestCa {
 
     /// A server certificate valid for `names` (host names or IP literals).
     pub fn issue(&self, names: &[&str]) -> Result<Issued, TestkitError> {
-        let params =
+        self.issue_with(names, false)
+    }
+
+    /// A server certificate for `names` that expired (valid during 2020
+    /// only).
+    pub fn issue_expired(&self, names: &[&str]) -> Result<Issued, TestkitError> {
+        self.issue_with(names, true)
+    }
+
+    fn issue_with(&self, names: &[&str], expired: bool) -> Result<Issued, TestkitError> {
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .map_err(err)?;
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         let key = rcgen::KeyPair::generate().map_err(err)?;
         let cert = params.signed_by(&key, &self.cert, &self.key).map_err(err)?;
         Ok(Issued {

@@ -21,9 +21,8 @@
 
 use std::path::Path;
 
-use tidepool_benches::{clock_ticks, cpu_ticks, start_pinned, Opts};
+use tidepool_benches::{clock_ticks, cpu_ticks, start_pinned, summary_num as num, Opts};
 
-const LOADGEN: &str = "target/release/tidepool-loadgen";
 const CONNECTIONS: usize = 64;
 const LOADS: [f64; 3] = [0.25, 0.5, 0.8];
 
@@ -95,42 +94,8 @@ fn contestants(o: &Opts) -> Vec<Contestant> {
 }
 
 /// Runs the generator against `addr`; `rate` None is closed loop.
-/// Returns the summary's JSON.
 fn loadgen(o: &Opts, addr: &str, rate: Option<f64>, secs: u64) -> serde_json::Value {
-    let out = std::env::temp_dir().join(format!("tidepool-latency-{}", std::process::id()));
-    let rate = rate.map_or("max".to_string(), |r| format!("{r:.0}"));
-    let status = std::process::Command::new(LOADGEN)
-        .args(["run", "--target", &format!("http://{addr}")])
-        .args(["--rate", &rate, "--duration", &format!("{secs}s")])
-        .args([
-            "--path",
-            "/plaintext",
-            "--connections",
-            &CONNECTIONS.to_string(),
-        ])
-        .args([
-            "--cpus",
-            &o.client_cpu.to_string(),
-            "--no-metrics",
-            "--quiet",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {LOADGEN}: {e}"));
-    assert!(status.success(), "{LOADGEN} failed: {status}");
-    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).expect("summary is JSON")
-}
-
-fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
-    let mut v = v;
-    for p in path {
-        v = &v[p];
-    }
-    v.as_f64()
-        .unwrap_or_else(|| panic!("summary has no number at {path:?}"))
+    tidepool_benches::loadgen(o.client_cpu, addr, "/plaintext", CONNECTIONS, rate, secs)
 }
 
 /// One open-loop run at `rate` against a freshly started server.

@@ -4,7 +4,11 @@
 //! - a new TLS connection per request (`Connection: close`): the same pair;
 //! - Tidepool's HTTPS vs its own HTTP;
 //! - `/db` with PostgreSQL encrypted (`sslmode=require`) vs cleartext, on
-//!   one ephemeral PostgreSQL with `ssl = on`.
+//!   one ephemeral PostgreSQL with `ssl = on`: closed loop (wrk), then open
+//!   loop at 25% and 50% of the cleartext side's closed-loop rate
+//!   (`tidepool-loadgen`), where both sides do the same work per second
+//!   and the CPU per request compares what TLS costs, not how well each
+//!   side batches at saturation.
 //!
 //! Rounds alternate; ratios are per round, first contestant over second.
 //! The servers are pinned to one CPU, wrk and PostgreSQL to the other.
@@ -15,7 +19,8 @@
 use std::time::Instant;
 
 use tidepool_benches::{
-    clock_ticks, cpu_ticks, median, parse_wrk, pin_pid, start_pinned, Measured, Opts, Server,
+    clock_ticks, cpu_ticks, loadgen, median, parse_wrk, pin_pid, start_pinned, summary_num,
+    Measured, Opts, Server,
 };
 use tidepool_testkit::tls::TestCa;
 use tidepool_testkit::{PgServer, PgUser};
@@ -149,6 +154,7 @@ fn main() {
             &[],
         ),
     ];
+    let mut db_rps = 0.0;
     println!("\n| scenario | A | B | A req/s | B req/s | req/s A/B per round (median) | A CPU us/req | B CPU us/req | CPU A/B per round (median) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (label, pair, conns, extra) in &scenarios {
@@ -175,6 +181,9 @@ fn main() {
             format!("{} ({:.2}x)", list.join(" "), v[v.len() / 2])
         };
         let (a, b) = (median(&runs[0]), median(&runs[1]));
+        if label.starts_with("/db") {
+            db_rps = b.rps;
+        }
         println!(
             "| {label} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} |",
             pair[0].name,
@@ -187,6 +196,75 @@ fn main() {
             ratios(&|m| m.cpu_us_per_req)
         );
     }
+    fixed_rate_db(&o, [db("require", 18098), db("disable", 18099)], db_rps);
     let _ = std::fs::remove_dir_all(&dir);
     o.footer();
+}
+
+/// What one open-loop run measured: server CPU per request, p50 and p99
+/// latency (ms), errors.
+#[derive(Clone, Copy)]
+struct Open {
+    cpu_us: f64,
+    p50: f64,
+    p99: f64,
+    errors: f64,
+}
+
+/// `/db`, TLS against cleartext, open loop at fixed fractions of the
+/// cleartext closed-loop rate `capacity`; rounds alternate the two sides.
+fn fixed_rate_db(o: &Opts, pair: [Side; 2], capacity: f64) {
+    println!("\n/db at fixed offered rates (tidepool-loadgen, 64 connections, open loop):\n");
+    println!("| load | rate | {} CPU us/req | {} CPU us/req | CPU ratio per round (median) | p50 ms (A / B) | p99 ms (A / B) | errors (A / B) |", pair[0].name, pair[1].name);
+    println!("|---|---|---|---|---|---|---|---|");
+    for load in [0.25, 0.5] {
+        let rate = (capacity * load).round();
+        let mut runs: [Vec<Open>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..o.repeat {
+            for (side, out) in pair.iter().zip(runs.iter_mut()) {
+                let addr = side
+                    .url
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/db");
+                let server = start_pinned(side.program, &side.args, o.server_cpu, addr);
+                let pid = server.child.id();
+                loadgen(o.client_cpu, addr, "/db", 64, Some(rate), 1);
+                let t0 = cpu_ticks(pid);
+                let s = loadgen(o.client_cpu, addr, "/db", 64, Some(rate), o.duration);
+                let cpu_us = (cpu_ticks(pid) - t0) as f64 * 1e6 / clock_ticks() as f64;
+                out.push(Open {
+                    cpu_us: cpu_us / summary_num(&s, &["completed"]).max(1.0),
+                    p50: summary_num(&s, &["latency", "p50_ms"]),
+                    p99: summary_num(&s, &["latency", "p99_ms"]),
+                    errors: summary_num(&s, &["errors"]),
+                });
+            }
+        }
+        let mid = |side: usize, f: fn(&Open) -> f64| {
+            let mut v: Vec<f64> = runs[side].iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut ratios: Vec<f64> = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(a, b)| a.cpu_us / b.cpu_us)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let list: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        println!(
+            "| {:.0}% | {rate:.0}/s | {:.2} | {:.2} | {} ({:.2}x) | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} |",
+            load * 100.0,
+            mid(0, |r| r.cpu_us),
+            mid(1, |r| r.cpu_us),
+            list.join(" "),
+            ratios[ratios.len() / 2],
+            mid(0, |r| r.p50),
+            mid(1, |r| r.p50),
+            mid(0, |r| r.p99),
+            mid(1, |r| r.p99),
+            mid(0, |r| r.errors),
+            mid(1, |r| r.errors),
+        );
+    }
 }

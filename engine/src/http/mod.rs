@@ -6,7 +6,7 @@
 
 pub mod chunked;
 pub mod conn;
-mod date;
+pub(crate) mod date;
 pub mod extract;
 pub mod into_response;
 pub mod method;

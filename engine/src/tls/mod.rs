@@ -65,10 +65,47 @@ impl From<rustls::Error> for TlsError {
                 | E::AlertReceived(_)
         );
         let message = match &e {
-            E::InvalidCertificate(c) => format!("TLS: the peer's certificate was refused: {c:?}"),
+            E::InvalidCertificate(c) => {
+                format!("TLS: the peer's certificate was refused: {}", refusal(c))
+            }
             other => format!("TLS: {other}"),
         };
         TlsError { message, fatal }
+    }
+}
+
+/// Why a certificate was refused, in words an operator can act on, ending
+/// with rustls' name for it in brackets.
+fn refusal(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    let date = |t: &rustls::pki_types::UnixTime| {
+        String::from_utf8_lossy(&crate::http::date::render(t.as_secs())).into_owned()
+    };
+    match c {
+        C::ExpiredContext { time, not_after } => format!(
+            "it expired on {} (the time here is {}) [Expired]",
+            date(not_after),
+            date(time)
+        ),
+        C::NotValidYetContext { time, not_before } => format!(
+            "it is not valid before {} (the time here is {}) [NotValidYet]",
+            date(not_before),
+            date(time)
+        ),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "it is not valid for the name {} (it names {}) [NotValidForName]",
+            expected.to_str(),
+            presented.join(", ")
+        ),
+        C::UnknownIssuer => {
+            "its issuer is not among the trusted roots (the CA file, or the system's) \
+             [UnknownIssuer]"
+                .to_string()
+        }
+        other => format!("{other:?}"),
     }
 }
 
