@@ -68,6 +68,7 @@ done
 python3 - "$out" "$secs" $factors <<'PY'
 import json, sys, os
 out, secs = sys.argv[1], float(sys.argv[2])
+tails = {}
 print(f"{'load':>5} {'mode':>9} {'ok/s':>7} {'good/s':>7} {'5xx':>6}   " + "   ".join(f"{c:>9} p50/p99 ms" for c in ("critical", "default", "sheddable")) + "   503s p50/p99 ms (default, sheddable)")
 for f in sys.argv[3:]:
     for mode in ("fifo", "adaptive"):
@@ -85,5 +86,11 @@ for f in sys.argv[3:]:
         for c in ("default", "sheddable"):
             u = cls[c].get("unavailable_latency", {})
             sheds.append(f"{u.get('p50_ms', 0):.1f}/{u.get('p99_ms', 0):.1f}" if cls[c].get("unavailable", 0) else "-")
+            if cls[c].get("unavailable", 0):
+                tails[(f, mode, c)] = (cls[c]["unavailable"], u)
         print(f"{f+'x':>5} {mode:>9} {ok:>7.1f} {s['goodput_rps']:>7.1f} {s['status_5xx']:>6}   " + "   ".join(f"{c:>20}" for c in cols) + "   " + ", ".join(sheds))
+print()
+print("503s in detail (count; p50 / p90 / p99 / p99.9 / max ms):")
+for (f, mode, c), (n, u) in tails.items():
+    print(f"{f+'x':>5} {mode:>9} {c:>9} {n:>6}; " + " / ".join(f"{u.get(k, 0):.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")))
 PY
