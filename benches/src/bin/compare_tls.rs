@@ -15,6 +15,7 @@
 //! Run through `benches/compare-tls.sh`.
 //!
 //! usage: compare_tls [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
+//! (`ONLY=TEXT` in the environment: only the scenarios whose label has TEXT)
 
 use std::time::Instant;
 
@@ -157,7 +158,10 @@ fn main() {
     let mut db_rps = 0.0;
     println!("\n| scenario | A | B | A req/s | B req/s | req/s A/B per round (median) | A CPU us/req | B CPU us/req | CPU A/B per round (median) |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (label, pair, conns, extra) in &scenarios {
+    // `ONLY=TEXT` runs the scenarios whose label contains TEXT (and the
+    // fixed-rate /db runs only when "/db" is among them).
+    let only = std::env::var("ONLY").unwrap_or_default();
+    for (label, pair, conns, extra) in scenarios.iter().filter(|s| s.0.contains(&only)) {
         let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..o.repeat {
             for (side, out) in pair.iter().zip(runs.iter_mut()) {
@@ -196,7 +200,9 @@ fn main() {
             ratios(&|m| m.cpu_us_per_req)
         );
     }
-    fixed_rate_db(&o, [db("require", 18098), db("disable", 18099)], db_rps);
+    if db_rps > 0.0 {
+        fixed_rate_db(&o, [db("require", 18098), db("disable", 18099)], db_rps);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     o.footer();
 }
