@@ -105,6 +105,36 @@ async fn until<M: Manager>(local: &LocalPool<M>, f: impl Fn(&ShardSnapshot) -> b
     }
 }
 
+/// Runs `body(i, local)` on one thread per worker of `pool` (`workers`
+/// of them), each staying up afterwards until all are done (lending runs
+/// on every worker's loop); returns each worker's result and numbers.
+fn on_every_worker<T, F, Fut>(pool: &Pool<Fake>, workers: usize, body: F) -> Vec<(T, ShardSnapshot)>
+where
+    T: Send + 'static,
+    F: Fn(usize, LocalPool<Fake>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = std::sync::Arc::new(body);
+    let threads: Vec<_> = (0..workers)
+        .map(|i| {
+            let (pool, done, body) = (pool.clone(), done.clone(), body.clone());
+            std::thread::spawn(move || {
+                rt::block_on(async move {
+                    let local = pool.local(i);
+                    let out = body(i, local.clone()).await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    while done.load(Ordering::SeqCst) < workers {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                    (out, local.stats())
+                })
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -584,32 +614,16 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
             .collect::<Vec<_>>(),
         [1, 1, 0, 0]
     );
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let threads: Vec<_> = (0..WORKERS)
-        .map(|i| {
-            let (pool, done) = (pool.clone(), done.clone());
-            std::thread::spawn(move || {
-                rt::block_on(async move {
-                    let local = pool.local(i);
-                    let mut served = 0;
-                    for _ in 0..5 {
-                        if local.get().await.is_ok() {
-                            served += 1;
-                        }
-                        time::sleep(Duration::from_millis(2)).await;
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                    // Stay up (lending runs on every worker's loop) until
-                    // all are done.
-                    while done.load(Ordering::SeqCst) < WORKERS {
-                        time::sleep(Duration::from_millis(1)).await;
-                    }
-                    (served, local.stats())
-                })
-            })
-        })
-        .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let results = on_every_worker(&pool, WORKERS, |_, local| async move {
+        let mut served = 0;
+        for _ in 0..5 {
+            if local.get().await.is_ok() {
+                served += 1;
+            }
+            time::sleep(Duration::from_millis(2)).await;
+        }
+        served
+    });
     for (i, (served, s)) in results.iter().enumerate() {
         assert_eq!(*served, 5, "worker {i}: {s:?}");
         assert_eq!(s.acquire_timeouts, 0, "worker {i}");
@@ -637,39 +651,21 @@ fn callers_waiting_for_another_shards_connect_are_not_shed_as_overload() {
     // Several of the adaptive queue's intervals (100 ms).
     fake.connect_ms.store(400, Ordering::Relaxed);
     let pool = Pool::new("slow", cfg, fake, 2).unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let threads: Vec<_> = (0..2)
-        .map(|i| {
-            let (pool, done) = (pool.clone(), done.clone());
-            std::thread::spawn(move || {
-                rt::block_on(async move {
-                    let local = pool.local(i);
-                    let callers = if i == 0 { 1 } else { 4 };
-                    let gets: Vec<_> = (0..callers)
-                        .map(|_| {
-                            let local = local.clone();
-                            rt::spawn(async move {
-                                let r = local.get().await.map(|_c| ());
-                                r.map_err(|e| e.to_string())
-                            })
-                        })
-                        .collect();
-                    let mut results = Vec::new();
-                    for g in gets {
-                        results.push(g.await.expect("the caller's task finished"));
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                    // Stay up (lending runs on every worker's loop).
-                    while done.load(Ordering::SeqCst) < 2 {
-                        time::sleep(Duration::from_millis(1)).await;
-                    }
-                    (results, local.stats())
-                })
+    let results = on_every_worker(&pool, 2, |i, local| async move {
+        let callers = if i == 0 { 1 } else { 4 };
+        let gets: Vec<_> = (0..callers)
+            .map(|_| {
+                let local = local.clone();
+                rt::spawn(async move { local.get().await.map(|_c| ()).map_err(|e| e.to_string()) })
             })
-        })
-        .collect();
-    for (i, t) in threads.into_iter().enumerate() {
-        let (results, stats) = t.join().unwrap();
+            .collect();
+        let mut results = Vec::new();
+        for g in gets {
+            results.push(g.await.expect("the caller's task finished"));
+        }
+        results
+    });
+    for (i, (results, stats)) in results.into_iter().enumerate() {
         for r in results {
             assert!(r.is_ok(), "worker {i}: {r:?} ({stats:?})");
         }
