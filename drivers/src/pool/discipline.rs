@@ -86,6 +86,36 @@ impl Default for QueueConfig {
     }
 }
 
+impl QueueConfig {
+    /// How long waiter `e` may wait while the queue stands before it is
+    /// shed (`None`: never). One admitted by the arrival check was
+    /// expected to make its class's limit, and misses it by chance: more
+    /// important callers arrived in a cluster and took the next few
+    /// connections. It is given the interval: a later 200 rather than a
+    /// slow 503. (Given twice its limit instead, the default class's 503s
+    /// at 2x overload took 25 ms at p99 against 1.4 ms.) One queued before
+    /// the queue stood had no such check: past the limit, it is the
+    /// backlog that keeps fresh callers waiting.
+    fn shed_after(&self, e: &Entry) -> Option<Duration> {
+        let limit = self.limit(e.class)?;
+        Some(if e.checked {
+            limit.max(self.interval)
+        } else {
+            limit
+        })
+    }
+
+    /// How long a waiter of `class` may wait while the queue stands
+    /// (`None`: never shed for standing).
+    fn limit(&self, class: Class) -> Option<Duration> {
+        match class {
+            Class::Critical => None,
+            Class::Default => Some(self.target * 2),
+            Class::Sheddable => Some(self.target),
+        }
+    }
+}
+
 /// How much a caller's work matters when the pool is overloaded. Chosen
 /// per call (`LocalPool::get_as`) or per route (`PoolConfig::classes`,
 /// read by `get_for`); written `critical`, `default`, `sheddable` in
@@ -305,7 +335,7 @@ impl WaitQueue {
             return Err(ShedReason::Deadline);
         }
         self.roll(now);
-        if let (true, Some(limit)) = (self.standing, self.limit(class)) {
+        if let (true, Some(limit)) = (self.standing, self.cfg.limit(class)) {
             // Connections come free every `hold / servers` on average, the
             // first after half of that: the last of the `ahead` waiters
             // and the newcomer gets the (ahead+1)-th, later by the share
@@ -320,6 +350,7 @@ impl WaitQueue {
             let in_time = |e: &&Entry| {
                 e.class != class
                     || self
+                        .cfg
                         .shed_after(e)
                         .is_none_or(|l| now.saturating_duration_since(e.since) <= l)
             };
@@ -349,34 +380,6 @@ impl WaitQueue {
             }
         }
         Ok(())
-    }
-
-    /// How long waiter `e` may wait while the queue stands before it is
-    /// shed (`None`: never). One admitted by the arrival check was
-    /// expected to make its class's limit, and misses it by chance: more
-    /// important callers arrived in a cluster and took the next few
-    /// connections. It is given the interval: a later 200 rather than a
-    /// slow 503. (Given twice its limit instead, the default class's 503s
-    /// at 2x overload took 25 ms at p99 against 1.4 ms.) One queued before
-    /// the queue stood had no such check: past the limit, it is the
-    /// backlog that keeps fresh callers waiting.
-    fn shed_after(&self, e: &Entry) -> Option<Duration> {
-        let limit = self.limit(e.class)?;
-        Some(if e.checked {
-            limit.max(self.cfg.interval)
-        } else {
-            limit
-        })
-    }
-
-    /// How long a waiter of `class` may wait while the queue stands
-    /// (`None`: never shed for standing).
-    fn limit(&self, class: Class) -> Option<Duration> {
-        match class {
-            Class::Critical => None,
-            Class::Default => Some(self.cfg.target * 2),
-            Class::Sheddable => Some(self.cfg.target),
-        }
     }
 
     /// Queues waiter `key`.
@@ -436,12 +439,10 @@ impl WaitQueue {
         if !self.standing {
             return Vec::new();
         }
-        let limits: Vec<Option<Duration>> =
-            self.entries.iter().map(|e| self.shed_after(e)).collect();
-        let mut limits = limits.into_iter();
+        let cfg = &self.cfg;
         let mut out = Vec::new();
         self.entries.retain(|e| {
-            let Some(limit) = limits.next().flatten() else {
+            let Some(limit) = cfg.shed_after(e) else {
                 return true;
             };
             if now.saturating_duration_since(e.since) > limit {
