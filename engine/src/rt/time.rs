@@ -1,13 +1,17 @@
 //! Per-worker timers: a binary heap of deadlines over a slab of entries.
 //!
 //! The ring waits with a timeout equal to the earliest deadline, so timers
-//! cost no SQEs. Moving a deadline later (the common case: a keep-alive
-//! connection that just served a request) only writes a field; the heap
-//! entry is re-pushed lazily when its old deadline comes up. Moving one
-//! earlier, or removing a timer, leaves a stale heap item behind; when
-//! stale items outnumber live timers the heap is rebuilt from the live
-//! ones, so its size is bounded by the number of timers, never by the
-//! request rate (a connection moves its deadline twice per request).
+//! cost no SQEs. A timer's heap item may come up before its deadline:
+//! moving a deadline anywhere not earlier than the item already queued
+//! only writes a field, and the item is re-pushed at the real deadline
+//! when it comes up. A keep-alive connection moves its deadline twice per
+//! request, earlier to the write timeout and back to the idle timeout;
+//! the write deadlines only ever move later, so after the first request
+//! neither move pushes: about one push per connection per write timeout,
+//! not one per request. Moving a deadline before its queued item, or
+//! removing a timer, leaves a stale heap item behind; when stale items
+//! outnumber live timers the heap is rebuilt from the live ones, so its
+//! size is bounded by the number of timers, never by the request rate.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +26,9 @@ use super::executor::{try_with_core, with_core};
 
 struct Entry {
     deadline: Instant,
+    /// When this timer's live heap item comes up: never after `deadline`
+    /// (meaningless once fired, when it has none).
+    queued: Instant,
     generation: u64,
     waker: Option<Waker>,
     fired: bool,
@@ -42,6 +49,7 @@ impl Timers {
         self.generation += 1;
         let key = self.entries.insert(Entry {
             deadline,
+            queued: deadline,
             generation: self.generation,
             waker: None,
             fired: false,
@@ -52,12 +60,14 @@ impl Timers {
 
     fn reset(&mut self, key: usize, deadline: Instant) {
         let entry = &mut self.entries[key];
-        let earlier = deadline < entry.deadline;
         entry.deadline = deadline;
-        if entry.fired || earlier {
+        // A deadline at or after the queued item waits for that item to
+        // come up (see `fire`); only one before it needs a push.
+        if entry.fired || deadline < entry.queued {
             // The old heap item is now stale: a new generation retires it.
             self.generation += 1;
             entry.generation = self.generation;
+            entry.queued = deadline;
             entry.fired = false;
             self.push(deadline, key, self.generation);
         }
@@ -80,9 +90,12 @@ impl Timers {
         items.clear();
         items.extend(
             self.entries
-                .iter()
+                .iter_mut()
                 .filter(|(_, e)| !e.fired)
-                .map(|(key, e)| Reverse((e.deadline, key, e.generation))),
+                .map(|(key, e)| {
+                    e.queued = e.deadline;
+                    Reverse((e.deadline, key, e.generation))
+                }),
         );
         // Give back what a burst of stale items grew.
         items.shrink_to(2 * items.len() + STALE_SLACK);
@@ -113,6 +126,7 @@ impl Timers {
             }
             if entry.deadline > now {
                 // Moved later since it was pushed: wait for the new deadline.
+                entry.queued = entry.deadline;
                 self.heap.push(Reverse((entry.deadline, key, generation)));
                 continue;
             }
@@ -285,7 +299,8 @@ mod tests {
         let conns: Vec<usize> = (0..64)
             .map(|i| t.insert(base + Duration::from_secs(60) + Duration::from_millis(i)))
             .collect();
-        let bound = 2 * conns.len() + STALE_SLACK + 1;
+        // Live timers: the connections and one operation's.
+        let bound = 2 * (conns.len() + 1) + STALE_SLACK;
         for round in 0..10_000u64 {
             let now = base + Duration::from_micros(round);
             for &c in &conns {
@@ -307,6 +322,58 @@ mod tests {
         }
         t.insert(base);
         assert!(t.heap_len() <= STALE_SLACK + 1);
+    }
+
+    /// The keep-alive pattern: after the first request, moving the deadline
+    /// earlier to a write deadline that itself only moves later pushes
+    /// nothing, so the heap holds one live and at most one stale item per
+    /// connection however many requests pass.
+    #[test]
+    fn keep_alive_deadline_moves_push_once_per_write_timeout() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let conns: Vec<usize> = (0..64)
+            .map(|_| t.insert(base + Duration::from_secs(60)))
+            .collect();
+        for round in 0..10_000u64 {
+            let now = base + Duration::from_micros(round);
+            for &c in &conns {
+                t.reset(c, now + Duration::from_secs(10));
+                t.reset(c, now + Duration::from_secs(60));
+            }
+        }
+        assert_eq!(t.heap_len(), 2 * conns.len());
+        // The item at the first write deadline comes up early: nothing
+        // fires, and each timer is re-queued at its real deadline.
+        let last = base + Duration::from_micros(9_999);
+        t.fire(base + Duration::from_secs(11));
+        assert!(conns.iter().all(|&c| !t.entries[c].fired));
+        // The stale items from before the first request come up and go.
+        t.fire(base + Duration::from_secs(60));
+        assert!(conns.iter().all(|&c| !t.entries[c].fired));
+        assert_eq!(t.next_deadline(), Some(last + Duration::from_secs(60)));
+        t.fire(last + Duration::from_secs(60));
+        assert!(conns.iter().all(|&c| t.entries[c].fired));
+    }
+
+    /// A deadline moved earlier, but not before the item already queued,
+    /// still fires at the new deadline, not the old one.
+    #[test]
+    fn an_earlier_move_behind_the_queued_item_fires_on_time() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let ms = |n| base + Duration::from_millis(n);
+        let a = t.insert(ms(10));
+        t.reset(a, ms(30)); // queued item stays at 10
+        t.reset(a, ms(20)); // earlier than 30, not before 10: no push
+        assert_eq!(t.heap_len(), 1);
+        t.fire(ms(15));
+        assert!(!t.entries[a].fired);
+        assert_eq!(t.next_deadline(), Some(ms(20)));
+        t.fire(ms(19));
+        assert!(!t.entries[a].fired);
+        t.fire(ms(20));
+        assert!(t.entries[a].fired);
     }
 
     #[test]
