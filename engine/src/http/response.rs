@@ -144,9 +144,19 @@ impl From<&'static str> for Response {
 
 /// Appends the decimal form of `n` without allocating.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    // Digits are pushed lowest first and reversed in place: a copy of a
-    // runtime-length slice is a `memmove` call, which for the two or three
-    // digits of a Content-Length cost more than the rest of this.
+    // Lengths under 1,000 (most bodies) are copied as fixed-size arrays,
+    // which compile to plain stores: a copy of a runtime-length slice is a
+    // `memmove` call, which for two or three digits costs more than the
+    // digits. Longer numbers are pushed lowest first and reversed in place.
+    let digit = |d: u64| b'0' + d as u8;
+    match n {
+        0..=9 => return out.push(digit(n)),
+        10..=99 => return out.extend_from_slice(&[digit(n / 10), digit(n % 10)]),
+        100..=999 => {
+            return out.extend_from_slice(&[digit(n / 100), digit(n / 10 % 10), digit(n % 10)])
+        }
+        _ => {}
+    }
     let start = out.len();
     loop {
         out.push(b'0' + (n % 10) as u8);
@@ -205,12 +215,21 @@ pub(crate) struct Framing {
 /// framing (the handler's framing headers are left out: see `police`).
 pub(crate) fn encode(resp: &Response, date: &[u8], framing: Framing, out: &mut Vec<u8>) {
     let body = resp.body.as_bytes();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.status.as_u16()));
-    out.push(b' ');
-    out.extend_from_slice(resp.status.reason().as_bytes());
-    out.extend_from_slice(b"\r\nServer: tidepool\r\nDate: ");
-    out.extend_from_slice(date);
+    // Constant-length copies compile to plain stores; most responses are
+    // 200s with an IMF-fixdate (29 bytes), so those take that path.
+    if resp.status == Status::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidepool\r\nDate: ");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(resp.status.as_u16()));
+        out.push(b' ');
+        out.extend_from_slice(resp.status.reason().as_bytes());
+        out.extend_from_slice(b"\r\nServer: tidepool\r\nDate: ");
+    }
+    match <&[u8; 29]>::try_from(date) {
+        Ok(fixed) => out.extend_from_slice(fixed),
+        Err(_) => out.extend_from_slice(date),
+    }
     if let Some(ct) = resp.content_type {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
@@ -363,7 +382,7 @@ mod tests {
 
     #[test]
     fn decimal() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 42, 99, 100, 305, 999, 1000, 12345, u64::MAX] {
             let mut v = Vec::new();
             push_decimal(&mut v, n);
             assert_eq!(v, n.to_string().into_bytes());
