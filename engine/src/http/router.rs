@@ -230,6 +230,8 @@ struct Route<S> {
     /// As written (`/todos/{id}`): the route's label in metrics.
     pattern: String,
     segments: Vec<Segment>,
+    /// No parameters: the route matches by comparing the whole path.
+    literal: bool,
     handler: Handler<S>,
 }
 
@@ -299,6 +301,7 @@ impl<S: 'static> Router<S> {
             method,
             pattern: path.to_string(),
             segments,
+            literal: params == 0,
             handler,
         });
         self
@@ -501,6 +504,11 @@ impl<S: 'static> Router<S> {
     fn matches<'p>(route: &'p Route<S>, path: &'p str, params: &mut Params<'p>) -> bool {
         params.len = 0;
         let mut rest = path.strip_prefix('/').unwrap_or(path);
+        if route.literal {
+            // What the walk below decides for literal segments, in one
+            // comparison: the pattern's segments are its text after '/'.
+            return rest == &route.pattern[1..];
+        }
         let mut segs = route.segments.iter();
         loop {
             let seg = segs.next();
@@ -639,6 +647,40 @@ mod tests {
             404
         );
         assert_eq!(r.find("GET", "/nope", &mut p).err().unwrap().status, 404);
+    }
+
+    /// A route without parameters matches by one comparison; it must
+    /// decide exactly what the segment walk decides.
+    #[test]
+    fn a_literal_route_matches_what_its_segments_match() {
+        let patterns = ["/", "/plaintext", "/a/b", "/a//b", "/a/"];
+        let paths = [
+            "",
+            "/",
+            "//",
+            "plaintext",
+            "/plaintext",
+            "/plaintext/",
+            "//plaintext",
+            "/a/b",
+            "a/b",
+            "/a/b/",
+            "/a//b",
+            "/a/",
+            "/a",
+            "/ab",
+        ];
+        for pattern in patterns {
+            let r = Router::new(()).get_sync(pattern, |_, _| Response::text("x"));
+            let mut walked = Router::new(()).get_sync(pattern, |_, _| Response::text("x"));
+            walked.routes[0].literal = false;
+            for path in paths {
+                let mut p = Params::default();
+                let fast = Router::matches(&r.routes[0], path, &mut p);
+                let slow = Router::matches(&walked.routes[0], path, &mut p);
+                assert_eq!(fast, slow, "route {pattern:?}, path {path:?}");
+            }
+        }
     }
 
     #[test]
