@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use super::chunked::{ChunkedDecoder, ChunkedLimits, Progress};
 use super::parse::{
-    find_head_end, parse_request, BodyFraming, Header, ParseError, Parsed, RequestHead, Version,
+    find_head_end, parse_request, BodyFraming, Header, Limits, ParseError, Parsed, RequestHead,
+    Version,
 };
 use super::response::{encode, police, Framing, Response};
 use super::server::HttpConfig;
@@ -202,9 +203,12 @@ impl<'c> Conn<'c> {
                 Err(e) => return self.reject_with(Response::error(e.status(), e.reason())),
             }
         }
-        let limit = cfg.limits.max_headers.min(MAX_HEADERS);
         let avail = &self.rbuf[self.off..];
-        if let BodyState::Head = self.body {
+        // A head seen whole on its first look (most are) is parsed at once,
+        // in one pass. Only after a first look found it partial (`scanned`
+        // is then non-zero) do later reads scan just their new bytes for
+        // its end before parsing again.
+        if let (BodyState::Head, 1..) = (&self.body, self.scanned) {
             if find_head_end(avail, self.scanned.saturating_sub(3)).is_none() {
                 self.scanned = avail.len();
                 // Over the limits, the parser names the error (414/431/400)
@@ -213,15 +217,8 @@ impl<'c> Conn<'c> {
                 // than after a timeout. Each check parses the head at most
                 // once per request, so a client sending it a byte at a time
                 // costs O(n), not a parse of the whole head per read.
-                let line_ended = !self.line_checked && memchr::memchr(b'\n', avail).is_some();
-                self.line_checked |= line_ended;
-                let over = if self.line_checked {
-                    avail.len() >= cfg.limits.max_head_bytes
-                } else {
-                    avail.len() > cfg.limits.max_request_line
-                };
-                if line_ended || over {
-                    if let Err(e) = parse_head(avail, few, many, limit, cfg) {
+                if checkable(avail, &mut self.line_checked, &cfg.limits) {
+                    if let Err(e) = parse_head(avail, few, many, &cfg.limits) {
                         self.closing = true;
                         return Next::Reject(Response::error(e.status(), e.reason()));
                     }
@@ -230,9 +227,29 @@ impl<'c> Conn<'c> {
             }
             self.scanned = 0;
         }
-        let head = match parse_head(avail, few, many, limit, cfg) {
+        let head = match parse_head(avail, few, many, &cfg.limits) {
             Ok(Parsed::Complete(h)) => h,
-            Ok(Parsed::Partial) => return Next::Wait,
+            Ok(Parsed::Partial) => {
+                if let BodyState::Head = self.body {
+                    // The parse just checked all of it (limits included):
+                    // the next read's scan starts where this one ended.
+                    self.scanned = avail.len();
+                    self.line_checked |= memchr::memchr(b'\n', avail).is_some();
+                }
+                return Next::Wait;
+            }
+            // A head that has not ended may fail to parse only because it
+            // is incomplete (a lone CR of a CRLF before the request line):
+            // it is judged as partial heads are above, which refuse it only
+            // once its request line has ended or it is over the limits.
+            Err(_)
+                if matches!(self.body, BodyState::Head)
+                    && find_head_end(avail, 0).is_none()
+                    && !checkable(avail, &mut self.line_checked, &cfg.limits) =>
+            {
+                self.scanned = avail.len();
+                return Next::Wait;
+            }
             Err(e) => {
                 self.closing = true;
                 return Next::Reject(Response::error(e.status(), e.reason()));
@@ -471,24 +488,39 @@ impl<'c> Conn<'c> {
     }
 }
 
+/// Whether a partial head is parsed to look for errors now: once its
+/// request line has ended (the first time), or once it is over the limits.
+/// Notes in `line_checked` that the line has ended.
+fn checkable(avail: &[u8], line_checked: &mut bool, limits: &Limits) -> bool {
+    let line_ended = !*line_checked && memchr::memchr(b'\n', avail).is_some();
+    *line_checked |= line_ended;
+    let over = if *line_checked {
+        avail.len() >= limits.max_head_bytes
+    } else {
+        avail.len() > limits.max_request_line
+    };
+    line_ended || over
+}
+
 /// Parses a request head into `few` slots, or, when it has more fields
-/// than those and `limit` allows more, into `MAX_HEADERS` slots made then.
-fn parse_head<'b, 'h>(
+/// than those and the limits allow more, into `MAX_HEADERS` slots made
+/// then: most requests never pay for initialising the large array.
+pub(crate) fn parse_head<'b, 'h>(
     avail: &'b [u8],
     few: &'h mut [Header<'b>; FEW_HEADERS],
     many: &'h mut Option<[Header<'b>; MAX_HEADERS]>,
-    limit: usize,
-    cfg: &HttpConfig,
+    limits: &Limits,
 ) -> Result<Parsed<RequestHead<'b, 'h>>, ParseError> {
+    let limit = limits.max_headers.min(MAX_HEADERS);
     if limit <= FEW_HEADERS {
-        return parse_request(avail, &mut few[..limit], &cfg.limits);
+        return parse_request(avail, &mut few[..limit], limits);
     }
-    let first = parse_request(avail, &mut few[..], &cfg.limits);
+    let first = parse_request(avail, &mut few[..], limits);
     if !matches!(first, Err(ParseError::TooManyHeaders)) {
         return first;
     }
     let slots = many.insert([Header::EMPTY; MAX_HEADERS]);
-    parse_request(avail, &mut slots[..limit], &cfg.limits)
+    parse_request(avail, &mut slots[..limit], limits)
 }
 
 /// An emptied output buffer, kept for the next responses unless a large

@@ -3,7 +3,8 @@
 //! error renderer, framing, encode). For instruction-count benchmarks and
 //! tests of what a request becomes; the server itself runs `conn.rs`.
 
-use super::parse::{parse_request, Header, Limits, ParseError, Parsed};
+use super::conn::{parse_head, FEW_HEADERS};
+use super::parse::{Header, Limits, ParseError, Parsed};
 use super::response::{encode, police, Framing};
 use super::router::{Dispatch, Params, Request, Router};
 use super::status::Status;
@@ -19,8 +20,10 @@ pub fn respond<S: 'static>(
     date: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<usize, ParseError> {
-    let mut headers = [Header::EMPTY; 64];
-    let head = match parse_request(buf, &mut headers, &Limits::default())? {
+    // The header slots as the connection makes them (see `parse_head`).
+    let mut few = [Header::EMPTY; FEW_HEADERS];
+    let mut many = None;
+    let head = match parse_head(buf, &mut few, &mut many, &Limits::default())? {
         Parsed::Complete(h) => h,
         Parsed::Partial => return Ok(0),
     };
