@@ -105,8 +105,10 @@ impl<'b> RequestHead<'b, '_> {
     /// §3.2.2) gives its path, `/` when it has none.
     #[inline]
     pub fn path(&self) -> &'b str {
-        let path = match self.target.split_once('?') {
-            Some((path, _)) => path,
+        // memchr rather than `split_once('?')`: core's char search costs
+        // about a hundred instructions on a short path, every request.
+        let path = match memchr::memchr(b'?', self.target.as_bytes()) {
+            Some(q) => &self.target[..q],
             None => self.target,
         };
         if path.starts_with('/') {
@@ -117,7 +119,7 @@ impl<'b> RequestHead<'b, '_> {
 
     /// The target after the first '?', if there is one (possibly empty).
     pub fn query(&self) -> Option<&'b str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        memchr::memchr(b'?', self.target.as_bytes()).map(|q| &self.target[q + 1..])
     }
 }
 

@@ -143,6 +143,7 @@ impl From<&'static str> for Response {
 }
 
 /// Appends the decimal form of `n` without allocating.
+#[inline]
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     // Lengths under 1,000 (most bodies) are copied as fixed-size arrays,
     // which compile to plain stores: a copy of a runtime-length slice is a
