@@ -155,7 +155,11 @@ fn parse_resp(buf: &[u8]) -> Option<(Resp, usize)> {
 
 /// Reads exactly `n` responses from a keep-alive connection.
 fn read_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
-    let mut buf = Vec::new();
+    read_responses_after(s, Vec::new(), n)
+}
+
+/// As `read_responses`, when the first `buf` bytes were already read.
+fn read_responses_after(s: &mut TcpStream, mut buf: Vec<u8>, n: usize) -> Vec<Resp> {
     let mut out = Vec::new();
     let mut tmp = [0u8; 65536];
     while out.len() < n {
@@ -518,6 +522,45 @@ fn write_timeout_drops_a_client_that_never_reads() {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(s);
+    server.shutdown();
+}
+
+/// Responses are sent without waking the connection's task when they go
+/// out in full while it waits for the next request. A response too large
+/// for one send must still wake it for the rest, and a request that
+/// arrives while a send is in flight must still be answered once that
+/// send ends: with a write timeout far beyond the client's 10 s read
+/// timeout, a missed wake-up fails the read instead of waiting it out.
+#[test]
+fn large_and_overlapping_responses_are_not_held_back() {
+    let config = HttpConfig {
+        write_timeout: Duration::from_secs(120),
+        idle_timeout: Duration::from_secs(120),
+        ..HttpConfig::default()
+    };
+    let (server, _rx) = start(config);
+    let mut s = connect(server.local_addr());
+    let big = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+    for _ in 0..2 {
+        s.write_all(big).unwrap();
+        let r = read_responses(&mut s, 1);
+        assert_eq!((r[0].status, r[0].body.len()), (200, 4 << 20));
+    }
+    // The next request arrives while 16 MiB of responses, more than the
+    // socket buffers hold, are still going out: their first bytes are
+    // here, the rest waits for this client to read.
+    for _ in 0..3 {
+        s.write_all(&big.repeat(4)).unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = s.read(&mut first).expect("the responses start");
+        first.truncate(n);
+        s.write_all(GET).unwrap();
+        let r = read_responses_after(&mut s, first, 5);
+        for big in &r[..4] {
+            assert_eq!((big.status, big.body.len()), (200, 4 << 20));
+        }
+        assert_eq!((r[4].status, &r[4].body[..]), (200, &b"Hello, World!"[..]));
+    }
     server.shutdown();
 }
 

@@ -345,7 +345,12 @@ impl<S: 'static> Driver<'_, S> {
         } else {
             write_deadline.min(read_deadline)
         });
-        let mut write = pin!(self.stream.write_all(wbuf));
+        // While the next input is awaited too, a send that goes out in full
+        // does not wake this task: the input's arrival (or the timer, or a
+        // shutdown) finds it done. That saves a wake-up and a poll per
+        // response. Waiting on the send alone, the task has it wake it.
+        let quiet = Cell::new(true);
+        let mut write = pin!(self.stream.write_all_quiet(wbuf, &quiet));
         // Over TLS the ciphertext is received apart and decrypted into the
         // input buffer below.
         let tls = self.tls.is_some();
@@ -365,20 +370,29 @@ impl<S: 'static> Driver<'_, S> {
         let timer = &mut self.timer;
         let stats = &*self.shared.stats;
         let outcome = std::future::poll_fn(|cx| {
-            if !write_done {
-                if let Poll::Ready((res, buf)) = write.as_mut().poll(cx) {
-                    if res.is_err() {
-                        return Poll::Ready(Some(ReadEvent::WriteFailed));
+            loop {
+                if !write_done {
+                    quiet.set(got.is_none());
+                    if let Poll::Ready((res, buf)) = write.as_mut().poll(cx) {
+                        if res.is_err() {
+                            return Poll::Ready(Some(ReadEvent::WriteFailed));
+                        }
+                        sent = Some(buf);
+                        write_done = true;
+                        timer.reset(read_deadline);
                     }
-                    sent = Some(buf);
-                    write_done = true;
-                    timer.reset(read_deadline);
                 }
-            }
-            if got.is_none() {
-                if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                    got = Some(r);
+                if got.is_none() {
+                    if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                        got = Some(r);
+                        if !write_done {
+                            // Now waiting on the send alone: poll it again,
+                            // so that its completion wakes this task.
+                            continue;
+                        }
+                    }
                 }
+                break;
             }
             if write_done && got.is_some() {
                 // The input buffer is handed back below.
@@ -401,7 +415,18 @@ impl<S: 'static> Driver<'_, S> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if idle && write_done && got.is_none() && Pin::new(&mut *shutdown).poll(cx).is_ready() {
+            if idle && got.is_none() && Pin::new(&mut *shutdown).poll(cx).is_ready() {
+                if !write_done {
+                    // Finish the send first, woken by its completion.
+                    quiet.set(false);
+                    match write.as_mut().poll(cx) {
+                        Poll::Ready((Ok(()), buf)) => sent = Some(buf),
+                        Poll::Ready((Err(_), _)) => {
+                            return Poll::Ready(Some(ReadEvent::WriteFailed))
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 return Poll::Ready(Some(ReadEvent::Shutdown));
             }
             Poll::Pending

@@ -521,11 +521,28 @@ impl TcpStream {
         buf: Vec<u8>,
         from: usize,
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        self.write_from_quiet(buf, from, None)
+    }
+
+    /// [`write_from`](Self::write_from); while `quiet` holds, a send that
+    /// goes out in full does not wake the task (see
+    /// [`write_all_quiet`](Self::write_all_quiet)).
+    fn write_from_quiet<'q>(
+        &self,
+        buf: Vec<u8>,
+        from: usize,
+        quiet: Option<&'q Cell<bool>>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + 'q {
+        let full = i32::try_from(buf.len() - from.min(buf.len())).ok();
         let started = self.start_write(buf, from);
         async move {
             match started {
-                Started::Ring(op) => {
-                    let (c, (_fd, buf)) = op.await;
+                Started::Ring(mut op) => {
+                    let (c, (_fd, buf)) = poll_fn(|cx| {
+                        let q = full.filter(|_| quiet.is_some_and(Cell::get));
+                        op.poll_quiet(cx, q)
+                    })
+                    .await;
                     (c.into_result().map(|n| n as usize), buf)
                 }
                 Started::Readiness(io, buf) => {
@@ -553,10 +570,34 @@ impl TcpStream {
 
     /// Sends all of `buf`.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.write_all_with(buf, None).await
+    }
+
+    /// [`write_all`](Self::write_all) for a task that waits on something
+    /// else at the same time (a connection sends responses while it waits
+    /// for the next request): while `quiet` holds when this is polled, a
+    /// send that goes out in full completes without waking the task, which
+    /// finds it done when that other thing (or a timer) wakes it. That
+    /// saves a wake-up and a poll per response. A short send or an error
+    /// wakes the task as usual (the rest must be sent). Set `quiet` false
+    /// and poll again before waiting on this send alone.
+    pub async fn write_all_quiet(
+        &self,
+        buf: Vec<u8>,
+        quiet: &Cell<bool>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        self.write_all_with(buf, Some(quiet)).await
+    }
+
+    async fn write_all_with(
+        &self,
+        buf: Vec<u8>,
+        quiet: Option<&Cell<bool>>,
+    ) -> (io::Result<()>, Vec<u8>) {
         let mut buf = buf;
         let mut sent = 0;
         while sent < buf.len() {
-            let (res, b) = self.write_from(buf, sent).await;
+            let (res, b) = self.write_from_quiet(buf, sent, quiet).await;
             buf = b;
             match res {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),

@@ -75,7 +75,20 @@ impl<T: 'static> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Op holds no self-references, so it is Unpin.
-        let this = self.get_mut();
+        self.get_mut().poll_quiet(cx, None)
+    }
+}
+
+impl<T: 'static> Op<T> {
+    /// Polls the operation; while it waits, a completion with result
+    /// `quiet` will not wake the task (see `Slots::set_quiet`): the task
+    /// finds it done when it is next polled for another reason.
+    pub(crate) fn poll_quiet(
+        &mut self,
+        cx: &mut Context<'_>,
+        quiet: Option<i32>,
+    ) -> Poll<(Completion, T)> {
+        let this = self;
         let key = this.key.expect("Op polled after completion");
         let done = with_core(|core| {
             assert_eq!(
@@ -99,6 +112,7 @@ impl<T: 'static> Future for Op<T> {
                         Some(w) if w.will_wake(cx.waker()) => {}
                         _ => *w = Some(cx.waker().clone()),
                     }
+                    driver.ops.set_quiet(key, quiet);
                     None
                 }
                 _ => unreachable!("one-shot op in a multishot or orphan slot"),

@@ -72,6 +72,9 @@ struct Meta {
     /// A successful completion is a new fd (an accept): if nobody takes
     /// it, it must be closed.
     yields_fd: bool,
+    /// A one-shot completion with exactly this result wakes no one (see
+    /// [`Slots::set_quiet`]).
+    quiet: Option<i32>,
 }
 
 /// `user_data` of a slot's SQEs: its generation above its key.
@@ -150,6 +153,7 @@ impl Slots {
         self.meta[key] = Meta {
             generation: self.next_generation,
             yields_fd,
+            quiet: None,
         };
         user_data(key, self.next_generation)
     }
@@ -158,6 +162,17 @@ impl Slots {
     /// aims at).
     pub(crate) fn target(&self, key: usize) -> u64 {
         user_data(key, self.meta[key].generation)
+    }
+
+    /// Lets the waiting one-shot operation in `key` complete without
+    /// waking its task when its result is `res` (a send that went out in
+    /// full, for a task that also waits on something else and will find
+    /// it done when that wakes it); any other result wakes as usual.
+    /// `None` makes every completion wake again.
+    pub(crate) fn set_quiet(&mut self, key: usize, res: Option<i32>) {
+        if let Some(meta) = self.meta.get_mut(key) {
+            meta.quiet = res;
+        }
     }
 
     pub(crate) fn get(&self, key: usize) -> Option<&Slot> {
@@ -243,9 +258,12 @@ impl Slots {
         };
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        let quiet = self.meta[key].quiet == Some(res);
         match slot {
             Slot::Waiting(waker) => {
-                fx.wake = waker.take();
+                if !quiet {
+                    fx.wake = waker.take();
+                }
                 *slot = Slot::Done { res, flags };
             }
             Slot::Multi {
@@ -312,6 +330,35 @@ mod tests {
         if let Some(Slot::Waiting(w)) = slots.get_mut(key) {
             *w = Some(Waker::noop().clone());
         }
+    }
+
+    #[test]
+    fn a_quiet_one_shot_wakes_only_on_another_result() {
+        let mut s = Slots::default();
+        let (k, ud) = s.insert_one_shot(false);
+        waiter(&mut s, k);
+        s.set_quiet(k, Some(100));
+        let fx = s.complete(ud, 100, 0);
+        assert!(fx.wake.is_none(), "a full send wakes no one");
+        assert!(matches!(s.get(k), Some(Slot::Done { res: 100, .. })));
+        s.remove(k);
+        // A short send (or an error) still wakes its task.
+        let (k, ud) = s.insert_one_shot(false);
+        waiter(&mut s, k);
+        s.set_quiet(k, Some(100));
+        assert!(s.complete(ud, 40, 0).wake.is_some());
+        s.remove(k);
+        // Made loud again, and a new operation in a reused key starts loud.
+        let (k, ud) = s.insert_one_shot(false);
+        waiter(&mut s, k);
+        s.set_quiet(k, Some(100));
+        s.set_quiet(k, None);
+        assert!(s.complete(ud, 100, 0).wake.is_some());
+        s.remove(k);
+        let (k2, ud2) = s.insert_one_shot(false);
+        assert_eq!(k2, k);
+        waiter(&mut s, k2);
+        assert!(s.complete(ud2, 100, 0).wake.is_some());
     }
 
     #[test]
