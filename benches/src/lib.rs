@@ -155,18 +155,28 @@ pub struct Measured {
     pub rps: f64,
     pub p99_us: f64,
     pub cpu_us_per_req: f64,
+    /// The kernel's part of `cpu_us_per_req` (stime); the rest is the
+    /// server's own code (utime).
+    pub kernel_us_per_req: f64,
     /// Server CPU time / wall time (1.0 = one core busy).
     pub cpu_share: f64,
 }
 
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
+    let (user, kernel) = cpu_ticks_split(pid);
+    user + kernel
+}
+
+/// (utime, stime) of a process, in clock ticks: its own code's CPU time
+/// and the kernel's on its behalf.
+pub fn cpu_ticks_split(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
     // The command name may contain spaces: fields count from after ')'.
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After ')' the fields start at #3 (state); utime is #14, stime #15.
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    (f[11].parse().unwrap(), f[12].parse().unwrap())
 }
 
 /// Clock ticks per second (for `cpu_ticks`).
@@ -294,15 +304,17 @@ pub fn measure(
 ) -> Measured {
     let pid = server.child.id();
     run_wrk(cpu, url, conns, pipelined, 1);
-    let t0 = cpu_ticks(pid);
+    let (u0, k0) = cpu_ticks_split(pid);
     let started = Instant::now();
     let (rps, p99_us, requests) = run_wrk(cpu, url, conns, pipelined, secs);
-    let ticks = cpu_ticks(pid) - t0;
-    let cpu_us = ticks as f64 * 1e6 / clock_ticks() as f64;
+    let (u1, k1) = cpu_ticks_split(pid);
+    let us = |ticks: u64| ticks as f64 * 1e6 / clock_ticks() as f64;
+    let cpu_us = us(u1 - u0 + k1 - k0);
     Measured {
         rps,
         p99_us,
         cpu_us_per_req: cpu_us / requests.max(1) as f64,
+        kernel_us_per_req: us(k1 - k0) / requests.max(1) as f64,
         cpu_share: cpu_us / started.elapsed().as_micros() as f64,
     }
 }
@@ -314,6 +326,8 @@ pub struct Row {
     pub tidepool: Measured,
     pub peer: Measured,
     pub paired: Vec<(f64, f64)>,
+    /// Per round: (kernel, user) CPU per request, Tidepool's over the peer's.
+    pub split: Vec<(f64, f64)>,
 }
 
 fn median_of(mut v: Vec<f64>) -> f64 {
@@ -358,6 +372,27 @@ pub fn print_table(peer: &str, rows: &[Row]) {
             fmt(r.paired.iter().map(|p| p.1).collect())
         );
     }
+    // Where the CPU goes: the kernel's work (syscalls, TCP, the ring) and
+    // the server's own code, each as a ratio per round.
+    println!("\n| scenario | tidepool kernel / user us/req | {peer} kernel / user us/req | kernel ratio per round (median) | user ratio per round (median) |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        let fmt = |v: Vec<f64>| {
+            let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            format!("{} ({:.2}x)", list.join(" "), median_of(v))
+        };
+        let user = |m: &Measured| m.cpu_us_per_req - m.kernel_us_per_req;
+        println!(
+            "| {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
+            r.label,
+            r.tidepool.kernel_us_per_req,
+            user(&r.tidepool),
+            r.peer.kernel_us_per_req,
+            user(&r.peer),
+            fmt(r.split.iter().map(|p| p.0).collect()),
+            fmt(r.split.iter().map(|p| p.1).collect())
+        );
+    }
 }
 
 /// A server program and its arguments, listening on `addr`.
@@ -398,6 +433,12 @@ pub fn compare_pair(
         .zip(&runs[1])
         .map(|(a, b)| (a.rps / b.rps, a.cpu_us_per_req / b.cpu_us_per_req))
         .collect();
+    let user = |m: &Measured| m.cpu_us_per_req - m.kernel_us_per_req;
+    let split = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(a, b)| (a.kernel_us_per_req / b.kernel_us_per_req, user(a) / user(b)))
+        .collect();
     let medians = [median(&runs[0]), median(&runs[1])];
     for (c, m) in pair.iter().zip(&medians) {
         eprintln!(
@@ -411,6 +452,7 @@ pub fn compare_pair(
         tidepool,
         peer,
         paired,
+        split,
     }
 }
 

@@ -63,6 +63,7 @@ fn measure(server: &Server, o: &Opts, url: &str, conns: usize, extra: &[&str]) -
         p99_us,
         cpu_us_per_req: cpu_us / requests.max(1) as f64,
         cpu_share: cpu_us / started.elapsed().as_micros() as f64,
+        ..Measured::default()
     }
 }
 
