@@ -162,6 +162,13 @@ pub struct Measured {
     pub cpu_share: f64,
 }
 
+impl Measured {
+    /// The server's own code's part of `cpu_us_per_req` (utime).
+    pub fn user_us_per_req(&self) -> f64 {
+        self.cpu_us_per_req - self.kernel_us_per_req
+    }
+}
+
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let (user, kernel) = cpu_ticks_split(pid);
@@ -330,6 +337,12 @@ pub struct Row {
     pub split: Vec<(f64, f64)>,
 }
 
+/// Per-round ratios and their median: "0.98 1.02 1.01 (1.01x)".
+fn per_round(v: Vec<f64>) -> String {
+    let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+    format!("{} ({:.2}x)", list.join(" "), median_of(v))
+}
+
 fn median_of(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -361,15 +374,11 @@ pub fn print_table(peer: &str, rows: &[Row]) {
     println!("\n| scenario | req/s ratio per round (median) | CPU ratio per round (median) |");
     println!("|---|---|---|");
     for r in rows {
-        let fmt = |v: Vec<f64>| {
-            let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
-            format!("{} ({:.2}x)", list.join(" "), median_of(v))
-        };
         println!(
             "| {} | {} | {} |",
             r.label,
-            fmt(r.paired.iter().map(|p| p.0).collect()),
-            fmt(r.paired.iter().map(|p| p.1).collect())
+            per_round(r.paired.iter().map(|p| p.0).collect()),
+            per_round(r.paired.iter().map(|p| p.1).collect())
         );
     }
     // Where the CPU goes: the kernel's work (syscalls, TCP, the ring) and
@@ -377,20 +386,15 @@ pub fn print_table(peer: &str, rows: &[Row]) {
     println!("\n| scenario | tidepool kernel / user us/req | {peer} kernel / user us/req | kernel ratio per round (median) | user ratio per round (median) |");
     println!("|---|---|---|---|---|");
     for r in rows {
-        let fmt = |v: Vec<f64>| {
-            let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
-            format!("{} ({:.2}x)", list.join(" "), median_of(v))
-        };
-        let user = |m: &Measured| m.cpu_us_per_req - m.kernel_us_per_req;
         println!(
             "| {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
             r.label,
             r.tidepool.kernel_us_per_req,
-            user(&r.tidepool),
+            r.tidepool.user_us_per_req(),
             r.peer.kernel_us_per_req,
-            user(&r.peer),
-            fmt(r.split.iter().map(|p| p.0).collect()),
-            fmt(r.split.iter().map(|p| p.1).collect())
+            r.peer.user_us_per_req(),
+            per_round(r.split.iter().map(|p| p.0).collect()),
+            per_round(r.split.iter().map(|p| p.1).collect())
         );
     }
 }
@@ -433,11 +437,15 @@ pub fn compare_pair(
         .zip(&runs[1])
         .map(|(a, b)| (a.rps / b.rps, a.cpu_us_per_req / b.cpu_us_per_req))
         .collect();
-    let user = |m: &Measured| m.cpu_us_per_req - m.kernel_us_per_req;
     let split = runs[0]
         .iter()
         .zip(&runs[1])
-        .map(|(a, b)| (a.kernel_us_per_req / b.kernel_us_per_req, user(a) / user(b)))
+        .map(|(a, b)| {
+            (
+                a.kernel_us_per_req / b.kernel_us_per_req,
+                a.user_us_per_req() / b.user_us_per_req(),
+            )
+        })
         .collect();
     let medians = [median(&runs[0]), median(&runs[1])];
     for (c, m) in pair.iter().zip(&medians) {

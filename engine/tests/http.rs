@@ -526,11 +526,13 @@ fn write_timeout_drops_a_client_that_never_reads() {
 }
 
 /// Responses are sent without waking the connection's task when they go
-/// out in full while it waits for the next request. A response too large
-/// for one send must still wake it for the rest, and a request that
-/// arrives while a send is in flight must still be answered once that
-/// send ends: with a write timeout far beyond the client's 10 s read
-/// timeout, a missed wake-up fails the read instead of waiting it out.
+/// out in full while it waits for the next request. A request that arrives
+/// while a send is still in flight must be answered once that send ends:
+/// the task then waits on the send alone, and its completion must wake it.
+/// With a write timeout far beyond the client's 10 s read timeout, a missed
+/// wake-up fails the read instead of being waited out. (A short send, which
+/// also wakes the task, cannot be produced here: io_uring finishes a TCP
+/// send itself when the socket has room again.)
 #[test]
 fn large_and_overlapping_responses_are_not_held_back() {
     let config = HttpConfig {
