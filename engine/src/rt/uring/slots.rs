@@ -258,10 +258,9 @@ impl Slots {
         };
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
-        let quiet = self.meta[key].quiet == Some(res);
         match slot {
             Slot::Waiting(waker) => {
-                if !quiet {
+                if self.meta[key].quiet != Some(res) {
                     fx.wake = waker.take();
                 }
                 *slot = Slot::Done { res, flags };
