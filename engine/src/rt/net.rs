@@ -535,22 +535,7 @@ impl TcpStream {
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + 'q {
         let full = i32::try_from(buf.len() - from.min(buf.len())).ok();
         let started = self.start_write(buf, from);
-        async move {
-            match started {
-                Started::Ring(mut op) => {
-                    let (c, (_fd, buf)) = poll_fn(|cx| {
-                        let q = full.filter(|_| quiet.is_some_and(Cell::get));
-                        op.poll_quiet(cx, q)
-                    })
-                    .await;
-                    (c.into_result().map(|n| n as usize), buf)
-                }
-                Started::Readiness(io, buf) => {
-                    let res = io.send(&buf[from.min(buf.len())..]).await;
-                    (res, buf)
-                }
-            }
-        }
+        async move { started.finish(from, full, quiet).await }
     }
 
     fn start_write(&self, buf: Vec<u8>, from: usize) -> Started {
@@ -597,7 +582,10 @@ impl TcpStream {
         let mut buf = buf;
         let mut sent = 0;
         while sent < buf.len() {
-            let (res, b) = self.write_from_quiet(buf, sent, quiet).await;
+            // Started and awaited here, not through `write_from_quiet`: one
+            // future less to build and move per response.
+            let full = i32::try_from(buf.len() - sent).ok();
+            let (res, b) = self.start_write(buf, sent).finish(sent, full, quiet).await;
             buf = b;
             match res {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
@@ -680,4 +668,31 @@ impl std::os::fd::AsFd for TcpStream {
 enum Started {
     Ring(Op<(Rc<Fd>, Vec<u8>)>),
     Readiness(Io, Vec<u8>),
+}
+
+impl Started {
+    /// Waits for the send of `buf[from..]`, `full` bytes (when that fits a
+    /// completion's result); while `quiet` holds, a ring send that goes out
+    /// in full does not wake the task.
+    async fn finish(
+        self,
+        from: usize,
+        full: Option<i32>,
+        quiet: Option<&Cell<bool>>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Started::Ring(mut op) => {
+                let (c, (_fd, buf)) = poll_fn(|cx| {
+                    let q = full.filter(|_| quiet.is_some_and(Cell::get));
+                    op.poll_quiet(cx, q)
+                })
+                .await;
+                (c.into_result().map(|n| n as usize), buf)
+            }
+            Started::Readiness(io, buf) => {
+                let res = io.send(&buf[from.min(buf.len())..]).await;
+                (res, buf)
+            }
+        }
+    }
 }

@@ -236,30 +236,79 @@ impl std::fmt::Display for Elapsed {
 impl std::error::Error for Elapsed {}
 
 /// Runs `fut` for at most `dur`; dropping it on expiry cancels its ring operations.
-pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    timeout_at(Instant::now() + dur, fut).await
+pub fn timeout<F: Future>(
+    dur: Duration,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    timeout_at(Instant::now() + dur, fut)
 }
 
 /// Runs `fut` until `deadline` at most.
-pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
-    race(&mut sleep_until(deadline), fut).await.ok_or(Elapsed)
+pub fn timeout_at<F: Future>(
+    deadline: Instant,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    Timeout {
+        sleep: sleep_until(deadline),
+        fut,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`timeout_at`]'s future, holding `fut` once (see [`Race`]).
+    struct Timeout<F> {
+        sleep: Sleep,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Runs `fut` until `timer` fires (`None`). Reusing one timer across many
 /// operations (as a connection does) moves its deadline instead of
 /// inserting and removing a timer per operation.
-pub async fn race<F: Future>(timer: &mut Sleep, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+pub fn race<'t, F: Future>(
+    timer: &'t mut Sleep,
+    fut: F,
+) -> impl Future<Output = Option<F::Output>> + use<'t, F> {
+    Race { timer, fut }
+}
+
+pin_project_lite::pin_project! {
+    /// [`race`]'s future: holds `fut` once (an `async fn` that pins its
+    /// argument holds it twice, as the argument and as the pinned copy).
+    struct Race<'t, F> {
+        timer: &'t mut Sleep,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Race<'_, F> {
+    type Output = Option<F::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Some(v));
         }
-        match Pin::new(&mut *timer).poll(cx) {
+        match Pin::new(&mut **this.timer).poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
