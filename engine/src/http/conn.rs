@@ -159,7 +159,7 @@ impl<'c> Conn<'c> {
         &'a mut self,
         now: Instant,
         few: &'a mut [Header<'a>; FEW_HEADERS],
-        many: &'a mut Option<[Header<'a>; MAX_HEADERS]>,
+        many: &'a mut Option<Box<[Header<'a>]>>,
     ) -> Next<'a> {
         assert!(self.pending.is_none(), "the last request has no response");
         let cfg = self.cfg;
@@ -503,12 +503,13 @@ fn checkable(avail: &[u8], line_checked: &mut bool, limits: &Limits) -> bool {
 }
 
 /// Parses a request head into `few` slots, or, when it has more fields
-/// than those and the limits allow more, into `MAX_HEADERS` slots made
-/// then: most requests never pay for initialising the large array.
+/// than those and the limits allow more, into `MAX_HEADERS` slots
+/// allocated then: most requests never pay for initialising the large
+/// array, and a connection's task does not carry it (2 KiB) while idle.
 pub(crate) fn parse_head<'b, 'h>(
     avail: &'b [u8],
     few: &'h mut [Header<'b>; FEW_HEADERS],
-    many: &'h mut Option<[Header<'b>; MAX_HEADERS]>,
+    many: &'h mut Option<Box<[Header<'b>]>>,
     limits: &Limits,
 ) -> Result<Parsed<RequestHead<'b, 'h>>, ParseError> {
     let limit = limits.max_headers.min(MAX_HEADERS);
@@ -519,7 +520,7 @@ pub(crate) fn parse_head<'b, 'h>(
     if !matches!(first, Err(ParseError::TooManyHeaders)) {
         return first;
     }
-    let slots = many.insert([Header::EMPTY; MAX_HEADERS]);
+    let slots = many.insert(vec![Header::EMPTY; MAX_HEADERS].into_boxed_slice());
     parse_request(avail, &mut slots[..limit], limits)
 }
 
@@ -602,6 +603,44 @@ mod tests {
 
     fn text(out: &[u8]) -> String {
         String::from_utf8_lossy(out).into_owned()
+    }
+
+    #[test]
+    fn a_head_with_more_fields_than_the_few_slots_is_parsed_into_many() {
+        let head_with = |n: usize| {
+            let mut raw = b"GET /h HTTP/1.1\r\nHost: x\r\n".to_vec();
+            for i in 1..n {
+                raw.extend_from_slice(format!("X-F{i}: {i}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw
+        };
+        let limits = Limits::default();
+        let few_only = head_with(FEW_HEADERS);
+        let (mut few, mut many) = ([Header::EMPTY; FEW_HEADERS], None);
+        match parse_head(&few_only, &mut few, &mut many, &limits) {
+            Ok(Parsed::Complete(head)) => assert_eq!(head.headers.len(), FEW_HEADERS),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            many.is_none(),
+            "a head that fits the few slots allocates nothing"
+        );
+        let raw = head_with(40);
+        let (mut few, mut many) = ([Header::EMPTY; FEW_HEADERS], None);
+        match parse_head(&raw, &mut few, &mut many, &limits) {
+            Ok(Parsed::Complete(head)) => {
+                assert_eq!(head.headers.len(), 40);
+                assert_eq!(head.headers[39].value, b"39");
+            }
+            other => panic!("{other:?}"),
+        }
+        let over = head_with(MAX_HEADERS + 1);
+        let (mut few, mut many) = ([Header::EMPTY; FEW_HEADERS], None);
+        assert!(matches!(
+            parse_head(&over, &mut few, &mut many, &limits),
+            Err(ParseError::TooManyHeaders)
+        ));
     }
 
     #[test]
