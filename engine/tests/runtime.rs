@@ -85,6 +85,55 @@ fn sleep_and_timeout() {
     });
 }
 
+/// Polls `fut` once, on the task running the test.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// A sleep moved later keeps its timer at the earlier deadline until that
+/// fires (a keep-alive connection moves its deadline twice per request);
+/// it still completes no earlier than where it was moved, also when the
+/// earlier deadline fired before the move and nobody polled it since.
+#[test]
+fn a_sleep_moved_later_completes_at_the_later_deadline() {
+    rt::block_on(async {
+        let start = Instant::now();
+        let mut s = time::sleep(Duration::from_millis(20));
+        assert!(poll_once(&mut s).await.is_pending());
+        let later = start + Duration::from_millis(60);
+        s.reset(later);
+        (&mut s).await;
+        assert!(
+            Instant::now() >= later,
+            "completed before its moved deadline"
+        );
+
+        // Fired at its deadline while not polled, then moved later.
+        let start = Instant::now();
+        let mut s = time::sleep(Duration::from_millis(10));
+        assert!(poll_once(&mut s).await.is_pending());
+        time::sleep(Duration::from_millis(30)).await;
+        let later = Instant::now() + Duration::from_millis(40);
+        s.reset(later);
+        assert!(
+            poll_once(&mut s).await.is_pending(),
+            "a fired timer moved later is pending again"
+        );
+        (&mut s).await;
+        assert!(Instant::now() >= later);
+        assert!(start.elapsed() >= Duration::from_millis(70));
+
+        // Moved earlier after a move later: completes at the earlier one.
+        let start = Instant::now();
+        let mut s = time::sleep(Duration::from_secs(30));
+        assert!(poll_once(&mut s).await.is_pending());
+        s.reset(start + Duration::from_secs(60));
+        s.reset(start + Duration::from_millis(20));
+        let r = time::timeout(Duration::from_secs(10), &mut s).await;
+        assert_eq!(r, Ok(()), "the earlier deadline was lost");
+    });
+}
+
 /// A read dropped while the kernel owns its buffer: the buffer is parked
 /// until the cancel completes, and no operation is left behind.
 #[test]
