@@ -521,21 +521,8 @@ impl TcpStream {
         buf: Vec<u8>,
         from: usize,
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
-        self.write_from_quiet(buf, from, None)
-    }
-
-    /// [`write_from`](Self::write_from); while `quiet` holds, a send that
-    /// goes out in full does not wake the task (see
-    /// [`write_all_quiet`](Self::write_all_quiet)).
-    fn write_from_quiet<'q>(
-        &self,
-        buf: Vec<u8>,
-        from: usize,
-        quiet: Option<&'q Cell<bool>>,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + 'q {
         let full = i32::try_from(buf.len() - from.min(buf.len())).ok();
-        let started = self.start_write(buf, from);
-        async move { started.finish(from, full, quiet).await }
+        self.start_write(buf, from).finish(from, full, None)
     }
 
     fn start_write(&self, buf: Vec<u8>, from: usize) -> Started {
@@ -582,7 +569,7 @@ impl TcpStream {
         let mut buf = buf;
         let mut sent = 0;
         while sent < buf.len() {
-            // Started and awaited here, not through `write_from_quiet`: one
+            // Started and awaited here, not through `write_from`: one
             // future less to build and move per response.
             let full = i32::try_from(buf.len() - sent).ok();
             let (res, b) = self.start_write(buf, sent).finish(sent, full, quiet).await;
