@@ -297,7 +297,14 @@ pub fn run_wrk(cpu: usize, url: &str, conns: usize, pipelined: bool, secs: u64) 
     cmd.arg(url);
     let out = cmd.output().expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_wrk(&text).unwrap_or_else(|| panic!("unexpected wrk output:\n{text}"))
+    // taskset runs whether or not wrk exists: say which one is missing.
+    parse_wrk(&text).unwrap_or_else(|| {
+        panic!(
+            "unexpected wrk output ({}; is wrk installed? apt-get install -y wrk):\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// One measured wrk run against `server` (after a 1 s warm-up).

@@ -150,6 +150,16 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Whether [`Conn::next_request`] could hand anything out: false when
+    /// it would answer `Wait` at once (nothing buffered past the requests
+    /// handled, or the connection is closing or at its pipelining cap). A
+    /// caller checks this before making header slots: most calls find the
+    /// buffer empty, and the slots cost more than the check.
+    #[inline]
+    pub fn has_input(&self) -> bool {
+        !(self.closing || self.off >= self.rbuf.len() || self.handled >= self.cfg.max_pipelined)
+    }
+
     /// The next complete request in the buffer, if any. `now` dates the
     /// request's first byte; `few` and `many` are the header slots its
     /// head is parsed into (made by the caller, so the head may borrow
@@ -163,7 +173,7 @@ impl<'c> Conn<'c> {
     ) -> Next<'a> {
         assert!(self.pending.is_none(), "the last request has no response");
         let cfg = self.cfg;
-        if self.closing || self.off >= self.rbuf.len() || self.handled >= cfg.max_pipelined {
+        if !self.has_input() {
             return Next::Wait;
         }
         if matches!(self.body, BodyState::Head) {

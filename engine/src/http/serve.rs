@@ -181,6 +181,12 @@ impl<S: 'static> Driver<'_, S> {
         loop {
             // Every complete request in the buffer, in order.
             loop {
+                // Most passes end here, the buffer empty after its last
+                // request: the header slots (half a kilobyte to fill) are
+                // made only when there is input to parse.
+                if !self.conn.has_input() {
+                    break;
+                }
                 let mut few = [Header::EMPTY; FEW_HEADERS];
                 let mut many = None;
                 match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
