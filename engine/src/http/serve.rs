@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::conn::{recycle, Conn, Incoming, Io, Next, FEW_HEADERS};
+use super::conn::{header_slots, recycle, Conn, Incoming, Io, Next};
 use super::date::DateCache;
-use super::parse::Header;
 use super::response::Response;
 use super::route_stats::RouteStats;
 use super::router::{Dispatch, Params, Request, Router};
@@ -187,7 +186,7 @@ impl<S: 'static> Driver<'_, S> {
                 if !self.conn.has_input() {
                     break;
                 }
-                let mut few = [Header::EMPTY; FEW_HEADERS];
+                let mut few = header_slots();
                 let mut many = None;
                 match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
                     Next::Again => continue,
