@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Instructions per request of the whole example server, counted by
+# valgrind's callgrind while wrk drives it closed loop: the server's own
+# code, the allocator and libc, on the real I/O backend (callgrind runs the
+# io_uring backend too; the kernel's work is not counted). Counting starts
+# after a 2 s warm-up (callgrind_control --zero) and ends with a dump, so
+# start-up and shutdown are left out. Counts repeat to within a few
+# instructions, where wall-clock CPU on this VM drifts by 5-10%; but one
+# change can move them by 100 either way through the compiler's inlining
+# of the connection's task, so compare builds, not single edits.
+#
+# usage: benches/icount-server.sh [--io io_uring|epoll] [--connections N]
+#                                 [--duration SECS] [--server BIN]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+io=io_uring conns=64 secs=8 bin=target/release/examples/hello
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --io) io=$2; shift 2 ;;
+    --connections) conns=$2; shift 2 ;;
+    --duration) secs=$2; shift 2 ;;
+    --server) bin=$2; shift 2 ;;
+    *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN]" >&2; exit 2 ;;
+  esac
+done
+for tool in valgrind callgrind_control wrk curl taskset; do
+  command -v "$tool" >/dev/null || { echo "icount-server: $tool is not installed" >&2; exit 1; }
+done
+[ "$bin" != target/release/examples/hello ] || cargo build -q --release --example hello
+tmp=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$bin" \
+  --listen "127.0.0.1:$port" --workers 1 --io "$io" >"$tmp/server.log" 2>&1 &
+server=$!
+trap 'kill -9 "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+# Serving once it answers (under valgrind, start-up takes seconds).
+for _ in $(seq 1 300); do
+  curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/plaintext" && break
+  kill -0 "$server" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+taskset -c 0 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/plaintext" >/dev/null
+callgrind_control --zero "$server" >/dev/null 2>&1
+requests=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/plaintext" |
+  awk '/requests in/ {print $1}')
+callgrind_control --dump "$server" >/dev/null 2>&1
+part=$(ls "$tmp"/cg.*.1)
+instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
+echo "io $io, $conns connections: $requests requests, $instructions instructions, $((instructions / requests)) per request"
+if [ -n "${KEEP:-}" ]; then cp "$part" "$KEEP"; echo "profile kept in $KEEP (callgrind_annotate $KEEP)"; fi
