@@ -32,7 +32,10 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$bin" \
   --listen "127.0.0.1:$port" --workers 1 --io "$io" >"$tmp/server.log" 2>&1 &
 server=$!
-trap 'kill -9 "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+# Killed outright (the counts are dumped by then, and a server under
+# valgrind can take minutes to shut down); its vgdb pipes go with it.
+trap 'kill -9 "$server" 2>/dev/null; wait "$server" 2>/dev/null || true
+      rm -rf "$tmp" /tmp/vgdb-pipe-*-"$server"-*' EXIT
 # Serving once it answers (under valgrind, start-up takes seconds).
 for _ in $(seq 1 300); do
   curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/plaintext" && break
