@@ -11,6 +11,7 @@
 #
 # usage: benches/icount-server.sh [--io io_uring|epoll] [--connections N]
 #                                 [--duration SECS] [--server BIN]
+# KEEP=FILE keeps the profile for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 io=io_uring conns=64 secs=8 bin=target/release/examples/hello
@@ -37,11 +38,13 @@ server=$!
 trap 'kill -9 "$server" 2>/dev/null; wait "$server" 2>/dev/null || true
       rm -rf "$tmp" /tmp/vgdb-pipe-*-"$server"-*' EXIT
 # Serving once it answers (under valgrind, start-up takes seconds).
+up=""
 for _ in $(seq 1 300); do
-  curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/plaintext" && break
+  curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/plaintext" && { up=1; break; }
   kill -0 "$server" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
   sleep 0.1
 done
+[ -n "$up" ] || { echo "icount-server: the server never answered" >&2; cat "$tmp/server.log" >&2; exit 1; }
 taskset -c 0 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/plaintext" >/dev/null
 callgrind_control --zero "$server" >/dev/null 2>&1
 requests=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/plaintext" |
