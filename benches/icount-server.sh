@@ -10,18 +10,20 @@
 # of the connection's task, so compare builds, not single edits.
 #
 # usage: benches/icount-server.sh [--io io_uring|epoll] [--connections N]
-#                                 [--duration SECS] [--server BIN]
+#                                 [--duration SECS] [--server BIN] [--pipeline]
+# --pipeline sends 16 requests per write (as compare_http's pipelined x16).
 # KEEP=FILE keeps the profile for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-io=io_uring conns=64 secs=8 bin=target/release/examples/hello
+io=io_uring conns=64 secs=8 bin=target/release/examples/hello script=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --io) io=$2; shift 2 ;;
     --connections) conns=$2; shift 2 ;;
     --duration) secs=$2; shift 2 ;;
     --server) bin=$2; shift 2 ;;
-    *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN]" >&2; exit 2 ;;
+    --pipeline) script=(-s PIPELINE); shift ;;
+    *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN] [--pipeline]" >&2; exit 2 ;;
   esac
 done
 for tool in valgrind callgrind_control wrk curl taskset; do
@@ -29,6 +31,17 @@ for tool in valgrind callgrind_control wrk curl taskset; do
 done
 [ "$bin" != target/release/examples/hello ] || cargo build -q --release --example hello
 tmp=$(mktemp -d)
+if [ ${#script[@]} -gt 0 ]; then
+  script=(-s "$tmp/pipeline.lua")
+  cat >"$tmp/pipeline.lua" <<'LUA'
+init = function(args)
+  local r = {}
+  for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end
+  req = table.concat(r)
+end
+request = function() return req end
+LUA
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$bin" \
   --listen "127.0.0.1:$port" --workers 1 --io "$io" >"$tmp/server.log" 2>&1 &
@@ -45,12 +58,12 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$up" ] || { echo "icount-server: the server never answered" >&2; cat "$tmp/server.log" >&2; exit 1; }
-taskset -c 0 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/plaintext" >/dev/null
+taskset -c 0 wrk -t1 -c"$conns" -d2s ${script[@]+"${script[@]}"} "http://127.0.0.1:$port/plaintext" >/dev/null
 callgrind_control --zero "$server" >/dev/null 2>&1
-requests=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/plaintext" |
+requests=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" ${script[@]+"${script[@]}"} "http://127.0.0.1:$port/plaintext" |
   awk '/requests in/ {print $1}')
 callgrind_control --dump "$server" >/dev/null 2>&1
 part=$(ls "$tmp"/cg.*.1)
 instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
-echo "io $io, $conns connections: $requests requests, $instructions instructions, $((instructions / requests)) per request"
+echo "io $io, $conns connections${script[@]+ pipelined x16}: $requests requests, $instructions instructions, $((instructions / requests)) per request"
 if [ -n "${KEEP:-}" ]; then cp "$part" "$KEEP"; echo "profile kept in $KEEP (callgrind_annotate $KEEP)"; fi

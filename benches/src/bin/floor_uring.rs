@@ -67,7 +67,11 @@ fn main() {
     let mut conns: Slab<Conn> = Slab::new();
     let mut done = Vec::with_capacity(1024);
     loop {
-        ring.submit_and_wait(1).expect("submit_and_wait");
+        // EINTR comes from profilers (callgrind_control, perf) signalling us.
+        match ring.submit_and_wait(1) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.expect("submit_and_wait"),
+        };
         done.clear();
         done.extend(
             ring.completion()
