@@ -549,11 +549,13 @@ impl<S: 'static> Router<S> {
     ) -> Result<(&'a Handler<S>, usize), Response> {
         let mut allowed: Option<String> = None;
         let mut head_route = false;
+        // Once, as a word-sized value: routes compare it, not the text.
+        let wanted = Method::parse(method);
         for (i, route) in self.routes.iter().enumerate() {
             if !Self::matches(route, path, params) {
                 continue;
             }
-            if route.method.as_str() == method {
+            if Some(route.method) == wanted {
                 return Ok((&route.handler, i));
             }
             head_route |= route.method == Method::Head;
@@ -564,7 +566,7 @@ impl<S: 'static> Router<S> {
             a.push_str(route.method.as_str());
         }
         // GET answers HEAD unless the path has a HEAD route of its own.
-        if method == "HEAD" && !head_route {
+        if wanted == Some(Method::Head) && !head_route {
             for (i, route) in self.routes.iter().enumerate() {
                 if route.method == Method::Get && Self::matches(route, path, params) {
                     return Ok((&route.handler, i));

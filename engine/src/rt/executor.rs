@@ -112,30 +112,41 @@ pub(crate) struct Core {
 static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
+    /// Owns the core of the worker this thread runs (set by `block_on`).
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+    /// The same core as a plain pointer (null when there is none), which is
+    /// what `with_core` reads: a `Cell` of a pointer has no destructor, so
+    /// reading it is one thread-local load, where `CURRENT` costs a check of
+    /// its destructor's registration and a borrow, six times per request.
+    static CORE: Cell<*const Core> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` with this thread's core, if it runs one. The borrow is only
+/// lent to `f`, which cannot keep it.
+#[inline]
+fn with_current<R>(f: impl FnOnce(Option<&Core>) -> R) -> R {
+    let core = CORE.get();
+    // SAFETY: `CORE` is non-null only from `block_on` storing it to that
+    // `block_on`'s `Reset` clearing it, and points into the `Rc<Core>` that
+    // `CURRENT` (and `block_on` itself) hold all that time. `f` runs now,
+    // within that span (`block_on` cannot return while code on its own
+    // thread runs), and cannot keep the borrow. Only shared references are
+    // made: `Core` keeps its mutable state in cells.
+    f((!core.is_null()).then(|| unsafe { &*core }))
 }
 
 /// Runs `f` with this thread's core; panics off a worker thread.
+#[inline]
 pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
-    CURRENT.with(|c| {
-        let c = c.borrow();
-        let core = c
-            .as_ref()
-            .expect("tidepool: not on a worker thread (use rt::block_on or a Runtime)");
-        f(core)
+    with_current(|core| {
+        f(core.expect("tidepool: not on a worker thread (use rt::block_on or a Runtime)"))
     })
 }
 
-/// Like `with_core`, but `None` off a worker thread or during its teardown.
+/// Like `with_core`, but `None` off a worker thread or after its teardown.
+#[inline]
 pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| {
-            c.try_borrow()
-                .ok()
-                .and_then(|c| c.as_ref().map(|core| f(core)))
-        })
-        .ok()
-        .flatten()
+    with_current(|core| core.map(f))
 }
 
 /// Wakes a task: in place when woken on its own worker, through the worker's
@@ -557,6 +568,7 @@ pub fn block_on_with<F: Future>(config: &CoreConfig, fut: F) -> std::io::Result<
     );
     let (core, inbox) = Core::new(config)?;
     CURRENT.with(|c| *c.borrow_mut() = Some(core.clone()));
+    CORE.set(Rc::as_ptr(&core));
     struct Reset(Rc<Core>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -569,6 +581,8 @@ pub fn block_on_with<F: Future>(config: &CoreConfig, fut: F) -> std::io::Result<
             if let Some(driver) = self.0.uring() {
                 driver.borrow_mut().drain(Duration::from_secs(1));
             }
+            // The pointer goes before the owner it points into.
+            CORE.set(std::ptr::null());
             CURRENT.with(|c| c.borrow_mut().take());
         }
     }

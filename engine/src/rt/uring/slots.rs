@@ -239,7 +239,10 @@ impl Slots {
     }
 
     /// Records completion `(user_data, res, flags)`; returns what the
-    /// driver must do about it.
+    /// driver must do about it. Inlined into the driver's one call, so the
+    /// `Effects` (about 90 bytes) become registers instead of being built,
+    /// returned through memory and read back, twice per request.
+    #[inline(always)]
     pub(crate) fn complete(&mut self, ud: u64, res: i32, flags: u32) -> Effects {
         let mut fx = Effects::default();
         let key = (ud & u64::from(u32::MAX)) as usize;
