@@ -64,6 +64,7 @@ impl Driver {
         match self.ops.get_mut(key) {
             Some(Slot::Multi {
                 waker,
+                waiting,
                 queue,
                 ended,
                 ..
@@ -75,7 +76,7 @@ impl Driver {
                 if *ended {
                     return Poll::Ready((None, true));
                 }
-                set_waker(waker, cx);
+                wait(waker, waiting, cx);
                 Poll::Pending
             }
             _ => Poll::Ready((None, true)),
@@ -94,6 +95,7 @@ impl Driver {
     ) -> Poll<Received> {
         let Some(Slot::Multi {
             waker,
+            waiting,
             queue,
             ended,
             capped,
@@ -139,7 +141,7 @@ impl Driver {
         if *ended {
             return Poll::Ready(Received::Ended { no_buffers: false });
         }
-        set_waker(waker, cx);
+        wait(waker, waiting, cx);
         Poll::Pending
     }
 
@@ -184,9 +186,12 @@ impl Driver {
     }
 }
 
-fn set_waker(slot: &mut Option<std::task::Waker>, cx: &Context<'_>) {
+/// Registers the polling task as waiting for the next completion (its
+/// waker is cloned only when it is not the one already kept).
+fn wait(slot: &mut Option<std::task::Waker>, waiting: &mut bool, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
     }
+    *waiting = true;
 }
