@@ -1,7 +1,8 @@
 //! The request-head parser on arbitrary bytes, differentially against
 //! httparse: whatever Tidepool accepts as a complete head, httparse must
 //! parse to the same method, target and header fields (Tidepool is
-//! stricter, RFC 9112; the reverse is not required). Also: the same bytes
+//! stricter, RFC 9112; the reverse is not required), and its path and
+//! query must be the target's split at the first '?'. Also: the same bytes
 //! split anywhere never turn a rejection into an acceptance.
 #![no_main]
 
@@ -21,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(len, head.head_len, "head length");
             assert_eq!(req.method, Some(head.method), "method");
             assert_eq!(req.path, Some(head.target), "target");
+            // The query is what follows the target's first '?' (found by
+            // the parser's target scan itself).
+            let query = head.target.split_once('?').map(|(_, q)| q);
+            assert_eq!(head.query(), query, "query");
+            if head.target.starts_with('/') {
+                let path = head.target.split('?').next();
+                assert_eq!(Some(head.path()), path, "path");
+            }
             assert_eq!(req.headers.len(), head.headers.len(), "field count");
             for (a, b) in req.headers.iter().zip(head.headers) {
                 assert!(a.name.eq_ignore_ascii_case(b.name), "field name");
