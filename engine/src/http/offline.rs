@@ -27,11 +27,11 @@ pub fn respond<S: 'static>(
         Parsed::Complete(h) => h,
         Parsed::Partial => return Ok(0),
     };
-    let mut params = Params::default();
+    let mut params = None;
     let mut response = match router.find(head.method, head.path(), &mut params) {
         Err(r) => r,
         Ok((handler, _)) => {
-            let req = Request::new(&head, &params, &[]);
+            let req = Request::new(&head, Params::of(&params), &[]);
             let dispatched = router.dispatch(handler, &req);
             match dispatched {
                 Dispatch::Ready(r) => r,

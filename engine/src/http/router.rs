@@ -171,7 +171,20 @@ pub struct Params<'r> {
     len: usize,
 }
 
+/// No parameters: what a request routed to a literal path sees.
+const NO_PARAMS: Params<'static> = Params {
+    items: [("", ""); MAX_PARAMS],
+    len: 0,
+};
+
 impl<'r> Params<'r> {
+    /// The parameters [`Router::find`] captured into `found`, none when it
+    /// left it empty (a literal route: nothing was written, not even the
+    /// few hundred bytes of an empty `Params`).
+    pub(crate) fn of<'a>(found: &'a Option<Params<'r>>) -> &'a Params<'r> {
+        found.as_ref().unwrap_or(&NO_PARAMS)
+    }
+
     /// A captured segment as sent (percent-encoded).
     pub fn get(&self, name: &str) -> Option<&'r str> {
         self.items[..self.len]
@@ -501,14 +514,18 @@ impl<S: 'static> Router<S> {
 
     // Inlined into `find`'s loop, where it runs for every route tried.
     #[inline(always)]
-    fn matches<'p>(route: &'p Route<S>, path: &'p str, params: &mut Params<'p>) -> bool {
-        params.len = 0;
+    fn matches<'p>(route: &'p Route<S>, path: &'p str, found: &mut Option<Params<'p>>) -> bool {
         let mut rest = path.strip_prefix('/').unwrap_or(path);
         if route.literal {
+            if let Some(p) = found {
+                p.len = 0;
+            }
             // What the walk below decides for literal segments, in one
             // comparison: the pattern's segments are its text after '/'.
             return rest == &route.pattern[1..];
         }
+        let params = found.get_or_insert_with(Params::default);
+        params.len = 0;
         let mut segs = route.segments.iter();
         loop {
             let seg = segs.next();
@@ -536,8 +553,9 @@ impl<S: 'static> Router<S> {
     }
 
     /// The handler for `method` and `path`, with the path's parameters
-    /// written into `params` (filled in place: it is a few hundred bytes,
-    /// not worth moving twice per request); else the fallback, a 404, or a
+    /// written into `found` (filled in place: it is a few hundred bytes,
+    /// not worth moving twice per request, and left `None` for a literal
+    /// route; read it with [`Params::of`]); else the fallback, a 404, or a
     /// 405 listing the allowed methods.
     /// The handler's route index is returned with it (`route_list`'s order;
     /// the fallback's is the number of routes).
@@ -545,7 +563,7 @@ impl<S: 'static> Router<S> {
         &'a self,
         method: &str,
         path: &'a str,
-        params: &mut Params<'a>,
+        params: &mut Option<Params<'a>>,
     ) -> Result<(&'a Handler<S>, usize), Response> {
         let mut allowed: Option<String> = None;
         let mut head_route = false;
@@ -573,7 +591,9 @@ impl<S: 'static> Router<S> {
                 }
             }
         }
-        params.len = 0;
+        if let Some(p) = params {
+            p.len = 0;
+        }
         Err(match allowed {
             Some(mut a) => {
                 if a.split(", ").any(|m| m == "GET") && !head_route {
@@ -625,11 +645,15 @@ mod tests {
     #[test]
     fn literal_and_params() {
         let r = router();
-        let mut p = Params::default();
+        let mut p = None;
         assert!(r.find("GET", "/plaintext", &mut p).is_ok());
+        assert!(p.is_none(), "a literal route writes no parameters");
         assert!(r.find("GET", "/users/7/posts/abc", &mut p).is_ok());
-        assert_eq!(p.get("id"), Some("7"));
-        assert_eq!(p.get("post"), Some("abc"));
+        assert_eq!(Params::of(&p).get("id"), Some("7"));
+        assert_eq!(Params::of(&p).get("post"), Some("abc"));
+        // A literal route found after a parameterized one leaves none.
+        assert!(r.find("GET", "/plaintext", &mut p).is_ok());
+        assert!(Params::of(&p).is_empty());
         assert_eq!(
             r.find("GET", "/users/7/posts", &mut p)
                 .err()
@@ -677,7 +701,7 @@ mod tests {
             let mut walked = Router::new(()).get_sync(pattern, |_, _| Response::text("x"));
             walked.routes[0].literal = false;
             for path in paths {
-                let mut p = Params::default();
+                let mut p = None;
                 let fast = Router::matches(&r.routes[0], path, &mut p);
                 let slow = Router::matches(&walked.routes[0], path, &mut p);
                 assert_eq!(fast, slow, "route {pattern:?}, path {path:?}");
@@ -688,14 +712,11 @@ mod tests {
     #[test]
     fn method_not_allowed_lists_allow() {
         let r = router();
-        let resp = r
-            .find("POST", "/cache/k", &mut Params::default())
-            .err()
-            .unwrap();
+        let resp = r.find("POST", "/cache/k", &mut None).err().unwrap();
         assert_eq!(resp.status, 405);
         let allow = &resp.headers.iter().find(|(n, _)| *n == "Allow").unwrap().1;
         assert_eq!(allow, "PUT, GET, HEAD");
-        assert!(r.find("HEAD", "/plaintext", &mut Params::default()).is_ok());
+        assert!(r.find("HEAD", "/plaintext", &mut None).is_ok());
     }
 
     use crate::http::parse::{parse_request, Header, Limits, Parsed};
@@ -708,11 +729,11 @@ mod tests {
         else {
             panic!("test request does not parse")
         };
-        let mut params = Params::default();
+        let mut params = None;
         let resp = match router.find(head.method, head.path(), &mut params) {
             Err(r) => r,
             Ok((h, _)) => {
-                let req = Request::new(&head, &params, &raw[head.head_len..]);
+                let req = Request::new(&head, Params::of(&params), &raw[head.head_len..]);
                 let dispatched = router.dispatch(h, &req);
                 match dispatched {
                     Dispatch::Ready(r) => r,
@@ -798,7 +819,7 @@ mod tests {
                 (Status::NOT_FOUND, format!("nothing at {}", req.path()))
             },
         );
-        let mut params = Params::default();
+        let mut params = None;
         assert!(
             r.find("GET", "/elsewhere", &mut params).is_ok(),
             "the fallback"

@@ -207,7 +207,7 @@ impl<S: 'static> Driver<'_, S> {
                         add(&stats.bytes_in, incoming.wire_len as u64);
                         let head = &incoming.head;
                         let router = &self.shared.router;
-                        let mut params = Params::default();
+                        let mut params = None;
                         // A panic closes the connection after its 500.
                         let mut panicked = false;
                         let mut route = usize::MAX;
@@ -216,7 +216,7 @@ impl<S: 'static> Driver<'_, S> {
                             Err(r) => r,
                             Ok((handler, index)) => {
                                 route = index;
-                                let req = Request::new(head, &params, incoming.body);
+                                let req = Request::new(head, Params::of(&params), incoming.body);
                                 // A sync handler runs inside `dispatch`; an async
                                 // one may panic building its future or polling it.
                                 // Either way this request gets a 500 and the

@@ -251,10 +251,7 @@ impl Slots {
     /// [`Effects::wake_kept`]), leaving its waker in place.
     #[inline]
     pub(crate) fn wake_kept(&self, key: usize) {
-        if let Some(Slot::Multi {
-            waker: Some(w), ..
-        }) = self.slots.get(key)
-        {
+        if let Some(Slot::Multi { waker: Some(w), .. }) = self.slots.get(key) {
             w.wake_by_ref();
         }
     }
@@ -394,10 +391,7 @@ mod tests {
         let mut s = Slots::default();
         let (k, ud) = s.insert_multi(false);
         assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, None, "nobody waits");
-        if let Some(Slot::Multi {
-            waker, waiting, ..
-        }) = s.get_mut(k)
-        {
+        if let Some(Slot::Multi { waker, waiting, .. }) = s.get_mut(k) {
             *waker = Some(Waker::noop().clone());
             *waiting = true;
         }
