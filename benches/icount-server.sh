@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     --connections) conns=$2; shift 2 ;;
     --duration) secs=$2; shift 2 ;;
     --server) bin=$2; shift 2 ;;
-    --pipeline) script=(-s PIPELINE); shift ;;
+    --pipeline) script=(-s benches/pipeline.lua); shift ;;
     *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN] [--pipeline]" >&2; exit 2 ;;
   esac
 done
@@ -31,17 +31,6 @@ for tool in valgrind callgrind_control wrk curl taskset; do
 done
 [ "$bin" != target/release/examples/hello ] || cargo build -q --release --example hello
 tmp=$(mktemp -d)
-if [ ${#script[@]} -gt 0 ]; then
-  script=(-s "$tmp/pipeline.lua")
-  cat >"$tmp/pipeline.lua" <<'LUA'
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
-fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$bin" \
   --listen "127.0.0.1:$port" --workers 1 --io "$io" >"$tmp/server.log" 2>&1 &

@@ -271,14 +271,9 @@ pub fn pin_pid(pid: u32, cpu: usize) {
         .status();
 }
 
-const PIPELINE_LUA: &str = r#"
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format(nil, wrk.path) end
-  req = table.concat(r)
-end
-request = function() return req end
-"#;
+/// wrk's script for the pipelined scenario (16 requests per write); also
+/// what `benches/icount-server.sh --pipeline` runs.
+const PIPELINE_LUA: &str = include_str!("../pipeline.lua");
 
 /// Runs `wrk -t1` pinned to `cpu`; (req/s, p99 us, requests).
 pub fn run_wrk(cpu: usize, url: &str, conns: usize, pipelined: bool, secs: u64) -> (f64, f64, u64) {
