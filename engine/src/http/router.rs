@@ -563,14 +563,14 @@ impl<S: 'static> Router<S> {
         &'a self,
         method: &str,
         path: &'a str,
-        params: &mut Option<Params<'a>>,
+        found: &mut Option<Params<'a>>,
     ) -> Result<(&'a Handler<S>, usize), Response> {
         let mut allowed: Option<String> = None;
         let mut head_route = false;
         // Once, as a word-sized value: routes compare it, not the text.
         let wanted = Method::parse(method);
         for (i, route) in self.routes.iter().enumerate() {
-            if !Self::matches(route, path, params) {
+            if !Self::matches(route, path, found) {
                 continue;
             }
             if Some(route.method) == wanted {
@@ -586,12 +586,12 @@ impl<S: 'static> Router<S> {
         // GET answers HEAD unless the path has a HEAD route of its own.
         if wanted == Some(Method::Head) && !head_route {
             for (i, route) in self.routes.iter().enumerate() {
-                if route.method == Method::Get && Self::matches(route, path, params) {
+                if route.method == Method::Get && Self::matches(route, path, found) {
                     return Ok((&route.handler, i));
                 }
             }
         }
-        if let Some(p) = params {
+        if let Some(p) = found {
             p.len = 0;
         }
         Err(match allowed {

@@ -388,11 +388,21 @@ mod tests {
     /// to wait, not by the ones after it; its waker stays in the slot.
     #[test]
     fn a_multishot_wakes_its_waiting_reader_once_and_keeps_its_waker() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let count = std::sync::Arc::new(Count(0.into()));
         let mut s = Slots::default();
         let (k, ud) = s.insert_multi(false);
         assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, None, "nobody waits");
         if let Some(Slot::Multi { waker, waiting, .. }) = s.get_mut(k) {
-            *waker = Some(Waker::noop().clone());
+            *waker = Some(Waker::from(count.clone()));
             *waiting = true;
         }
         assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, Some(k));
@@ -406,6 +416,9 @@ mod tests {
             })
         ));
         s.wake_kept(k);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Woken by reference: the slot still holds the waker.
+        assert_eq!(std::sync::Arc::strong_count(&count), 2);
     }
 
     #[test]
