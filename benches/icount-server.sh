@@ -12,7 +12,9 @@
 # usage: benches/icount-server.sh [--io io_uring|epoll] [--connections N]
 #                                 [--duration SECS] [--server BIN] [--pipeline]
 # --pipeline sends 16 requests per write (as compare_http's pipelined x16).
-# KEEP=FILE keeps the profile for callgrind_annotate.
+# TOP=N prints the N functions with the most instructions of their own per
+# request (callgrind_annotate's flat view puts this dump's whole cost on
+# `clone`; its --inclusive=yes tree is right). KEEP=FILE keeps the profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 io=io_uring conns=64 secs=8 bin=target/release/examples/hello script=()
@@ -55,4 +57,29 @@ callgrind_control --dump "$server" >/dev/null 2>&1
 part=$(ls "$tmp"/cg.*.1)
 instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
 echo "io $io, $conns connections${script[@]+ pipelined x16}: $requests requests, $instructions instructions, $((instructions / requests)) per request"
-if [ -n "${KEEP:-}" ]; then cp "$part" "$KEEP"; echo "profile kept in $KEEP (callgrind_annotate $KEEP)"; fi
+if [ -n "${TOP:-}" ]; then
+  # Self cost per function: each `fn=` block's cost lines, minus the line
+  # after each `calls=` (the callee's inclusive cost). Names are compressed
+  # as "(id) name" on first use and "(id)" after.
+  python3 - "$part" "$requests" "$TOP" <<'PY'
+import collections, re, sys
+names, cost, fn, skip = {}, collections.Counter(), None, False
+for line in open(sys.argv[1]):
+    if line.startswith(("fn=", "cfn=")):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        if line.startswith("fn="):
+            fn = names.get(m.group(1), "?")
+    elif line.startswith("calls="):
+        skip = True
+    elif line[:1].isdigit() or line[:1] in "+-*":
+        if skip:
+            skip = False
+        elif fn is not None:
+            cost[fn] += int(line.split()[1])
+for name, c in cost.most_common(int(sys.argv[3])):
+    print(f"{c / int(sys.argv[2]):8.1f}  {name[:120]}")
+PY
+fi
+if [ -n "${KEEP:-}" ]; then cp "$part" "$KEEP"; echo "profile kept in $KEEP"; fi
