@@ -91,7 +91,7 @@ fn user_data(key: usize, generation: u32) -> u64 {
 /// What the driver must do about one completion.
 #[derive(Default)]
 pub(crate) struct Effects {
-    /// The task to wake.
+    /// The task to wake (a one-shot's, moved out of its slot).
     pub(crate) wake: Option<Waker>,
     /// The multishot slot whose task to wake: its waker stays there
     /// ([`Slots::wake_kept`]).
@@ -287,12 +287,12 @@ impl Slots {
                 *slot = Slot::Done { res, flags };
             }
             Slot::Multi {
-                waker,
                 waiting,
                 queue,
                 ended,
                 capped,
                 epoch,
+                ..
             } => {
                 if *epoch != self.epoch {
                     *epoch = self.epoch;
@@ -306,7 +306,8 @@ impl Slots {
                     *capped = true;
                     fx.cap = Some(key);
                 }
-                if std::mem::take(waiting) && waker.is_some() {
+                // `waiting` is only ever set beside a waker (`multishot::wait`).
+                if std::mem::take(waiting) {
                     fx.wake_kept = Some(key);
                 }
             }
