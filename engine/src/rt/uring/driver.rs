@@ -369,11 +369,7 @@ impl Driver {
                 continue;
             }
             let fx = self.ops.complete(ud, cqe.result(), cqe.flags());
-            let kept = fx.wake_kept;
             apply(fx, self.bufring.as_mut(), &mut self.to_cap, &mut self.fired);
-            if let Some(key) = kept {
-                self.ops.wake_kept(key);
-            }
         }
         drop(cq);
         self.completions = self.completions.saturating_add(n as u32);

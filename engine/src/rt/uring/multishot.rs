@@ -64,7 +64,6 @@ impl Driver {
         match self.ops.get_mut(key) {
             Some(Slot::Multi {
                 waker,
-                waiting,
                 queue,
                 ended,
                 ..
@@ -76,7 +75,7 @@ impl Driver {
                 if *ended {
                     return Poll::Ready((None, true));
                 }
-                wait(waker, waiting, cx);
+                set_waker(waker, cx);
                 Poll::Pending
             }
             _ => Poll::Ready((None, true)),
@@ -95,7 +94,6 @@ impl Driver {
     ) -> Poll<Received> {
         let Some(Slot::Multi {
             waker,
-            waiting,
             queue,
             ended,
             capped,
@@ -141,7 +139,7 @@ impl Driver {
         if *ended {
             return Poll::Ready(Received::Ended { no_buffers: false });
         }
-        wait(waker, waiting, cx);
+        set_waker(waker, cx);
         Poll::Pending
     }
 
@@ -186,12 +184,9 @@ impl Driver {
     }
 }
 
-/// Registers the polling task as waiting for the next completion (its
-/// waker is cloned only when it is not the one already kept).
-fn wait(slot: &mut Option<std::task::Waker>, waiting: &mut bool, cx: &Context<'_>) {
+fn set_waker(slot: &mut Option<std::task::Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
     }
-    *waiting = true;
 }

@@ -30,12 +30,7 @@ pub(crate) enum Slot {
     Done { res: i32, flags: u32 },
     /// A multishot operation: completions queue up until read.
     Multi {
-        /// The task reading it. Kept after a wake-up (the same task waits
-        /// again after every read), so it is cloned once, not per request:
-        /// a clone and a drop are two atomic operations on its count.
         waker: Option<Waker>,
-        /// The reader found nothing and waits: the next completion wakes it.
-        waiting: bool,
         queue: VecDeque<(i32, u32)>,
         ended: bool,
         /// A receive holding [`RECV_CAP`] buffers unread was asked to
@@ -91,11 +86,8 @@ fn user_data(key: usize, generation: u32) -> u64 {
 /// What the driver must do about one completion.
 #[derive(Default)]
 pub(crate) struct Effects {
-    /// The task to wake (a one-shot's, moved out of its slot).
+    /// The task to wake.
     pub(crate) wake: Option<Waker>,
-    /// The multishot slot whose task to wake: its waker stays there
-    /// ([`Slots::wake_kept`]).
-    pub(crate) wake_kept: Option<usize>,
     /// The completion handed a provided buffer to a reader (count it taken).
     pub(crate) taken: bool,
     /// A provided buffer nobody will read: count it taken and give it back.
@@ -133,7 +125,6 @@ impl Slots {
     pub(crate) fn insert_multi(&mut self, yields_fd: bool) -> (usize, u64) {
         let key = self.slots.insert(Slot::Multi {
             waker: None,
-            waiting: false,
             queue: VecDeque::new(),
             ended: false,
             capped: false,
@@ -247,15 +238,6 @@ impl Slots {
         std::mem::take(&mut self.sources)
     }
 
-    /// Wakes the task kept by multishot slot `key` (see
-    /// [`Effects::wake_kept`]), leaving its waker in place.
-    #[inline]
-    pub(crate) fn wake_kept(&self, key: usize) {
-        if let Some(Slot::Multi { waker: Some(w), .. }) = self.slots.get(key) {
-            w.wake_by_ref();
-        }
-    }
-
     /// Records completion `(user_data, res, flags)`; returns what the
     /// driver must do about it. Inlined into the driver's one call, so the
     /// `Effects` (about 90 bytes) become registers instead of being built,
@@ -287,12 +269,11 @@ impl Slots {
                 *slot = Slot::Done { res, flags };
             }
             Slot::Multi {
-                waiting,
+                waker,
                 queue,
                 ended,
                 capped,
                 epoch,
-                ..
             } => {
                 if *epoch != self.epoch {
                     *epoch = self.epoch;
@@ -306,10 +287,7 @@ impl Slots {
                     *capped = true;
                     fx.cap = Some(key);
                 }
-                // `waiting` is only ever set beside a waker (`multishot::wait`).
-                if std::mem::take(waiting) {
-                    fx.wake_kept = Some(key);
-                }
+                fx.wake = waker.take();
             }
             Slot::Orphan(_) => {
                 // A receive nobody reads any more still took a buffer; an
@@ -383,43 +361,6 @@ mod tests {
         assert_eq!(k2, k);
         waiter(&mut s, k2);
         assert!(s.complete(ud2, 100, 0).wake.is_some());
-    }
-
-    /// A multishot reader is woken by the first completion after it began
-    /// to wait, not by the ones after it; its waker stays in the slot.
-    #[test]
-    fn a_multishot_wakes_its_waiting_reader_once_and_keeps_its_waker() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.wake_by_ref();
-            }
-            fn wake_by_ref(self: &std::sync::Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        let count = std::sync::Arc::new(Count(0.into()));
-        let mut s = Slots::default();
-        let (k, ud) = s.insert_multi(false);
-        assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, None, "nobody waits");
-        if let Some(Slot::Multi { waker, waiting, .. }) = s.get_mut(k) {
-            *waker = Some(Waker::from(count.clone()));
-            *waiting = true;
-        }
-        assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, Some(k));
-        assert_eq!(s.complete(ud, 10, F_MORE).wake_kept, None, "woken already");
-        assert!(matches!(
-            s.get(k),
-            Some(Slot::Multi {
-                waker: Some(_),
-                waiting: false,
-                ..
-            })
-        ));
-        s.wake_kept(k);
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
-        // Woken by reference: the slot still holds the waker.
-        assert_eq!(std::sync::Arc::strong_count(&count), 2);
     }
 
     #[test]
