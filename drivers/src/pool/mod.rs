@@ -372,13 +372,15 @@ impl<M: Manager> Pool<M> {
     }
 
     /// This worker's shard. Call it on worker `index`'s thread (for example
-    /// in the server's per-worker app builder); it starts the shard's reaper
-    /// and warm-up there.
+    /// in the server's per-worker app builder); the first call starts the
+    /// shard's reaper and warm-up there, and every later call on that
+    /// thread returns a handle to the same shard.
     ///
     /// # Panics
     /// When the pool was declared for a different number of workers than
     /// the runtime this thread belongs to runs, or `index` is not this
-    /// worker's: in the server's app builder that fails `serve` with this
+    /// worker's (or this thread already runs another of the pool's
+    /// shards): in the server's app builder that fails `serve` with this
     /// message, at startup.
     pub fn local(&self, index: usize) -> LocalPool<M> {
         let shards = self.inner.shards.len();
@@ -396,7 +398,7 @@ impl<M: Manager> Pool<M> {
         // shard takes to claim capacity from one not started yet, so a
         // claimed unit is never counted twice.
         let mut workers = self.inner.workers.lock().unwrap();
-        let shard = Shard::start(self.inner.clone(), index);
+        let shard = Shard::local(self.inner.clone(), index);
         workers[index] = Some(rt::current_worker());
         drop(workers);
         LocalPool { shard }

@@ -144,7 +144,8 @@ thread_local! {
 }
 
 /// What other workers ask of a shard: a new cap, a unit lent or borrowed.
-trait Capacity {
+/// (`Any`: `local` finds the typed shard a worker already runs.)
+trait Capacity: Any {
     fn set_cap(self: Rc<Self>, cap: usize);
     fn lend(self: Rc<Self>, to: usize, epoch: u64);
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
@@ -385,7 +386,38 @@ impl<M: Manager> Capacity for Shard<M> {
 }
 
 impl<M: Manager> Shard<M> {
-    pub(crate) fn start(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
+    /// This worker's shard of `pool`: the one it already runs, or a new
+    /// one. One shard per pool and worker, however many handles the app
+    /// asks for (a route's state and a cache's, say): a second shard would
+    /// count the worker's share of `max_open` twice, and what other
+    /// workers post to this worker's shard (`with_shard`: a unit lent, a
+    /// connection shared) would reach one shard while callers wait in the
+    /// other.
+    pub(crate) fn local(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
+        let id = pool.id;
+        let running = SHARDS.with(|s| {
+            s.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, w)| w.upgrade())
+        });
+        let Some(running) = running else {
+            return Shard::start(pool, index);
+        };
+        let running: Rc<dyn Any> = running;
+        let shard = running
+            .downcast::<Shard<M>>()
+            .unwrap_or_else(|_| unreachable!("pool ids are unique, so is the manager type"));
+        assert!(
+            shard.index == index,
+            "tidepool: pool {:?}: this thread runs its shard {} and was asked for shard {index}",
+            shard.pool.name,
+            shard.index
+        );
+        shard
+    }
+
+    fn start(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
         let stats = pool.shards[index].clone();
         let queue_config = pool.config.queue;
         let cap = stats.target_cap.load(std::sync::atomic::Ordering::Relaxed) as usize;

@@ -268,6 +268,32 @@ fn cancelled_acquire_does_not_lose_the_connection() {
     });
 }
 
+/// An app asks for its worker's shard more than once (a route's state and
+/// a cache's handle, say): every handle is the one shard, so the worker's
+/// share of `max_open` is counted once and what other workers post (a
+/// unit of capacity lent, a connection shared) reaches the shard whose
+/// callers wait.
+#[test]
+fn asking_twice_for_a_workers_shard_gives_the_same_shard() {
+    rt::block_on(async {
+        let pool = Pool::new("twice", config(1), Fake::default(), 1).unwrap();
+        let route = pool.local(0);
+        let cache = pool.local(0);
+        let held = route.get().await.unwrap();
+        match cache.get().await {
+            Ok(_) => panic!(
+                "a second connection under max_open 1 ({} made)",
+                pool.manager().made.load(Ordering::Relaxed)
+            ),
+            Err(e) => assert!(matches!(e, AcquireError::Timeout { .. }), "{e}"),
+        }
+        drop(held);
+        drop(cache.get().await.unwrap());
+        assert_eq!(pool.manager().made.load(Ordering::Relaxed), 1);
+        route.assert_invariants();
+    });
+}
+
 #[test]
 fn timeout_error_names_the_pool_and_the_last_connect_error() {
     rt::block_on(async {
