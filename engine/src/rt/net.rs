@@ -526,10 +526,16 @@ impl TcpStream {
     }
 
     fn start_write(&self, buf: Vec<u8>, from: usize) -> Started {
-        let from = from.min(buf.len());
-        if let Some(io) = self.fd.io() {
-            return Started::Readiness(io, buf);
+        match self.fd.io() {
+            Some(io) => Started::Readiness(io, buf),
+            None => Started::Ring(self.submit_send(buf, from)),
         }
+    }
+
+    /// A ring send of `buf[from..]` (an io_uring worker's).
+    #[inline(always)]
+    fn submit_send(&self, buf: Vec<u8>, from: usize) -> Op<(Rc<Fd>, Vec<u8>)> {
+        let from = from.min(buf.len());
         // SAFETY: `from <= len`.
         let ptr = unsafe { buf.as_ptr().add(from) };
         let sqe = opcode::Send::new(types::Fd(self.fd.raw()), ptr, (buf.len() - from) as u32)
@@ -537,12 +543,12 @@ impl TcpStream {
             .build();
         // SAFETY: as for `read_hinted`: the SQE points into `buf`, which
         // travels with the op.
-        Started::Ring(unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) })
+        unsafe { Op::submit(sqe, (self.fd.clone(), buf), false) }
     }
 
     /// Sends all of `buf`.
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.write_all_with(buf, None).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        self.write_all_with(buf, None)
     }
 
     /// [`write_all`](Self::write_all) for a task that waits on something
@@ -553,12 +559,13 @@ impl TcpStream {
     /// saves a wake-up and a poll per response. A short send or an error
     /// wakes the task as usual (the rest must be sent). Set `quiet` false
     /// and poll again before waiting on this send alone.
-    pub async fn write_all_quiet(
-        &self,
+    pub fn write_all_quiet<'a>(
+        &'a self,
         buf: Vec<u8>,
-        quiet: &Cell<bool>,
-    ) -> (io::Result<()>, Vec<u8>) {
-        self.write_all_with(buf, Some(quiet)).await
+        quiet: &'a Cell<bool>,
+    ) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + 'a {
+        // The sending future itself, not one wrapped around it.
+        self.write_all_with(buf, Some(quiet))
     }
 
     async fn write_all_with(
@@ -568,15 +575,30 @@ impl TcpStream {
     ) -> (io::Result<()>, Vec<u8>) {
         let mut buf = buf;
         let mut sent = 0;
+        if let Some(io) = self.fd.io() {
+            while sent < buf.len() {
+                match io.send(&buf[sent..]).await {
+                    Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                    Ok(n) => sent += n,
+                    Err(e) => return (Err(e), buf),
+                }
+            }
+            return (Ok(()), buf);
+        }
         while sent < buf.len() {
-            // Started and awaited here, not through `write_from`: one
-            // future less to build and move per response.
+            // The operation is polled here, not through `Started::finish`:
+            // no nested future to build and move per response.
             let full = i32::try_from(buf.len() - sent).ok();
-            let (res, b) = self.start_write(buf, sent).finish(sent, full, quiet).await;
+            let mut op = self.submit_send(buf, sent);
+            let (c, (_fd, b)) = poll_fn(|cx| {
+                let q = full.filter(|_| quiet.is_some_and(Cell::get));
+                op.poll_quiet(cx, q)
+            })
+            .await;
             buf = b;
-            match res {
+            match c.into_result() {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => sent += n,
+                Ok(n) => sent += n as usize,
                 Err(e) => return (Err(e), buf),
             }
         }
