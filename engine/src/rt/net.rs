@@ -521,8 +521,7 @@ impl TcpStream {
         buf: Vec<u8>,
         from: usize,
     ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
-        let full = i32::try_from(buf.len() - from.min(buf.len())).ok();
-        self.start_write(buf, from).finish(from, full, None)
+        self.start_write(buf, from).finish(from)
     }
 
     fn start_write(&self, buf: Vec<u8>, from: usize) -> Started {
@@ -680,22 +679,11 @@ enum Started {
 }
 
 impl Started {
-    /// Waits for the send of `buf[from..]`, `full` bytes (when that fits a
-    /// completion's result); while `quiet` holds, a ring send that goes out
-    /// in full does not wake the task.
-    async fn finish(
-        self,
-        from: usize,
-        full: Option<i32>,
-        quiet: Option<&Cell<bool>>,
-    ) -> (io::Result<usize>, Vec<u8>) {
+    /// Waits for the send of `buf[from..]`.
+    async fn finish(self, from: usize) -> (io::Result<usize>, Vec<u8>) {
         match self {
-            Started::Ring(mut op) => {
-                let (c, (_fd, buf)) = poll_fn(|cx| {
-                    let q = full.filter(|_| quiet.is_some_and(Cell::get));
-                    op.poll_quiet(cx, q)
-                })
-                .await;
+            Started::Ring(op) => {
+                let (c, (_fd, buf)) = op.await;
                 (c.into_result().map(|n| n as usize), buf)
             }
             Started::Readiness(io, buf) => {
