@@ -3,7 +3,8 @@
 # demo's composite pattern for MINUTES (default 10), PostgreSQL killed -9
 # and restarted every 2 minutes and Redis half a period later. Passes when
 # the server's RSS and descriptors stay flat, no request hangs, errors
-# happen only in the fault windows, and the pools end idle. Prints the
+# happen only in the fault windows (and, in the first 10 s, as 503s while
+# the pools grow from their floor), and the pools end idle. Prints the
 # verdict; the loadgen report and soak.txt go to soak-out/ (not committed).
 #
 # usage: scripts/soak.sh [MINUTES] [tidepool-loadgen soak options]

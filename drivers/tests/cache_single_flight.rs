@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cache_common::{command_calls, config, on_workers, pool, prefix, wait_until, Report};
-use tidepool_drivers::cache::{Cache, CacheConfig, CacheError};
+use tidepool_drivers::cache::{Cache, CacheConfig, CacheError, ComputeError};
 use tidepool_engine::rt::{self, time};
 use tidepool_testkit::RedisServer;
 
@@ -322,6 +322,63 @@ fn compute_errors_reach_every_waiter_and_are_not_cached() {
             .await
             .unwrap();
         assert_eq!(v.by, "retry", "the error was not cached");
+    });
+    assert_eq!(cache.stats().computes, 2);
+}
+
+/// A computation that got no connection (a pool shed it under overload)
+/// says nothing about the value: every caller waiting on it hears it as
+/// `Unavailable` (a 503, not a 500), and it is not stored even with
+/// negative caching on.
+#[test]
+fn a_computation_without_capacity_is_unavailable_and_never_negatively_cached() {
+    let server = RedisServer::shared();
+    let p = pool(&server.url(), 1);
+    let pre = prefix("unavailable");
+    let cache = Cache::new(
+        "unavailable",
+        CacheConfig {
+            negative_ttl: Some(Duration::from_secs(30)),
+            ..config(&pre)
+        },
+    )
+    .unwrap();
+    let computes = Rc::new(AtomicUsize::new(0));
+    rt::block_on(async {
+        let local = cache.local(p.local(0));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let (local, computes) = (local.clone(), computes.clone());
+                rt::spawn(async move {
+                    local
+                        .get_or_compute("k", Duration::from_secs(30), || async move {
+                            computes.fetch_add(1, SeqCst);
+                            time::sleep(Duration::from_millis(50)).await;
+                            Err::<Report, _>(ComputeError::unavailable(
+                                "pool pg: overloaded, default request shed",
+                            ))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(CacheError::Unavailable(m)) => {
+                    assert_eq!(m, "pool pg: overloaded, default request shed")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(computes.load(SeqCst), 1, "one computation for all five");
+        assert_eq!(server.cli(&["EXISTS", &format!("{pre}k")]).trim(), "0");
+        let v: Report = local
+            .get_or_compute("k", Duration::from_secs(30), || async {
+                Ok::<_, String>(report("later"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.by, "later", "the shed was not cached");
     });
     assert_eq!(cache.stats().computes, 2);
 }

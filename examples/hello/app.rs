@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidepool::app::Pools;
-use tidepool::drivers::cache::{CacheError, LocalCache};
+use tidepool::drivers::cache::{CacheError, ComputeError, LocalCache};
 use tidepool::drivers::pg::ToSql;
 use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
@@ -223,16 +223,18 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
     }
     let r = cache
         .get_or_compute(&format!("report:{day}"), REPORT_TTL, || async {
-            let mut c = pg.get_for("/report").await.map_err(|e| e.to_string())?;
-            let row = c
-                .query_one(REPORT, &[&day.as_ref()])
+            // No connection (shed under overload, or none in time) is no
+            // verdict on the report: its callers get a 503, not a 500.
+            let mut c = pg
+                .get_for("/report")
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ComputeError::unavailable)?;
+            let row = c.query_one(REPORT, &[&day.as_ref()]).await?;
             let generated_at_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64;
-            Ok::<_, String>(Report {
+            Ok::<_, ComputeError>(Report {
                 day: row.get(0),
                 worlds: row.get(2),
                 generated_at_ms,
@@ -241,9 +243,10 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
         .await;
     match r {
         Ok(report) => Response::json(&report),
-        Err(e @ (CacheError::LockTimeout { .. } | CacheError::Pool(_))) => {
-            Response::error(Status::SERVICE_UNAVAILABLE, &e.to_string())
-        }
+        Err(
+            e @ (CacheError::LockTimeout { .. } | CacheError::Pool(_) | CacheError::Unavailable(_)),
+        ) => Response::error(Status::SERVICE_UNAVAILABLE, &e.to_string())
+            .with_header("Retry-After", "1"),
         Err(e) => Response::error(Status::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -2,7 +2,8 @@
 //! example app while PostgreSQL and Redis are killed (-9) and restarted
 //! every two minutes; passes when the server's memory and descriptors
 //! stay flat, no request hangs, errors happen only while a database is
-//! down or coming back, and the pools end with nothing in use or waiting.
+//! down or coming back (or, in the cold start, as 503s while the pools
+//! grow from their floor), and the pools end with nothing in use or waiting.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -23,7 +24,8 @@ Starts an ephemeral PostgreSQL and redis-server and the example app, runs the co
 restarts PostgreSQL, and half a period later Redis. A fault's window runs from the kill until --grace
 seconds (default 10) after the database is back. Passes (exit 0) when:
   - no request timed out or was left unfinished (nothing hangs);
-  - every second with errors lies in a fault window;
+  - every second with errors lies in a fault window, or in the first --grace seconds (a cold start:
+    the pools at their floor, the caches empty) with only 503s, the overload answer;
   - the server's RSS, and its descriptors not held by connections, are within 10% between minute 2
     (or a fifth of the run, if shorter) and the end;
   - every pool ends with in_use = waiting = 0.
@@ -132,7 +134,7 @@ pub fn cmd_soak(args: &[String]) -> Result<i32, String> {
     let seconds = read_series(&out.join("series.jsonl"))?;
     let faults = faults.into_inner().unwrap_or_default();
     let probes = probes.into_inner().unwrap_or_default();
-    let verdict = judge(&seconds, &faults, &probes, &settled, duration);
+    let verdict = judge(&seconds, &faults, soak.grace, &probes, &settled, duration);
     let text = verdict.render(&faults);
     print!("{text}");
     std::fs::write(out.join("soak.txt"), &text)
@@ -280,6 +282,9 @@ struct Verdict {
     /// Seconds with errors outside every fault window, with their counts.
     stray: Vec<(u64, u64)>,
     errors_in_windows: u64,
+    /// The cold start's length, and the 503s in it.
+    cold: f64,
+    shed_cold: u64,
     /// (at minute 2, at the end) medians.
     rss: Option<(u64, u64)>,
     fds: Option<(u64, u64)>,
@@ -297,9 +302,14 @@ fn within(pair: Option<(u64, u64)>, tolerance: f64) -> bool {
     pair.is_some_and(|(a, b)| (b as f64 - a as f64).abs() <= tolerance * a as f64)
 }
 
+/// `cold`: the length of the cold start, in which requests turned away
+/// (503) are the overload answer of pools at their floor while the
+/// autoscaler grows them, and of caches still empty; any other error there
+/// counts as it would anywhere.
 fn judge(
     seconds: &[Second],
     faults: &[Fault],
+    cold: f64,
     probes: &[Probe],
     pools: &[(String, f64, f64)],
     duration: f64,
@@ -314,11 +324,21 @@ fn judge(
     };
     let mut stray = Vec::new();
     let mut errors_in_windows = 0;
+    let mut shed_cold = 0;
     for s in seconds.iter().filter(|s| s.errors > 0) {
         if in_window(s.t) {
             errors_in_windows += s.errors;
+            continue;
+        }
+        let shed = if (s.t as f64) < cold {
+            let turned_away: u64 = s.classes.values().map(|c| c.unavailable).sum();
+            turned_away.min(s.errors)
         } else {
-            stray.push((s.t, s.errors));
+            0
+        };
+        shed_cold += shed;
+        if s.errors > shed {
+            stray.push((s.t, s.errors - shed));
         }
     }
     // Minute 2, or a fifth of a shorter run: after warm-up and growth.
@@ -343,6 +363,8 @@ fn judge(
         unfinished: seconds.iter().map(|s| s.unfinished).sum(),
         stray,
         errors_in_windows,
+        cold,
+        shed_cold,
         rss: pair(|p| p.rss_kib),
         fds: pair(|p| p.fds),
         idle_fds: pair(|p| p.fds.saturating_sub(p.conn_fds)),
@@ -377,6 +399,11 @@ impl Verdict {
                 f.what, f.start, f.end
             );
         }
+        let _ = writeln!(
+            o,
+            "  cold     start  {:>6.1} s .. {:>6.1} s: {} requests turned away (503)",
+            0.0, self.cold, self.shed_cold
+        );
         let _ = writeln!(
             o,
             "{} hung requests: {} timed out, {} unfinished ({} completed, {} errors, {} of them in fault windows)",
@@ -479,15 +506,48 @@ mod tests {
             .map(|t| probe(t as f64, 10_000, 90 + t % 7, 70 + t % 7))
             .collect();
         let pools = vec![("pg".to_string(), 0.0, 0.0)];
-        let v = judge(&seconds, &faults, &probes, &pools, 200.0);
+        let v = judge(&seconds, &faults, 10.0, &probes, &pools, 200.0);
         assert_eq!(v.stray, vec![(150, 1)]);
         assert_eq!(v.errors_in_windows, 2);
         assert!(!v.pass());
         assert!(within(v.idle_fds, 0.10), "{:?}", v.idle_fds);
 
         let seconds: Vec<Second> = (0..200).map(|t| second(t, u64::from(t == 51))).collect();
-        let v = judge(&seconds, &faults, &probes, &pools, 200.0);
+        let v = judge(&seconds, &faults, 10.0, &probes, &pools, 200.0);
         assert!(v.pass(), "{}", v.render(&faults));
+    }
+
+    /// A second with `errors`, `unavailable` of them 503s.
+    fn turned_away(t: u64, errors: u64, unavailable: u64) -> Second {
+        let mut s = second(t, errors);
+        s.classes.insert(
+            "report".into(),
+            crate::run::ClassSecond {
+                errors,
+                unavailable,
+                ..Default::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn a_cold_start_may_turn_requests_away_and_nothing_else() {
+        let probes: Vec<Probe> = (1..200).map(|t| probe(t as f64, 10_000, 80, 60)).collect();
+        let pools = vec![("pg".to_string(), 0.0, 0.0)];
+        let mut seconds: Vec<Second> = (0..200).map(|t| second(t, 0)).collect();
+        seconds[0] = turned_away(0, 13, 13);
+        seconds[2] = turned_away(2, 7, 7);
+        let v = judge(&seconds, &[], 10.0, &probes, &pools, 200.0);
+        assert!(v.pass(), "{}", v.render(&[]));
+        assert_eq!(v.shed_cold, 20);
+        // A 500 in the cold start is an error like any other.
+        seconds[3] = turned_away(3, 2, 1);
+        // So is a 503 after it.
+        seconds[12] = turned_away(12, 1, 1);
+        let v = judge(&seconds, &[], 10.0, &probes, &pools, 200.0);
+        assert_eq!(v.stray, vec![(3, 1), (12, 1)]);
+        assert!(!v.pass());
     }
 
     #[test]
@@ -495,21 +555,21 @@ mod tests {
         let seconds: Vec<Second> = (0..300).map(|t| second(t, 0)).collect();
         let pools = vec![("pg".to_string(), 0.0, 0.0)];
         let flat: Vec<Probe> = (1..300).map(|t| probe(t as f64, 10_000, 80, 60)).collect();
-        assert!(judge(&seconds, &[], &flat, &pools, 300.0).pass());
+        assert!(judge(&seconds, &[], 10.0, &flat, &pools, 300.0).pass());
         // RSS growing 20% from minute 2 to the end.
         let growing: Vec<Probe> = (1..300)
             .map(|t| probe(t as f64, 10_000 + t * 10, 80, 60))
             .collect();
-        assert!(!judge(&seconds, &[], &growing, &pools, 300.0).pass());
+        assert!(!judge(&seconds, &[], 10.0, &growing, &pools, 300.0).pass());
         // A descriptor leak hidden among connections is still a leak.
         let leaking: Vec<Probe> = (1..300)
             .map(|t| probe(t as f64, 10_000, 80 + t / 10, 60))
             .collect();
-        assert!(!judge(&seconds, &[], &leaking, &pools, 300.0).pass());
+        assert!(!judge(&seconds, &[], 10.0, &leaking, &pools, 300.0).pass());
         let mut hung = seconds.clone();
         hung[10].timeouts = 1;
-        assert!(!judge(&hung, &[], &flat, &pools, 300.0).pass());
+        assert!(!judge(&hung, &[], 10.0, &flat, &pools, 300.0).pass());
         let busy = vec![("pg".to_string(), 1.0, 0.0)];
-        assert!(!judge(&seconds, &[], &flat, &busy, 300.0).pass());
+        assert!(!judge(&seconds, &[], 10.0, &flat, &busy, 300.0).pass());
     }
 }

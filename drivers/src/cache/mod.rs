@@ -83,6 +83,51 @@ use flight::{Join, LocalFlights, Outcome, Registry};
 use rand::Rng;
 use stats::LocalStats;
 
+/// How a computation failed, as `get_or_compute` hands it to its callers.
+/// Any `Display` error converts into one (a failure of the computation
+/// itself); [`ComputeError::unavailable`] marks a failure for lack of
+/// capacity instead (a pool that shed the request or timed out), which
+/// its callers get as [`CacheError::Unavailable`] and which is never
+/// negatively cached: it says nothing about the value.
+///
+/// ```
+/// # use tidepool_drivers::cache::ComputeError;
+/// # async fn f(pool: &tidepool_drivers::pool::LocalPool<tidepool_drivers::pool::pg::PgManager>)
+/// # -> Result<i64, ComputeError> {
+/// let mut c = pool.get().await.map_err(ComputeError::unavailable)?;
+/// let row = c.query_one("SELECT 1::int8", &[]).await?;
+/// Ok(row.get(0))
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ComputeError {
+    message: String,
+    unavailable: bool,
+}
+
+impl ComputeError {
+    /// A computation that could not run for lack of capacity (`e`: a
+    /// pool's shed or time-out): its callers get a 503-class
+    /// [`CacheError::Unavailable`].
+    pub fn unavailable(e: impl fmt::Display) -> ComputeError {
+        ComputeError {
+            message: e.to_string(),
+            unavailable: true,
+        }
+    }
+}
+
+/// A failure of the computation itself (`ComputeError` is not `Display`,
+/// so this does not overlap `From<T> for T`).
+impl<E: fmt::Display> From<E> for ComputeError {
+    fn from(e: E) -> ComputeError {
+        ComputeError {
+            message: e.to_string(),
+            unavailable: false,
+        }
+    }
+}
+
 /// Why `get_or_compute` failed.
 ///
 /// Cloneable and `Send`: one outcome is handed to every caller waiting on
@@ -92,6 +137,11 @@ pub enum CacheError {
     /// The computation failed; every caller waiting on it gets its message
     /// (and so do readers of a negative-cache entry).
     Compute(String),
+    /// The computation could not run for lack of capacity
+    /// ([`ComputeError::unavailable`]); every caller waiting on it gets
+    /// this. Answer it as overload (503 with `Retry-After`), not as a
+    /// failure of the value.
+    Unavailable(String),
     /// Another process held the lock for the whole wait and
     /// [`OnTimeout::Fail`] is configured.
     LockTimeout {
@@ -112,6 +162,7 @@ impl fmt::Display for CacheError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheError::Compute(m) => write!(f, "computing the value failed: {m}"),
+            CacheError::Unavailable(m) => write!(f, "the value cannot be computed now: {m}"),
             CacheError::LockTimeout { waited } => write!(
                 f,
                 "another process held the cache lock for the whole {waited:?} wait"
@@ -357,7 +408,7 @@ impl<C: Codec> LocalCache<C> {
     ) -> Result<T, CacheError>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: Into<ComputeError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -425,7 +476,7 @@ impl<C: Codec> LocalCache<C> {
     ) -> Result<T, CacheError>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: Into<ComputeError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -492,7 +543,7 @@ impl<C: Codec> LocalCache<C> {
     ) -> Led<T>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: Into<ComputeError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -574,7 +625,7 @@ impl<C: Codec> LocalCache<C> {
     ) -> Led<T>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: Into<ComputeError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -598,12 +649,19 @@ impl<C: Codec> LocalCache<C> {
                 Err(e) => Led::err(CacheError::Codec(e)),
             },
             Err(e) => {
-                let msg = e.to_string();
+                let ComputeError {
+                    message,
+                    unavailable,
+                } = e.into();
+                if unavailable {
+                    return Led::err(CacheError::Unavailable(message));
+                }
                 if let (true, Some(nttl)) = (cache_errors, self.config().negative_ttl) {
-                    let raw = entry::encode(Kind::Error, Meta::new(delta, nttl), msg.as_bytes());
+                    let raw =
+                        entry::encode(Kind::Error, Meta::new(delta, nttl), message.as_bytes());
                     self.store(&keys.value, raw, nttl).await;
                 }
-                Led::err(CacheError::Compute(msg))
+                Led::err(CacheError::Compute(message))
             }
         }
     }
@@ -634,7 +692,7 @@ impl<C: Codec> LocalCache<C> {
     ) -> Option<T>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: Into<ComputeError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
