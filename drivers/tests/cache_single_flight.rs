@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cache_common::{command_calls, config, on_workers, pool, prefix, wait_until, Report};
-use tidepool_drivers::cache::{Cache, CacheConfig, CacheError, ComputeError};
+use tidepool_drivers::cache::{Cache, CacheConfig, CacheError, ComputeError, LocalCache};
 use tidepool_engine::rt::{self, time};
 use tidepool_testkit::RedisServer;
 
@@ -284,44 +284,80 @@ fn a_cancelled_leader_hands_over_to_a_waiter() {
     assert_eq!(server.cli(&["EXISTS", &lock]).trim(), "0", "lock released");
 }
 
+/// Cache `name` with negative caching for `negative_ttl`, its key prefix.
+fn negative_cache(name: &str, negative_ttl: Duration) -> (Cache, String) {
+    let pre = prefix(name);
+    let cache = Cache::new(
+        name,
+        CacheConfig {
+            negative_ttl: Some(negative_ttl),
+            ..config(&pre)
+        },
+    )
+    .unwrap();
+    (cache, pre)
+}
+
+/// Asserts that key "k" is computed again (nothing of a failed
+/// computation was cached): the value `by` computes is what comes back.
+async fn computes_again(local: &LocalCache, by: &str) {
+    let v: Report = local
+        .get_or_compute("k", Duration::from_secs(30), || async {
+            Ok::<_, String>(report(by))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.by, by, "the failure was not cached");
+}
+
+/// `n` callers of key "k" at once, whose one computation fails with
+/// `fail()` after 50 ms: what each caller got, and how many computations
+/// ran.
+async fn fail_together<E: Into<ComputeError> + 'static>(
+    local: &LocalCache,
+    n: usize,
+    fail: fn() -> E,
+) -> (Vec<Result<Report, CacheError>>, usize) {
+    let computes = Rc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (local, computes) = (local.clone(), computes.clone());
+            rt::spawn(async move {
+                local
+                    .get_or_compute("k", Duration::from_secs(30), || async move {
+                        computes.fetch_add(1, SeqCst);
+                        time::sleep(Duration::from_millis(50)).await;
+                        Err::<Report, _>(fail())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    (got, computes.load(SeqCst))
+}
+
 #[test]
 fn compute_errors_reach_every_waiter_and_are_not_cached() {
     let server = RedisServer::shared();
     let p = pool(&server.url(), 1);
     let pre = prefix("errors");
     let cache = Cache::new("errors", config(&pre)).unwrap();
-    let computes = Rc::new(AtomicUsize::new(0));
     rt::block_on(async {
         let local = cache.local(p.local(0));
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let (local, computes) = (local.clone(), computes.clone());
-                rt::spawn(async move {
-                    local
-                        .get_or_compute("k", Duration::from_secs(30), || async move {
-                            computes.fetch_add(1, SeqCst);
-                            time::sleep(Duration::from_millis(100)).await;
-                            Err::<Report, _>("database is down")
-                        })
-                        .await
-                })
-            })
-            .collect();
-        for t in tasks {
-            match t.await.unwrap() {
+        let (got, computes) = fail_together(&local, 20, || "database is down").await;
+        for r in got {
+            match r {
                 Err(CacheError::Compute(m)) => assert_eq!(m, "database is down"),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(computes.load(SeqCst), 1);
+        assert_eq!(computes, 1);
         assert_eq!(server.cli(&["EXISTS", &format!("{pre}k")]).trim(), "0");
-        let v: Report = local
-            .get_or_compute("k", Duration::from_secs(30), || async {
-                Ok::<_, String>(report("retry"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(v.by, "retry", "the error was not cached");
+        computes_again(&local, "retry").await;
     });
     assert_eq!(cache.stats().computes, 2);
 }
@@ -334,51 +370,24 @@ fn compute_errors_reach_every_waiter_and_are_not_cached() {
 fn a_computation_without_capacity_is_unavailable_and_never_negatively_cached() {
     let server = RedisServer::shared();
     let p = pool(&server.url(), 1);
-    let pre = prefix("unavailable");
-    let cache = Cache::new(
-        "unavailable",
-        CacheConfig {
-            negative_ttl: Some(Duration::from_secs(30)),
-            ..config(&pre)
-        },
-    )
-    .unwrap();
-    let computes = Rc::new(AtomicUsize::new(0));
+    let (cache, pre) = negative_cache("unavailable", Duration::from_secs(30));
     rt::block_on(async {
         let local = cache.local(p.local(0));
-        let tasks: Vec<_> = (0..5)
-            .map(|_| {
-                let (local, computes) = (local.clone(), computes.clone());
-                rt::spawn(async move {
-                    local
-                        .get_or_compute("k", Duration::from_secs(30), || async move {
-                            computes.fetch_add(1, SeqCst);
-                            time::sleep(Duration::from_millis(50)).await;
-                            Err::<Report, _>(ComputeError::unavailable(
-                                "pool pg: overloaded, default request shed",
-                            ))
-                        })
-                        .await
-                })
-            })
-            .collect();
-        for t in tasks {
-            match t.await.unwrap() {
+        let (got, computes) = fail_together(&local, 5, || {
+            ComputeError::unavailable("pool pg: overloaded, default request shed")
+        })
+        .await;
+        for r in got {
+            match r {
                 Err(CacheError::Unavailable(m)) => {
                     assert_eq!(m, "pool pg: overloaded, default request shed")
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(computes.load(SeqCst), 1, "one computation for all five");
+        assert_eq!(computes, 1, "one computation for all five");
         assert_eq!(server.cli(&["EXISTS", &format!("{pre}k")]).trim(), "0");
-        let v: Report = local
-            .get_or_compute("k", Duration::from_secs(30), || async {
-                Ok::<_, String>(report("later"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(v.by, "later", "the shed was not cached");
+        computes_again(&local, "later").await;
     });
     assert_eq!(cache.stats().computes, 2);
 }
@@ -387,15 +396,7 @@ fn a_computation_without_capacity_is_unavailable_and_never_negatively_cached() {
 fn negative_caching_serves_the_error_for_its_own_ttl() {
     let server = RedisServer::shared();
     let p = pool(&server.url(), 1);
-    let pre = prefix("negative");
-    let cache = Cache::new(
-        "negative",
-        CacheConfig {
-            negative_ttl: Some(Duration::from_millis(300)),
-            ..config(&pre)
-        },
-    )
-    .unwrap();
+    let (cache, pre) = negative_cache("negative", Duration::from_millis(300));
     let key = format!("{pre}k");
     rt::block_on(async {
         let local = cache.local(p.local(0));
