@@ -183,15 +183,19 @@ fn claim(stats: &ShardStats) -> bool {
     taken
 }
 
-/// Runs `f` on this worker's shard of pool `id`, if it has one.
-fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Capacity>)) {
-    let shard = SHARDS.with(|s| {
+/// This worker's shard of pool `id`, if it runs one.
+fn running(id: u64) -> Option<Rc<dyn Capacity>> {
+    SHARDS.with(|s| {
         s.borrow()
             .iter()
             .find(|(i, _)| *i == id)
             .and_then(|(_, w)| w.upgrade())
-    });
-    if let Some(shard) = shard {
+    })
+}
+
+/// Runs `f` on this worker's shard of pool `id`, if it has one.
+fn with_shard(id: u64, f: impl FnOnce(Rc<dyn Capacity>)) {
+    if let Some(shard) = running(id) {
         f(shard);
     }
 }
@@ -394,14 +398,7 @@ impl<M: Manager> Shard<M> {
     /// connection shared) would reach one shard while callers wait in the
     /// other.
     pub(crate) fn local(pool: Arc<PoolInner<M>>, index: usize) -> Rc<Shard<M>> {
-        let id = pool.id;
-        let running = SHARDS.with(|s| {
-            s.borrow()
-                .iter()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, w)| w.upgrade())
-        });
-        let Some(running) = running else {
+        let Some(running) = running(pool.id) else {
             return Shard::start(pool, index);
         };
         let running: Rc<dyn Any> = running;
