@@ -18,7 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use tidepool_engine::http::conn::{Conn, Io, Next, FEW_HEADERS};
 use tidepool_engine::http::parse::Header;
 use tidepool_engine::http::{HttpConfig, Response};
-use tidepool_loadgen::http::{parse_response, Parsed};
+use tidepool_loadgen::client::http::{parse_response, Parsed};
 
 const DATE: &[u8] = b"Thu, 03 Dec 2026 00:00:00 GMT";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

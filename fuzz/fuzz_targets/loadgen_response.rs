@@ -9,9 +9,9 @@
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use tidepool_loadgen::exchange::{Exchange, InFlight};
-use tidepool_loadgen::http::{parse_response, Parsed};
-use tidepool_loadgen::stats::Interval;
+use tidepool_loadgen::client::exchange::{Exchange, InFlight};
+use tidepool_loadgen::client::http::{parse_response, Parsed};
+use tidepool_loadgen::report::stats::Interval;
 
 fn check_parser(buf: &[u8], head: bool) {
     let parsed = parse_response(buf, head);

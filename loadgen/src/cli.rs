@@ -4,11 +4,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{load_pattern, Plan, Shorthand};
-use crate::http::parse_target;
-use crate::run::{execute, RunOptions, Second};
-use crate::summary::{summarize, Summary};
-use crate::threshold::Threshold;
+use crate::client::http::parse_target;
+use crate::client::run::{execute, RunOptions, Second};
+use crate::plan::config::{load_pattern, Plan, Shorthand};
+use crate::report::summary::{summarize, Summary};
+use crate::report::threshold::Threshold;
 use crate::util::{parse_duration, parse_seconds};
 use tidepool_engine::rt::IoChoice;
 
@@ -205,7 +205,7 @@ impl RunArgs {
             }
             load_pattern(p, self.shorthand.duration)?
         } else if let (Some(text), true) = (builtin, self.shorthand.is_empty()) {
-            crate::config::parse_pattern(text, None, self.shorthand.duration)?
+            crate::plan::config::parse_pattern(text, None, self.shorthand.duration)?
         } else {
             if self.shorthand.is_empty() {
                 return Err(
@@ -322,7 +322,7 @@ pub fn run_with(a: &RunArgs, plan: Plan) -> Result<i32, String> {
     if a.dry_run {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        match crate::dryrun::print(&plan, a.threads.unwrap_or(1), &mut out) {
+        match crate::plan::dryrun::print(&plan, a.threads.unwrap_or(1), &mut out) {
             // `| head` closing the pipe is not an error.
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.to_string()),
             _ => return Ok(0),
@@ -414,11 +414,13 @@ pub fn run_to_dir(
         match t.check(&summary) {
             Ok(r) => summary.thresholds.push(r),
             Err(e) => {
-                summary.thresholds.push(crate::summary::ThresholdResult {
-                    expr: t.expr.clone(),
-                    value: f64::NAN,
-                    ok: false,
-                });
+                summary
+                    .thresholds
+                    .push(crate::report::summary::ThresholdResult {
+                        expr: t.expr.clone(),
+                        value: f64::NAN,
+                        ok: false,
+                    });
                 eprintln!("tidepool-loadgen: {e}");
             }
         }
@@ -428,7 +430,7 @@ pub fn run_to_dir(
         serde_json::to_string_pretty(&summary).map_err(|e| RunError::Failed(e.to_string()))?;
     std::fs::write(&summary_path, json)
         .map_err(|e| RunError::Failed(format!("writing {}: {e}", summary_path.display())))?;
-    let html = crate::report::render(&summary, &collected.seconds);
+    let html = crate::report::html::render(&summary, &collected.seconds);
     let report_path = dir.join("report.html");
     std::fs::write(&report_path, html)
         .map_err(|e| RunError::Failed(format!("writing {}: {e}", report_path.display())))?;
@@ -439,7 +441,7 @@ pub fn run_to_dir(
     let _ = write!(
         o,
         "{}",
-        crate::spectrum::spectrum("Recorded Latency, from intended send", &all.corrected)
+        crate::report::spectrum::spectrum("Recorded Latency, from intended send", &all.corrected)
     );
     let _ = writeln!(o, "  Uncorrected latency (service time, from actual send):");
     for (q, v) in [
@@ -615,7 +617,7 @@ fn cmd_compare(args: &[String]) -> Result<i32, String> {
     };
     let sa = read_summary(a)?;
     let sb = read_summary(b)?;
-    print!("{}", crate::compare::compare(&sa, &sb, a, b));
+    print!("{}", crate::report::compare::compare(&sa, &sb, a, b));
     Ok(0)
 }
 
@@ -640,7 +642,7 @@ fn cmd_report(args: &[String]) -> Result<i32, String> {
     let summary = read_summary(&dir.join("summary.json").to_string_lossy())?;
     let seconds = read_series(&dir.join("series.jsonl"))?;
     let out = dir.join("report.html");
-    std::fs::write(&out, crate::report::render(&summary, &seconds))
+    std::fs::write(&out, crate::report::html::render(&summary, &seconds))
         .map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("Wrote {}", out.display());
     Ok(0)

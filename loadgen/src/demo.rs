@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{parse_run_args, read_series, read_summary, run_with, RunArgs};
+use crate::report::versus::{self, Run};
 use crate::stack::{app_path, split_extras, DemoExtras, Sizing, Stack};
-use crate::versus::{self, Run};
 
 /// The built-in pattern: steady, square-wave bursts, a diurnal sine, a mix
 /// drifting from Redis-heavy to Postgres-heavy, and an overload of about
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_demo_pattern_builds_and_scales() {
-        let plan = crate::config::parse_pattern(DEMO_PATTERN, None, None).unwrap();
+        let plan = crate::plan::config::parse_pattern(DEMO_PATTERN, None, None).unwrap();
         assert!((plan.duration() - 120.0).abs() < 1e-9);
         let names: Vec<&str> = plan.classes.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
@@ -215,7 +215,7 @@ mod tests {
         let overload = plan.mix.shares_at(100.0);
         assert!((overload[7] - 0.5).abs() < 1e-9, "{overload:?}");
         assert!(!plan.schedule.as_ref().unwrap().edges().is_empty());
-        let short = crate::config::parse_pattern(DEMO_PATTERN, None, Some(30.0)).unwrap();
+        let short = crate::plan::config::parse_pattern(DEMO_PATTERN, None, Some(30.0)).unwrap();
         assert!((short.duration() - 30.0).abs() < 1e-9);
     }
 }

@@ -8,26 +8,19 @@
 //! scraped each second onto the same timeline, and a run ends in a JSONL
 //! series, a summary JSON, a wrk2-style spectrum and an HTML report.
 
+//!
+//! The tree follows the run: `plan` (what to send and when), `client` (the
+//! generator threads that send it and the sampler beside them), `report`
+//! (what the run measured, as numbers, thresholds, comparisons and HTML);
+//! the commands (`cli`, `demo`, `soak`) and the stack they run against sit
+//! at the top.
+
 pub mod cli;
-pub mod compare;
-pub mod config;
+pub mod client;
 pub mod demo;
-pub mod dryrun;
-pub mod exchange;
-pub mod http;
-pub mod mix;
-pub mod pattern;
+pub mod plan;
 pub mod report;
-pub mod run;
-pub mod sampler;
-pub mod schedule;
 pub mod signal;
 pub mod soak;
-pub mod spectrum;
 pub mod stack;
-pub mod stats;
-pub mod summary;
-pub mod threshold;
 pub mod util;
-pub mod versus;
-pub mod worker;

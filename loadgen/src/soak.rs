@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cli::{parse_run_args, read_series, run_with};
-use crate::run::Second;
-use crate::sampler::{parse_prometheus, pool_gauges, Sample, Scraper};
+use crate::client::run::Second;
+use crate::client::sampler::{parse_prometheus, pool_gauges, Sample, Scraper};
 use crate::stack::{app_path, split_extras, Sizing, Stack};
 
 /// The soak's traffic: the demo's composite pattern without its overload
@@ -522,7 +522,7 @@ mod tests {
         let mut s = second(t, errors);
         s.classes.insert(
             "report".into(),
-            crate::run::ClassSecond {
+            crate::client::run::ClassSecond {
                 errors,
                 unavailable,
                 ..Default::default()

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use tidepool_loadgen::cli::{main as cli_main, parse_run_args};
-use tidepool_loadgen::compare::compare;
-use tidepool_loadgen::report::{chart_titles, check_balanced, render, svgs};
-use tidepool_loadgen::run::{ClassSecond, PoolSecond, Second};
-use tidepool_loadgen::stats::Latency;
-use tidepool_loadgen::summary::{EdgeSummary, PoolSummary, Samples, Summary};
+use tidepool_loadgen::client::run::{ClassSecond, PoolSecond, Second};
+use tidepool_loadgen::report::compare::compare;
+use tidepool_loadgen::report::html::{chart_titles, check_balanced, render, svgs};
+use tidepool_loadgen::report::stats::Latency;
+use tidepool_loadgen::report::summary::{EdgeSummary, PoolSummary, Samples, Summary};
 
 fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()

@@ -42,7 +42,7 @@ fn demo_short_mode_writes_a_report() {
     assert_eq!(code, 0);
     // The comparison page over the three runs.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    tidepool_loadgen::report::check_balanced(&html).unwrap();
+    tidepool_loadgen::report::html::check_balanced(&html).unwrap();
     assert!(
         html.matches("<svg").count() >= 3,
         "charts in the comparison"

@@ -6,10 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Behaviour, TestServer};
-use tidepool_loadgen::config::Shorthand;
-use tidepool_loadgen::http::parse_target;
-use tidepool_loadgen::run::{execute, RunOptions};
-use tidepool_loadgen::summary::summarize;
+use tidepool_loadgen::client::http::parse_target;
+use tidepool_loadgen::client::run::{execute, RunOptions};
+use tidepool_loadgen::plan::config::Shorthand;
+use tidepool_loadgen::report::summary::summarize;
 
 fn options(server: &TestServer, sh: Shorthand) -> RunOptions {
     let plan = sh.plan(7, false, None).unwrap();
@@ -115,7 +115,7 @@ fn end_to_end_writes_series_summary_report_and_sets_the_exit_code() {
         .iter()
         .any(|s| s.pools.get("pg").and_then(|p| p.open).is_some()));
 
-    let summary: tidepool_loadgen::summary::Summary =
+    let summary: tidepool_loadgen::report::summary::Summary =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary.completed, 1000);
     assert_eq!(summary.errors, 0);
@@ -126,8 +126,8 @@ fn end_to_end_writes_series_summary_report_and_sets_the_exit_code() {
     assert!(!summary.edges.is_empty(), "a square wave has edges");
 
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    tidepool_loadgen::report::check_balanced(&html).unwrap();
-    let titles = tidepool_loadgen::report::chart_titles(&html);
+    tidepool_loadgen::report::html::check_balanced(&html).unwrap();
+    let titles = tidepool_loadgen::report::html::chart_titles(&html);
     assert!(
         titles.contains_key("Offered vs achieved rate"),
         "{titles:?}"

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::{Behaviour, TestServer};
 use tidepool_engine::rt::IoChoice;
-use tidepool_loadgen::config::Shorthand;
-use tidepool_loadgen::http::parse_target;
-use tidepool_loadgen::run::{execute, RunOptions};
-use tidepool_loadgen::summary::{summarize, Summary};
+use tidepool_loadgen::client::http::parse_target;
+use tidepool_loadgen::client::run::{execute, RunOptions};
+use tidepool_loadgen::plan::config::Shorthand;
+use tidepool_loadgen::report::summary::{summarize, Summary};
 use tidepool_testkit::seccomp::deny_io_uring;
 
 fn options(server: &TestServer, sh: Shorthand, io: IoChoice) -> RunOptions {

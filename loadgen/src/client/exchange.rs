@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::http::{parse_response, Parsed};
-use crate::stats::{record, Interval, GOOD_WITHIN_US};
+use crate::client::http::{parse_response, Parsed};
+use crate::report::stats::{record, Interval, GOOD_WITHIN_US};
 
 /// A request sent and not yet answered.
 pub struct InFlight {

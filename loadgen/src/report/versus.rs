@@ -13,10 +13,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::compare::{mann_whitney, median_ci};
-use crate::report::{esc, Chart, Line, STYLE};
-use crate::run::Second;
-use crate::summary::Summary;
+use crate::client::run::Second;
+use crate::report::compare::{mann_whitney, median_ci};
+use crate::report::html::{esc, Chart, Line, STYLE};
+use crate::report::summary::Summary;
 
 /// One run of the demo.
 pub struct Run {
@@ -445,7 +445,7 @@ pub fn render(runs: &[Run]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{ClassSummary, PoolSummary};
+    use crate::report::summary::{ClassSummary, PoolSummary};
 
     fn run(name: &str, goodput: &[f64], p99: &[f64], errors: u64, conn_s: f64) -> Run {
         let mut s = Summary {
@@ -529,8 +529,8 @@ mod tests {
         assert!(conn.contains("0.25x") && !conn.contains('*'), "{conn}");
         assert!(t.contains("[ok]"), "{t}");
         let html = render(&runs);
-        crate::report::check_balanced(&html).unwrap();
+        crate::report::html::check_balanced(&html).unwrap();
         assert!(html.contains("static-peak/report.html"));
-        assert_eq!(crate::report::svgs(&html).len(), 5);
+        assert_eq!(crate::report::html::svgs(&html).len(), 5);
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Plan;
-use crate::http::{RequestTemplate, Target};
-use crate::sampler::{run_sampler, PoolGauges, Scraper, Tick};
-use crate::schedule::Phase;
-use crate::stats::{new_hist, ClassInterval, Counters, Interval, Latency};
-use crate::worker::{run_worker, IoUsed, Msg, Shared};
+use crate::client::http::{RequestTemplate, Target};
+use crate::client::sampler::{run_sampler, PoolGauges, Scraper, Tick};
+use crate::client::worker::{run_worker, IoUsed, Msg, Shared};
+use crate::plan::config::Plan;
+use crate::plan::schedule::Phase;
+use crate::report::stats::{new_hist, ClassInterval, Counters, Interval, Latency};
 use tidepool_engine::rt::backend::IO_ENV;
 use tidepool_engine::rt::IoChoice;
 

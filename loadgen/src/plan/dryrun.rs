@@ -4,9 +4,9 @@
 
 use std::io::Write;
 
-use crate::config::Plan;
-use crate::run::expected_in_second;
-use crate::schedule::{Arrivals, Phase, What};
+use crate::client::run::expected_in_second;
+use crate::plan::config::Plan;
+use crate::plan::schedule::{Arrivals, Phase, What};
 use crate::util::Rng;
 
 /// Arrivals per second and per class: `counts[second][class]`.
@@ -91,7 +91,7 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_pattern;
+    use crate::plan::config::parse_pattern;
 
     #[test]
     fn dry_run_shows_the_drift_without_changing_the_rate() {

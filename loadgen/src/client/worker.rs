@@ -41,11 +41,11 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tidepool_engine::rt::{Backend, IoChoice};
 
-use crate::config::Plan;
-use crate::exchange::{Exchange, InFlight};
-use crate::http::{render_fixed_into, RequestTemplate, Target};
-use crate::schedule::{Arrivals, Phase, What};
-use crate::stats::{record, Interval};
+use crate::client::exchange::{Exchange, InFlight};
+use crate::client::http::{render_fixed_into, RequestTemplate, Target};
+use crate::plan::config::Plan;
+use crate::plan::schedule::{Arrivals, Phase, What};
+use crate::report::stats::{record, Interval};
 use crate::util::Rng;
 
 use epoll::Epoll;
@@ -80,7 +80,7 @@ pub enum Msg {
     Done(usize),
     Fatal(usize, String),
     /// From the sampler thread, once a second.
-    Tick(Box<crate::sampler::Tick>),
+    Tick(Box<crate::client::sampler::Tick>),
 }
 
 /// The backend a generator thread runs on, and why.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::http::{parse_response, Parsed};
-use crate::worker::Msg;
+use crate::client::http::{parse_response, Parsed};
+use crate::client::worker::Msg;
 
 /// The pool gauges of one scrape, by pool name.
 #[derive(Clone, Debug, Default, PartialEq)]

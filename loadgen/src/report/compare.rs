@@ -15,7 +15,7 @@
 
 use std::fmt::Write;
 
-use crate::summary::Summary;
+use crate::report::summary::Summary;
 
 /// erfc by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): plenty for p-values.
 fn erfc(x: f64) -> f64 {
@@ -194,7 +194,9 @@ pub fn compare(a: &Summary, b: &Summary, name_a: &str, name_b: &str) -> String {
     let pools: std::collections::BTreeSet<&String> = a.pools.keys().chain(b.pools.keys()).collect();
     for p in pools {
         let (pa, pb) = (a.pools.get(p), b.pools.get(p));
-        let cs = |x: Option<&crate::summary::PoolSummary>| x.map_or(0.0, |x| x.connection_seconds);
+        let cs = |x: Option<&crate::report::summary::PoolSummary>| {
+            x.map_or(0.0, |x| x.connection_seconds)
+        };
         let _ = writeln!(
             out,
             "{:<20} {:>w$} {:>w$}  {:<10} (one value per run: no test)",

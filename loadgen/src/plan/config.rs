@@ -36,9 +36,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::mix::{Class, Drift, DriftShape, Mix, Template};
-use crate::pattern::{RatePhase, Shape};
-use crate::schedule::{Phase, Schedule, TraceEntry, TracePhase};
+use crate::plan::mix::{Class, Drift, DriftShape, Mix, Template};
+use crate::plan::pattern::{RatePhase, Shape};
+use crate::plan::schedule::{Phase, Schedule, TraceEntry, TracePhase};
 use crate::util::parse_seconds;
 
 /// A duration in a pattern file: a number of seconds or a string with a unit.

@@ -8,7 +8,7 @@
 //! `dropped`, `late`, `timeouts`, `slo_seconds` are counts; `rps` is
 //! completed requests per second; `lag_p99` is the generator's schedule lag.
 
-use crate::summary::{Summary, ThresholdResult};
+use crate::report::summary::{Summary, ThresholdResult};
 use crate::util::parse_seconds;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl Threshold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::ClassSummary;
+    use crate::report::summary::ClassSummary;
 
     fn summary() -> Summary {
         let mut s = Summary {

@@ -2,7 +2,7 @@
 //! responses on a keep-alive connection (Content-Length, chunked, or
 //! close-delimited) and read the status, with no copying.
 
-use crate::mix::{Class, Template};
+use crate::plan::mix::{Class, Template};
 use crate::util::Rng;
 
 /// A request split around its only variable part, the path.
@@ -425,7 +425,7 @@ mod tests {
 
     #[test]
     fn renders_requests() {
-        let class = crate::config::class_from_spec(&crate::config::ClassSpec {
+        let class = crate::plan::config::class_from_spec(&crate::plan::config::ClassSpec {
             name: "c".into(),
             method: "POST".into(),
             path: "/cache/{rand:7..7}".into(),

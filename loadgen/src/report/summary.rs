@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pattern::Edge;
-use crate::run::{Collected, RunOptions, Second};
-use crate::stats::Latency;
-use crate::worker::IoUsed;
+use crate::client::run::{Collected, RunOptions, Second};
+use crate::client::worker::IoUsed;
+use crate::plan::pattern::Edge;
+use crate::report::stats::Latency;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -515,7 +515,7 @@ pub fn edge_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::PoolSecond;
+    use crate::client::run::PoolSecond;
 
     fn sec(t: u64, p99: f64, open: Option<f64>) -> Second {
         let mut s = Second {

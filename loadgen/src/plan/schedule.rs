@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::pattern::{significant, Edge, RatePhase};
+use crate::plan::pattern::{significant, Edge, RatePhase};
 use crate::util::Rng;
 
 /// One request of a replayed trace.
@@ -41,12 +41,12 @@ impl Phase {
         match self {
             Phase::Trace(_) => "trace",
             Phase::Rate(p) => match p.shape {
-                crate::pattern::Shape::Steady { .. } => "steady",
-                crate::pattern::Shape::Ramp { .. } => "ramp",
-                crate::pattern::Shape::Step { .. } => "step",
-                crate::pattern::Shape::Spike { .. } => "spike",
-                crate::pattern::Shape::Sine { .. } => "sine",
-                crate::pattern::Shape::Burst { .. } => "burst",
+                crate::plan::pattern::Shape::Steady { .. } => "steady",
+                crate::plan::pattern::Shape::Ramp { .. } => "ramp",
+                crate::plan::pattern::Shape::Step { .. } => "step",
+                crate::plan::pattern::Shape::Spike { .. } => "spike",
+                crate::plan::pattern::Shape::Sine { .. } => "sine",
+                crate::plan::pattern::Shape::Burst { .. } => "burst",
             },
         }
     }
@@ -309,7 +309,7 @@ impl Iterator for Arrivals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pattern::Shape;
+    use crate::plan::pattern::Shape;
 
     fn rate(shape: Shape, d: f64) -> Phase {
         Phase::Rate(RatePhase::new(shape, d).unwrap())

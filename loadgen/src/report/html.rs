@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::run::Second;
-use crate::summary::Summary;
+use crate::client::run::Second;
+use crate::report::summary::Summary;
 
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -472,7 +472,7 @@ pub fn render(s: &Summary, seconds: &[Second]) -> String {
     let pool_names: Vec<String> = s.pools.keys().cloned().collect();
     let mut wait_lines = Vec::new();
     for (i, p) in pool_names.iter().enumerate() {
-        let get = |x: &Second, f: &dyn Fn(&crate::run::PoolSecond) -> Option<f64>| {
+        let get = |x: &Second, f: &dyn Fn(&crate::client::run::PoolSecond) -> Option<f64>| {
             x.pools.get(p).and_then(f).unwrap_or(f64::NAN)
         };
         let mut marks = Vec::new();

@@ -85,7 +85,7 @@ pub fn spectrum(title: &str, h: &Histogram<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{new_hist, record};
+    use crate::report::stats::{new_hist, record};
 
     #[test]
     fn has_wrk2_layout() {
