@@ -10,7 +10,8 @@
 //!   `io_uring_enter` or `epoll_wait`);
 //! - `time`: per-worker timers waited on through that wait's timeout;
 //! - `net`: TCP and unix sockets over either backend;
-//! - `remote`: how other threads post work to a worker.
+//! - `remote`: how other threads post work to a worker;
+//! - `wake`: what an I/O completion wakes (a task of the worker by id).
 
 pub mod backend;
 mod epoll;
@@ -19,6 +20,7 @@ pub mod net;
 pub(crate) mod remote;
 pub mod time;
 mod uring;
+mod wake;
 
 pub use backend::{Backend, IoChoice, Selection};
 pub use executor::{

@@ -10,6 +10,7 @@ use io_uring::squeue;
 
 use super::slots::Slot;
 use crate::rt::executor::{try_with_core, with_core};
+use crate::rt::wake::Wakee;
 
 /// The raw completion of an operation: `res` is the kernel's result
 /// (negative errno on failure), `flags` the CQE flags.
@@ -108,10 +109,7 @@ impl<T: 'static> Op<T> {
                     Some(c)
                 }
                 Slot::Waiting(w) => {
-                    match w {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *w = Some(cx.waker().clone()),
-                    }
+                    Wakee::register(w, cx);
                     driver.ops.set_quiet(key, quiet);
                     None
                 }

@@ -11,10 +11,11 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::task::Waker;
 
 use io_uring::cqueue;
 use slab::Slab;
+
+use crate::rt::wake::Wakee;
 
 /// Provided buffers one multishot receive may hold unread before it is
 /// stopped (64 KiB): a connection whose reader is busy then waits in its
@@ -24,13 +25,13 @@ use slab::Slab;
 pub(crate) const RECV_CAP: usize = 16;
 
 pub(crate) enum Slot {
-    /// Submitted; the waker is the task to notify.
-    Waiting(Option<Waker>),
+    /// Submitted; who to notify.
+    Waiting(Option<Wakee>),
     /// Completed; result waits for its future to be polled.
     Done { res: i32, flags: u32 },
     /// A multishot operation: completions queue up until read.
     Multi {
-        waker: Option<Waker>,
+        waker: Option<Wakee>,
         queue: VecDeque<(i32, u32)>,
         ended: bool,
         /// A receive holding [`RECV_CAP`] buffers unread was asked to
@@ -86,8 +87,8 @@ fn user_data(key: usize, generation: u32) -> u64 {
 /// What the driver must do about one completion.
 #[derive(Default)]
 pub(crate) struct Effects {
-    /// The task to wake.
-    pub(crate) wake: Option<Waker>,
+    /// Who to wake.
+    pub(crate) wake: Option<Wakee>,
     /// The completion handed a provided buffer to a reader (count it taken).
     pub(crate) taken: bool,
     /// A provided buffer nobody will read: count it taken and give it back.
@@ -330,7 +331,7 @@ mod tests {
 
     fn waiter(slots: &mut Slots, key: usize) {
         if let Some(Slot::Waiting(w)) = slots.get_mut(key) {
-            *w = Some(Waker::noop().clone());
+            *w = Some(Wakee::Other(std::task::Waker::noop().clone()));
         }
     }
 
