@@ -12,12 +12,16 @@
 # usage: benches/icount-server.sh [--io io_uring|epoll] [--connections N]
 #                                 [--duration SECS] [--server BIN] [--pipeline]
 # --pipeline sends 16 requests per write (as compare_http's pipelined x16).
+# --cache also simulates this machine's data caches (48 KiB L1d, 2 MiB L2
+# as the last level) and prints L1 data misses per request: what a request
+# touches that the kernel's work in between has evicted. With TOP, the
+# functions are ranked by those misses instead.
 # TOP=N prints the N functions with the most instructions of their own per
 # request (callgrind_annotate's flat view puts this dump's whole cost on
 # `clone`; its --inclusive=yes tree is right). KEEP=FILE keeps the profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-io=io_uring conns=64 secs=8 bin=target/release/examples/hello script=()
+io=io_uring conns=64 secs=8 bin=target/release/examples/hello script=() cache=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --io) io=$2; shift 2 ;;
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
     --duration) secs=$2; shift 2 ;;
     --server) bin=$2; shift 2 ;;
     --pipeline) script=(-s benches/pipeline.lua); shift ;;
-    *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN] [--pipeline]" >&2; exit 2 ;;
+    --cache) cache=(--cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64); shift ;;
+    *) echo "usage: $0 [--io io_uring|epoll] [--connections N] [--duration SECS] [--server BIN] [--pipeline] [--cache]" >&2; exit 2 ;;
   esac
 done
 for tool in valgrind callgrind_control wrk curl taskset; do
@@ -34,7 +39,7 @@ done
 [ "$bin" != target/release/examples/hello ] || cargo build -q --release --example hello
 tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$bin" \
+taskset -c 1 valgrind --tool=callgrind ${cache[@]+"${cache[@]}"} --callgrind-out-file="$tmp/cg.%p" "$bin" \
   --listen "127.0.0.1:$port" --workers 1 --io "$io" >"$tmp/server.log" 2>&1 &
 server=$!
 # Killed outright (the counts are dumped by then, and a server under
@@ -57,11 +62,19 @@ callgrind_control --dump "$server" >/dev/null 2>&1
 part=$(ls "$tmp"/cg.*.1)
 instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
 echo "io $io, $conns connections${script[@]+ pipelined x16}: $requests requests, $instructions instructions, $((instructions / requests)) per request"
+# With --cache the events are Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+column=1
+if [ ${#cache[@]} -gt 0 ]; then
+  awk -v n="$requests" '/^(summary|totals):/ {
+      printf "L1 data misses per request: %.1f (reads %.1f, writes %.1f); L2 data misses %.2f\n",
+        ($6 + $7) / n, $6 / n, $7 / n, ($9 + $10) / n; exit }' "$part"
+  column=5
+fi
 if [ -n "${TOP:-}" ]; then
   # Self cost per function: each `fn=` block's cost lines, minus the line
   # after each `calls=` (the callee's inclusive cost). Names are compressed
   # as "(id) name" on first use and "(id)" after.
-  python3 - "$part" "$requests" "$TOP" <<'PY'
+  python3 - "$part" "$requests" "$TOP" "$column" <<'PY'
 import collections, re, sys
 names, cost, fn, skip = {}, collections.Counter(), None, False
 for line in open(sys.argv[1]):
@@ -77,7 +90,10 @@ for line in open(sys.argv[1]):
         if skip:
             skip = False
         elif fn is not None:
-            cost[fn] += int(line.split()[1])
+            f = line.split()
+            # Instructions, or (with --cache) L1 data read + write misses.
+            k = int(sys.argv[4])
+            cost[fn] += sum(int(x) for x in f[k:k + (2 if k > 1 else 1)])
 for name, c in cost.most_common(int(sys.argv[3])):
     print(f"{c / int(sys.argv[2]):8.1f}  {name[:120]}")
 PY
