@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -157,8 +157,12 @@ struct TaskWaker {
     remote: Arc<Remote>,
 }
 
-impl TaskWaker {
-    fn wake(&self) {
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
         let local = try_with_core(|core| {
             if core.id == self.core {
                 core.schedule(self.task);
@@ -171,80 +175,6 @@ impl TaskWaker {
             self.remote.send(RemoteMsg::Wake(self.task));
         }
     }
-}
-
-/// The vtable of every task's waker. Written here rather than through
-/// `std::task::Wake` so that `local_task` can recognise these wakers by
-/// their vtable and know what their data points at.
-static TASK_WAKER: RawWakerVTable = RawWakerVTable::new(
-    clone_task_waker,
-    wake_task_waker,
-    wake_task_waker_by_ref,
-    drop_task_waker,
-);
-
-/// A waker for `task`: its data is the `Arc`'s pointer, owning one count.
-fn task_waker(task: Arc<TaskWaker>) -> Waker {
-    let data = Arc::into_raw(task).cast::<()>();
-    // SAFETY: the vtable's functions treat `data` as what it is, a pointer
-    // from `Arc::into_raw` owning one count (see each function); they are
-    // thread-safe, as `TaskWaker` is `Send + Sync`.
-    unsafe { Waker::from_raw(RawWaker::new(data, &TASK_WAKER)) }
-}
-
-/// # Safety
-/// `data` comes from `task_waker` and its count is still owned (the waker
-/// is alive), as the `Waker` contract guarantees.
-unsafe fn clone_task_waker(data: *const ()) -> RawWaker {
-    // SAFETY: the caller's guarantee: a live `Arc<TaskWaker>` pointer.
-    unsafe { Arc::increment_strong_count(data.cast::<TaskWaker>()) };
-    RawWaker::new(data, &TASK_WAKER)
-}
-
-/// # Safety
-/// As `clone_task_waker`; the waker's count is consumed.
-unsafe fn wake_task_waker(data: *const ()) {
-    // SAFETY: the caller's guarantee; this takes over the waker's count.
-    let task = unsafe { Arc::from_raw(data.cast::<TaskWaker>()) };
-    task.wake();
-}
-
-/// # Safety
-/// As `clone_task_waker`.
-unsafe fn wake_task_waker_by_ref(data: *const ()) {
-    // SAFETY: the caller's guarantee; the waker keeps its count.
-    let task = unsafe { &*data.cast::<TaskWaker>() };
-    task.wake();
-}
-
-/// # Safety
-/// As `clone_task_waker`; the waker's count is given up.
-unsafe fn drop_task_waker(data: *const ()) {
-    // SAFETY: the caller's guarantee; the count the waker owned goes.
-    drop(unsafe { Arc::from_raw(data.cast::<TaskWaker>()) });
-}
-
-/// The id of the task `waker` wakes, when it is a task of the worker on
-/// this thread: I/O slots keep that id instead of a clone of the waker
-/// (see `rt::wake`).
-#[inline]
-pub(crate) fn local_task(waker: &Waker) -> Option<usize> {
-    if !std::ptr::eq(waker.vtable(), &TASK_WAKER) {
-        return None;
-    }
-    // SAFETY: only `task_waker` makes wakers with this vtable, and their
-    // data is a live `Arc<TaskWaker>` for as long as `waker` is.
-    let task = unsafe { &*waker.data().cast::<TaskWaker>() };
-    try_with_core(|core| core.id == task.core)
-        .unwrap_or(false)
-        .then_some(task.task)
-}
-
-/// Wakes task `task` of the worker on this thread (an id `local_task`
-/// gave); nothing off a worker thread.
-#[inline]
-pub(crate) fn wake_local(task: usize) {
-    try_with_core(|core| core.schedule(task));
 }
 
 const MAIN_TASK: usize = usize::MAX;
@@ -334,7 +264,7 @@ impl Core {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let id = entry.key();
-        let waker = task_waker(Arc::new(TaskWaker {
+        let waker = Waker::from(Arc::new(TaskWaker {
             task: id,
             core: self.id,
             remote: self.remote.clone(),
@@ -387,7 +317,7 @@ impl Core {
     }
 
     fn run<F: Future>(self: &Rc<Core>, mut inbox: super::remote::Inbox, fut: F) -> F::Output {
-        let main_waker = task_waker(Arc::new(TaskWaker {
+        let main_waker = Waker::from(Arc::new(TaskWaker {
             task: MAIN_TASK,
             core: self.id,
             remote: self.remote.clone(),

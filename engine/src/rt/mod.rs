@@ -10,8 +10,7 @@
 //!   `io_uring_enter` or `epoll_wait`);
 //! - `time`: per-worker timers waited on through that wait's timeout;
 //! - `net`: TCP and unix sockets over either backend;
-//! - `remote`: how other threads post work to a worker;
-//! - `wake`: what an I/O completion wakes (a task of the worker by id).
+//! - `remote`: how other threads post work to a worker.
 
 pub mod backend;
 mod epoll;
@@ -20,7 +19,6 @@ pub mod net;
 pub(crate) mod remote;
 pub mod time;
 mod uring;
-mod wake;
 
 pub use backend::{Backend, IoChoice, Selection};
 pub use executor::{

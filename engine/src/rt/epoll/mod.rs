@@ -15,12 +15,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use slab::Slab;
-
-use super::wake::Wakee;
 
 pub(crate) mod ops;
 
@@ -42,7 +40,7 @@ struct Half {
     ready: bool,
     /// Tasks waiting for the next edge. Usually one; a Vec so that two
     /// tasks waiting on one direction cannot steal each other's wake-up.
-    waiters: Vec<Wakee>,
+    waiters: Vec<Waker>,
 }
 
 #[derive(Default)]
@@ -66,7 +64,7 @@ pub(crate) struct Poller {
     events: Vec<libc::epoll_event>,
     /// Wakers collected by `wait`, woken by the caller after the poller's
     /// borrow ends (a woken task's drop may deregister a socket).
-    woken: Vec<Wakee>,
+    woken: Vec<Waker>,
     /// `epoll_pwait2` is there (Linux 5.11+) and allowed: timers fire to
     /// the microsecond, as on the ring. Without it `epoll_wait` waits
     /// whole milliseconds, rounded up.
@@ -136,7 +134,7 @@ impl Poller {
             return Poll::Ready(());
         }
         if !half.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            half.waiters.push(Wakee::of(cx.waker()));
+            half.waiters.push(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -166,7 +164,7 @@ impl Poller {
     /// marks their directions ready. Returns the wakers to wake, which the
     /// caller wakes once this poller is no longer borrowed, then hands the
     /// emptied vector back with [`Poller::recycle`].
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Vec<Wakee>> {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Vec<Waker>> {
         self.events.clear();
         let n = match timeout {
             Some(t) if self.fine_timeout => {
@@ -256,7 +254,7 @@ impl Poller {
     }
 
     /// Takes back the (emptied) vector `wait` returned, keeping its allocation.
-    pub(crate) fn recycle(&mut self, mut woken: Vec<Wakee>) {
+    pub(crate) fn recycle(&mut self, mut woken: Vec<Waker>) {
         woken.clear();
         self.woken = woken;
     }
@@ -281,7 +279,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::{Wake, Waker};
+    use std::task::Wake;
 
     struct Count(AtomicUsize);
     impl Wake for Count {
@@ -332,7 +330,7 @@ mod tests {
         );
         let w = p.wait(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(w.len(), 1);
-        w.into_iter().for_each(Wakee::wake);
+        w.into_iter().for_each(Waker::wake);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(p.poll_ready(key, Dir::Read, &cx).is_ready());
     }

@@ -13,7 +13,6 @@ use io_uring::{cqueue, opcode, types};
 use super::bufring::GROUP;
 use super::driver::Driver;
 use super::slots::Slot;
-use crate::rt::wake::Wakee;
 
 /// What one look at a multishot receive's completions found.
 pub(crate) enum Received {
@@ -76,7 +75,7 @@ impl Driver {
                 if *ended {
                     return Poll::Ready((None, true));
                 }
-                Wakee::register(waker, cx);
+                set_waker(waker, cx);
                 Poll::Pending
             }
             _ => Poll::Ready((None, true)),
@@ -140,7 +139,7 @@ impl Driver {
         if *ended {
             return Poll::Ready(Received::Ended { no_buffers: false });
         }
-        Wakee::register(waker, cx);
+        set_waker(waker, cx);
         Poll::Pending
     }
 
@@ -182,5 +181,12 @@ impl Driver {
             self.ops.set(key, Slot::Orphan(Some(Box::new(parked))));
             self.cancel(key);
         }
+    }
+}
+
+fn set_waker(slot: &mut Option<std::task::Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }

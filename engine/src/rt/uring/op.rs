@@ -10,7 +10,6 @@ use io_uring::squeue;
 
 use super::slots::Slot;
 use crate::rt::executor::{try_with_core, with_core};
-use crate::rt::wake::Wakee;
 
 /// The raw completion of an operation: `res` is the kernel's result
 /// (negative errno on failure), `flags` the CQE flags.
@@ -109,7 +108,10 @@ impl<T: 'static> Op<T> {
                     Some(c)
                 }
                 Slot::Waiting(w) => {
-                    Wakee::register(w, cx);
+                    match w {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *w = Some(cx.waker().clone()),
+                    }
                     driver.ops.set_quiet(key, quiet);
                     None
                 }

@@ -11,11 +11,10 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
+use std::task::Waker;
 
 use io_uring::cqueue;
 use slab::Slab;
-
-use crate::rt::wake::Wakee;
 
 /// Provided buffers one multishot receive may hold unread before it is
 /// stopped (64 KiB): a connection whose reader is busy then waits in its
@@ -25,13 +24,13 @@ use crate::rt::wake::Wakee;
 pub(crate) const RECV_CAP: usize = 16;
 
 pub(crate) enum Slot {
-    /// Submitted; who to notify.
-    Waiting(Option<Wakee>),
+    /// Submitted; the waker is the task to notify.
+    Waiting(Option<Waker>),
     /// Completed; result waits for its future to be polled.
     Done { res: i32, flags: u32 },
     /// A multishot operation: completions queue up until read.
     Multi {
-        waker: Option<Wakee>,
+        waker: Option<Waker>,
         queue: VecDeque<(i32, u32)>,
         ended: bool,
         /// A receive holding [`RECV_CAP`] buffers unread was asked to
@@ -87,8 +86,8 @@ fn user_data(key: usize, generation: u32) -> u64 {
 /// What the driver must do about one completion.
 #[derive(Default)]
 pub(crate) struct Effects {
-    /// Who to wake.
-    pub(crate) wake: Option<Wakee>,
+    /// The task to wake.
+    pub(crate) wake: Option<Waker>,
     /// The completion handed a provided buffer to a reader (count it taken).
     pub(crate) taken: bool,
     /// A provided buffer nobody will read: count it taken and give it back.
@@ -331,7 +330,7 @@ mod tests {
 
     fn waiter(slots: &mut Slots, key: usize) {
         if let Some(Slot::Waiting(w)) = slots.get_mut(key) {
-            *w = Some(Wakee::Other(std::task::Waker::noop().clone()));
+            *w = Some(Waker::noop().clone());
         }
     }
 
