@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidepool::app::Pools;
-use tidepool::drivers::cache::{CacheError, ComputeError, LocalCache};
+use tidepool::drivers::cache::{ComputeError, LocalCache};
 use tidepool::drivers::pg::ToSql;
 use tidepool::drivers::pool::pg::{PgManager, PgSharedManager};
 use tidepool::drivers::pool::redis::RedisManager;
@@ -241,13 +241,11 @@ async fn report(req: &Request<'_>, st: &State) -> Response {
             })
         })
         .await;
+    // Overload, a lock held elsewhere or Redis out of reach: 503 with
+    // Retry-After; a failed computation: 500 (`IntoResponse for CacheError`).
     match r {
         Ok(report) => Response::json(&report),
-        Err(
-            e @ (CacheError::LockTimeout { .. } | CacheError::Pool(_) | CacheError::Unavailable(_)),
-        ) => Response::error(Status::SERVICE_UNAVAILABLE, &e.to_string())
-            .with_header("Retry-After", "1"),
-        Err(e) => Response::error(Status::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -184,6 +184,40 @@ impl std::error::Error for CacheError {
     }
 }
 
+impl CacheError {
+    /// Whether the value could not be had for lack of capacity, not because
+    /// something is wrong with it: no computation ran (`Unavailable`), the
+    /// lock stayed taken (`LockTimeout`), no Redis connection in time
+    /// (`Pool`), or Redis is out of reach for now (a transient error: the
+    /// connection failed or timed out). Asking again shortly may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            CacheError::Unavailable(_) | CacheError::LockTimeout { .. } | CacheError::Pool(_) => {
+                true
+            }
+            CacheError::Redis(e) => e.is_transient(),
+            CacheError::Compute(_) | CacheError::Codec(_) => false,
+        }
+    }
+}
+
+/// A handler can return a cache error as it is (`?` on `get_or_compute`):
+/// what [`is_unavailable`](CacheError::is_unavailable) says is a 503 with
+/// `Retry-After: 1`; a failed computation, a Redis error reply or a codec
+/// failure is a 500. The message goes in the body, through the router's
+/// error renderer.
+impl tidepool_engine::http::IntoResponse for CacheError {
+    fn into_response(self) -> tidepool_engine::http::Response {
+        use tidepool_engine::http::{Response, Status};
+        if self.is_unavailable() {
+            Response::error(Status::SERVICE_UNAVAILABLE, &self.to_string())
+                .with_header("Retry-After", "1")
+        } else {
+            Response::error(Status::INTERNAL_SERVER_ERROR, &self.to_string())
+        }
+    }
+}
+
 impl From<redis::Error> for CacheError {
     fn from(e: redis::Error) -> CacheError {
         CacheError::Redis(e)
@@ -724,6 +758,47 @@ impl<C: Codec> LocalCache<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_error_answers_503_with_retry_after_only_when_asking_again_can_help() {
+        use tidepool_engine::http::{IntoResponse, Status};
+        let unavailable = [
+            CacheError::Unavailable("pool pg: overloaded".into()),
+            CacheError::LockTimeout {
+                waited: Duration::from_secs(1),
+            },
+            CacheError::Pool(AcquireError::Connect {
+                pool: "redis".into(),
+                message: "refused".into(),
+            }),
+            CacheError::Redis(redis::Error::Timeout),
+            CacheError::Redis(redis::Error::Closed),
+        ];
+        for e in unavailable {
+            assert!(e.is_unavailable(), "{e}");
+            let r = e.into_response();
+            assert_eq!(r.status, Status::SERVICE_UNAVAILABLE);
+            assert!(r
+                .headers
+                .iter()
+                .any(|(n, v)| *n == "Retry-After" && v == "1"));
+        }
+        let failed = [
+            CacheError::Compute("division by zero".into()),
+            CacheError::Codec("expected a map".into()),
+            CacheError::Redis(redis::Error::Protocol("garbage".into())),
+            CacheError::Redis(redis::Error::Tls {
+                message: "unknown CA".into(),
+                fatal: true,
+            }),
+        ];
+        for e in failed {
+            assert!(!e.is_unavailable(), "{e}");
+            let r = e.into_response();
+            assert_eq!(r.status, Status::INTERNAL_SERVER_ERROR);
+            assert!(r.headers.iter().all(|(n, _)| *n != "Retry-After"));
+        }
+    }
 
     fn send_sync<T: Send + Sync>() {}
 
