@@ -6,33 +6,42 @@
 //! flight could lose bytes already received. Because they live here, a caller
 //! that gives up on a query (drops its future) leaves the stream intact; the
 //! next call resumes the same read or write and skips the abandoned replies.
+//!
+//! The client and its request/reply machinery are here; `connect` opens a
+//! session (and cancels from elsewhere), `transaction`, `pipeline` and
+//! `copy` are the typed handles over a borrowed client.
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use postgres_protocol::message::frontend;
 use tidepool_engine::rt::net::TcpStream;
 use tidepool_engine::rt::time::{self, Sleep};
 
-use super::config::{Config, Host, SslMode};
 use super::error::{DbError, Error, Result};
 use super::proto::{
     rows_affected, Notification, Protocol, ReqId, Response, SimpleQueryResult, TxStatus,
 };
 use super::row::Row;
-use super::startup::BackendKey;
 use super::stmt_cache::{Statement, StmtCache};
 use super::types::ToSql;
 use crate::pool::AtomicHistogram;
-use tidepool_engine::tls::{self, Session};
+use tidepool_engine::tls::Session;
+
+mod connect;
+mod copy;
+mod pipeline;
+mod transaction;
+
+pub use connect::CancelToken;
+pub use copy::{CopyIn, CopyOut};
+pub use pipeline::Pipeline;
+pub use transaction::Transaction;
+
+use connect::{send_cancel, Target};
 
 type IoFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
@@ -40,164 +49,6 @@ type IoFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 const READ_CHUNK: usize = 64 * 1024;
 /// COPY FROM STDIN data is flushed once this much is buffered.
 const COPY_FLUSH: usize = 64 * 1024;
-
-/// Where a cancel request must go: the server the session runs on.
-#[derive(Debug, Clone)]
-enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-/// The SSLRequest, then the TLS handshake, on a freshly opened stream.
-/// `None`: the server declined and `sslmode` allows cleartext.
-async fn negotiate_tls(stream: &TcpStream, cfg: &Config, host: &str) -> Result<Option<Session>> {
-    let mut msg = BytesMut::new();
-    frontend::ssl_request(&mut msg);
-    let (r, _) = stream.write_all(msg.to_vec()).await;
-    r?;
-    let (r, answer) = stream.read(Vec::with_capacity(16)).await;
-    r?;
-    match answer.as_slice() {
-        [b'S'] => {}
-        [b'N'] if cfg.sslmode == SslMode::Prefer => return Ok(None),
-        [b'N'] => {
-            return Err(Error::Tls {
-                message: format!(
-                    "server does not support SSL, and sslmode={}",
-                    sslmode_name(cfg.sslmode)
-                ),
-                fatal: true,
-            })
-        }
-        // Anything after the one-byte answer was sent in the clear before
-        // encryption began: someone in the middle (CVE-2021-23222).
-        [b'S' | b'N', ..] => {
-            return Err(Error::protocol(
-                "the server sent unencrypted data after its SSL answer",
-            ))
-        }
-        [] => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
-        _ => return Err(Error::protocol("bad answer to SSLRequest")),
-    }
-    let verify = match cfg.sslmode {
-        SslMode::VerifyFull => tls::Verify::Full,
-        SslMode::VerifyCa => tls::Verify::Chain,
-        // As libpq: `require` with a root certificate checks the chain.
-        SslMode::Require if cfg.sslrootcert.is_some() => tls::Verify::Chain,
-        _ => tls::Verify::Nothing,
-    };
-    let config = cfg.tls_config(verify)?;
-    let name = tls::rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| Error::Config(format!("host {host:?} as a TLS server name: {e}")))?;
-    let mut session = Session::client(config, name)?;
-    let early = tls::handshake(stream, &mut session)
-        .await
-        .map_err(|e| match e {
-            tls::HandshakeError::Io(e) => Error::Io(e),
-            tls::HandshakeError::Tls(e) => e.into(),
-        })?;
-    if !early.is_empty() {
-        return Err(Error::protocol(
-            "the server spoke before the startup message",
-        ));
-    }
-    Ok(Some(session))
-}
-
-fn sslmode_name(m: SslMode) -> &'static str {
-    match m {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
-}
-
-/// `tls-server-end-point` (RFC 5929): the certificate's hash with the
-/// hash function of its signature, SHA-256 for MD5 and SHA-1. Recognised
-/// by the signature algorithm's OID in the DER (it appears twice in every
-/// certificate; SHA-384 and SHA-512 signatures are the rare others).
-fn end_point_hash(cert: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    const SHA384: [&[u8]; 2] = [
-        // sha384WithRSAEncryption, ecdsa-with-SHA384
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
-        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
-    ];
-    const SHA512: [&[u8]; 2] = [
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
-        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
-    ];
-    let has = |oids: [&[u8]; 2]| oids.iter().any(|o| cert.windows(o.len()).any(|w| w == *o));
-    if has(SHA512) {
-        sha2::Sha512::digest(cert).to_vec()
-    } else if has(SHA384) {
-        sha2::Sha384::digest(cert).to_vec()
-    } else {
-        sha2::Sha256::digest(cert).to_vec()
-    }
-}
-
-async fn open(target: &Target) -> io::Result<TcpStream> {
-    match target {
-        Target::Tcp(a) => TcpStream::connect(*a).await,
-        Target::Unix(p) => TcpStream::connect_unix(p).await,
-    }
-}
-
-/// Resolves the configured host. IP literals and `localhost` need no lookup;
-/// other names go through the system resolver, which blocks: pools connect
-/// rarely, but latency-sensitive setups should configure an address.
-fn targets(cfg: &Config) -> Result<Vec<Target>> {
-    match &cfg.host {
-        Host::Unix(_) => Ok(vec![Target::Unix(
-            cfg.unix_socket_path().expect("unix host"),
-        )]),
-        Host::Tcp(h) => {
-            if let Ok(ip) = h.parse::<IpAddr>() {
-                return Ok(vec![Target::Tcp(SocketAddr::new(ip, cfg.port))]);
-            }
-            if h.eq_ignore_ascii_case("localhost") {
-                return Ok(vec![
-                    Target::Tcp(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), cfg.port)),
-                    Target::Tcp(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), cfg.port)),
-                ]);
-            }
-            let addrs: Vec<Target> = (h.as_str(), cfg.port)
-                .to_socket_addrs()
-                .map_err(Error::Io)?
-                .map(Target::Tcp)
-                .collect();
-            if addrs.is_empty() {
-                return Err(Error::Io(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no address for host {h}"),
-                )));
-            }
-            Ok(addrs)
-        }
-    }
-}
-
-/// Sends a CancelRequest for `key` over a new connection to `target` and
-/// waits for the server to close it (which it does once the signal is sent).
-async fn send_cancel(target: &Target, key: BackendKey) -> io::Result<()> {
-    let s = open(target).await?;
-    let mut msg = BytesMut::with_capacity(16);
-    frontend::cancel_request(key.process_id, key.secret_key, &mut msg);
-    let (r, _) = s.write_all(msg.to_vec()).await;
-    r?;
-    let mut buf = Vec::with_capacity(64);
-    loop {
-        let (r, b) = s.read(buf).await;
-        buf = b;
-        buf.clear();
-        if r? == 0 {
-            return Ok(());
-        }
-    }
-}
 
 /// Socket counters, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -222,21 +73,6 @@ impl Stats {
             Err(Error::Db(db)) if !db.code.starts_with("23") => self.failed += 1,
             _ => {}
         }
-    }
-}
-
-/// A handle that cancels the statement currently running on a client's session.
-#[derive(Debug, Clone)]
-pub struct CancelToken {
-    target: Target,
-    key: BackendKey,
-}
-
-impl CancelToken {
-    /// Asks the server to cancel whatever the session runs now (best effort,
-    /// as in libpq: the statement may finish first).
-    pub async fn cancel(&self) -> Result<()> {
-        send_cancel(&self.target, self.key).await.map_err(Error::Io)
     }
 }
 
@@ -320,89 +156,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and authenticates (trust, cleartext, md5 or SCRAM-SHA-256).
-    pub async fn connect(cfg: &Config) -> Result<Client> {
-        match cfg.connect_timeout {
-            Some(t) => time::timeout(t, Self::connect_inner(cfg))
-                .await
-                .map_err(|_| Error::Timeout)?,
-            None => Self::connect_inner(cfg).await,
-        }
-    }
-
-    /// Parses `url` and connects.
-    pub async fn connect_url(url: &str) -> Result<Client> {
-        Self::connect(&Config::from_url(url)?).await
-    }
-
-    async fn connect_inner(cfg: &Config) -> Result<Client> {
-        let mut last = None;
-        let mut conn = None;
-        for t in targets(cfg)? {
-            match open(&t).await {
-                Ok(s) => {
-                    conn = Some((s, t));
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let (mut stream, target) = match conn {
-            Some(c) => c,
-            None => return Err(Error::Io(last.expect("at least one target"))),
-        };
-        let tls = match (&cfg.host, &target) {
-            (Host::Tcp(host), Target::Tcp(_)) if cfg.sslmode != SslMode::Disable => {
-                match negotiate_tls(&stream, cfg, host).await {
-                    Ok(tls) => tls,
-                    // As libpq: `prefer` asks for encryption, not for a
-                    // working handshake; when the handshake fails it tries
-                    // again in cleartext, on a new connection.
-                    Err(Error::Tls { .. }) if cfg.sslmode == SslMode::Prefer => {
-                        stream = open(&target).await?;
-                        None
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            // Never over a Unix socket (as libpq).
-            _ => None,
-        };
-        let mut proto = Protocol::connect(cfg)?;
-        if let Some(hash) = tls
-            .as_ref()
-            .and_then(|t| t.peer_certificate())
-            .map(end_point_hash)
-        {
-            proto.set_channel_binding(hash);
-        }
-        let mut c = Client {
-            proto,
-            stream,
-            tls: tls.map(Box::new),
-            tls_plain: Vec::new(),
-            target,
-            rbuf: Some(Vec::with_capacity(READ_CHUNK)),
-            read: None,
-            wbuf: Some(Vec::with_capacity(4096)),
-            wpos: 0,
-            write: None,
-            cache: StmtCache::new(cfg.statement_cache_size),
-            to_close: Vec::new(),
-            cleanup: Vec::new(),
-            copy_in_open: false,
-            copy_out_active: false,
-            query_timeout: cfg.query_timeout,
-            cancel_drain_timeout: cfg.cancel_drain_timeout,
-            stats: Stats::default(),
-            latency: None,
-        };
-        match c.drive(|c| c.proto.is_ready(), None).await {
-            Drive::Done => Ok(c),
-            _ => Err(c.proto.take_fatal().unwrap_or(Error::Closed)),
-        }
-    }
-
     // ------------------------------------------------------------------ I/O
 
     /// Advances the socket operations once; true when something completed.
@@ -806,79 +559,6 @@ impl Client {
         self.simple_query(sql).await.map(drop)
     }
 
-    /// Starts a transaction block; see [`Transaction`].
-    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        self.transaction_with("BEGIN").await
-    }
-
-    /// Starts a transaction with a custom statement, e.g.
-    /// `BEGIN ISOLATION LEVEL SERIALIZABLE`.
-    pub async fn transaction_with(&mut self, begin: &str) -> Result<Transaction<'_>> {
-        self.batch_execute(begin).await?;
-        Ok(Transaction {
-            client: self,
-            savepoint: None,
-            done: false,
-        })
-    }
-
-    /// Collects statements to send in one write and read back in order.
-    pub fn pipeline<'p>(&mut self) -> Pipeline<'_, 'p> {
-        Pipeline {
-            client: self,
-            items: Vec::new(),
-        }
-    }
-
-    /// Starts `COPY ... FROM STDIN`.
-    pub async fn copy_in(&mut self, sql: &str) -> Result<CopyIn<'_>> {
-        self.begin()?;
-        let deadline = self.deadline();
-        let id = self.proto.copy_in(sql)?;
-        self.copy_in_open = true;
-        self.queue_closes();
-        let mut first_err = None;
-        loop {
-            if self.proto.copy_in_ready(id) {
-                return Ok(CopyIn {
-                    client: self,
-                    id,
-                    failed: false,
-                });
-            }
-            if let Some(r) = self.take_reply(id, &mut first_err) {
-                self.copy_in_open = false;
-                r?;
-                return Err(Error::Usage("not a COPY FROM STDIN statement".into()));
-            }
-            if self.proto.is_dead() {
-                return Err(first_err
-                    .or_else(|| self.proto.take_fatal())
-                    .unwrap_or(Error::Closed));
-            }
-            let ready = |c: &mut Client| c.proto.copy_in_ready(id) || c.proto.has_response();
-            if let Drive::TimedOut = self.drive(ready, deadline).await {
-                self.copy_in_open = false;
-                self.proto.copy_fail("timed out");
-                return Err(self.timed_out(id).await);
-            }
-        }
-    }
-
-    /// Starts `COPY ... TO STDOUT`; read the data with [`CopyOut::next`].
-    pub async fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>> {
-        self.begin()?;
-        let id = self.proto.copy_out(sql)?;
-        self.queue_closes();
-        self.copy_out_active = true;
-        Ok(CopyOut {
-            deadline: self.deadline(),
-            client: self,
-            id,
-            done: false,
-        })
-    }
-
     /// Notifications received so far (LISTEN/NOTIFY), oldest first.
     pub fn take_notifications(&mut self) -> Vec<Notification> {
         self.proto.take_notifications().collect()
@@ -1021,14 +701,6 @@ impl Client {
         self.tls.is_some()
     }
 
-    /// A token to cancel this session's running statement from elsewhere.
-    pub fn cancel_token(&self) -> Option<CancelToken> {
-        self.proto.backend_key().map(|key| CancelToken {
-            target: self.target.clone(),
-            key,
-        })
-    }
-
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -1112,319 +784,4 @@ fn clone_err(e: &Error) -> Error {
     }
 }
 
-// ---------------------------------------------------------------------- transactions
-
-/// A transaction block (or a savepoint inside one). Derefs to the [`Client`]
-/// for queries. Dropped without [`Transaction::commit`] it is rolled back:
-/// the ROLLBACK is sent in front of the client's next request (Drop cannot
-/// await), and [`Client::in_transaction`] reports it meanwhile.
-pub struct Transaction<'a> {
-    client: &'a mut Client,
-    savepoint: Option<String>,
-    done: bool,
-}
-
-impl Transaction<'_> {
-    /// Commits (or releases the savepoint). A transaction that had failed is
-    /// rolled back by the server's COMMIT; that is reported as an error.
-    pub async fn commit(mut self) -> Result<()> {
-        self.done = true;
-        match &self.savepoint {
-            Some(sp) => {
-                let sql = format!("RELEASE SAVEPOINT {sp}");
-                self.client.batch_execute(&sql).await
-            }
-            None => {
-                let r = self.client.simple_query("COMMIT").await?;
-                if r.first().is_some_and(|r| r.tag == "ROLLBACK") {
-                    return Err(Error::Usage(
-                        "COMMIT rolled back the transaction: a statement in it had failed".into(),
-                    ));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Rolls back (to the savepoint, for a nested transaction).
-    pub async fn rollback(mut self) -> Result<()> {
-        self.done = true;
-        let sql = self.rollback_sql();
-        self.client.batch_execute(&sql).await
-    }
-
-    fn rollback_sql(&self) -> String {
-        match &self.savepoint {
-            Some(sp) => format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}"),
-            None => "ROLLBACK".to_string(),
-        }
-    }
-
-    /// A nested transaction as a savepoint named `name`.
-    pub async fn savepoint(&mut self, name: &str) -> Result<Transaction<'_>> {
-        let ident = postgres_protocol::escape::escape_identifier(name);
-        self.client
-            .batch_execute(&format!("SAVEPOINT {ident}"))
-            .await?;
-        Ok(Transaction {
-            client: self.client,
-            savepoint: Some(ident),
-            done: false,
-        })
-    }
-}
-
-impl Deref for Transaction<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client
-    }
-}
-
-impl DerefMut for Transaction<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client
-    }
-}
-
-impl Drop for Transaction<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let sql = self.rollback_sql();
-            self.client.cleanup.push(sql);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------- pipelining
-
-/// Statements sent together: one write for all of them, replies matched in
-/// order. Statements not cached yet are prepared first, also in one batch,
-/// so a pipeline costs one round trip when its statements are cached and two
-/// otherwise. Each statement is its own implicit transaction (it has its own
-/// Sync), so one failing does not stop the others.
-pub struct Pipeline<'c, 'p> {
-    client: &'c mut Client,
-    items: Vec<(&'p str, Vec<&'p dyn ToSql>)>,
-}
-
-impl<'p> Pipeline<'_, 'p> {
-    /// Adds a statement; returns its index in the results.
-    pub fn query(&mut self, sql: &'p str, params: &[&'p dyn ToSql]) -> usize {
-        self.items.push((sql, params.to_vec()));
-        self.items.len() - 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Sends everything and collects one result per statement. The outer
-    /// error is for the connection (broken, timed out); SQL and parameter
-    /// errors are per statement.
-    pub async fn run(self) -> Result<Vec<Result<QueryResult>>> {
-        let Pipeline { client, items } = self;
-        client.begin()?;
-        let deadline = client.deadline();
-
-        // Round trip 1 (only if needed): prepare every statement not cached.
-        let mut stmts: Vec<(&str, Result<Statement>)> = Vec::new();
-        let mut preparing: Vec<(usize, String, ReqId)> = Vec::new();
-        for (sql, _) in &items {
-            if stmts.iter().any(|(s, _)| s == sql) {
-                continue;
-            }
-            match client.cache.get(sql) {
-                Some(st) => stmts.push((sql, Ok(st))),
-                None => {
-                    let name = client.cache.next_name();
-                    let id = client.proto.prepare(&name, sql, &[])?;
-                    preparing.push((stmts.len(), name, id));
-                    stmts.push((sql, Err(Error::Closed)));
-                }
-            }
-        }
-        client.queue_closes();
-        for (i, name, id) in preparing {
-            stmts[i].1 = match client.wait(id, deadline).await {
-                Ok(Response::Prepared { params, columns }) => Ok(client.cache_insert(
-                    Statement::new(name, stmts[i].0.to_string(), params, columns),
-                )),
-                Ok(_) => return Err(Error::protocol("unexpected reply to Parse")),
-                Err(e) if e.is_broken() || matches!(e, Error::Timeout) => return Err(e),
-                Err(e) => Err(e),
-            };
-        }
-
-        // Round trip 2: every Bind/Execute/Sync in one write.
-        let mut slots: Vec<std::result::Result<ReqId, Error>> = Vec::with_capacity(items.len());
-        for (sql, params) in &items {
-            let st = &stmts.iter().find(|(s, _)| s == sql).expect("collected").1;
-            slots.push(match st {
-                Ok(st) => client.proto.execute(st, params),
-                Err(e) => Err(clone_err(e)),
-            });
-        }
-        client.queue_closes();
-        let mut out = Vec::with_capacity(items.len());
-        for slot in slots {
-            out.push(match slot {
-                Ok(id) => match client.wait(id, deadline).await {
-                    Ok(Response::Rows { rows, tag }) => Ok(QueryResult { rows, tag }),
-                    Ok(_) => return Err(Error::protocol("unexpected reply to Execute")),
-                    Err(e) if e.is_broken() || matches!(e, Error::Timeout) => return Err(e),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            });
-        }
-
-        // Statements invalidated server-side (schema change, DISCARD) are
-        // re-prepared and retried one by one: rare, and never inside a
-        // transaction block.
-        for (i, (sql, params)) in items.iter().enumerate() {
-            let retry = match &out[i] {
-                Err(e) => client.stale(e, sql),
-                Ok(_) => false,
-            };
-            if retry {
-                out[i] = client.run(sql, params).await;
-            }
-        }
-        Ok(out)
-    }
-}
-
 // ---------------------------------------------------------------------- COPY
-
-/// Streams `COPY ... FROM STDIN` data; buffered data is sent every 64 KiB,
-/// so memory stays bounded whatever the total size.
-pub struct CopyIn<'a> {
-    client: &'a mut Client,
-    id: ReqId,
-    failed: bool,
-}
-
-impl CopyIn<'_> {
-    /// The server aborts a COPY on bad data before we finish sending: surface it.
-    fn check(&mut self) -> Result<()> {
-        if self.failed {
-            return Err(Error::Usage("COPY already failed".into()));
-        }
-        let mut first_err = None;
-        if let Some(r) = self.client.take_reply(self.id, &mut first_err) {
-            self.failed = true;
-            self.client.copy_in_open = false;
-            r?;
-            return Err(Error::protocol("COPY ended before CopyDone"));
-        }
-        if self.client.proto.is_dead() {
-            self.failed = true;
-            return Err(first_err.unwrap_or(Error::Closed));
-        }
-        Ok(())
-    }
-
-    /// Queues data (any split: rows may span calls), sending when the buffer
-    /// is full. A send stalled past the query timeout cancels the COPY.
-    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.check()?;
-        self.client.proto.copy_data(data)?;
-        if self.client.proto.output().len() >= COPY_FLUSH {
-            let deadline = self.client.deadline();
-            let sent = |c: &mut Client| c.flushed() || c.proto.has_response();
-            if let Drive::TimedOut = self.client.drive(sent, deadline).await {
-                self.failed = true;
-                self.client.copy_in_open = false;
-                self.client.proto.copy_fail("timed out");
-                return Err(self.client.timed_out(self.id).await);
-            }
-            self.check()?;
-        }
-        Ok(())
-    }
-
-    /// Ends the data; returns the number of rows copied.
-    pub async fn finish(mut self) -> Result<u64> {
-        self.check()?;
-        self.client.proto.copy_done();
-        self.client.copy_in_open = false;
-        self.failed = true;
-        let deadline = self.client.deadline();
-        match self.client.wait(self.id, deadline).await? {
-            Response::Copy { tag } => Ok(rows_affected(&tag)),
-            _ => Err(Error::protocol("unexpected reply to COPY")),
-        }
-    }
-
-    /// Aborts the COPY; nothing is inserted.
-    pub async fn abort(mut self, reason: &str) -> Result<()> {
-        if self.failed {
-            return Ok(());
-        }
-        self.client.proto.copy_fail(reason);
-        self.client.copy_in_open = false;
-        self.failed = true;
-        let deadline = self.client.deadline();
-        match self.client.wait(self.id, deadline).await {
-            Err(e) if e.code() == Some("57014") => Ok(()),
-            Err(e) => Err(e),
-            Ok(_) => Ok(()),
-        }
-    }
-}
-
-/// Reads `COPY ... TO STDOUT` data chunk by chunk; the socket is read only
-/// when the previous data was consumed, so memory stays bounded.
-pub struct CopyOut<'a> {
-    client: &'a mut Client,
-    id: ReqId,
-    deadline: Option<Instant>,
-    done: bool,
-}
-
-impl CopyOut<'_> {
-    /// The next chunk (usually one row in text format), `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<Bytes>> {
-        let mut first_err = None;
-        loop {
-            if let Some(c) = self.client.proto.take_copy_chunk(self.id) {
-                return Ok(Some(c));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            if let Some(r) = self.client.take_reply(self.id, &mut first_err) {
-                self.done = true;
-                self.client.copy_out_active = false;
-                r?;
-                continue;
-            }
-            if self.client.proto.is_dead() {
-                self.done = true;
-                return Err(first_err
-                    .or_else(|| self.client.proto.take_fatal())
-                    .unwrap_or(Error::Closed));
-            }
-            let more = |c: &mut Client| c.proto.has_copy_chunk() || c.proto.has_response();
-            if let Drive::TimedOut = self.client.drive(more, self.deadline).await {
-                self.done = true;
-                self.client.copy_out_active = false;
-                return Err(self.client.timed_out(self.id).await);
-            }
-        }
-    }
-
-    /// Reads everything that is left into one buffer.
-    pub async fn read_all(&mut self) -> Result<Vec<u8>> {
-        let mut v = Vec::new();
-        while let Some(c) = self.next().await? {
-            v.extend_from_slice(&c);
-        }
-        Ok(v)
-    }
-}
