@@ -16,7 +16,14 @@ use tidepool_testkit::RedisServer;
 
 const TTL: Duration = Duration::from_millis(600);
 const LOAD: Duration = Duration::from_secs(3);
-const COMPUTE: Duration = Duration::from_millis(40);
+/// δ, the compute time. XFetch starts a refresh δ·β·Exp(1) before expiry,
+/// and the earliest of many readers' draws leads by about δ·ln(reads in
+/// the lead), so the lead grows with the read rate: at 40 ms and the
+/// 100k reads a second a fast machine makes here, it was 400 of the 600 ms
+/// and computes crept past twice the expiries. At 10 ms it stays near
+/// 100 ms from a few thousand reads a second to millions, as XFetch means
+/// it to (δ small beside the TTL).
+const COMPUTE: Duration = Duration::from_millis(10);
 const READERS_PER_WORKER: usize = 6;
 
 struct Load {
