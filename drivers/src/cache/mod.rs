@@ -210,8 +210,7 @@ impl tidepool_engine::http::IntoResponse for CacheError {
     fn into_response(self) -> tidepool_engine::http::Response {
         use tidepool_engine::http::{Response, Status};
         if self.is_unavailable() {
-            Response::error(Status::SERVICE_UNAVAILABLE, &self.to_string())
-                .with_header("Retry-After", "1")
+            crate::pool::try_again_soon(&self.to_string())
         } else {
             Response::error(Status::INTERNAL_SERVER_ERROR, &self.to_string())
         }

@@ -225,12 +225,19 @@ impl std::error::Error for AcquireError {}
 /// (through the router's error renderer).
 impl tidepool_engine::http::IntoResponse for AcquireError {
     fn into_response(self) -> tidepool_engine::http::Response {
-        tidepool_engine::http::Response::error(
-            tidepool_engine::http::Status::SERVICE_UNAVAILABLE,
-            &self.to_string(),
-        )
-        .with_header("Retry-After", "1")
+        try_again_soon(&self.to_string())
     }
+}
+
+/// The answer to a request turned away for lack of capacity: 503 with
+/// `Retry-After: 1` (asking again shortly may succeed), `message` in the
+/// body through the router's error renderer.
+pub(crate) fn try_again_soon(message: &str) -> tidepool_engine::http::Response {
+    tidepool_engine::http::Response::error(
+        tidepool_engine::http::Status::SERVICE_UNAVAILABLE,
+        message,
+    )
+    .with_header("Retry-After", "1")
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);

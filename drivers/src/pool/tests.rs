@@ -1012,3 +1012,18 @@ fn pools_naming_the_same_warm_up_slots_take_one_between_them() {
         assert_eq!(taken.load(Ordering::SeqCst), 1, "slots taken");
     });
 }
+
+#[test]
+fn an_acquire_error_answers_503_with_retry_after() {
+    use tidepool_engine::http::{IntoResponse, Status};
+    let e = AcquireError::Connect {
+        pool: "pg".into(),
+        message: "refused".into(),
+    };
+    let r = e.into_response();
+    assert_eq!(r.status, Status::SERVICE_UNAVAILABLE);
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| *n == "Retry-After" && v == "1"));
+}
