@@ -6,7 +6,12 @@
 //! parses nothing else, keeps no timers and checks no limits: whatever
 //! Tidepool spends beyond it is the price of being a real server.
 //!
-//! usage: floor_uring ADDR:PORT
+//! With `--parse`, every request head also goes through Tidepool's parser
+//! (`http::parse::parse_request`, the strict one): the floor plus the one
+//! piece of work no conforming server can skip, to tell the price of
+//! parsing HTTP from the price of the rest of the runtime.
+//!
+//! usage: floor_uring ADDR:PORT [--parse]
 
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -14,6 +19,7 @@ use std::os::fd::AsRawFd;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use tidepool_benches::{count_ends, set_nodelay, FLOOR_RESPONSE as RESPONSE};
+use tidepool_engine::http::parse::{parse_request, Header, Limits, Parsed};
 
 const ACCEPT: u64 = u64::MAX;
 const BUF: usize = 16 * 1024;
@@ -24,6 +30,37 @@ struct Conn {
     wbuf: Vec<u8>,
     /// Bytes of a request end (`\r\n\r\n`) matched at the end of the last read.
     matched: usize,
+    /// With `--parse`: an incomplete head left at the end of the last read.
+    carry: Vec<u8>,
+}
+
+/// `--parse`: every complete head in `data` (after `carry`) through
+/// Tidepool's parser, as a strict server must; returns how many parsed.
+fn parse_heads(data: &[u8], carry: &mut Vec<u8>) -> usize {
+    let joined;
+    let buf = if carry.is_empty() {
+        data
+    } else {
+        carry.extend_from_slice(data);
+        joined = std::mem::take(carry);
+        &joined[..]
+    };
+    let limits = Limits::default();
+    let mut n = 0;
+    let mut at = 0;
+    loop {
+        let mut headers = [Header::EMPTY; 16];
+        match parse_request(&buf[at..], &mut headers, &limits) {
+            Ok(Parsed::Complete(head)) => {
+                n += 1;
+                at += head.head_len;
+            }
+            Ok(Parsed::Partial) => break,
+            Err(e) => panic!("floor_uring --parse: {e:?}"),
+        }
+    }
+    carry.extend_from_slice(&buf[at..]);
+    n
 }
 
 /// user_data: the connection's key, with the top bit set for sends.
@@ -52,6 +89,7 @@ fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8082".into());
+    let parse = std::env::args().nth(2).as_deref() == Some("--parse");
     let listener = TcpListener::bind(&addr).expect("bind");
     eprintln!("floor_uring: listening on {addr}");
     let mut ring: IoUring = IoUring::builder()
@@ -86,6 +124,7 @@ fn main() {
                         rbuf: vec![0; BUF].into_boxed_slice(),
                         wbuf: Vec::with_capacity(4096),
                         matched: 0,
+                        carry: Vec::new(),
                     });
                     recv(&mut ring, key, &mut conns[key]);
                 }
@@ -115,7 +154,11 @@ fn main() {
                 conns.remove(key);
                 continue;
             }
-            let n = count_ends(&c.rbuf[..res as usize], &mut c.matched);
+            let n = if parse {
+                parse_heads(&c.rbuf[..res as usize], &mut c.carry)
+            } else {
+                count_ends(&c.rbuf[..res as usize], &mut c.matched)
+            };
             if n == 0 {
                 recv(&mut ring, key, c);
                 continue;
