@@ -264,6 +264,104 @@ fn before_and_after_hooks_wrap_routed_requests() {
     server.shutdown();
 }
 
+/// Synchronous handlers are answered off the connection's task and async
+/// ones in it, a connection choosing by its last request; whatever the
+/// mix, pipelined in one write, every request gets its own answer, in
+/// order, bodies (a chunked one too) and hooks included.
+#[test]
+fn sync_and_async_handlers_interleaved_answer_in_order() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .serve(|_| {
+            Router::new(())
+                .route_sync(Method::Post, "/sync", |req, _| {
+                    let body = String::from_utf8_lossy(req.body());
+                    Response::text_owned(format!("sync {} {body}", req.header_str("x-n").unwrap()))
+                })
+                .get_sync("/sync", |req, _| {
+                    Response::text_owned(format!("sync {}", req.header_str("x-n").unwrap()))
+                })
+                .route(
+                    Method::Post,
+                    "/async",
+                    async |req: &tidepool_engine::Request<'_>, _: &()| {
+                        time::sleep(Duration::from_millis(1)).await;
+                        let body = String::from_utf8_lossy(req.body());
+                        Response::text_owned(format!(
+                            "async {} {body}",
+                            req.header_str("x-n").unwrap()
+                        ))
+                    },
+                )
+                .get(
+                    "/async",
+                    async |req: &tidepool_engine::Request<'_>, _: &()| {
+                        time::sleep(Duration::from_millis(1)).await;
+                        Response::text_owned(format!("async {}", req.header_str("x-n").unwrap()))
+                    },
+                )
+                .get(
+                    "/async-locked",
+                    async |_: &tidepool_engine::Request<'_>, _: &()| Response::text("never"),
+                )
+                .before(|req, _| {
+                    (req.path() == "/async-locked")
+                        .then(|| Response::error(Status::UNAUTHORIZED, "locked"))
+                })
+                .after(|req, resp| {
+                    resp.headers.push((
+                        "X-Seen",
+                        format!("{} {}", req.path(), resp.status.as_u16()).into(),
+                    ));
+                })
+        })
+        .unwrap();
+    let mut s = connect(server.local_addr());
+    let plan: [(&str, &str, u16, &str); 10] = [
+        ("GET", "/sync", 200, "sync 0"),
+        ("GET", "/async", 200, "async 1"),
+        ("GET", "/async", 200, "async 2"),
+        ("GET", "/sync", 200, "sync 3"),
+        ("POST", "/async", 200, "async 4 four"),
+        ("GET", "/missing", 404, ""),
+        ("GET", "/async-locked", 401, ""),
+        ("POST", "/sync", 200, "sync 7 seven"),
+        ("POST", "/async", 200, "async 8 eight"),
+        ("GET", "/sync", 200, "sync 9"),
+    ];
+    let bodies = ["", "", "", "", "four", "", "", "seven", "eight", ""];
+    let mut batch = Vec::new();
+    for (n, ((method, path, _, _), body)) in plan.iter().zip(bodies).enumerate() {
+        batch.extend_from_slice(
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nX-N: {n}\r\n").as_bytes(),
+        );
+        if n == 8 {
+            // A chunked body, decoded before its async handler runs.
+            batch.extend_from_slice(
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\neig\r\n2\r\nht\r\n0\r\n\r\n",
+            );
+        } else if method == &"POST" {
+            batch.extend_from_slice(
+                format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            );
+        } else {
+            batch.extend_from_slice(b"\r\n");
+        }
+    }
+    s.write_all(&batch).unwrap();
+    let got = read_responses(&mut s, plan.len());
+    for (n, ((_, path, status, body), r)) in plan.iter().zip(&got).enumerate() {
+        assert_eq!(r.status, *status, "request {n} ({path})");
+        if *status == 200 {
+            assert_eq!(String::from_utf8_lossy(&r.body), *body, "request {n}");
+        }
+        // The after hook runs on every routed request, either path.
+        let seen = (*status != 404).then(|| format!("{path} {status}"));
+        assert_eq!(r.header("x-seen"), seen.as_deref(), "request {n}");
+    }
+    server.shutdown();
+}
+
 /// RFC 9112 §2.2 and §3.2.2: empty lines before a request line are
 /// ignored, an absolute-form target is routed by its path; an HTTP/1.0
 /// client that asked for keep-alive hears `Connection: keep-alive`; a

@@ -174,7 +174,7 @@ impl<'c> Conn<'c> {
     /// request's first byte; `few` and `many` are the header slots its
     /// head is parsed into (made by the caller, so the head may borrow
     /// them).
-    #[inline]
+    #[inline(always)]
     pub fn next_request<'a>(
         &'a mut self,
         now: Instant,
@@ -339,6 +339,14 @@ impl<'c> Conn<'c> {
             wire_len,
             started: self.started.unwrap_or(now),
         })
+    }
+
+    /// Leaves the request [`Conn::next_request`] handed out last
+    /// unanswered, to be handed out again by the next call: its bytes are
+    /// still buffered and its body already framed (a chunked one decoded),
+    /// so the next call parses the same head and answers the same.
+    pub fn hand_back(&mut self) {
+        self.pending = None;
     }
 
     fn reject_with<'a>(&mut self, response: Response) -> Next<'a> {
@@ -626,6 +634,55 @@ mod tests {
 
     fn text(out: &[u8]) -> String {
         String::from_utf8_lossy(out).into_owned()
+    }
+
+    /// A request handed back is handed out again whole: same head, same
+    /// body (a chunked one decoded once, not twice), and one 100 Continue.
+    #[test]
+    fn a_request_handed_back_is_handed_out_again_the_same() {
+        let cfg = HttpConfig::default();
+        let mut conn = Conn::new(&cfg);
+        let now = Instant::now();
+        let a = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let b = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        conn.feed(a);
+        conn.feed(b);
+        let mut seen = Vec::new();
+        for hand_back in [true, false, true, false] {
+            loop {
+                let mut few = [Header::EMPTY; FEW_HEADERS];
+                let mut many = None;
+                match conn.next_request(now, &mut few, &mut many) {
+                    Next::Again => continue,
+                    Next::Request(inc) => {
+                        seen.push((inc.head.target.to_string(), inc.body.to_vec(), inc.wire_len));
+                        break;
+                    }
+                    other => panic!("expected a request, got {:?}", matches!(other, Next::Wait)),
+                }
+            }
+            if hand_back {
+                conn.hand_back();
+            } else {
+                conn.respond(Response::text("ok"), DATE, false);
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                ("/a".to_string(), b"abcde".to_vec(), a.len()),
+                ("/a".to_string(), b"abcde".to_vec(), a.len()),
+                ("/b".to_string(), Vec::new(), b.len()),
+                ("/b".to_string(), Vec::new(), b.len()),
+            ]
+        );
+        let out = text(&conn.take_output());
+        assert_eq!(
+            out.matches("100 Continue").count(),
+            1,
+            "once, not per look: {out}"
+        );
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
     }
 
     #[test]

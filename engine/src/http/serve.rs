@@ -17,7 +17,7 @@ use super::conn::{header_slots, recycle, Conn, Incoming, Io, Next};
 use super::date::DateCache;
 use super::response::Response;
 use super::route_stats::RouteStats;
-use super::router::{Dispatch, Params, Request, Router};
+use super::router::{Dispatch, Handler, Params, Request, Router};
 use super::server::HttpConfig;
 use super::stats::{add, sub, WorkerStats};
 use super::status::Status;
@@ -74,6 +74,8 @@ struct Driver<'s, S> {
     timer: Sleep,
     /// Registered once per connection, not once per read.
     shutdown: ShutdownSignal,
+    /// Whether this connection's last request went to an async handler.
+    async_last: bool,
 }
 
 pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) {
@@ -98,6 +100,7 @@ pub(crate) async fn serve<S: 'static>(stream: TcpStream, shared: Rc<Shared<S>>) 
         accepted: rt::time::now(),
         timer: sleep_until(Instant::now() + shared.config.idle_timeout),
         shutdown: shutdown_signal(),
+        async_last: false,
     };
     // Declared after `driver`, so dropped before it: the count is down
     // before the socket closes (on epoll the close is immediate, and a
@@ -180,6 +183,46 @@ fn record<S>(
     }
 }
 
+/// What `Driver::answer_ready` did with the front of the buffer.
+enum Ready {
+    /// Answered a request (or there was no whole one yet to look at): look again.
+    Next,
+    /// Nothing more can be answered before more input arrives.
+    Stop,
+    /// The request's handler is async; it is still at the front.
+    Async,
+}
+
+/// The handler's outcome made into the response that goes out: a panic
+/// becomes a 500, the after-middleware runs (a panic there is a 500 too),
+/// then the error renderer, and the route's numbers are recorded. `handled`
+/// is the request and its route when a handler ran (not for a 404 or 405).
+/// Returns the response and whether a panic must close the connection.
+#[inline(always)]
+fn conclude<S: 'static>(
+    shared: &Shared<S>,
+    incoming: &Incoming<'_>,
+    handled: Option<(&Request<'_>, usize)>,
+    outcome: Result<Response, ()>,
+) -> (Response, bool) {
+    let router = &shared.router;
+    let mut panicked = outcome.is_err();
+    let mut response = outcome.unwrap_or_else(|()| internal_error());
+    if let Some((req, _)) = handled.filter(|_| router.has_after()) {
+        let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            router.run_after(req, &mut response)
+        }));
+        if after.is_err() {
+            panicked = true;
+            response = internal_error();
+        }
+    }
+    router.finish(&mut response);
+    let route = handled.map_or(usize::MAX, |(_, route)| route);
+    record(shared, incoming, route, response.status, rt::time::now());
+    (response, panicked)
+}
+
 impl<S: 'static> Driver<'_, S> {
     async fn run(&mut self) {
         let stats = &*self.shared.stats;
@@ -192,9 +235,23 @@ impl<S: 'static> Driver<'_, S> {
                 if !self.conn.has_input() {
                     break;
                 }
+                // Synchronous handlers are answered off the task's state
+                // (`answer_ready`), unless this connection's last request
+                // went to an async handler: then this one most likely does
+                // too, and is parsed once, here, rather than there and again.
+                if !self.async_last {
+                    match self.answer_ready() {
+                        Ready::Next => continue,
+                        Ready::Stop => break,
+                        Ready::Async => {}
+                    }
+                }
+                // Any request can be answered here; an async handler's
+                // future borrows its request across awaits, so the head is
+                // parsed into slots that live in this task.
                 let mut few = header_slots();
                 let mut many = None;
-                match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
+                let incoming = match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
                     Next::Again => continue,
                     Next::Wait => break,
                     Next::Reject(response) => {
@@ -202,80 +259,61 @@ impl<S: 'static> Driver<'_, S> {
                         self.reject(response);
                         break;
                     }
-                    Next::Request(ref incoming) => {
-                        add(&stats.requests, 1);
-                        add(&stats.bytes_in, incoming.wire_len as u64);
-                        let head = &incoming.head;
-                        let router = &self.shared.router;
-                        let mut params = None;
-                        // A panic closes the connection after its 500.
-                        let mut panicked = false;
-                        let mut route = usize::MAX;
-                        let mut response = match router.find(head.method, head.path(), &mut params)
-                        {
-                            Err(r) => r,
-                            Ok((handler, index)) => {
-                                route = index;
-                                let req = Request::new(head, Params::of(&params), incoming.body);
-                                // A sync handler runs inside `dispatch`; an async
-                                // one may panic building its future or polling it.
-                                // Either way this request gets a 500 and the
-                                // responses before it on the connection still go
-                                // out. So do the middleware hooks.
-                                let dispatched =
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        match router.run_before(&req) {
-                                            Some(r) => Dispatch::Ready(r),
-                                            None => router.dispatch(handler, &req),
-                                        }
-                                    }));
-                                let outcome = match dispatched {
-                                    Ok(Dispatch::Ready(r)) => Ok(r),
-                                    Ok(Dispatch::Pending(fut)) => bounded(
-                                        CatchUnwind(fut),
-                                        &mut self.timer,
-                                        self.shared.config.handler_timeout,
-                                    )
-                                    .await
-                                    .unwrap_or_else(|| {
-                                        // Dropped: its work stops at its next await.
-                                        add(&stats.timeouts, 1);
-                                        Ok(Response::error(
-                                            Status::SERVICE_UNAVAILABLE,
-                                            "handler timed out",
-                                        ))
-                                    }),
-                                    Err(_) => Err(()),
-                                };
-                                let mut r = outcome.unwrap_or_else(|()| {
-                                    panicked = true;
-                                    internal_error()
-                                });
-                                if router.has_after() {
-                                    let after =
-                                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                                            || router.run_after(&req, &mut r),
-                                        ));
-                                    if after.is_err() {
-                                        panicked = true;
-                                        r = internal_error();
-                                    }
-                                }
-                                r
-                            }
-                        };
-                        router.finish(&mut response);
-                        let status = response.status;
-                        let now = rt::time::now();
-                        record(self.shared, incoming, route, status, now);
-                        // Checked after the handler: shutdown may have come meanwhile.
-                        let close = panicked || rt::shutdown_requested();
-                        let date = *self.shared.date.borrow_mut().get(now);
-                        let n = self.conn.respond(response, &date, close);
-                        add(&stats.bytes_out, n as u64);
-                        add(&stats.responses[class(status)], 1);
+                    Next::Request(incoming) => incoming,
+                };
+                add(&stats.requests, 1);
+                add(&stats.bytes_in, incoming.wire_len as u64);
+                let head = &incoming.head;
+                let router = &self.shared.router;
+                let mut params = None;
+                let (handler, route) = match router.find(head.method, head.path(), &mut params) {
+                    Ok(found) => found,
+                    Err(response) => {
+                        self.async_last = false;
+                        let (response, panicked) =
+                            conclude(self.shared, &incoming, None, Ok(response));
+                        self.queue(response, panicked);
+                        continue;
                     }
-                }
+                };
+                self.async_last = matches!(handler, Handler::Async(_));
+                let req = Request::new(head, Params::of(&params), incoming.body);
+                // A sync handler runs inside `dispatch`; an async one may
+                // panic building its future or polling it. Either way this
+                // request gets a 500 and the responses before it on the
+                // connection still go out. So do the middleware hooks. In a
+                // block of its own, so the dispatch (and the future that
+                // borrows the connection) is gone before the response is
+                // queued.
+                let outcome = {
+                    let dispatched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match router.run_before(&req) {
+                            Some(r) => Dispatch::Ready(r),
+                            None => router.dispatch(handler, &req),
+                        }
+                    }));
+                    match dispatched {
+                        Ok(Dispatch::Ready(r)) => Ok(r),
+                        Ok(Dispatch::Pending(fut)) => bounded(
+                            CatchUnwind(fut),
+                            &mut self.timer,
+                            self.shared.config.handler_timeout,
+                        )
+                        .await
+                        .unwrap_or_else(|| {
+                            // Dropped: its work stops at its next await.
+                            add(&stats.timeouts, 1);
+                            Ok(Response::error(
+                                Status::SERVICE_UNAVAILABLE,
+                                "handler timed out",
+                            ))
+                        }),
+                        Err(_) => Err(()),
+                    }
+                };
+                let (response, panicked) =
+                    conclude(self.shared, &incoming, Some((&req, route)), outcome);
+                self.queue(response, panicked);
             }
             let handshake = self
                 .tls
@@ -327,6 +365,75 @@ impl<S: 'static> Driver<'_, S> {
                 },
             }
         }
+    }
+
+    /// Answers the request at the front of the buffer when its handler is
+    /// synchronous, or when it has none (404, 405), or hands it back
+    /// ([`Ready::Async`]) for `run` to answer in the task. On this path
+    /// the request's header slots, head, route parameters and response
+    /// live on the worker's stack, whose cache lines every connection
+    /// shares and finds warm; in the task they were lines of this
+    /// connection's own, evicted by the time its next request came
+    /// (`benches/icount-server.sh --cache`). Not inlined, so they stay
+    /// out of the task's state.
+    #[inline(never)]
+    fn answer_ready(&mut self) -> Ready {
+        let stats = &*self.shared.stats;
+        let mut few = header_slots();
+        let mut many = None;
+        let incoming = match self.conn.next_request(rt::time::now(), &mut few, &mut many) {
+            Next::Again => return Ready::Next,
+            Next::Wait => return Ready::Stop,
+            Next::Reject(response) => {
+                add(&stats.parse_errors, 1);
+                self.reject(response);
+                return Ready::Stop;
+            }
+            Next::Request(incoming) => incoming,
+        };
+        let head = &incoming.head;
+        let router = &self.shared.router;
+        let mut params = None;
+        let (response, panicked) = match router.find(head.method, head.path(), &mut params) {
+            Ok((Handler::Async(_), _)) => {
+                self.conn.hand_back();
+                return Ready::Async;
+            }
+            Err(response) => {
+                add(&stats.requests, 1);
+                add(&stats.bytes_in, incoming.wire_len as u64);
+                conclude(self.shared, &incoming, None, Ok(response))
+            }
+            Ok((Handler::Sync(f), route)) => {
+                add(&stats.requests, 1);
+                add(&stats.bytes_in, incoming.wire_len as u64);
+                let req = Request::new(head, Params::of(&params), incoming.body);
+                // A panic gets this request a 500 and closes the
+                // connection after it; the responses before it still go out.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    router
+                        .run_before(&req)
+                        .unwrap_or_else(|| f(&req, router.state()))
+                }))
+                .map_err(|_| ());
+                conclude(self.shared, &incoming, Some((&req, route)), outcome)
+            }
+        };
+        self.queue(response, panicked);
+        Ready::Next
+    }
+
+    /// Queues the response to the request handed out last. A panic closes
+    /// the connection after it; so does a shutdown that came meanwhile.
+    #[inline(always)]
+    fn queue(&mut self, response: Response, panicked: bool) {
+        let stats = &*self.shared.stats;
+        let status = response.status;
+        let close = panicked || rt::shutdown_requested();
+        let date = *self.shared.date.borrow_mut().get(rt::time::now());
+        let n = self.conn.respond(response, &date, close);
+        add(&stats.bytes_out, n as u64);
+        add(&stats.responses[class(status)], 1);
     }
 
     /// Queues an error response through the error renderer; the state
