@@ -12,6 +12,9 @@ pub struct Opts {
     /// `--io BACKEND`: Tidepool's example runs on this I/O backend
     /// (`io_uring` or `epoll`; default: what it probes).
     pub io: Option<String>,
+    /// `--loads 25,50`: the loads (percent of capacity) a fixed-rate
+    /// runner offers; empty for its own.
+    pub loads: Vec<f64>,
 }
 
 impl Opts {
@@ -22,6 +25,7 @@ impl Opts {
             server_cpu: 1,
             client_cpu: 0,
             io: None,
+            loads: Vec::new(),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
@@ -36,6 +40,14 @@ impl Opts {
                 "--server-cpu" => o.server_cpu = n(),
                 "--client-cpu" => o.client_cpu = n(),
                 "--io" => o.io = Some(v.to_string()),
+                "--loads" => {
+                    o.loads = v
+                        .split(',')
+                        .map(|p| {
+                            p.parse::<f64>().expect("--loads takes percents: 25,50,80") / 100.0
+                        })
+                        .collect()
+                }
                 other => panic!("unknown argument {other}"),
             }
         }

@@ -14,10 +14,14 @@
 //! a machine whose speed drifts weighs on all alike. Printed per rate: each
 //! contestant's median p50, p99, p99.9 and server CPU per request, then
 //! Tidepool's ratios to the best peer of the same round (paired), whose
-//! median is the figure to read. Run through `benches/compare-latency.sh`.
+//! median is the figure to read, and to each peer and the floor alone.
+//! Where a figure is mostly noise (p99 at low load on this VM), the best
+//! of two peers' draws in a round is biased low: three servers with one
+//! distribution would put Tidepool over it in two rounds of three. The
+//! per-peer columns show that. Run through `benches/compare-latency.sh`.
 //!
 //! usage: compare_latency [--duration SECS] [--repeat N] [--server-cpu N] [--client-cpu N]
-//!                        [--io io_uring|epoll]
+//!                        [--io io_uring|epoll] [--loads 25,50,80]
 
 use std::path::Path;
 
@@ -140,7 +144,12 @@ fn main() {
     };
     eprintln!("capacity (floor, open loop, {CONNECTIONS} connections): {capacity:.0} req/s");
     println!("\ncapacity: {capacity:.0} req/s (offered open loop to the floor responder, same generator)");
-    for load in LOADS {
+    let loads = if o.loads.is_empty() {
+        LOADS.to_vec()
+    } else {
+        o.loads.clone()
+    };
+    for load in loads {
         let rate = (capacity * load).round();
         // runs[round][contestant]
         let mut runs: Vec<Vec<Run>> = Vec::new();
@@ -202,18 +211,22 @@ fn main() {
                     .fold(f64::INFINITY, f64::min)
             }
         };
-        println!("\n| Tidepool per round (median) | vs best peer | vs floor |");
-        println!("|---|---|---|");
+        let mut head = String::from("| Tidepool per round (median) | vs best peer |");
+        for &i in peers.iter().chain([&floor_i]) {
+            head.push_str(&format!(" vs {} |", all[i].name));
+        }
+        println!("\n{head}");
+        println!("|---|---|{}", "---|".repeat(peers.len() + 1));
         for (label, f) in [
             ("p50", (|r: &Run| r.p50) as fn(&Run) -> f64),
             ("p99", |r: &Run| r.p99),
             ("CPU per request", |r: &Run| r.cpu_us),
         ] {
-            println!(
-                "| {label} | {} | {} |",
-                ratio(f, &best(f)),
-                ratio(f, &|r: &[Run]| f(&r[floor_i]))
-            );
+            let mut line = format!("| {label} | {} |", ratio(f, &best(f)));
+            for &i in peers.iter().chain([&floor_i]) {
+                line.push_str(&format!(" {} |", ratio(f, &|r: &[Run]| f(&r[i]))));
+            }
+            println!("{line}");
         }
     }
     println!(
