@@ -247,8 +247,11 @@ impl<'c> Conn<'c> {
             }
             self.scanned = 0;
         }
-        let head = match parse_head(avail, few, many, &cfg.limits) {
-            Ok(Parsed::Complete(h)) => h,
+        let parsed = parse_head(avail, few, many, &cfg.limits);
+        // Borrowed where the parser left it, and copied once, into the
+        // request handed out.
+        let head = match parsed {
+            Ok(Parsed::Complete(ref h)) => h,
             Ok(Parsed::Partial) => {
                 if let BodyState::Head = self.body {
                     // The parse just checked all of it (limits included):
@@ -334,7 +337,7 @@ impl<'c> Conn<'c> {
             http10: head.version == Version::Http10,
         });
         Next::Request(Incoming {
-            head,
+            head: *head,
             body,
             wire_len,
             started: self.started.unwrap_or(now),
