@@ -98,6 +98,8 @@ pub fn loadgen(
         .unwrap_or_else(|e| panic!("cannot run {LOADGEN}: {e}"));
     assert!(status.success(), "{LOADGEN} failed: {status}");
     let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    // Only the summary is read; the run's report is not left behind.
+    let _ = std::fs::remove_dir_all(&out);
     serde_json::from_str(&text).expect("summary is JSON")
 }
 
@@ -316,13 +318,18 @@ pub fn run_wrk(cpu: usize, url: &str, conns: usize, pipelined: bool, secs: u64) 
         .args(["-t1", "--latency"])
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"));
-    if pipelined {
-        let script = std::env::temp_dir().join("tidepool-pipeline.lua");
+    let script = pipelined.then(|| {
+        let script =
+            std::env::temp_dir().join(format!("tidepool-pipeline-{}.lua", std::process::id()));
         std::fs::write(&script, PIPELINE_LUA).expect("write lua");
         cmd.arg("-s").arg(&script);
-    }
+        script
+    });
     cmd.arg(url);
     let out = cmd.output().expect("wrk (apt-get install wrk)");
+    if let Some(script) = script {
+        let _ = std::fs::remove_file(script);
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     // taskset runs whether or not wrk exists: say which one is missing.
     parse_wrk(&text).unwrap_or_else(|| {
