@@ -14,6 +14,7 @@ use tidepool_drivers::pool::{
     AcquireError, CloseReason, LocalPool, Pool, PoolConfig, QueueConfig, QueueMode,
 };
 use tidepool_engine::rt::{self, time};
+use tidepool_testkit::sockets::wait_closed_by_server;
 use tidepool_testkit::{PgServer, PgUser};
 
 mod common;
@@ -434,6 +435,46 @@ fn shared_pool_recovers_from_a_killed_server() {
         };
         survive_restart(&local, 8, query, || server.kill9(), || server.restart()).await;
         assert!(local.stats().open <= 2);
+    });
+}
+
+/// A shared connection whose session the server ended while it sat idle
+/// (`pg_terminate_backend`: a FATAL, then the end of stream) is taken out
+/// at the next checkout, which comes before its driver task has had a
+/// turn to read either (nothing awaits between the two): the socket shows
+/// the end behind the unread FATAL. The caller gets a fresh connection.
+#[test]
+fn a_shared_connection_ended_while_idle_is_never_handed_out() {
+    let server = PgServer::start().expect("private server");
+    rt::block_on(async {
+        let cfg = PoolConfig {
+            max_open: 1,
+            max_in_flight: 8,
+            acquire_timeout: Duration::from_secs(5),
+            ..PoolConfig::default()
+        };
+        let p = shared_pool(&server, "pool_shared_ended", cfg);
+        let local = p.local(0);
+        let pid = {
+            let c = local.get().await.unwrap();
+            c.query_one("SELECT 1::int4", &[]).await.unwrap();
+            c.backend_pid().unwrap()
+        };
+        server.psql(&format!("SELECT pg_terminate_backend({pid})"));
+        let cut = wait_closed_by_server(server.port(), Duration::from_secs(5));
+        assert_eq!(cut, 1, "the pool's connection saw the server's FIN");
+        let c = local.get().await.unwrap();
+        assert_ne!(
+            c.backend_pid(),
+            Some(pid),
+            "the ended session was handed out"
+        );
+        c.query_one("SELECT 1::int4", &[]).await.unwrap();
+        drop(c);
+        let s = local.stats();
+        assert_eq!(s.closes[CloseReason::FailedCheck as usize], 1, "{s:?}");
+        assert_eq!(s.open, 1);
+        local.assert_invariants();
     });
 }
 

@@ -217,6 +217,50 @@ fn a_dropped_one_shot_recv_loses_nothing() {
     .unwrap();
 }
 
+/// `closed_now` looks without taking: an open stream with bytes waiting is
+/// open; a peer that wrote and then closed is seen gone behind the bytes,
+/// which stay for the next read; a reset is its error.
+#[test]
+fn closed_now_sees_the_peer_gone_behind_unread_bytes_and_takes_nothing() {
+    rt::block_on(async {
+        let (client, server_side) = connected_pair().await;
+        assert!(client.closed_now().is_none(), "a fresh stream");
+        let (r, _) = server_side.write_all(b"bye".to_vec()).await;
+        r.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unread(&client) < 3 {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            rt::yield_now().await;
+        }
+        assert!(client.closed_now().is_none(), "bytes waiting, still open");
+        server_side.shutdown(std::net::Shutdown::Write).unwrap();
+        let gone = loop {
+            if let Some(e) = client.closed_now() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the end of stream never showed");
+            rt::yield_now().await;
+        };
+        assert_eq!(gone.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(unread(&client), 3, "the look took nothing");
+        assert_eq!(recv_exactly(&client, 3).await, b"bye");
+
+        let (client, server_side) = connected_pair().await;
+        socket2::SockRef::from(&server_side)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server_side); // an abortive close: RST
+        let reset = loop {
+            if let Some(e) = client.closed_now() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the reset never showed");
+            rt::yield_now().await;
+        };
+        assert_eq!(reset.kind(), std::io::ErrorKind::ConnectionReset);
+    });
+}
+
 #[test]
 fn connect_refused_is_an_error() {
     rt::block_on(async {

@@ -27,6 +27,7 @@ mod pg;
 mod process;
 mod redis;
 pub mod seccomp;
+pub mod sockets;
 mod sys;
 pub mod tls;
 

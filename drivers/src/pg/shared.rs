@@ -213,6 +213,29 @@ impl SharedClient {
         }
     }
 
+    /// Whether the connection is usable, looking at its socket when no
+    /// statement is in flight: a server that went away while it sat idle
+    /// (restarted, a failover, a terminated backend) left an end of stream
+    /// the driver task may not have run to see yet, and a statement sent
+    /// now would fail. Found here, the connection is failed before anyone
+    /// uses it. One non-blocking syscall; none while replies are owed (the
+    /// driver sees the end with them), none for an imported handle.
+    pub fn poll_idle(&self) -> bool {
+        let Conn::Local(_) = &self.conn else {
+            return !self.is_broken();
+        };
+        let mut st = self.inner().st.borrow_mut();
+        if st.client.is_broken() {
+            return false;
+        }
+        if st.client.proto.in_flight() > 0 || st.client.peer_still_there() {
+            return true;
+        }
+        // The driver ends on its next poll and tells importers.
+        st.wake_driver();
+        false
+    }
+
     /// Whether other workers hold handles to this connection (always false
     /// for an imported one).
     pub(crate) fn used_elsewhere(&self) -> bool {

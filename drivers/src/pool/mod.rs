@@ -81,9 +81,12 @@ pub trait Manager: Send + Sync + 'static {
     /// A cheap liveness check for a connection that sat idle.
     fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<(), Self::Error>>;
 
-    /// Whether an idle exclusive connection is still usable by what its
-    /// socket already holds (the server closed it, or sent a FATAL while it
-    /// sat idle), without a round trip; run at every checkout.
+    /// Whether an idle connection is still usable by what its socket
+    /// already holds (the server closed it, or sent a FATAL while it sat
+    /// idle), without a round trip. Run at every checkout of an exclusive
+    /// connection, and of a shared one that none of this worker's callers
+    /// is using (a shared connection still owed replies may answer `true`
+    /// without looking: its reader sees the end with them).
     fn poll_idle(&self, _conn: &mut Self::Conn) -> bool {
         true
     }

@@ -244,6 +244,10 @@ impl Manager for PgSharedManager {
         conn.query("SELECT 1", &[]).await.map(drop)
     }
 
+    fn poll_idle(&self, conn: &mut SharedClient) -> bool {
+        conn.poll_idle()
+    }
+
     fn share(&self, conn: &SharedClient) -> SharedClient {
         conn.clone()
     }

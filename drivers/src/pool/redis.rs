@@ -49,6 +49,10 @@ impl Manager for RedisManager {
         conn.ping().await
     }
 
+    fn poll_idle(&self, conn: &mut Connection) -> bool {
+        conn.poll_idle()
+    }
+
     fn share(&self, conn: &Connection) -> Connection {
         conn.clone()
     }

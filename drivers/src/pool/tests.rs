@@ -511,6 +511,11 @@ struct FakeMux {
     made: AtomicU64,
     /// Connections the "server" has cut.
     broken: std::sync::Mutex<Vec<u64>>,
+    /// Cut, but only a look at the socket can tell yet (the reader has
+    /// not run); the look marks them broken.
+    cut: std::sync::Mutex<Vec<u64>>,
+    /// Looks taken.
+    looks: AtomicU64,
 }
 
 impl Manager for FakeMux {
@@ -526,9 +531,57 @@ impl Manager for FakeMux {
     async fn check(&self, _: &mut Rc<u64>) -> Result<(), FakeError> {
         Ok(())
     }
+    fn poll_idle(&self, c: &mut Rc<u64>) -> bool {
+        self.looks.fetch_add(1, Ordering::Relaxed);
+        let mut cut = self.cut.lock().unwrap();
+        let Some(i) = cut.iter().position(|x| *x == **c) else {
+            return true;
+        };
+        cut.remove(i);
+        self.broken.lock().unwrap().push(**c);
+        false
+    }
     fn share(&self, c: &Rc<u64>) -> Rc<u64> {
         c.clone()
     }
+}
+
+/// A shared connection no caller of this worker is on is looked at before
+/// it is handed out, and one the server cut since is closed instead; one
+/// already in use is not looked at (its reader sees the end with the
+/// replies it is owed).
+#[test]
+fn a_shared_connection_cut_while_idle_is_looked_at_and_never_handed_out() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.max_in_flight = 2;
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("look", cfg, FakeMux::default(), 1).unwrap();
+        let local = pool.local(0);
+        let first = local.get().await.unwrap();
+        assert_eq!(
+            pool.manager().looks.load(Ordering::Relaxed),
+            0,
+            "a new connection"
+        );
+        let second = local.get().await.unwrap();
+        assert_eq!(
+            pool.manager().looks.load(Ordering::Relaxed),
+            0,
+            "in use: no look"
+        );
+        assert_eq!((**first, **second), (0, 0));
+        drop((first, second));
+        pool.manager().cut.lock().unwrap().push(0);
+        let c = local.get().await.unwrap();
+        assert_eq!(**c, 1, "a fresh connection, not the cut one");
+        assert_eq!(pool.manager().looks.load(Ordering::Relaxed), 1);
+        let s = local.stats();
+        assert_eq!(s.closes[CloseReason::FailedCheck as usize], 1, "{s:?}");
+        assert_eq!(s.open, 1, "{s:?}");
+        drop(c);
+        local.assert_invariants();
+    });
 }
 
 /// Callers go to the busiest shared connection that has room, so what a
@@ -590,6 +643,30 @@ fn a_shared_connection_broken_between_grant_and_checkout_is_not_handed_out() {
         drop(b);
         assert_eq!(waiter.await.unwrap(), 1, "a fresh connection");
         let s = local.stats();
+        assert_eq!(s.closes[CloseReason::Broken as usize], 1, "{s:?}");
+        local.assert_invariants();
+    });
+}
+
+/// A shared connection the server cut while nobody used it is closed by
+/// the reaper's pass, not only at the next checkout: on a worker no
+/// request reaches, the pool's count of open connections would otherwise
+/// stay above what the server has.
+#[test]
+fn the_reaper_closes_a_shared_connection_that_broke_while_idle() {
+    rt::block_on(async {
+        let mut cfg = config(1);
+        cfg.max_in_flight = 2;
+        cfg.reap_interval = Duration::from_secs(3600); // reaped by hand below
+        cfg.acquire_timeout = Duration::from_secs(5);
+        let pool = Pool::new("cut", cfg, FakeMux::default(), 1).unwrap();
+        let local = pool.local(0);
+        drop(local.get().await.unwrap());
+        assert_eq!(local.stats().open, 1);
+        pool.manager().broken.lock().unwrap().push(0);
+        local.reap_now();
+        let s = local.stats();
+        assert_eq!(s.open, 0, "{s:?}");
         assert_eq!(s.closes[CloseReason::Broken as usize], 1, "{s:?}");
         local.assert_invariants();
     });

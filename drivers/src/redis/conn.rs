@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     /// Set once the connection is broken or closed, for the workers it was
     /// exported to: they stop delegating to it without a failed request.
     pub(crate) dead: Arc<AtomicBool>,
+    /// The socket, for a look at it while the connection sits idle.
+    link: Rc<Link>,
 }
 
 /// Closes the connection when the last [`Connection`] clone goes.
@@ -220,6 +222,7 @@ impl Connection {
             cfg: cfg.clone(),
             resp3,
             dead: Arc::new(AtomicBool::new(false)),
+            link: stream.clone(),
         });
         rt::spawn(reader(shared.clone(), stream.clone(), dec));
         rt::spawn(writer(shared.clone(), stream));
@@ -286,6 +289,37 @@ impl Connection {
             Conn::Local(_) => self.shared().mux.borrow().is_broken(),
             Conn::Remote(r) => r.is_broken(),
         }
+    }
+
+    /// Whether the connection is usable, looking at its socket when
+    /// nothing is owed on it: a server that went away while it sat idle
+    /// (killed, restarted, a failover) left an end of stream the reader
+    /// task may not have run to see yet, and a command written now would
+    /// fail. Found here, the connection is failed before anyone uses it.
+    /// One non-blocking syscall; none while replies are owed (the reader
+    /// sees the end with them), none for an imported handle.
+    pub fn poll_idle(&self) -> bool {
+        let Conn::Local(_) = &self.conn else {
+            return !self.is_broken();
+        };
+        let shared = self.shared();
+        let mut mux = shared.mux.borrow_mut();
+        if mux.is_broken() {
+            return false;
+        }
+        if mux.pending() > 0 {
+            return true;
+        }
+        let Some(e) = shared.link.closed_now() else {
+            return true;
+        };
+        mux.fail(if e.kind() == io::ErrorKind::UnexpectedEof {
+            closed_by_peer()
+        } else {
+            Error::from(e)
+        });
+        shared.dead.store(true, Ordering::Relaxed);
+        false
     }
 
     /// The error that broke the connection, if one did.

@@ -116,6 +116,13 @@ impl Link {
         (r, buf)
     }
 
+    /// Whether the server closed the socket or it failed, as far as the
+    /// socket already knows (see `TcpStream::closed_now`); over TLS too,
+    /// since the socket's end is seen behind records not yet read.
+    pub(crate) fn closed_now(&self) -> Option<io::Error> {
+        self.stream.closed_now()
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.stream.shutdown(how)
     }

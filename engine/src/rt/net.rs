@@ -628,6 +628,38 @@ impl TcpStream {
         }
     }
 
+    /// What the socket already knows of the peer, without waiting and
+    /// without taking anything (one `poll` with a zero timeout): `Some`
+    /// once the peer shut its side (`UnexpectedEof`, seen even behind bytes
+    /// not yet read, such as a server's last FATAL) or the connection
+    /// failed (its error), `None` while it is open. Safe beside an armed or
+    /// in-flight receive, which still gets every byte. For protocols whose
+    /// peer never half-closes (a database): a connection that sat idle is
+    /// found gone before a request is written to it.
+    pub fn closed_now(&self) -> Option<io::Error> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.raw(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one live, writable pollfd and a count of one; a zero
+        // timeout never sleeps. The fd is this stream's, open while `self`
+        // lives.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n <= 0 {
+            // Nothing to report, or poll itself failed: nothing known.
+            return None;
+        }
+        if pfd.revents & libc::POLLERR != 0 {
+            let e = socket2::SockRef::from(self).take_error().ok().flatten();
+            return Some(e.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+        }
+        if pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0 {
+            return Some(io::ErrorKind::UnexpectedEof.into());
+        }
+        None
+    }
+
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         let how = match how {

@@ -608,10 +608,15 @@ impl Client {
     /// server restart or `pg_terminate_backend`, an idle connection holds
     /// a FATAL and an end of stream that nothing has read yet; handing it
     /// out would fail its caller's first query. One non-blocking `recv`;
-    /// skipped while a read is already in flight (that read sees it).
+    /// while a read is already in flight (it would take the bytes), a
+    /// look at the socket's state instead, which sees the end of stream
+    /// even behind the FATAL.
     pub fn poll_idle(&mut self) -> bool {
-        if self.proto.is_dead() || self.read.is_some() {
-            return !self.proto.is_dead();
+        if self.proto.is_dead() {
+            return false;
+        }
+        if self.read.is_some() {
+            return self.peer_still_there();
         }
         let mut buf = [0u8; 4096];
         loop {
@@ -633,6 +638,18 @@ impl Client {
                     self.proto.fail(Error::Io(e));
                     return false;
                 }
+            }
+        }
+    }
+
+    /// False, with the connection failed, once the socket shows the
+    /// server closed it or the connection failed (`TcpStream::closed_now`).
+    pub(crate) fn peer_still_there(&mut self) -> bool {
+        match self.stream.closed_now() {
+            None => true,
+            Some(e) => {
+                self.proto.fail(Error::Io(e));
+                false
             }
         }
     }

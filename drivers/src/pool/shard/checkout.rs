@@ -44,15 +44,32 @@ impl<M: Manager> Shard<M> {
                 }
                 expired.extend(slot.conn);
             }
-            // A connection of this worker before a remote handle: a
-            // delegated statement costs two hops between workers.
-            st.slots
-                .iter()
-                .filter(|(_, s)| {
-                    s.in_flight < max && s.conn.as_ref().is_some_and(|c| manager.is_usable(c))
-                })
-                .max_by_key(|(_, s)| (!s.remote, s.in_flight))
-                .map(|(k, _)| k)
+            loop {
+                // A connection of this worker before a remote handle: a
+                // delegated statement costs two hops between workers.
+                let pick = st
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.in_flight < max && s.conn.as_ref().is_some_and(|c| manager.is_usable(c))
+                    })
+                    .max_by_key(|(_, s)| (!s.remote, s.in_flight))
+                    .map(|(k, _)| k);
+                let Some(k) = pick else { break None };
+                // None of this worker's callers is on it: the server may
+                // have gone since it was last used, and its reader may not
+                // have run to see that yet. A look at the socket costs a
+                // syscall; a command written to it, a failed request.
+                let slot = &mut st.slots[k];
+                if slot.in_flight > 0 || slot.conn.as_mut().is_some_and(|c| manager.poll_idle(c)) {
+                    break Some(k);
+                }
+                let slot = st.remove(k);
+                if !slot.remote {
+                    self.stats.closed(CloseReason::FailedCheck);
+                }
+                expired.extend(slot.conn);
+            }
         } else {
             loop {
                 let Some(key) = st.idle.pop_back() else {

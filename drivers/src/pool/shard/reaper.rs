@@ -37,9 +37,9 @@ impl<M: Manager> Shard<M> {
         }
     }
 
-    /// The reaper's pass: closed by the server while idle, idle past
-    /// `idle_timeout` (keeping `min_idle`), expired, leaks; then top up to
-    /// `min_idle`.
+    /// The reaper's pass: closed by the server while idle (exclusive or
+    /// shared), idle past `idle_timeout` (keeping `min_idle`), expired,
+    /// leaks; then top up to `min_idle`.
     pub(crate) fn reap(self: &Rc<Self>) {
         let cfg = &self.pool.config;
         let now = clock();
@@ -65,16 +65,24 @@ impl<M: Manager> Shard<M> {
                     // Other workers' callers use it: not idle.
                     st.slots[key].idle_since = now;
                 }
-                // An idle exclusive connection the server closed (a restart,
-                // a terminated backend) goes now, not at its next checkout:
-                // its capacity is free and the pool's count is true.
-                let dead = !M::MULTIPLEXED
-                    && st.slots[key]
-                        .conn
-                        .as_mut()
-                        .is_some_and(|c| !self.pool.manager.poll_idle(c));
+                // A connection the server closed while idle (a restart, a
+                // terminated backend) goes now, not at its next checkout,
+                // which may never come on a worker no request reaches: its
+                // capacity is free and the pool's count is true. An
+                // exclusive one is read without waiting; a shared one has
+                // a driver always reading, which has marked it broken.
+                let manager = &self.pool.manager;
+                let dead = st.slots[key].conn.as_mut().is_some_and(|c| {
+                    if M::MULTIPLEXED {
+                        !manager.is_usable(c)
+                    } else {
+                        !manager.poll_idle(c)
+                    }
+                });
                 let slot = &st.slots[key];
-                let why = if dead {
+                let why = if dead && M::MULTIPLEXED {
+                    Some(CloseReason::Broken)
+                } else if dead {
                     Some(CloseReason::FailedCheck)
                 } else if slot.remote {
                     // A remote handle is let go once this shard has a
