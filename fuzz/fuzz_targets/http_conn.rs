@@ -9,7 +9,10 @@
 //!   response, with `Connection: close`, and the connection closes;
 //! - the responses are self-delimiting (the load generator's parser reads
 //!   them back), one per request, in order;
-//! - the input buffer stays bounded by the limits.
+//! - the input buffer stays bounded by the limits;
+//! - a request handed back (`Conn::hand_back`, as the server does when a
+//!   request it took to answer in place turns out to need its async
+//!   path) is handed out again the same, and changes nothing on the wire.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -31,12 +34,23 @@ struct Seen {
     closed: bool,
 }
 
-fn serve(conn: &mut Conn<'_>, now: Instant, seen: &mut Seen) -> Io {
+fn serve(conn: &mut Conn<'_>, now: Instant, seen: &mut Seen, back: &mut Flips) -> Io {
+    let mut handed_back: Option<(String, String, Vec<u8>, usize)> = None;
     loop {
         loop {
             let mut few = [Header::EMPTY; FEW_HEADERS];
             let mut many = None;
-            match conn.next_request(now, &mut few, &mut many) {
+            let next = conn.next_request(now, &mut few, &mut many);
+            if let Some((m, t, b, wire)) = handed_back.take() {
+                let Next::Request(inc) = &next else {
+                    panic!("a request handed back came out as {}", kind(&next));
+                };
+                assert_eq!(inc.head.method.to_string(), m, "handed back: the same method");
+                assert_eq!(inc.head.target.to_string(), t, "handed back: the same target");
+                assert_eq!(inc.body, &b[..], "handed back: the same body");
+                assert_eq!(inc.wire_len, wire, "handed back: the same length");
+            }
+            match next {
                 Next::Again => continue,
                 Next::Wait => break,
                 Next::Reject(r) => {
@@ -47,6 +61,16 @@ fn serve(conn: &mut Conn<'_>, now: Instant, seen: &mut Seen) -> Io {
                 }
                 Next::Request(inc) => {
                     assert!(seen.rejected.is_none(), "a request after a rejection");
+                    if back.next() {
+                        handed_back = Some((
+                            inc.head.method.to_string(),
+                            inc.head.target.to_string(),
+                            inc.body.to_vec(),
+                            inc.wire_len,
+                        ));
+                        conn.hand_back();
+                        continue;
+                    }
                     let entry = (
                         inc.head.method.to_string(),
                         inc.head.target.to_string(),
@@ -69,11 +93,38 @@ fn serve(conn: &mut Conn<'_>, now: Instant, seen: &mut Seen) -> Io {
     }
 }
 
-fn run(cfg: &HttpConfig, stream: &[u8], cuts: &[usize]) -> Seen {
+fn kind(next: &Next<'_>) -> &'static str {
+    match next {
+        Next::Request(_) => "a request",
+        Next::Again => "again",
+        Next::Wait => "wait",
+        Next::Reject(_) => "a rejection",
+    }
+}
+
+/// Whether to hand the next request back: none when `seed` is 0, else
+/// from a small generator (about one request in three).
+struct Flips(u32);
+
+impl Flips {
+    fn next(&mut self) -> bool {
+        if self.0 == 0 {
+            return false;
+        }
+        let x = &mut self.0;
+        *x ^= *x << 13;
+        *x ^= *x >> 17;
+        *x ^= *x << 5;
+        *x % 3 == 0
+    }
+}
+
+fn run(cfg: &HttpConfig, stream: &[u8], cuts: &[usize], seed: u32) -> Seen {
     let mut conn = Conn::new(cfg);
     let mut seen = Seen::default();
     let now = Instant::now();
-    let mut io = serve(&mut conn, now, &mut seen);
+    let back = &mut Flips(seed);
+    let mut io = serve(&mut conn, now, &mut seen, back);
     let mut at = 0;
     for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
         let cut = cut.clamp(at, stream.len());
@@ -82,7 +133,7 @@ fn run(cfg: &HttpConfig, stream: &[u8], cuts: &[usize]) -> Seen {
         }
         conn.feed(&stream[at..cut]);
         at = cut;
-        io = serve(&mut conn, now, &mut seen);
+        io = serve(&mut conn, now, &mut seen, back);
         // Unconsumed input never outgrows the largest thing it may hold.
         let bound = cfg.limits.max_head_bytes + cfg.max_body as usize + stream.len().min(1 << 16);
         assert!(conn.buffered() <= bound.max(cfg.limits.max_head_bytes * 2));
@@ -174,11 +225,14 @@ fuzz_target!(|data: &[u8]| {
         at += 1 + (x % 48) as usize;
         cuts.push(at);
     }
-    let whole = run(&cfg, stream, &[]);
+    let whole = run(&cfg, stream, &[], 0);
     let whole_answers = check_responses(&whole);
-    let split = run(&cfg, stream, &cuts);
+    let split = run(&cfg, stream, &cuts, 0);
+    // Handing requests back changes nothing, not even a 100 Continue.
+    let seed = u32::from(data[1]) << 8 | 0x5a;
+    assert_eq!(split, run(&cfg, stream, &cuts, seed), "requests handed back");
     let bytes: Vec<usize> = (1..stream.len()).collect();
-    let single = run(&cfg, stream, &bytes);
+    let single = run(&cfg, stream, &bytes, 0);
     for (name, other) in [("split", &split), ("byte by byte", &single)] {
         let answers = check_responses(other);
         assert_eq!(whole.requests, other.requests, "{name}: the same requests");

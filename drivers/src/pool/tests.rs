@@ -558,24 +558,17 @@ fn a_shared_connection_cut_while_idle_is_looked_at_and_never_handed_out() {
         cfg.acquire_timeout = Duration::from_secs(5);
         let pool = Pool::new("look", cfg, FakeMux::default(), 1).unwrap();
         let local = pool.local(0);
+        let looks = || pool.manager().looks.load(Ordering::Relaxed);
         let first = local.get().await.unwrap();
-        assert_eq!(
-            pool.manager().looks.load(Ordering::Relaxed),
-            0,
-            "a new connection"
-        );
+        let before = looks();
         let second = local.get().await.unwrap();
-        assert_eq!(
-            pool.manager().looks.load(Ordering::Relaxed),
-            0,
-            "in use: no look"
-        );
+        assert_eq!(looks(), before, "in use: no look");
         assert_eq!((**first, **second), (0, 0));
         drop((first, second));
         pool.manager().cut.lock().unwrap().push(0);
         let c = local.get().await.unwrap();
         assert_eq!(**c, 1, "a fresh connection, not the cut one");
-        assert_eq!(pool.manager().looks.load(Ordering::Relaxed), 1);
+        assert!(looks() > before, "looked at");
         let s = local.stats();
         assert_eq!(s.closes[CloseReason::FailedCheck as usize], 1, "{s:?}");
         assert_eq!(s.open, 1, "{s:?}");
@@ -670,6 +663,95 @@ fn the_reaper_closes_a_shared_connection_that_broke_while_idle() {
         assert_eq!(s.closes[CloseReason::Broken as usize], 1, "{s:?}");
         local.assert_invariants();
     });
+}
+
+/// Shared connections under random callers, server-side cuts and breaks,
+/// reaper passes and resizes: no caller is handed a connection already
+/// known broken, nor one cut while none of this worker's callers was on
+/// it (a look at its socket would have told); the books stay right.
+#[test]
+fn randomized_shared_connections_never_hand_out_a_dead_one() {
+    for seed in 1..=12u64 {
+        rt::block_on(async move {
+            let mut cfg = config(3);
+            cfg.max_in_flight = 3;
+            cfg.acquire_timeout = Duration::from_millis(20);
+            cfg.reap_interval = Duration::from_secs(3600); // reaped below
+            let pool = Pool::new("mux", cfg, FakeMux::default(), 1).unwrap();
+            let local = pool.local(0);
+            let held: Rc<RefCell<Vec<Pooled<FakeMux>>>> = Rc::default();
+            let mut rng = Rng(seed * 0x9E37_79B9);
+            let mut callers = Vec::new();
+            for _ in 0..400 {
+                let made = pool.manager().made.load(Ordering::Relaxed);
+                match rng.below(12) {
+                    0..=3 => {
+                        let (local, held, pool) = (local.clone(), held.clone(), pool.clone());
+                        callers.push(rt::spawn(async move {
+                            let Ok(c) = local.get().await else { return };
+                            let m = pool.manager();
+                            let id = **c;
+                            assert!(
+                                !m.broken.lock().unwrap().contains(&id),
+                                "handed out {id}, known broken"
+                            );
+                            let shared = held.borrow().iter().any(|h| ***h == id);
+                            assert!(
+                                shared || !m.cut.lock().unwrap().contains(&id),
+                                "handed out {id}, cut while nobody here was on it"
+                            );
+                            held.borrow_mut().push(c);
+                        }));
+                    }
+                    4 | 5 => {
+                        let mut h = held.borrow_mut();
+                        if !h.is_empty() {
+                            let i = rng.below(h.len() as u64) as usize;
+                            h.swap_remove(i);
+                        }
+                    }
+                    6 if made > 0 => {
+                        // The reader saw the end: known broken from now on.
+                        let id = rng.below(made);
+                        pool.manager().broken.lock().unwrap().push(id);
+                    }
+                    7 if made > 0 => {
+                        // The end arrived; only a look can tell yet.
+                        let id = rng.below(made);
+                        pool.manager().cut.lock().unwrap().push(id);
+                    }
+                    8 => local.reap_now(),
+                    9 => pool.set_max_open(1 + rng.below(4) as usize),
+                    _ => rt::yield_now().await,
+                }
+                // A cut connection whose users all left is what a look is
+                // for; one still in use learns of the end from its replies.
+                let in_use: Vec<u64> = held.borrow().iter().map(|h| ***h).collect();
+                pool.manager().cut.lock().unwrap().retain(|id| {
+                    !in_use.contains(id) || {
+                        // Still used: its reader fails it with the owed replies.
+                        pool.manager().broken.lock().unwrap().push(*id);
+                        false
+                    }
+                });
+                local.assert_invariants();
+            }
+            held.borrow_mut().clear();
+            for c in callers {
+                c.await.unwrap();
+                held.borrow_mut().clear();
+            }
+            local.assert_invariants();
+            let s = local.stats();
+            assert_eq!(s.in_use, 0, "{s:?}");
+            let closed: u64 = s.closes.iter().sum();
+            assert_eq!(
+                pool.manager().made.load(Ordering::Relaxed),
+                s.open as u64 + closed,
+                "{s:?}"
+            );
+        });
+    }
 }
 
 /// A shared connection is idle only between uses: one in steady use must

@@ -44,32 +44,16 @@ impl<M: Manager> Shard<M> {
                 }
                 expired.extend(slot.conn);
             }
-            loop {
-                // A connection of this worker before a remote handle: a
-                // delegated statement costs two hops between workers.
-                let pick = st
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| {
-                        s.in_flight < max && s.conn.as_ref().is_some_and(|c| manager.is_usable(c))
-                    })
-                    .max_by_key(|(_, s)| (!s.remote, s.in_flight))
-                    .map(|(k, _)| k);
-                let Some(k) = pick else { break None };
-                // None of this worker's callers is on it: the server may
-                // have gone since it was last used, and its reader may not
-                // have run to see that yet. A look at the socket costs a
-                // syscall; a command written to it, a failed request.
-                let slot = &mut st.slots[k];
-                if slot.in_flight > 0 || slot.conn.as_mut().is_some_and(|c| manager.poll_idle(c)) {
-                    break Some(k);
-                }
-                let slot = st.remove(k);
-                if !slot.remote {
-                    self.stats.closed(CloseReason::FailedCheck);
-                }
-                expired.extend(slot.conn);
-            }
+            // A connection of this worker before a remote handle: a
+            // delegated statement costs two hops between workers. One
+            // nobody here is on is looked at in `checkout`.
+            st.slots
+                .iter()
+                .filter(|(_, s)| {
+                    s.in_flight < max && s.conn.as_ref().is_some_and(|c| manager.is_usable(c))
+                })
+                .max_by_key(|(_, s)| (!s.remote, s.in_flight))
+                .map(|(k, _)| k)
         } else {
             loop {
                 let Some(key) = st.idle.pop_back() else {
@@ -201,24 +185,38 @@ impl<M: Manager> Shard<M> {
                 .config
                 .check_after_idle
                 .is_some_and(|t| clock().saturating_duration_since(slot.idle_since) > t);
-            let conn = if M::MULTIPLEXED {
-                let Some(shared) = slot.conn.as_ref() else {
-                    // The shared connection broke between this caller's
-                    // grant and its turn to run (another user's release
-                    // took it out): give the claim back; the last claim
-                    // out retires the slot.
-                    slot.in_flight -= 1;
-                    let retire = slot.in_flight == 0;
-                    st.in_use -= 1;
-                    if retire && !st.remove(key).remote {
-                        self.stats.closed(CloseReason::Broken);
-                    }
-                    self.publish(&st);
-                    return None;
+            let conn = 'conn: {
+                if !M::MULTIPLEXED {
+                    break 'conn slot.conn.take().expect("free slot holds its connection");
+                }
+                // The shared connection broke between this caller's grant
+                // and its turn to run (another user's release took it out,
+                // or its reader saw the end), or, with no other claim on
+                // it, a look finds the server gone: give the claim back and
+                // take the connection out; the last claim out retires the
+                // slot.
+                let manager = &self.pool.manager;
+                let only = slot.in_flight == 1;
+                let dead = match slot.conn.as_mut() {
+                    None => Some(CloseReason::Broken),
+                    Some(c) if !manager.is_usable(c) => Some(CloseReason::Broken),
+                    Some(c) => (only && !manager.poll_idle(c)).then_some(CloseReason::FailedCheck),
                 };
-                self.pool.manager.share(shared)
-            } else {
-                slot.conn.take().expect("free slot holds its connection")
+                let Some(why) = dead else {
+                    let shared = slot.conn.as_ref().expect("checked above");
+                    break 'conn manager.share(shared);
+                };
+                let closing = slot.conn.take();
+                slot.in_flight -= 1;
+                let retire = slot.in_flight == 0;
+                st.in_use -= 1;
+                if retire && !st.remove(key).remote {
+                    self.stats.closed(why);
+                }
+                self.publish(&st);
+                drop(st);
+                drop(closing);
+                return None;
             };
             (conn, stale && !M::MULTIPLEXED)
         };
