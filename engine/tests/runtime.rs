@@ -217,6 +217,17 @@ fn a_dropped_one_shot_recv_loses_nothing() {
     .unwrap();
 }
 
+/// Waits (bounded by `deadline`) until `closed_now` reports the peer gone.
+async fn closed(s: &TcpStream, deadline: Instant) -> std::io::Error {
+    loop {
+        if let Some(e) = s.closed_now() {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "the peer's end never showed");
+        rt::yield_now().await;
+    }
+}
+
 /// `closed_now` looks without taking: an open stream with bytes waiting is
 /// open; a peer that wrote and then closed is seen gone behind the bytes,
 /// which stay for the next read; a reset is its error.
@@ -234,13 +245,7 @@ fn closed_now_sees_the_peer_gone_behind_unread_bytes_and_takes_nothing() {
         }
         assert!(client.closed_now().is_none(), "bytes waiting, still open");
         server_side.shutdown(std::net::Shutdown::Write).unwrap();
-        let gone = loop {
-            if let Some(e) = client.closed_now() {
-                break e;
-            }
-            assert!(Instant::now() < deadline, "the end of stream never showed");
-            rt::yield_now().await;
-        };
+        let gone = closed(&client, deadline).await;
         assert_eq!(gone.kind(), std::io::ErrorKind::UnexpectedEof);
         assert_eq!(unread(&client), 3, "the look took nothing");
         assert_eq!(recv_exactly(&client, 3).await, b"bye");
@@ -250,13 +255,7 @@ fn closed_now_sees_the_peer_gone_behind_unread_bytes_and_takes_nothing() {
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(server_side); // an abortive close: RST
-        let reset = loop {
-            if let Some(e) = client.closed_now() {
-                break e;
-            }
-            assert!(Instant::now() < deadline, "the reset never showed");
-            rt::yield_now().await;
-        };
+        let reset = closed(&client, deadline).await;
         assert_eq!(reset.kind(), std::io::ErrorKind::ConnectionReset);
     });
 }
