@@ -314,41 +314,72 @@ fn eight_workers_through_a_postgres_restart_fail_no_request() {
         "--pg-shared-max-open",
         "2",
     ]));
-    let burst = |app: &Arc<App>| -> Vec<(u16, String)> {
+    restarts_fail_no_request(&app, "/db", |s| s == 200, || pg.restart());
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}
+
+/// The same with Redis: eight workers on two connections.
+#[test]
+fn eight_workers_through_a_redis_restart_fail_no_request() {
+    let redis = RedisServer::start().expect("redis-server");
+    let app = Arc::new(App::start(&[
+        "--workers",
+        "8",
+        "--no-pin",
+        "--redis",
+        &redis.url(),
+        "--redis-max-open",
+        "2",
+    ]));
+    // The greeting the example set at start is gone after a restart.
+    restarts_fail_no_request(&app, "/redis", |s| s == 200 || s == 404, || redis.restart());
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}
+
+/// Three rounds of 32 concurrent requests to `path`, `restart`, and 32
+/// more: every one served (`served` says which statuses mean it), or
+/// failing fast (503) within two seconds of a restart.
+fn restarts_fail_no_request(
+    app: &Arc<App>,
+    path: &'static str,
+    served: fn(u16) -> bool,
+    restart: impl Fn(),
+) {
+    let burst = || -> Vec<(u16, String)> {
         let callers: Vec<_> = (0..32)
             .map(|_| {
                 let app = app.clone();
-                std::thread::spawn(move || app.get("/db"))
+                std::thread::spawn(move || app.get(path))
             })
             .collect();
         callers.into_iter().map(|c| c.join().unwrap()).collect()
     };
     let answered = |status: u16, body: &str, since: Instant| {
-        status == 200
+        served(status)
             || (status == 503
                 && body.contains("failing fast")
                 && since.elapsed() < Duration::from_secs(2))
     };
     let mut back = Instant::now();
-    for restart in 0..3 {
+    for round in 0..3 {
         // Every worker's handles in use, then idle.
-        for (status, body) in burst(&app) {
+        for (status, body) in burst() {
             assert!(
                 answered(status, &body, back),
-                "before restart {restart}: {status} {body}"
+                "{path} before restart {round}: {status} {body}"
             );
         }
-        pg.restart();
+        restart();
         back = Instant::now();
-        for (status, body) in burst(&app) {
+        for (status, body) in burst() {
             assert!(
                 answered(status, &body, back),
-                "after restart {restart}: {status} {body}"
+                "{path} after restart {round}: {status} {body}"
             );
         }
     }
-    let app = Arc::try_unwrap(app).ok().expect("clients finished");
-    assert!(app.stop().success());
 }
 
 /// 16 concurrent requests spread over `paths`: status, time, path, body.
