@@ -323,7 +323,16 @@ fn eight_workers_through_a_postgres_restart_fail_no_request() {
 #[test]
 fn eight_workers_through_a_redis_restart_fail_no_request() {
     let redis = RedisServer::start().expect("redis-server");
-    let app = Arc::new(App::start(&[
+    let app = eight_workers_on_two_redis_connections(&redis);
+    // The greeting the example set at start is gone after a restart.
+    restarts_fail_no_request(&app, "/redis", |s| s == 200 || s == 404, || redis.restart());
+    let app = Arc::try_unwrap(app).ok().expect("clients finished");
+    assert!(app.stop().success());
+}
+
+/// The example with eight workers sharing two connections to `redis`.
+fn eight_workers_on_two_redis_connections(redis: &RedisServer) -> Arc<App> {
+    Arc::new(App::start(&[
         "--workers",
         "8",
         "--no-pin",
@@ -331,11 +340,7 @@ fn eight_workers_through_a_redis_restart_fail_no_request() {
         &redis.url(),
         "--redis-max-open",
         "2",
-    ]));
-    // The greeting the example set at start is gone after a restart.
-    restarts_fail_no_request(&app, "/redis", |s| s == 200 || s == 404, || redis.restart());
-    let app = Arc::try_unwrap(app).ok().expect("clients finished");
-    assert!(app.stop().success());
+    ]))
 }
 
 /// Three rounds of 32 concurrent requests to `path`, `restart`, and 32
@@ -485,15 +490,7 @@ fn eight_workers_through_a_kill9_of(pg: &PgServer, url: &str) {
 #[test]
 fn eight_workers_through_a_redis_kill9() {
     let redis = RedisServer::start().expect("redis-server");
-    let app = Arc::new(App::start(&[
-        "--workers",
-        "8",
-        "--no-pin",
-        "--redis",
-        &redis.url(),
-        "--redis-max-open",
-        "2",
-    ]));
+    let app = eight_workers_on_two_redis_connections(&redis);
     // A key nobody set: 404 is a served answer.
     through_a_kill9(
         &app,
