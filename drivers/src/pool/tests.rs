@@ -727,13 +727,13 @@ fn randomized_shared_connections_never_hand_out_a_dead_one() {
                 // A cut connection whose users all left is what a look is
                 // for; one still in use learns of the end from its replies.
                 let in_use: Vec<u64> = held.borrow().iter().map(|h| ***h).collect();
-                pool.manager().cut.lock().unwrap().retain(|id| {
-                    !in_use.contains(id) || {
-                        // Still used: its reader fails it with the owed replies.
-                        pool.manager().broken.lock().unwrap().push(*id);
-                        false
-                    }
-                });
+                let m = pool.manager();
+                let mut cut = m.cut.lock().unwrap();
+                let (used, idle) = cut.drain(..).partition(|id| in_use.contains(id));
+                *cut = idle;
+                drop(cut);
+                // Still used: its reader fails it with the owed replies.
+                m.broken.lock().unwrap().extend::<Vec<u64>>(used);
                 local.assert_invariants();
             }
             held.borrow_mut().clear();
