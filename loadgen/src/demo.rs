@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{parse_run_args, read_series, read_summary, run_with, RunArgs};
 use crate::report::versus::{self, Run};
-use crate::stack::{app_path, split_extras, DemoExtras, Sizing, Stack};
+use crate::stack::{app_path, split_extras, App, DemoExtras, Sizing, Stack};
 
 /// The built-in pattern: steady, square-wave bursts, a diurnal sine, a mix
 /// drifting from Redis-heavy to Postgres-heavy, and an overload of about
@@ -32,13 +32,14 @@ const DEMO_LAG_BOUND: std::time::Duration = std::time::Duration::from_millis(10)
 pub fn cmd_demo(args: &[String]) -> Result<i32, String> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: tidepool-loadgen demo [--pattern FILE] [--duration SECS] [--out DIR] [--app PATH] [--target URL] [run options]\n\
+            "usage: tidepool-loadgen demo [--pattern FILE] [--duration SECS] [--out DIR] [--app PATH] [--app-workers N] [--app-io BACKEND] [--target URL] [run options]\n\
              Starts an ephemeral PostgreSQL and redis-server and the example app, and runs the built-in\n\
              pattern (loadgen/patterns/demo.toml, with an overload phase) scaled to --duration three times on\n\
              the same seed: adaptive pools (PoolAutoscale, adaptive acquire queue), then static pools sized\n\
              for the average and for the peak of what the adaptive run held (FIFO queues). Each run's\n\
              report goes to --out/NAME/ (default loadgen-demo); --out/report.html and comparison.txt put\n\
-             the three side by side. --app PATH uses an already built example binary; --target URL\n\
+             the three side by side. --app PATH uses an already built example binary; --app-workers N and\n\
+             --app-io io_uring|epoll start it with that many workers (default 1) on that backend; --target URL\n\
              drives a server you started (one run, no comparison)."
         );
         return Ok(0);
@@ -130,7 +131,7 @@ pub fn run_demo(mut opts: DemoOptions, extras: DemoExtras) -> Result<i32, String
 /// One run of the pattern against a fresh stack sized by `sizing`.
 fn run_one(
     opts: &DemoOptions,
-    app: &Path,
+    app: &App,
     sizing: &Sizing,
     dir: &Path,
     name: &str,

@@ -18,7 +18,8 @@ use crate::stack::{app_path, split_extras, Sizing, Stack};
 /// phase, so that every error belongs to an injected fault.
 pub const SOAK_PATTERN: &str = include_str!("../patterns/soak.toml");
 
-const USAGE: &str = "usage: tidepool-loadgen soak [--minutes N] [--period SECS] [--grace SECS] [--out DIR] [--app PATH] [run options]
+const USAGE: &str = "usage: tidepool-loadgen soak [--minutes N] [--period SECS] [--grace SECS] [--out DIR] [--app PATH]
+                             [--app-workers N] [--app-io io_uring|epoll] [run options]
 Starts an ephemeral PostgreSQL and redis-server and the example app, runs the composite pattern
 (patterns/soak.toml) stretched to --minutes (default 10), and every --period seconds (default 120) kills -9 and
 restarts PostgreSQL, and half a period later Redis. A fault's window runs from the kill until --grace
@@ -29,6 +30,8 @@ seconds (default 10) after the database is back. Passes (exit 0) when:
   - the server's RSS, and its descriptors not held by connections, are within 10% between minute 2
     (or a fifth of the run, if shorter) and the end;
   - every pool ends with in_use = waiting = 0.
+The app runs --app-workers workers (default 1) on --app-io (default its own choice), pinned to one CPU:
+with 8 or more, most workers reach the databases through connections other workers own.
 Writes the loadgen report (--out, default soak-out) and soak.txt with this verdict.";
 
 /// One fault: what, and the window (seconds since the load started) in

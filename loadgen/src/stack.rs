@@ -10,26 +10,62 @@ use std::time::{Duration, Instant};
 
 use tidepool_testkit::{PgServer, PgUser, RedisServer};
 
-/// What `demo` adds to the `run` flags.
+/// What `demo` and `soak` add to the `run` flags: which example server
+/// to start, and in what shape.
 #[derive(Debug, Default)]
 pub struct DemoExtras {
     /// The example server binary; by default it is built (release) with cargo.
     pub app: Option<PathBuf>,
+    /// `--app-workers`: the app's worker count (default 1). More workers
+    /// than cores is the shape where pools are shared across workers.
+    pub workers: Option<usize>,
+    /// `--app-io`: the app's I/O backend (`io_uring` or `epoll`; default
+    /// the app's own choice). `--io` is the generator's.
+    pub io: Option<String>,
 }
 
-/// Takes `--app PATH` out of the argument list.
+/// The example server a stack starts.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub path: PathBuf,
+    pub workers: usize,
+    pub io: Option<String>,
+}
+
+/// Takes `--app PATH`, `--app-workers N` and `--app-io BACKEND` out of the
+/// argument list.
 pub fn split_extras(args: &[String]) -> Result<(Vec<String>, DemoExtras), String> {
     let mut rest = Vec::new();
     let mut extras = DemoExtras::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--app" {
-            let v = it.next().ok_or("--app needs a path")?;
-            extras.app = Some(PathBuf::from(v));
-        } else if let Some(v) = a.strip_prefix("--app=") {
-            extras.app = Some(PathBuf::from(v));
-        } else {
-            rest.push(a.clone());
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--app") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{flag} needs a value"))
+        };
+        match flag {
+            "--app" => extras.app = Some(PathBuf::from(value()?)),
+            "--app-workers" => {
+                let v = value()?;
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => extras.workers = Some(n),
+                    _ => return Err(format!("--app-workers: not a worker count: {v}")),
+                }
+            }
+            "--app-io" => {
+                let v = value()?;
+                if v != "io_uring" && v != "epoll" {
+                    return Err(format!("--app-io: io_uring or epoll, not {v}"));
+                }
+                extras.io = Some(v);
+            }
+            _ => rest.push(a.clone()),
         }
     }
     Ok((rest, extras))
@@ -224,7 +260,8 @@ impl Stack {
     /// at `app_path` (pinned to the last allowed CPU), its pools sized by
     /// `sizing`, and waits until it answers /health. The app's
     /// configuration file is written into `dir`.
-    pub fn start_sized(app_path: &Path, sizing: &Sizing, dir: &Path) -> Result<Stack, String> {
+    pub fn start_sized(app: &App, sizing: &Sizing, dir: &Path) -> Result<Stack, String> {
+        let app_path = app.path.as_path();
         if !app_path.exists() {
             return Err(format!("no example server at {}", app_path.display()));
         }
@@ -250,7 +287,8 @@ impl Stack {
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(app_cpu.to_string()).arg(app_path);
-        cmd.args(["--listen", &addr, "--workers", "1"])
+        cmd.args(["--listen", &addr, "--workers", &app.workers.to_string()])
+            .args(app.io.iter().flat_map(|io| ["--io", io.as_str()]))
             .args(["--pg", &pg.url(PgUser::Md5)])
             .args(["--redis", &redis.url()])
             .args(sizing.args())
@@ -263,10 +301,10 @@ impl Stack {
                 app_path.display()
             )
         })?;
-        let mut app = AppProcess { child };
-        wait_healthy(&addr, &mut app.child, Duration::from_secs(60))?;
+        let mut process = AppProcess { child };
+        wait_healthy(&addr, &mut process.child, Duration::from_secs(60))?;
         Ok(Stack {
-            app,
+            app: process,
             redis,
             pg,
             addr,
@@ -331,10 +369,68 @@ fn seed_cache(redis: &RedisServer) {
     redis.cli(&mset);
 }
 
-/// The example app at `--app`, or built now.
-pub fn app_path(extras: DemoExtras) -> Result<PathBuf, String> {
-    match extras.app {
-        Some(p) => Ok(p),
-        None => build_app(),
+/// The example app at `--app` (or built now), in the shape asked for.
+pub fn app_path(extras: DemoExtras) -> Result<App, String> {
+    let path = match extras.app {
+        Some(p) => p,
+        None => build_app()?,
+    };
+    Ok(App {
+        path,
+        workers: extras.workers.unwrap_or(1),
+        io: extras.io,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_app_flags_leave_the_run_flags_alone() {
+        let (rest, extras) = split_extras(&args(&[
+            "--app",
+            "/bin/app",
+            "--io",
+            "epoll",
+            "--app-workers=8",
+            "--app-io",
+            "epoll",
+            "--rate",
+            "100",
+        ]))
+        .unwrap();
+        // `--io` is the generator's own.
+        assert_eq!(rest, args(&["--io", "epoll", "--rate", "100"]));
+        assert_eq!(extras.app, Some(PathBuf::from("/bin/app")));
+        assert_eq!(extras.workers, Some(8));
+        assert_eq!(extras.io.as_deref(), Some("epoll"));
+    }
+
+    #[test]
+    fn bad_app_flags_are_refused() {
+        for bad in [
+            &["--app-workers", "0"][..],
+            &["--app-workers", "many"],
+            &["--app-io", "kqueue"],
+            &["--app-workers"],
+        ] {
+            assert!(split_extras(&args(bad)).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_app_defaults_to_one_worker_on_its_own_backend() {
+        let app = app_path(DemoExtras {
+            app: Some(PathBuf::from("/bin/app")),
+            ..DemoExtras::default()
+        })
+        .unwrap();
+        assert_eq!(app.workers, 1);
+        assert_eq!(app.io, None);
     }
 }
