@@ -32,7 +32,8 @@ seconds (default 10) after the database is back. Passes (exit 0) when:
   - every pool ends with in_use = waiting = 0.
 The app runs --app-workers workers (default 1) on --app-io (default its own choice), pinned to one CPU:
 with 8 or more, most workers reach the databases through connections other workers own.
-Writes the loadgen report (--out, default soak-out) and soak.txt with this verdict.";
+Writes the loadgen report (--out, default soak-out), soak.txt with this verdict, and probes.csv (the
+server's RSS and descriptors once a second).";
 
 /// One fault: what, and the window (seconds since the load started) in
 /// which errors are expected.
@@ -142,6 +143,10 @@ pub fn cmd_soak(args: &[String]) -> Result<i32, String> {
     print!("{text}");
     std::fs::write(out.join("soak.txt"), &text)
         .map_err(|e| format!("writing {}: {e}", out.join("soak.txt").display()))?;
+    // The curve behind the RSS and descriptor checks: a step at a load
+    // peak that stays flat after it reads differently from a steady climb.
+    std::fs::write(out.join("probes.csv"), probes_csv(&probes))
+        .map_err(|e| format!("writing {}: {e}", out.join("probes.csv").display()))?;
     eprintln!("soak: report: {}", out.join("report.html").display());
     // The run's own thresholds (exit 1) or failure (3) first.
     Ok(if code != 0 {
@@ -229,6 +234,16 @@ fn watch(stack: &Stack, t0: Instant, done: &AtomicBool, probes: &Mutex<Vec<Probe
             conn_fds: conn_fds as u64,
         });
     }
+}
+
+/// One line per probe: seconds since the load started, RSS, descriptors,
+/// and the descriptors that connections explain.
+fn probes_csv(probes: &[Probe]) -> String {
+    let mut csv = String::from("t_s,rss_kib,fds,conn_fds\n");
+    for p in probes {
+        csv.push_str(&format!("{:.1},{},{},{}\n", p.t, p.rss_kib, p.fds, p.conn_fds));
+    }
+    csv
 }
 
 fn sum(samples: &[Sample], name: &str) -> f64 {
@@ -493,6 +508,12 @@ mod tests {
             fds,
             conn_fds,
         }
+    }
+
+    #[test]
+    fn probes_are_written_one_line_each() {
+        let csv = probes_csv(&[probe(1.0, 100, 9, 3), probe(2.5, 120, 10, 4)]);
+        assert_eq!(csv, "t_s,rss_kib,fds,conn_fds\n1.0,100,9,3\n2.5,120,10,4\n");
     }
 
     #[test]
