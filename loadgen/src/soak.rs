@@ -241,7 +241,10 @@ fn watch(stack: &Stack, t0: Instant, done: &AtomicBool, probes: &Mutex<Vec<Probe
 fn probes_csv(probes: &[Probe]) -> String {
     let mut csv = String::from("t_s,rss_kib,fds,conn_fds\n");
     for p in probes {
-        csv.push_str(&format!("{:.1},{},{},{}\n", p.t, p.rss_kib, p.fds, p.conn_fds));
+        csv.push_str(&format!(
+            "{:.1},{},{},{}\n",
+            p.t, p.rss_kib, p.fds, p.conn_fds
+        ));
     }
     csv
 }

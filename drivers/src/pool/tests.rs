@@ -823,6 +823,117 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
     assert!(opened - closed <= 2, "open at once: {}", opened - closed);
 }
 
+/// Two workers on a pool of two: each opens its connection, worker 1's
+/// then sits idle (long enough to be lent), and worker 0 runs `busy` on
+/// its own. Returns each worker's numbers at the end.
+fn one_busy_worker_beside_an_idle_one<F, Fut>(busy: F) -> Vec<ShardSnapshot>
+where
+    F: Fn(LocalPool<Fake>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut cfg = config(2);
+    cfg.acquire_timeout = Duration::from_secs(10);
+    let pool = Pool::new("two", cfg, Fake::default(), 2).unwrap();
+    let opened = std::sync::Arc::new(AtomicBool::new(false));
+    let results = on_every_worker(&pool, 2, move |i, local| {
+        let opened = opened.clone();
+        let busy = if i == 0 {
+            Some(busy(local.clone()))
+        } else {
+            None
+        };
+        async move {
+            drop(local.get().await.expect("a connection"));
+            let Some(busy) = busy else {
+                opened.store(true, Ordering::SeqCst);
+                return;
+            };
+            while !opened.load(Ordering::SeqCst) {
+                time::sleep(Duration::from_millis(1)).await;
+            }
+            // Past the 200 ms after which an idle connection may be lent.
+            time::sleep(Duration::from_millis(300)).await;
+            busy.await;
+        }
+    });
+    results.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Two callers at once on worker 0's one connection, each holding it
+/// 2 ms, every 30 ms: a moment of queueing. Moving worker 1's idle
+/// connection there would cost a close and a connect, more than the wait;
+/// before shards averaged their demand, the first such moment did, and
+/// eight workers at a steady 1,000 req/s reconnected about twice a second.
+#[test]
+fn a_moment_of_queueing_moves_no_connection() {
+    let shards = one_busy_worker_beside_an_idle_one(|local| async move {
+        for _ in 0..20 {
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let local = local.clone();
+                    rt::spawn(async move {
+                        let c = local.get().await.expect("a connection");
+                        time::sleep(Duration::from_millis(2)).await;
+                        drop(c);
+                    })
+                })
+                .collect();
+            for c in callers {
+                c.await.expect("the caller finished");
+            }
+            time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(
+            s.closes.iter().sum::<u64>(),
+            0,
+            "worker {i} closed one: {s:?}"
+        );
+        assert_eq!((s.cap, s.connects), (1, 1), "worker {i}: {s:?}");
+    }
+}
+
+/// Three callers keep worker 0's one connection busy without a pause:
+/// short for as long as that lasts, it is lent worker 1's idle connection
+/// (closed there, opened here).
+#[test]
+fn a_worker_short_for_a_while_is_lent_an_idle_connection() {
+    let shards = one_busy_worker_beside_an_idle_one(|local| async move {
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                let (local, stop) = (local.clone(), stop.clone());
+                rt::spawn(async move {
+                    while !stop.get() {
+                        let c = local.get().await.expect("a connection");
+                        time::sleep(Duration::from_millis(5)).await;
+                        drop(c);
+                    }
+                })
+            })
+            .collect();
+        until(&local, |s| s.cap == 2 && s.open == 2).await;
+        stop.set(true);
+        for c in callers {
+            c.await.expect("the caller finished");
+        }
+    });
+    assert_eq!(
+        (shards[0].cap, shards[0].connects),
+        (2, 2),
+        "{:?}",
+        shards[0]
+    );
+    assert_eq!(shards[1].cap, 0, "{:?}", shards[1]);
+    assert_eq!(
+        shards[1].closes[CloseReason::Shrink as usize],
+        1,
+        "{:?}",
+        shards[1]
+    );
+}
+
 /// A shard without capacity of its own whose callers wait while another
 /// shard opens the pool's one connection (slowly: a TLS handshake on a
 /// busy machine) is waiting for a connect, not overloaded: none of them is

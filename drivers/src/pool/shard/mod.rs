@@ -12,7 +12,8 @@
 //! - `wait`: a caller with nothing available, queued or turned away;
 //! - `connect`: who may open, the connect task, the paced warm-up;
 //! - `outage`: failing fast and probing while the database is out of reach;
-//! - `capacity`: how capacity and connections move between workers' shards;
+//! - `capacity`: how capacity and connections move between workers' shards
+//!   (`demand`: when a shard is short for long enough to be worth it);
 //! - `reaper`: when a connection is idle, expired, dead or leaked.
 
 use std::any::Any;
@@ -34,6 +35,7 @@ use super::{Manager, PoolInner};
 mod capacity;
 mod checkout;
 mod connect;
+mod demand;
 mod outage;
 mod reaper;
 mod wait;
@@ -92,6 +94,9 @@ struct State<C> {
     /// Mean time a connection is held (EWMA), for the expected wait of a
     /// newcomer to the queue.
     hold_ewma: Duration,
+    /// Callers holding or waiting, averaged over time (written by
+    /// `publish`, which sees every change).
+    demand: Cell<demand::Demand>,
     last_error: Option<String>,
     /// The last connect failed with nothing open: the database is out of
     /// reach from here. Callers fail at once (naming the error) instead of
@@ -199,6 +204,7 @@ impl<M: Manager> Shard<M> {
                 waiters: Slab::new(),
                 queue: WaitQueue::new(queue_config, clock()),
                 hold_ewma: Duration::ZERO,
+                demand: Cell::new(demand::Demand::new(clock())),
                 last_error: None,
                 down: false,
                 down_ok: 0,
@@ -239,6 +245,9 @@ impl<M: Manager> Shard<M> {
         set(&s.waiting, st.queue.len());
         // One writer (this worker); the reader resets it with a swap. A
         // peak published just before a reset can be lost, not invented.
+        let mut average = st.demand.get();
+        average.observe(clock(), st.in_use + st.queue.len());
+        st.demand.set(average);
         let demand = (st.in_use + st.queue.len()) as u64;
         if demand > s.peak_demand.load(std::sync::atomic::Ordering::Relaxed) {
             s.peak_demand
