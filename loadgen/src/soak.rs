@@ -513,6 +513,26 @@ mod tests {
         }
     }
 
+    /// `patterns/steady.toml` is the soak's traffic without its changes:
+    /// the same classes, one rate throughout.
+    #[test]
+    fn the_steady_pattern_is_the_soaks_classes_at_one_rate() {
+        let parse = |t| crate::plan::config::parse_pattern(t, None, None).unwrap();
+        let steady = parse(include_str!("../patterns/steady.toml"));
+        let soak = parse(SOAK_PATTERN);
+        let names = |p: &crate::plan::config::Plan| -> Vec<String> {
+            p.classes.iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(names(&steady), names(&soak));
+        let d = steady.duration();
+        let rates: Vec<f64> = [0.0, d / 3.0, d * 2.0 / 3.0, d - 1.0]
+            .iter()
+            .map(|&t| steady.schedule.as_ref().expect("a schedule").rate(t))
+            .collect();
+        assert!(rates.iter().all(|&r| r == 1000.0), "{rates:?}");
+        assert_eq!(steady.mix.shares_at(1.0), steady.mix.shares_at(d - 1.0));
+    }
+
     #[test]
     fn probes_are_written_one_line_each() {
         let csv = probes_csv(&[probe(1.0, 100, 9, 3), probe(2.5, 120, 10, 4)]);
