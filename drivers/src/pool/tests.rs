@@ -108,10 +108,11 @@ async fn until<M: Manager>(local: &LocalPool<M>, f: impl Fn(&ShardSnapshot) -> b
 /// Runs `body(i, local)` on one thread per worker of `pool` (`workers`
 /// of them), each staying up afterwards until all are done (lending runs
 /// on every worker's loop); returns each worker's result and numbers.
-fn on_every_worker<T, F, Fut>(pool: &Pool<Fake>, workers: usize, body: F) -> Vec<(T, ShardSnapshot)>
+fn on_every_worker<M, T, F, Fut>(pool: &Pool<M>, workers: usize, body: F) -> Vec<(T, ShardSnapshot)>
 where
+    M: Manager + Send + Sync + 'static,
     T: Send + 'static,
-    F: Fn(usize, LocalPool<Fake>) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, LocalPool<M>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = T>,
 {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -826,14 +827,17 @@ fn shards_with_no_share_borrow_capacity_others_do_not_use() {
 /// Two workers on a pool of two: each opens its connection, worker 1's
 /// then sits idle (long enough to be lent), and worker 0 runs `busy` on
 /// its own. Returns each worker's numbers at the end.
-fn one_busy_worker_beside_an_idle_one<F, Fut>(busy: F) -> Vec<ShardSnapshot>
+fn one_busy_worker_beside_an_idle_one<M, F, Fut>(manager: M, busy: F) -> Vec<ShardSnapshot>
 where
-    F: Fn(LocalPool<Fake>) -> Fut + Send + Sync + 'static,
+    M: Manager + Send + Sync + 'static,
+    F: Fn(LocalPool<M>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()>,
 {
     let mut cfg = config(2);
     cfg.acquire_timeout = Duration::from_secs(10);
-    let pool = Pool::new("two", cfg, Fake::default(), 2).unwrap();
+    // Multiplexed: four callers on a connection, then a fifth waits.
+    cfg.max_in_flight = 4;
+    let pool = Pool::new("two", cfg, manager, 2).unwrap();
     let opened = std::sync::Arc::new(AtomicBool::new(false));
     let results = on_every_worker(&pool, 2, move |i, local| {
         let opened = opened.clone();
@@ -866,7 +870,7 @@ where
 /// eight workers at a steady 1,000 req/s reconnected about twice a second.
 #[test]
 fn a_moment_of_queueing_moves_no_connection() {
-    let shards = one_busy_worker_beside_an_idle_one(|local| async move {
+    let shards = one_busy_worker_beside_an_idle_one(Fake::default(), |local| async move {
         for _ in 0..20 {
             let callers: Vec<_> = (0..2)
                 .map(|_| {
@@ -894,12 +898,52 @@ fn a_moment_of_queueing_moves_no_connection() {
     }
 }
 
+/// The same on a multiplexed pool, where a connection serves
+/// `max_in_flight` callers (four here): three callers on worker 0 all the
+/// time, two more for 2 ms every 30 ms, so that one of them waits. Three
+/// times more callers than connections on average (for long enough to
+/// show), fewer than the connection serves: nothing moves.
+#[test]
+fn a_moment_of_queueing_moves_no_shared_connection() {
+    let shards = one_busy_worker_beside_an_idle_one(FakeMux::default(), |local| async move {
+        let mut steady = Vec::new();
+        for _ in 0..3 {
+            steady.push(local.get().await.expect("a connection"));
+        }
+        for _ in 0..50 {
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let local = local.clone();
+                    rt::spawn(async move {
+                        let c = local.get().await.expect("a connection");
+                        time::sleep(Duration::from_millis(2)).await;
+                        drop(c);
+                    })
+                })
+                .collect();
+            for c in callers {
+                c.await.expect("the caller finished");
+            }
+            time::sleep(Duration::from_millis(30)).await;
+        }
+        drop(steady);
+    });
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(
+            s.closes.iter().sum::<u64>(),
+            0,
+            "worker {i} closed one: {s:?}"
+        );
+        assert_eq!((s.cap, s.connects), (1, 1), "worker {i}: {s:?}");
+    }
+}
+
 /// Three callers keep worker 0's one connection busy without a pause:
 /// short for as long as that lasts, it is lent worker 1's idle connection
 /// (closed there, opened here).
 #[test]
 fn a_worker_short_for_a_while_is_lent_an_idle_connection() {
-    let shards = one_busy_worker_beside_an_idle_one(|local| async move {
+    let shards = one_busy_worker_beside_an_idle_one(Fake::default(), |local| async move {
         let stop = Rc::new(std::cell::Cell::new(false));
         let callers: Vec<_> = (0..3)
             .map(|_| {

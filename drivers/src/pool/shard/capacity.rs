@@ -310,13 +310,21 @@ impl<M: Manager> Shard<M> {
                 return;
             }
             // With connections of its own, a shard borrows only while it
-            // is short on average (`demand`). Moving a unit costs a close
-            // there and a connect here (a backend forked, authentication,
-            // TLS), more than a short wait for a release. Without this, a
-            // pool at its cap moved connections between busy workers on
-            // every momentary queue: eight workers at a steady 1,000 req/s
-            // reconnected about twice a second with nothing else changing.
-            if st.open() + st.opening > 0 && st.demand.get().average(clock()) <= st.cap as f64 {
+            // is short on average (`demand`: more callers holding or
+            // waiting, over about a second, than its cap serves at once).
+            // Moving a unit costs a close there and a connect here (a
+            // backend forked, authentication, TLS), more than a short wait
+            // for a release. Without this, a pool at its cap moved
+            // connections between busy workers on every momentary queue:
+            // eight workers at a steady 1,000 req/s reconnected about
+            // twice a second with nothing else changing.
+            let serves = st.cap
+                * if M::MULTIPLEXED {
+                    self.pool.config.max_in_flight
+                } else {
+                    1
+                };
+            if st.open() + st.opening > 0 && st.demand.get().average(clock()) <= serves as f64 {
                 st.borrowing = true;
                 drop(st);
                 self.borrow_in(BORROW_RETRY);

@@ -243,11 +243,11 @@ impl<M: Manager> Shard<M> {
         set(&s.in_use, st.in_use);
         set(&s.opening, st.opening);
         set(&s.waiting, st.queue.len());
-        // One writer (this worker); the reader resets it with a swap. A
-        // peak published just before a reset can be lost, not invented.
         let mut average = st.demand.get();
         average.observe(clock(), st.in_use + st.queue.len());
         st.demand.set(average);
+        // One writer (this worker); the reader resets it with a swap. A
+        // peak published just before a reset can be lost, not invented.
         let demand = (st.in_use + st.queue.len()) as u64;
         if demand > s.peak_demand.load(std::sync::atomic::Ordering::Relaxed) {
             s.peak_demand
