@@ -871,23 +871,33 @@ where
 #[test]
 fn a_moment_of_queueing_moves_no_connection() {
     let shards = one_busy_worker_beside_an_idle_one(Fake::default(), |local| async move {
-        for _ in 0..20 {
-            let callers: Vec<_> = (0..2)
-                .map(|_| {
-                    let local = local.clone();
-                    rt::spawn(async move {
-                        let c = local.get().await.expect("a connection");
-                        time::sleep(Duration::from_millis(2)).await;
-                        drop(c);
-                    })
-                })
-                .collect();
-            for c in callers {
-                c.await.expect("the caller finished");
-            }
-            time::sleep(Duration::from_millis(30)).await;
-        }
+        moments_of_queueing(&local, 20).await;
     });
+    assert_nothing_moved(&shards);
+}
+
+/// `rounds` times: two callers at once for 2 ms, then 30 ms of quiet.
+async fn moments_of_queueing<M: Manager>(local: &LocalPool<M>, rounds: usize) {
+    for _ in 0..rounds {
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let local = local.clone();
+                rt::spawn(async move {
+                    let c = local.get().await.expect("a connection");
+                    time::sleep(Duration::from_millis(2)).await;
+                    drop(c);
+                })
+            })
+            .collect();
+        for c in callers {
+            c.await.expect("the caller finished");
+        }
+        time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Each worker kept the one connection it opened.
+fn assert_nothing_moved(shards: &[ShardSnapshot]) {
     for (i, s) in shards.iter().enumerate() {
         assert_eq!(
             s.closes.iter().sum::<u64>(),
@@ -910,32 +920,10 @@ fn a_moment_of_queueing_moves_no_shared_connection() {
         for _ in 0..3 {
             steady.push(local.get().await.expect("a connection"));
         }
-        for _ in 0..50 {
-            let callers: Vec<_> = (0..2)
-                .map(|_| {
-                    let local = local.clone();
-                    rt::spawn(async move {
-                        let c = local.get().await.expect("a connection");
-                        time::sleep(Duration::from_millis(2)).await;
-                        drop(c);
-                    })
-                })
-                .collect();
-            for c in callers {
-                c.await.expect("the caller finished");
-            }
-            time::sleep(Duration::from_millis(30)).await;
-        }
+        moments_of_queueing(&local, 50).await;
         drop(steady);
     });
-    for (i, s) in shards.iter().enumerate() {
-        assert_eq!(
-            s.closes.iter().sum::<u64>(),
-            0,
-            "worker {i} closed one: {s:?}"
-        );
-        assert_eq!((s.cap, s.connects), (1, 1), "worker {i}: {s:?}");
-    }
+    assert_nothing_moved(&shards);
 }
 
 /// Three callers keep worker 0's one connection busy without a pause:

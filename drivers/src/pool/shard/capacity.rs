@@ -25,7 +25,7 @@ thread_local! {
 /// (`Any`: `local` finds the typed shard a worker already runs.)
 pub(super) trait Capacity: Any {
     fn set_cap(self: Rc<Self>, cap: usize);
-    fn lend(self: Rc<Self>, to: usize, epoch: u64);
+    fn lend(self: Rc<Self>, to: usize, epoch: u64, spare_only: bool);
     fn borrowed(self: Rc<Self>, granted: bool, epoch: u64);
     fn share_to(self: Rc<Self>, to: usize);
     fn shared(self: Rc<Self>, exported: Option<Box<dyn Any + Send>>);
@@ -145,37 +145,38 @@ impl<M: Manager> Capacity for Shard<M> {
     }
 
     /// Another shard's callers wait: give it a unit of cap if this shard is
-    /// not using one (never opened, or a connection idle for `LEND_IDLE`,
-    /// which is closed), and tell it either way.
-    fn lend(self: Rc<Self>, to: usize, epoch: u64) {
+    /// not using one (never opened, or, unless `spare_only`, a connection
+    /// idle for `LEND_IDLE`, which is closed), and tell it either way.
+    fn lend(self: Rc<Self>, to: usize, epoch: u64, spare_only: bool) {
         let current = self.split_is(epoch);
         let (granted, victim) = {
             let mut st = self.state.borrow_mut();
             let mut victim = None;
             let spare = st.cap > st.open() + st.opening && st.queue.is_empty();
             let granted = current
-                && (spare || {
-                    let now = clock();
-                    let key = st
-                        .slots
-                        .iter()
-                        .find(|(_, s)| {
-                            s.in_flight == 0
-                                && !s.remote
-                                && now.saturating_duration_since(s.idle_since) >= LEND_IDLE
-                                && !s
-                                    .conn
-                                    .as_ref()
-                                    .is_some_and(|c| self.pool.manager.used_elsewhere(c))
-                        })
-                        .map(|(k, _)| k);
-                    if let Some(key) = key {
-                        st.idle.retain(|k| *k != key);
-                        victim = st.remove(key).conn;
-                        self.stats.closed(CloseReason::Shrink);
-                    }
-                    key.is_some()
-                });
+                && (spare
+                    || !spare_only && {
+                        let now = clock();
+                        let key = st
+                            .slots
+                            .iter()
+                            .find(|(_, s)| {
+                                s.in_flight == 0
+                                    && !s.remote
+                                    && now.saturating_duration_since(s.idle_since) >= LEND_IDLE
+                                    && !s
+                                        .conn
+                                        .as_ref()
+                                        .is_some_and(|c| self.pool.manager.used_elsewhere(c))
+                            })
+                            .map(|(k, _)| k);
+                        if let Some(key) = key {
+                            st.idle.retain(|k| *k != key);
+                            victim = st.remove(key).conn;
+                            self.stats.closed(CloseReason::Shrink);
+                        }
+                        key.is_some()
+                    });
             if granted {
                 st.cap -= 1;
                 set(&self.stats.cap, st.cap);
@@ -303,33 +304,30 @@ impl<M: Manager> Shard<M> {
         if self.fail_waiters_on_outage_elsewhere() {
             return;
         }
-        let donor = {
+        let (donor, short_for_long) = {
             let mut st = self.state.borrow_mut();
             let short = !st.queue.is_empty() && st.open() + st.opening >= st.cap;
             if !short || st.borrowing || self.closed.get() || st.down {
                 return;
             }
-            // With connections of its own, a shard borrows only while it
-            // is short on average (`demand`: more callers holding or
-            // waiting, over about a second, than its cap serves at once).
-            // Moving a unit costs a close there and a connect here (a
-            // backend forked, authentication, TLS), more than a short wait
-            // for a release. Without this, a pool at its cap moved
-            // connections between busy workers on every momentary queue:
-            // eight workers at a steady 1,000 req/s reconnected about
-            // twice a second with nothing else changing.
+            // A unit another shard does not use moves at once; an open
+            // connection (closed there, opened here) moves only to a shard
+            // with none, or short on average (`demand`: more callers
+            // holding or waiting, over about a second, than its cap serves
+            // at once). A close and a connect (a backend forked,
+            // authentication, TLS) cost more than a short wait for a
+            // release. Without this, a pool at its cap moved connections
+            // between busy workers on every momentary queue: eight workers
+            // at a steady 1,000 req/s reconnected about twice a second
+            // with nothing else changing.
             let serves = st.cap
                 * if M::MULTIPLEXED {
                     self.pool.config.max_in_flight
                 } else {
                     1
                 };
-            if st.open() + st.opening > 0 && st.demand.get().average(clock()) <= serves as f64 {
-                st.borrowing = true;
-                drop(st);
-                self.borrow_in(BORROW_RETRY);
-                return;
-            }
+            let short_for_long =
+                st.open() + st.opening == 0 || st.demand.get().average(clock()) > serves as f64;
             let load = |c: &std::sync::atomic::AtomicU64| {
                 c.load(std::sync::atomic::Ordering::Relaxed) as usize
             };
@@ -339,11 +337,13 @@ impl<M: Manager> Shard<M> {
                     let unused = load(&s.cap).saturating_sub(load(&s.open) + load(&s.opening));
                     (j, unused, load(&s.idle), load(&s.waiting))
                 })
-                .filter(|&(_, unused, idle, waiting)| waiting == 0 && (unused > 0 || idle > 0))
+                .filter(|&(_, unused, idle, waiting)| {
+                    waiting == 0 && (unused > 0 || short_for_long && idle > 0)
+                })
                 .max_by_key(|&(_, unused, idle, _)| (unused, idle))
                 .map(|(j, ..)| j);
             st.borrowing = true;
-            donor
+            (donor, short_for_long)
         };
         let worker = match donor {
             None => None,
@@ -378,7 +378,7 @@ impl<M: Manager> Shard<M> {
         };
         let (id, to) = (self.pool.id, self.index);
         let epoch = self.split();
-        worker.post(move || with_shard(id, |s| s.lend(to, epoch)));
+        worker.post(move || with_shard(id, |s| s.lend(to, epoch, !short_for_long)));
     }
 
     /// Callers wait and this shard has no connection, opening or open, nor
