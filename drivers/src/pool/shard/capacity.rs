@@ -320,12 +320,7 @@ impl<M: Manager> Shard<M> {
             // between busy workers on every momentary queue: eight workers
             // at a steady 1,000 req/s reconnected about twice a second
             // with nothing else changing.
-            let serves = st.cap
-                * if M::MULTIPLEXED {
-                    self.pool.config.max_in_flight
-                } else {
-                    1
-                };
+            let serves = st.cap * self.callers_per_connection();
             let short_for_long =
                 st.open() + st.opening == 0 || st.demand.get().average(clock()) > serves as f64;
             let load = |c: &std::sync::atomic::AtomicU64| {
@@ -441,15 +436,9 @@ impl<M: Manager> Shard<M> {
             }
             st.borrowing = true;
         }
-        self.borrow_in(BORROW_RETRY);
-    }
-
-    /// `borrow_capacity` again after `delay` (`borrowing` is set meanwhile,
-    /// so that no other request goes out before).
-    fn borrow_in(self: &Rc<Self>, delay: Duration) {
         let weak = Rc::downgrade(self);
         rt::spawn(async move {
-            time::sleep(delay).await;
+            time::sleep(BORROW_RETRY).await;
             if let Some(shard) = weak.upgrade() {
                 shard.state.borrow_mut().borrowing = false;
                 shard.borrow_capacity();

@@ -257,6 +257,16 @@ impl<M: Manager> Shard<M> {
         set(&s.probing, usize::from(st.probing));
     }
 
+    /// Callers one connection serves at once: `max_in_flight` on a
+    /// multiplexed pool, else one.
+    fn callers_per_connection(&self) -> usize {
+        if M::MULTIPLEXED {
+            self.pool.config.max_in_flight
+        } else {
+            1
+        }
+    }
+
     /// The pool's other shards, with what they publish.
     fn others(&self) -> impl Iterator<Item = (usize, &ShardStats)> + '_ {
         let me = self.index;

@@ -136,12 +136,7 @@ impl<M: Manager> Shard<M> {
 
     /// Tells the queue what the pool can serve now.
     fn size_queue(&self, st: &mut State<M::Conn>) {
-        let per_conn = if M::MULTIPLEXED {
-            self.pool.config.max_in_flight
-        } else {
-            1
-        };
-        let servers = st.open() * per_conn;
+        let servers = st.open() * self.callers_per_connection();
         // The pool, not only this shard, must be at its cap with its
         // connections open: callers waiting for a connect (at start, after
         // an outage) wait for the database to answer, not for others to
